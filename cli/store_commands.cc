@@ -1,0 +1,304 @@
+// fqpack init | import | ls | verify | export: the store itself.
+
+#include <map>
+#include <set>
+
+#include "cli/app.h"
+#include "cli/output.h"
+#include "schema/json.h"
+#include "schema/quant_types.h"
+#include "schema/units.h"
+#include "store/gguf_export.h"
+#include "store/gguf_import.h"
+#include "store/verify.h"
+
+namespace fqpack::cli {
+namespace {
+
+using store::Store;
+
+Status RunInit(Context& ctx) {
+  bool created = false;
+  FQ_RETURN_IF_ERROR(Store::Init(ctx.env, ctx.StoreDir(), &created));
+  if (ctx.json) {
+    JsonWriter w;
+    w.BeginObject().Key("store").String(ctx.StoreDir()).Key("created").Bool(created).EndObject();
+    ctx.Print(w.str());
+  } else {
+    ctx.Print(created ? "Initialized empty fqpack store in " + ctx.StoreDir()
+                      : "Reusing existing fqpack store in " + ctx.StoreDir());
+  }
+  return Status::OK();
+}
+
+struct ImportArgs {
+  std::vector<std::string> files;
+  std::string model;
+  std::string label;
+  bool init = true;
+};
+
+Status RunImport(Context& ctx, const ImportArgs& args) {
+  if (!args.label.empty() && args.files.size() > 1) {
+    return Status::InvalidArgument("--label names one QM; give one file with it");
+  }
+  if (args.init) FQ_RETURN_IF_ERROR(Store::Init(ctx.env, ctx.StoreDir()));
+  FQ_ASSIGN_OR_RETURN(auto store, ctx.OpenStore());
+  JsonWriter w(true);
+  w.BeginObject().Key("store").String(ctx.StoreDir()).Key("imports").BeginArray();
+  for (const std::string& file : args.files) {
+    store::ImportOptions opts;
+    opts.model = args.model;
+    opts.label = args.label;
+    opts.threads = ctx.Threads();
+    // Progress in thousandths of the file's tensor bytes.
+    Progress progress("import " + BaseName(file), 1000, ctx.ShowProgress());
+    opts.progress = [&progress](const store::ImportProgress& p) {
+      progress.Update(p.bytes_done * 1000 / std::max<uint64_t>(p.bytes_total, 1));
+    };
+    Result<store::ImportResult> r = store::ImportGguf(store.get(), file, opts);
+    if (!r.ok()) return r.status();
+    progress.Finish();
+    for (const std::string& warning : r->warnings) ctx.Note("warning: " + warning);
+    w.BeginObject()
+        .Key("file").String(file)
+        .Key("model").String(r->model)
+        .Key("label").String(r->label)
+        .Key("new_model").Bool(r->new_model)
+        .Key("already_imported").Bool(r->already_imported)
+        .Key("tensors").Uint(r->tensors)
+        .Key("new_modules").Uint(r->new_modules)
+        .Key("reused_modules").Uint(r->reused_modules)
+        .Key("tensor_bytes").Uint(r->tensor_bytes)
+        .Key("new_stored_bytes").Uint(r->new_stored_bytes)
+        .Key("sha256").String(r->sha256)
+        .EndObject();
+    if (!ctx.json) {
+      if (r->already_imported) {
+        ctx.Print(file + ": already in the store as " + r->model + "/" + r->label + " (nothing to do)");
+      } else {
+        ctx.Print(file + " -> " + r->model + "/" + r->label + (r->new_model ? " (new model)" : "") + ": " +
+                  std::to_string(r->tensors) + " tensors, " + std::to_string(r->new_modules) + " new, " +
+                  std::to_string(r->reused_modules) + " already stored; " + FormatBytes(r->tensor_bytes) +
+                  " of tensors took " + FormatBytes(r->new_stored_bytes) + " more");
+      }
+    }
+  }
+  w.EndArray().EndObject();
+  if (ctx.json) ctx.Print(w.str());
+  return Status::OK();
+}
+
+// Per-model numbers for `ls`.
+struct ModelTotals {
+  uint64_t logical = 0;       // QMs stored whole
+  uint64_t unique_raw = 0;    // distinct modules
+  uint64_t unique_stored = 0; // their blob files
+};
+
+Result<ModelTotals> Totals(Store* store, int64_t model_id) {
+  auto lock = store->LockIndex();
+  ModelTotals t;
+  FQ_ASSIGN_OR_RETURN(store::Stmt st, store->db()->Prepare(
+      "SELECT coalesce(sum(b.raw_bytes),0) FROM qm_module m JOIN qm q ON q.id = m.qm_id "
+      "JOIN blob b ON b.hash = m.hash WHERE q.model_id = ?"));
+  st.BindAll(model_id);
+  FQ_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (row) t.logical = static_cast<uint64_t>(st.ColumnInt(0));
+  FQ_ASSIGN_OR_RETURN(store::Stmt u, store->db()->Prepare(
+      "SELECT coalesce(sum(raw_bytes),0), coalesce(sum(stored_bytes),0) FROM blob WHERE hash IN "
+      "(SELECT m.hash FROM qm_module m JOIN qm q ON q.id = m.qm_id WHERE q.model_id = ? "
+      " UNION SELECT e.hash FROM eqm_module e JOIN eqm x ON x.id = e.eqm_id JOIN ensemble n "
+      " ON n.id = x.ensemble_id WHERE n.model_id = ?)"));
+  u.BindAll(model_id, model_id);
+  FQ_ASSIGN_OR_RETURN(row, u.Step());
+  if (row) {
+    t.unique_raw = static_cast<uint64_t>(u.ColumnInt(0));
+    t.unique_stored = static_cast<uint64_t>(u.ColumnInt(1));
+  }
+  return t;
+}
+
+// The tensor types a QM holds, most bytes first: "Q4_K+Q6_K+F32".
+Result<std::string> TypeMix(Store* store, int64_t qm_id) {
+  FQ_ASSIGN_OR_RETURN(std::vector<store::ModuleRef> mods, store->QmModules(qm_id));
+  std::map<uint32_t, uint64_t> bytes;
+  for (const auto& m : mods) bytes[m.desc.qtype] += m.raw_bytes;
+  std::vector<std::pair<uint64_t, uint32_t>> order;
+  for (auto [t, b] : bytes) order.emplace_back(b, t);
+  std::sort(order.rbegin(), order.rend());
+  std::string s;
+  for (auto [b, t] : order) s += (s.empty() ? "" : "+") + QTypeName(t);
+  return s;
+}
+
+Status RunLs(Context& ctx) {
+  FQ_ASSIGN_OR_RETURN(auto store, ctx.OpenStore());
+  FQ_ASSIGN_OR_RETURN(std::vector<store::ModelInfo> models, store->ListModels());
+  FQ_ASSIGN_OR_RETURN(store::StoreStats stats, store->Stats());
+  JsonWriter w(true);
+  w.BeginObject().Key("store").String(ctx.StoreDir()).Key("models").BeginArray();
+  std::string text;
+  for (const store::ModelInfo& m : models) {
+    FQ_ASSIGN_OR_RETURN(std::vector<store::SlotInfo> slots, store->Slots(m.id));
+    FQ_ASSIGN_OR_RETURN(std::vector<store::QmInfo> qms, store->ListQms(m.id));
+    FQ_ASSIGN_OR_RETURN(ModelTotals t, Totals(store.get(), m.id));
+    const double dedup = t.unique_stored == 0 ? 0 : static_cast<double>(t.logical) / t.unique_stored;
+    w.BeginObject()
+        .Key("name").String(m.name)
+        .Key("arch").String(m.arch)
+        .Key("slots").Uint(slots.size())
+        .Key("hparams").Raw(m.hparams_json.empty() ? "{}" : m.hparams_json)
+        .Key("qms").BeginArray();
+    Table table({"QM", "bits/w", "size", "types", "origin", "source"}, "lrrlll");
+    for (const store::QmInfo& q : qms) {
+      FQ_ASSIGN_OR_RETURN(std::string mix, TypeMix(store.get(), q.id));
+      w.BeginObject()
+          .Key("label").String(q.label)
+          .Key("bits_per_weight").Double(q.bits_per_weight)
+          .Key("bytes").Uint(q.weight_bytes)
+          .Key("types").String(mix)
+          .Key("origin").String(q.origin)
+          .Key("partial").Bool(q.partial)
+          .Key("source").String(q.source_name)
+          .Key("source_sha256").String(q.source_sha256)
+          .EndObject();
+      table.AddRow({q.label + (q.partial ? " (partial)" : ""), FormatDouble(q.bits_per_weight, 2),
+                    FormatBytes(q.weight_bytes), mix, q.origin, q.source_name});
+    }
+    w.EndArray()
+        .Key("logical_bytes").Uint(t.logical)
+        .Key("unique_bytes").Uint(t.unique_raw)
+        .Key("stored_bytes").Uint(t.unique_stored)
+        .Key("dedup_ratio").Double(dedup)
+        .EndObject();
+    text += "model " + m.name + " (" + m.arch + ", " + std::to_string(slots.size()) + " tensors, " +
+            std::to_string(qms.size()) + " QMs)\n";
+    if (!table.empty()) text += table.Render("  ");
+    text += "  QMs stored whole: " + FormatBytes(t.logical) + "; stored once: " + FormatBytes(t.unique_raw) +
+            " in " + FormatBytes(t.unique_stored) + " of blobs (" + FormatRatio(dedup) + " smaller)\n\n";
+  }
+  const double dedup = stats.stored_bytes == 0 ? 0 : static_cast<double>(stats.logical_bytes) / stats.stored_bytes;
+  w.EndArray()
+      .Key("totals").BeginObject()
+      .Key("logical_bytes").Uint(stats.logical_bytes)
+      .Key("unique_bytes").Uint(stats.unique_raw_bytes)
+      .Key("stored_bytes").Uint(stats.stored_bytes)
+      .Key("blobs").Uint(stats.blobs)
+      .Key("dedup_ratio").Double(dedup)
+      .EndObject()
+      .EndObject();
+  if (ctx.json) {
+    ctx.Print(w.str());
+  } else {
+    if (models.empty()) text = "(no models; add some with `fqpack import FILE.gguf`)\n";
+    text += "store " + ctx.StoreDir() + ": " + std::to_string(stats.blobs) + " modules, " +
+            FormatBytes(stats.stored_bytes) + " on disk for " + FormatBytes(stats.logical_bytes) +
+            " of QMs (dedup " + FormatRatio(dedup) + ")";
+    ctx.Print(text);
+  }
+  return Status::OK();
+}
+
+Status RunVerify(Context& ctx, const std::string& target) {
+  if (!target.empty()) {
+    return Status::NotSupported(target + ": verifying a .fqpack file comes with the pack format");
+  }
+  FQ_ASSIGN_OR_RETURN(auto store, ctx.OpenStore());
+  Progress progress("verify", 1000, ctx.ShowProgress());
+  Result<store::VerifyReport> r = store::VerifyStore(store.get(), [&](size_t done, size_t total) {
+    progress.Update(done * 1000 / std::max<size_t>(total, 1));
+  });
+  if (!r.ok()) return r.status();
+  progress.Finish();
+  if (ctx.json) {
+    JsonWriter w(true);
+    w.BeginObject()
+        .Key("store").String(ctx.StoreDir())
+        .Key("ok").Bool(r->ok())
+        .Key("blobs_checked").Uint(r->blobs_checked)
+        .Key("bytes_checked").Uint(r->bytes_checked)
+        .Key("references_checked").Uint(r->references_checked)
+        .Key("orphan_files").Uint(r->orphan_files)
+        .Key("orphan_bytes").Uint(r->orphan_bytes)
+        .Key("errors").Uint(r->errors())
+        .Key("issues").BeginArray();
+    for (const auto& i : r->issues) {
+      w.BeginObject().Key("severity").String(i.error ? "error" : "warning").Key("where").String(i.where)
+          .Key("message").String(i.message).EndObject();
+    }
+    w.EndArray().EndObject();
+    ctx.Print(w.str());
+  } else {
+    for (const auto& i : r->issues) {
+      std::fprintf(stderr, "%s: %s: %s\n", i.error ? "error" : "warning", i.where.c_str(), i.message.c_str());
+    }
+    ctx.Print(std::string(r->ok() ? "OK" : "FAILED") + ": " + std::to_string(r->blobs_checked) + " modules (" +
+              FormatBytes(r->bytes_checked) + ") re-hashed, " + std::to_string(r->references_checked) +
+              " references checked, " + std::to_string(r->errors()) + " errors, " +
+              std::to_string(r->issues.size() - r->errors()) + " warnings");
+  }
+  if (!r->ok()) {
+    return Status::Corruption(ctx.StoreDir() + ": verify found " + std::to_string(r->errors()) + " problem(s)");
+  }
+  return Status::OK();
+}
+
+struct ExportArgs {
+  std::string model;
+  std::string qm;
+  std::string out;
+};
+
+Status RunExport(Context& ctx, const ExportArgs& args) {
+  FQ_ASSIGN_OR_RETURN(auto store, ctx.OpenStore());
+  FQ_ASSIGN_OR_RETURN(store::ModelInfo m, store->ResolveModel(args.model));
+  Progress progress("export " + args.qm, 1000, ctx.ShowProgress());
+  Result<store::ExportResult> r = store::ExportQmGguf(
+      store.get(), m.name, args.qm, args.out,
+      [&](size_t done, size_t total) { progress.Update(done * 1000 / std::max<size_t>(total, 1)); });
+  if (!r.ok()) return r.status();
+  progress.Finish();
+  if (ctx.json) {
+    JsonWriter w;
+    w.BeginObject().Key("file").String(args.out).Key("bytes").Uint(r->bytes).Key("tensors").Uint(r->tensors)
+        .Key("source_layout").Bool(r->byte_exact_layout).EndObject();
+    ctx.Print(w.str());
+  } else {
+    ctx.Print("wrote " + args.out + ": " + std::to_string(r->tensors) + " tensors, " + FormatBytes(r->bytes) +
+              (r->byte_exact_layout ? " (layout of the imported file)" : ""));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+void RegisterStoreCommands(CLI::App& app, Context& ctx) {
+  CLI::App* init = app.add_subcommand("init", "Create an empty store (./.fqpack-store, or --store DIR)");
+  init->callback([&ctx] { ctx.action = [&ctx] { return RunInit(ctx); }; });
+
+  auto import_args = std::make_shared<ImportArgs>();
+  CLI::App* imp = app.add_subcommand("import", "Import GGUF checkpoints of one model; each becomes a QM");
+  imp->add_option("files", import_args->files, "GGUF files")->required()->check(CLI::ExistingFile);
+  imp->add_option("-m,--model", import_args->model, "Model name (default: from the file name)");
+  imp->add_option("-l,--label", import_args->label, "QM label (default: from the file name or file type)");
+  imp->add_flag("!--no-init", import_args->init, "Fail when the store does not exist yet");
+  imp->callback([&ctx, import_args] { ctx.action = [&ctx, import_args] { return RunImport(ctx, *import_args); }; });
+
+  CLI::App* ls = app.add_subcommand("ls", "List models, their QMs, and what deduplication saves");
+  ls->callback([&ctx] { ctx.action = [&ctx] { return RunLs(ctx); }; });
+
+  auto verify_target = std::make_shared<std::string>();
+  CLI::App* verify = app.add_subcommand("verify", "Re-hash every module and check the index; non-zero exit on any problem");
+  verify->add_option("file", *verify_target, "A .fqpack file to verify instead of the store");
+  verify->callback([&ctx, verify_target] { ctx.action = [&ctx, verify_target] { return RunVerify(ctx, *verify_target); }; });
+
+  auto export_args = std::make_shared<ExportArgs>();
+  CLI::App* exp = app.add_subcommand("export", "Write a QM back out as a GGUF file");
+  exp->add_option("-m,--model", export_args->model, "Model name (needed when the store holds several)");
+  exp->add_option("--qm", export_args->qm, "QM label")->required();
+  exp->add_option("-o,--output", export_args->out, "Output GGUF file")->required();
+  exp->callback([&ctx, export_args] { ctx.action = [&ctx, export_args] { return RunExport(ctx, *export_args); }; });
+}
+
+}  // namespace fqpack::cli

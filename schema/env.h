@@ -1,0 +1,168 @@
+// Env: the one door through which fqpack touches files. Production code uses
+// Env::Default() (POSIX); tests wrap it (EnvWrapper) to fail or "crash" at the
+// Nth write, fsync, rename or unlink and then prove the store still verifies.
+//
+// Crash-safe publishing, used by every writer of a file that must survive a
+// kill: write to a temp name in the same directory, Sync, Close, RenameFile
+// onto the final name, SyncDir on the directory. See PublishFile().
+//
+// Thread-safety: Env methods may be called from any thread. A WritableFile or
+// MappedFile object is used by one thread at a time.
+#ifndef FQPACK_SCHEMA_ENV_H_
+#define FQPACK_SCHEMA_ENV_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "schema/coding.h"
+#include "schema/status.h"
+
+namespace fqpack {
+
+class WritableFile {
+ public:
+  virtual ~WritableFile() = default;
+  virtual Status Append(ByteSpan data) = 0;
+  // Makes everything appended so far durable (fsync).
+  virtual Status Sync() = 0;
+  virtual Status Close() = 0;
+  virtual const std::string& path() const = 0;
+};
+
+// A whole file mapped read-only (or, when mapping is not possible or the file
+// is empty, held in an owned buffer). Move-only; unmaps on destruction. The
+// advice calls are hints: when the kernel refuses them fqpack carries on and
+// only logs a warning.
+class MappedFile {
+ public:
+  MappedFile() = default;
+  static MappedFile FromMapping(std::string path, void* addr, size_t size);
+  static MappedFile FromBuffer(std::string path, Bytes buffer);
+  ~MappedFile();
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  ByteSpan bytes() const { return {data_, size_}; }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+  bool is_mapped() const { return mapped_; }
+
+  void AdviseSequential() const;
+  void AdviseWillNeed(size_t offset, size_t length) const;
+  // Lets the kernel drop the pages of [offset, offset+length) from this
+  // process; they are read again from the file if touched.
+  void AdviseDontNeed(size_t offset, size_t length) const;
+
+ private:
+  void Release();
+
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  bool mapped_ = false;
+  Bytes owned_;
+};
+
+// An advisory lock on a file (flock). Released when destroyed.
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+};
+
+enum class LockMode { kShared, kExclusive };
+
+class Env {
+ public:
+  virtual ~Env() = default;
+
+  // The process-wide POSIX Env. Never deleted.
+  static Env* Default();
+
+  // Creates or truncates `path` for writing.
+  virtual Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) = 0;
+  virtual Result<MappedFile> MapFile(const std::string& path) = 0;
+  virtual Status RenameFile(const std::string& from, const std::string& to) = 0;
+  virtual Status RemoveFile(const std::string& path) = 0;
+  virtual Status RemoveDir(const std::string& path) = 0;
+  // fsync on a directory, so that renames and unlinks inside it are durable.
+  virtual Status SyncDir(const std::string& path) = 0;
+  // Creates one directory; OK when it already exists.
+  virtual Status CreateDir(const std::string& path) = 0;
+  // Names (not paths) of the entries of `dir`, without "." and "..".
+  virtual Result<std::vector<std::string>> GetChildren(const std::string& dir) = 0;
+  virtual bool FileExists(const std::string& path) = 0;
+  virtual bool IsDirectory(const std::string& path) = 0;
+  virtual Result<uint64_t> GetFileSize(const std::string& path) = 0;
+  // Takes a flock on `path` (created when missing). With wait == false a lock
+  // held by someone else gives Busy at once.
+  virtual Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, LockMode mode,
+                                                     bool wait) = 0;
+};
+
+// Forwards every call to another Env; a test overrides only what it needs.
+class EnvWrapper : public Env {
+ public:
+  explicit EnvWrapper(Env* target) : target_(target) {}
+  Env* target() const { return target_; }
+
+  Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
+    return target_->NewWritableFile(path);
+  }
+  Result<MappedFile> MapFile(const std::string& path) override { return target_->MapFile(path); }
+  Status RenameFile(const std::string& from, const std::string& to) override {
+    return target_->RenameFile(from, to);
+  }
+  Status RemoveFile(const std::string& path) override { return target_->RemoveFile(path); }
+  Status RemoveDir(const std::string& path) override { return target_->RemoveDir(path); }
+  Status SyncDir(const std::string& path) override { return target_->SyncDir(path); }
+  Status CreateDir(const std::string& path) override { return target_->CreateDir(path); }
+  Result<std::vector<std::string>> GetChildren(const std::string& dir) override {
+    return target_->GetChildren(dir);
+  }
+  bool FileExists(const std::string& path) override { return target_->FileExists(path); }
+  bool IsDirectory(const std::string& path) override { return target_->IsDirectory(path); }
+  Result<uint64_t> GetFileSize(const std::string& path) override {
+    return target_->GetFileSize(path);
+  }
+  Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, LockMode mode,
+                                             bool wait) override {
+    return target_->LockFile(path, mode, wait);
+  }
+
+ private:
+  Env* target_;
+};
+
+// Writes `data` to `path` crash-safely: `path` + ".tmp-<unique>" in the same
+// directory, fsync, close, rename, fsync of the directory. On failure the temp
+// file is removed (best effort) and `path` is untouched.
+Status PublishFile(Env* env, const std::string& path, ByteSpan data);
+
+// Like PublishFile, but the content is produced by `write`, which appends to
+// the temp file (for outputs too large to hold in memory).
+Status PublishFileWith(Env* env, const std::string& path,
+                       const std::function<Status(WritableFile*)>& write);
+
+// Reads a whole file into memory.
+Result<Bytes> ReadFileBytes(Env* env, const std::string& path);
+
+// "<dir>/<name>" with exactly one slash.
+std::string JoinPath(const std::string& dir, const std::string& name);
+// The directory part of a path ("." when there is none).
+std::string DirName(const std::string& path);
+// The last component of a path.
+std::string BaseName(const std::string& path);
+
+// A name unique within this process and unlikely to clash across processes:
+// "<prefix>.<pid>.<counter>.<random>".
+std::string UniqueTempName(const std::string& prefix);
+
+}  // namespace fqpack
+
+#endif  // FQPACK_SCHEMA_ENV_H_

@@ -1,0 +1,153 @@
+#include "schema/quant_types.h"
+
+#include <array>
+#include <cctype>
+
+#include "schema/coding.h"
+
+namespace fqpack {
+namespace {
+
+// Sizes are those of ggml's block structs (ggml-common.h); each is checked
+// against its struct by a static_assert in runtime/quant/blocks.h.
+constexpr std::array<QTypeInfo, 32> kGgmlTypes = {{
+    {0, "F32", 1, 4, true},
+    {1, "F16", 1, 2, true},
+    {2, "Q4_0", 32, 18, false},
+    {3, "Q4_1", 32, 20, false},
+    {6, "Q5_0", 32, 22, false},
+    {7, "Q5_1", 32, 24, false},
+    {8, "Q8_0", 32, 34, false},
+    {9, "Q8_1", 32, 36, false},
+    {10, "Q2_K", 256, 84, false},
+    {11, "Q3_K", 256, 110, false},
+    {12, "Q4_K", 256, 144, false},
+    {13, "Q5_K", 256, 176, false},
+    {14, "Q6_K", 256, 210, false},
+    {15, "Q8_K", 256, 292, false},
+    {16, "IQ2_XXS", 256, 66, false},
+    {17, "IQ2_XS", 256, 74, false},
+    {18, "IQ3_XXS", 256, 98, false},
+    {19, "IQ1_S", 256, 50, false},
+    {20, "IQ4_NL", 32, 18, false},
+    {21, "IQ3_S", 256, 110, false},
+    {22, "IQ2_S", 256, 82, false},
+    {23, "IQ4_XS", 256, 136, false},
+    {24, "I8", 1, 1, false},
+    {25, "I16", 1, 2, false},
+    {26, "I32", 1, 4, false},
+    {27, "I64", 1, 8, false},
+    {28, "F64", 1, 8, true},
+    {29, "IQ1_M", 256, 56, false},
+    {30, "BF16", 1, 2, true},
+    {34, "TQ1_0", 256, 54, false},
+    {35, "TQ2_0", 256, 66, false},
+    {39, "MXFP4", 32, 17, false},
+}};
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+constexpr bool ValidGroupBits(uint32_t b) { return b >= 2 && b <= 8 && b != 7; }
+constexpr bool ValidGroupSize(uint32_t g) { return g == 32 || g == 64 || g == 128; }
+
+}  // namespace
+
+std::span<const QTypeInfo> GgmlTypes() { return kGgmlTypes; }
+
+const QTypeInfo* FindGgmlType(uint32_t id) {
+  for (const QTypeInfo& t : kGgmlTypes) {
+    if (t.id == id) return &t;
+  }
+  return nullptr;
+}
+
+const QTypeInfo* FindGgmlTypeByName(std::string_view name) {
+  for (const QTypeInfo& t : kGgmlTypes) {
+    if (EqualsIgnoreCase(t.name, name)) return &t;
+  }
+  return nullptr;
+}
+
+bool IsGroupIntType(uint32_t id) {
+  if (id < kGroupIntBase) return false;
+  uint32_t rest = id - kGroupIntBase;
+  return ValidGroupBits(rest / 1000) && ValidGroupSize(rest % 1000);
+}
+uint32_t GroupIntBits(uint32_t id) { return (id - kGroupIntBase) / 1000; }
+uint32_t GroupIntGroup(uint32_t id) { return (id - kGroupIntBase) % 1000; }
+
+bool IsKnownType(uint32_t id) { return FindGgmlType(id) != nullptr || IsGroupIntType(id); }
+
+std::string QTypeName(uint32_t id) {
+  if (const QTypeInfo* t = FindGgmlType(id)) return t->name;
+  if (IsGroupIntType(id)) {
+    return "int" + std::to_string(GroupIntBits(id)) + "-g" + std::to_string(GroupIntGroup(id));
+  }
+  return "type#" + std::to_string(id);
+}
+
+Result<uint32_t> ParseQTypeName(std::string_view name) {
+  if (const QTypeInfo* t = FindGgmlTypeByName(name)) return t->id;
+  // int<b>-g<g>
+  if (name.size() >= 6 && EqualsIgnoreCase(name.substr(0, 3), "int")) {
+    size_t dash = name.find("-g");
+    if (dash != std::string_view::npos) {
+      std::string bits(name.substr(3, dash - 3));
+      std::string group(name.substr(dash + 2));
+      bool digits = !bits.empty() && !group.empty();
+      for (char c : bits + group) digits = digits && std::isdigit(static_cast<unsigned char>(c));
+      if (digits && bits.size() <= 2 && group.size() <= 4) {
+        uint32_t id = GroupIntId(static_cast<uint32_t>(std::stoul(bits)),
+                                 static_cast<uint32_t>(std::stoul(group)));
+        if (IsGroupIntType(id)) return id;
+      }
+    }
+  }
+  return Status::NotFound("unknown tensor type name '" + std::string(name) + "'");
+}
+
+Result<uint64_t> RowBytes(uint32_t type, uint64_t ne0) {
+  if (const QTypeInfo* t = FindGgmlType(type)) {
+    if (ne0 % t->block_elems != 0) {
+      return Status::InvalidArgument("row of " + std::to_string(ne0) + " elements is not a multiple of " +
+                                     std::to_string(t->block_elems) + " (block size of " + t->name + ")");
+    }
+    uint64_t bytes;
+    if (!CheckedMul(ne0 / t->block_elems, t->block_bytes, &bytes)) {
+      return Status::InvalidArgument("row size overflows");
+    }
+    return bytes;
+  }
+  if (IsGroupIntType(type)) {
+    // Each group: fp16 scale, fp16 offset, then ceil(len*bits/8) bytes of
+    // packed codes; the last group of a row may be shorter than g.
+    const uint64_t bits = GroupIntBits(type), g = GroupIntGroup(type);
+    if (ne0 > (UINT64_MAX >> 8)) return Status::InvalidArgument("row size overflows");
+    const uint64_t full = ne0 / g, tail = ne0 % g;
+    uint64_t bytes = full * (4 + g * bits / 8);
+    if (tail != 0) bytes += 4 + (tail * bits + 7) / 8;
+    return bytes;
+  }
+  return Status::NotSupported("unknown tensor type " + QTypeName(type));
+}
+
+Result<uint64_t> TensorBytes(uint32_t type, std::span<const uint64_t> ne) {
+  if (ne.empty()) return Status::InvalidArgument("tensor with no dimensions");
+  FQ_ASSIGN_OR_RETURN(uint64_t row, RowBytes(type, ne[0]));
+  uint64_t total = row;
+  for (size_t i = 1; i < ne.size(); ++i) {
+    if (!CheckedMul(total, ne[i], &total)) return Status::InvalidArgument("tensor size overflows");
+  }
+  return total;
+}
+
+}  // namespace fqpack

@@ -1,0 +1,195 @@
+#include "store/sqlite.h"
+
+#include <sqlite3.h>
+
+#include <cassert>
+
+namespace fqpack::store {
+
+Stmt::~Stmt() {
+  if (stmt_ != nullptr) sqlite3_finalize(stmt_);
+}
+
+Stmt::Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(other.stmt_) { other.stmt_ = nullptr; }
+
+Stmt& Stmt::operator=(Stmt&& other) noexcept {
+  if (this != &other) {
+    if (stmt_ != nullptr) sqlite3_finalize(stmt_);
+    db_ = other.db_;
+    stmt_ = other.stmt_;
+    other.stmt_ = nullptr;
+  }
+  return *this;
+}
+
+Stmt& Stmt::Bind(int i, int64_t v) {
+  [[maybe_unused]] int rc = sqlite3_bind_int64(stmt_, i, v);
+  assert(rc == SQLITE_OK);
+  return *this;
+}
+
+Stmt& Stmt::Bind(int i, double v) {
+  [[maybe_unused]] int rc = sqlite3_bind_double(stmt_, i, v);
+  assert(rc == SQLITE_OK);
+  return *this;
+}
+
+Stmt& Stmt::Bind(int i, std::string_view v) {
+  [[maybe_unused]] int rc =
+      sqlite3_bind_text64(stmt_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+  assert(rc == SQLITE_OK);
+  return *this;
+}
+
+Stmt& Stmt::BindBlob(int i, ByteSpan v) {
+  // A zero-length blob must still be a blob, not NULL.
+  static const uint8_t kEmpty = 0;
+  [[maybe_unused]] int rc = sqlite3_bind_blob64(stmt_, i, v.empty() ? &kEmpty : v.data(), v.size(),
+                                               SQLITE_TRANSIENT);
+  assert(rc == SQLITE_OK);
+  return *this;
+}
+
+Stmt& Stmt::BindNull(int i) {
+  [[maybe_unused]] int rc = sqlite3_bind_null(stmt_, i);
+  assert(rc == SQLITE_OK);
+  return *this;
+}
+
+Result<bool> Stmt::Step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  Status s = db_->Error(rc, sqlite3_sql(stmt_));
+  sqlite3_reset(stmt_);
+  return s;
+}
+
+Status Stmt::Run() {
+  while (true) {
+    FQ_ASSIGN_OR_RETURN(bool row, Step());
+    if (!row) break;
+  }
+  Reset();
+  return Status::OK();
+}
+
+void Stmt::Reset() {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+}
+
+int64_t Stmt::ColumnInt(int col) const { return sqlite3_column_int64(stmt_, col); }
+double Stmt::ColumnDouble(int col) const { return sqlite3_column_double(stmt_, col); }
+std::string Stmt::ColumnText(int col) const {
+  const unsigned char* p = sqlite3_column_text(stmt_, col);
+  int n = sqlite3_column_bytes(stmt_, col);
+  return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p), n);
+}
+ByteSpan Stmt::ColumnBlob(int col) const {
+  const void* p = sqlite3_column_blob(stmt_, col);
+  int n = sqlite3_column_bytes(stmt_, col);
+  if (p == nullptr) return {};
+  return ByteSpan(static_cast<const uint8_t*>(p), static_cast<size_t>(n));
+}
+bool Stmt::ColumnIsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+
+Result<std::unique_ptr<Db>> Db::Open(const std::string& path, Mode mode) {
+  int flags = SQLITE_OPEN_FULLMUTEX;
+  switch (mode) {
+    case Mode::kReadOnly: flags |= SQLITE_OPEN_READONLY; break;
+    case Mode::kReadWrite: flags |= SQLITE_OPEN_READWRITE; break;
+    case Mode::kReadWriteCreate: flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE; break;
+  }
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  std::unique_ptr<Db> db(new Db(raw, path));
+  if (rc != SQLITE_OK) return db->Error(rc, "open");
+  sqlite3_extended_result_codes(raw, 1);
+  sqlite3_busy_timeout(raw, 30000);
+  FQ_RETURN_IF_ERROR(db->Exec("PRAGMA foreign_keys = ON"));
+  return db;
+}
+
+Result<std::unique_ptr<Db>> Db::OpenImage(ByteSpan image, const std::string& name) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(":memory:", &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  std::unique_ptr<Db> db(new Db(raw, name));
+  if (rc != SQLITE_OK) return db->Error(rc, "open");
+  rc = sqlite3_deserialize(raw, "main", const_cast<uint8_t*>(image.data()),
+                           static_cast<sqlite3_int64>(image.size()),
+                           static_cast<sqlite3_int64>(image.size()), SQLITE_DESERIALIZE_READONLY);
+  if (rc != SQLITE_OK) return db->Error(rc, "deserialize");
+  FQ_RETURN_IF_ERROR(db->Exec("PRAGMA foreign_keys = ON"));
+  return db;
+}
+
+Db::~Db() {
+  if (db_ != nullptr) sqlite3_close_v2(db_);
+}
+
+Status Db::Error(int rc, std::string_view context) const {
+  std::string msg = path_ + ": " + std::string(context) + ": " +
+                    (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Status::Busy(msg);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return Status::Corruption(msg);
+    case SQLITE_CANTOPEN:
+      return Status::NotFound(msg);
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+      return Status::InvalidArgument(msg);
+    default:
+      return Status::IOError(msg);
+  }
+}
+
+Status Db::Exec(std::string_view sql) {
+  std::string s(sql);
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, &err);
+  if (rc != SQLITE_OK) {
+    sqlite3_free(err);
+    return Error(rc, s.size() > 60 ? s.substr(0, 60) + "..." : s);
+  }
+  return Status::OK();
+}
+
+Result<Stmt> Db::Prepare(std::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+  if (rc != SQLITE_OK) return Error(rc, sql);
+  return Stmt(this, stmt);
+}
+
+int64_t Db::LastInsertRowid() const { return sqlite3_last_insert_rowid(db_); }
+int64_t Db::Changes() const { return sqlite3_changes64(db_); }
+
+Result<int64_t> Db::QueryInt(std::string_view sql) {
+  FQ_ASSIGN_OR_RETURN(Stmt st, Prepare(sql));
+  FQ_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return Status::NotFound(path_ + ": no row for " + std::string(sql));
+  return st.ColumnInt(0);
+}
+
+Result<std::unique_ptr<Txn>> Txn::Begin(Db* db) {
+  FQ_RETURN_IF_ERROR(db->Exec("BEGIN IMMEDIATE"));
+  return std::unique_ptr<Txn>(new Txn(db));
+}
+
+Txn::~Txn() {
+  if (!done_) (void)db_->Exec("ROLLBACK");
+}
+
+Status Txn::Commit() {
+  Status s = db_->Exec("COMMIT");
+  if (s.ok()) done_ = true;
+  return s;
+}
+
+}  // namespace fqpack::store

@@ -1,0 +1,126 @@
+// A thin RAII layer over SQLite: Db (a connection), Stmt (a prepared
+// statement), Txn (a transaction that rolls back unless committed).
+//
+// Errors come back as Status naming the database file and SQLite's message.
+// SQLITE_BUSY after the busy timeout becomes Busy; SQLITE_CORRUPT and
+// SQLITE_NOTADB become Corruption; SQLITE_FULL and I/O errors become IOError.
+//
+// Thread-safety: a Db and its statements belong to one thread at a time.
+#ifndef FQPACK_STORE_SQLITE_H_
+#define FQPACK_STORE_SQLITE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "schema/coding.h"
+#include "schema/status.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace fqpack::store {
+
+class Db;
+
+class Stmt {
+ public:
+  Stmt() = default;
+  Stmt(Db* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  ~Stmt();
+  Stmt(Stmt&& other) noexcept;
+  Stmt& operator=(Stmt&& other) noexcept;
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  // Binds parameter `i` (1-based). Bind errors are programmer errors.
+  Stmt& Bind(int i, int64_t v);
+  Stmt& Bind(int i, uint64_t v) { return Bind(i, static_cast<int64_t>(v)); }
+  Stmt& Bind(int i, int v) { return Bind(i, static_cast<int64_t>(v)); }
+  Stmt& Bind(int i, uint32_t v) { return Bind(i, static_cast<int64_t>(v)); }
+  Stmt& Bind(int i, double v);
+  Stmt& Bind(int i, std::string_view v);
+  Stmt& Bind(int i, const std::string& v) { return Bind(i, std::string_view(v)); }
+  Stmt& Bind(int i, const char* v) { return Bind(i, std::string_view(v)); }
+  Stmt& BindBlob(int i, ByteSpan v);
+  Stmt& BindNull(int i);
+
+  // Binds all arguments in order, starting at parameter 1.
+  template <typename... Args>
+  Stmt& BindAll(const Args&... args) {
+    int i = 0;
+    (Bind(++i, args), ...);
+    return *this;
+  }
+
+  // Advances: true when a row is ready, false when the statement is done.
+  Result<bool> Step();
+  // Steps to completion (for statements that return no rows) and resets.
+  Status Run();
+  void Reset();
+
+  int64_t ColumnInt(int col) const;
+  double ColumnDouble(int col) const;
+  std::string ColumnText(int col) const;
+  ByteSpan ColumnBlob(int col) const;
+  bool ColumnIsNull(int col) const;
+
+ private:
+  Db* db_ = nullptr;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+class Db {
+ public:
+  enum class Mode { kReadWrite, kReadWriteCreate, kReadOnly };
+
+  // Opens the database at `path`. Sets a busy timeout, foreign keys on;
+  // journal mode is the caller's business (the store sets WAL).
+  static Result<std::unique_ptr<Db>> Open(const std::string& path, Mode mode);
+  // Opens a read-only database from an image in memory (sqlite3_deserialize).
+  // `image` must outlive the Db.
+  static Result<std::unique_ptr<Db>> OpenImage(ByteSpan image, const std::string& name);
+  ~Db();
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  // Runs one or more SQL statements that return no rows.
+  Status Exec(std::string_view sql);
+  Result<Stmt> Prepare(std::string_view sql);
+  int64_t LastInsertRowid() const;
+  int64_t Changes() const;
+  // Reads the single integer of "SELECT ..." (e.g. a PRAGMA).
+  Result<int64_t> QueryInt(std::string_view sql);
+
+  // A Status for SQLite result code `rc`, naming the file and `context`.
+  Status Error(int rc, std::string_view context) const;
+
+  sqlite3* raw() const { return db_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  Db(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+
+  sqlite3* db_;
+  std::string path_;
+};
+
+// BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted.
+class Txn {
+ public:
+  static Result<std::unique_ptr<Txn>> Begin(Db* db);
+  ~Txn();
+  Status Commit();
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+
+ private:
+  explicit Txn(Db* db) : db_(db) {}
+  Db* db_;
+  bool done_ = false;
+};
+
+}  // namespace fqpack::store
+
+#endif  // FQPACK_STORE_SQLITE_H_

@@ -1,0 +1,224 @@
+// Store: a directory holding an SQLite index (index.sqlite, schema in
+// schema/store.sql) and a blob area (blobs/, one zstd file per module).
+//
+//   <dir>/index.sqlite   the index (WAL mode)
+//   <dir>/blobs/xx/      module blobs, fanned out by the first hex byte
+//   <dir>/tmp/           temp files of writers in progress
+//   <dir>/LOCK           flock: writers share it, gc takes it exclusively
+//
+// Modules are stored once by key (store/module_key.h). Writers publish blob
+// files first and then add every index row of an operation in one
+// transaction, so a kill at any moment leaves either the old or the new
+// index, plus at worst orphan files that `verify` reports and gc removes.
+//
+// Thread-safety: a Store may be used from several threads; index access is
+// serialised internally. Several processes may open the same store.
+#ifndef FQPACK_STORE_STORE_H_
+#define FQPACK_STORE_STORE_H_
+
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "schema/env.h"
+#include "store/blob_store.h"
+#include "store/module_source.h"
+#include "store/sqlite.h"
+
+namespace fqpack::store {
+
+struct StoreOptions {
+  int zstd_level = 3;
+  // Replaces XXH3-128 as the module key function (tests plant collisions).
+  KeyFunction key_fn;
+};
+
+struct SlotInfo {
+  int idx = 0;
+  std::string name;
+  std::string kind;
+  int layer = -1;
+  ModuleDesc shape;  // qtype unused
+};
+
+struct ModelInfo {
+  int64_t id = 0;
+  std::string name;
+  std::string arch;
+  std::string hparams_json;
+  uint32_t gguf_version = 3;
+  uint64_t n_kv = 0;
+  Bytes metadata;
+  std::string created_at;
+};
+
+struct QmInfo {
+  int64_t id = 0;
+  int64_t model_id = 0;
+  std::string label;
+  std::string origin;  // "import" or "quantize"
+  double bits_per_weight = 0;
+  uint64_t weight_bytes = 0;
+  bool partial = false;
+  std::string params_json;
+  std::string source_name;
+  std::string source_sha256;
+  uint64_t source_bytes = 0;
+  std::string created_at;
+};
+
+struct ModuleRef {
+  int slot_idx = 0;
+  ModuleKey key;
+  ModuleDesc desc;
+  uint64_t raw_bytes = 0;
+  uint64_t stored_bytes = 0;
+};
+
+// Totals for `ls`: what the QMs would take stored whole, and what the store
+// holds.
+struct StoreStats {
+  uint64_t logical_bytes = 0;  // sum over QMs of their module bytes
+  uint64_t unique_raw_bytes = 0;
+  uint64_t stored_bytes = 0;   // sum of blob file sizes
+  uint64_t blobs = 0;
+  uint64_t references = 0;     // qm_module + eqm_module rows
+};
+
+class Store : public ModuleSource {
+ public:
+  // Creates a new, empty store at `dir` (the parent must exist). OK when
+  // `dir` already is a store; InvalidArgument when it is something else.
+  static Status Init(Env* env, const std::string& dir, bool* created = nullptr);
+  // Opens an existing store. InvalidArgument when `dir` is not a store;
+  // NotSupported when its schema is newer than this build knows.
+  static Result<std::unique_ptr<Store>> Open(Env* env, const std::string& dir,
+                                             const StoreOptions& options = {});
+  ~Store() override;
+
+  Env* env() const { return env_; }
+  const std::string& dir() const { return dir_; }
+  BlobStore* blobs() { return &blobs_; }
+  const StoreOptions& options() const { return options_; }
+
+  // The index connection, for code in this layer and above that runs its
+  // own queries (search, gc). Hold the returned lock while using it.
+  std::unique_lock<std::recursive_mutex> LockIndex() { return std::unique_lock(mu_); }
+  Db* db() { return db_.get(); }
+
+  // Process-level locks on <dir>/LOCK: writers (import, quantize, search,
+  // rm) share it; gc holds it exclusively.
+  Result<std::unique_ptr<FileLock>> WriterLock(bool wait = true);
+  Result<std::unique_ptr<FileLock>> GcLock(bool wait = false);
+
+  // Look-ups. NotFound messages list what there is.
+  Result<std::vector<ModelInfo>> ListModels();
+  Result<ModelInfo> FindModel(const std::string& name);
+  // The only model, when `name` is empty and the store holds exactly one.
+  Result<ModelInfo> ResolveModel(const std::string& name);
+  Result<std::vector<SlotInfo>> Slots(int64_t model_id);
+  Result<std::vector<QmInfo>> ListQms(int64_t model_id);
+  Result<QmInfo> FindQm(int64_t model_id, const std::string& label);
+  Result<std::vector<ModuleRef>> QmModules(int64_t qm_id);
+  Result<ModuleRef> FindBlob(const ModuleKey& key);
+  Result<StoreStats> Stats();
+
+  // What the runtime needs to run QM `label` of model `model`.
+  Result<ModelManifest> QmManifest(const std::string& model, const std::string& label);
+
+  // ModuleSource: a module's verified bytes.
+  Result<ModuleData> Load(const ModuleKey& key) override;
+
+ private:
+  Store(Env* env, std::string dir, StoreOptions options, std::unique_ptr<Db> db);
+
+  Env* env_;
+  std::string dir_;
+  StoreOptions options_;
+  std::recursive_mutex mu_;
+  std::unique_ptr<Db> db_;
+  BlobStore blobs_;
+};
+
+// Adds one QM (and, for the first checkpoint of a model, the model and its
+// slots). Add() publishes each module's blob file unless the store holds
+// the same module already (bytes compared on a key hit: a collision is an
+// error, never an alias); Commit() writes all index rows in one transaction.
+// Nothing is visible in the index before Commit().
+//
+// Thread-safety: Add may be called from several threads at once.
+class QmWriter {
+ public:
+  struct NewModel {
+    std::string name;
+    std::string arch;
+    std::string hparams_json;
+    uint32_t gguf_version = 3;
+    uint64_t n_kv = 0;
+    Bytes metadata;
+    std::vector<SlotInfo> slots;
+  };
+  struct NewQm {
+    std::string label;
+    std::string origin = "import";
+    std::string params_json;
+    std::string source_name;
+    std::string source_sha256;
+    uint64_t source_bytes = 0;
+    // For rewriting the source GGUF byte for byte (import only).
+    bool has_gguf_layout = false;
+    uint32_t gguf_version = 3;
+    uint64_t alignment = 32;
+    uint64_t n_kv = 0;
+    Bytes metadata;
+  };
+  struct Staged {
+    ModuleKey key;
+    uint64_t raw_bytes = 0;
+    uint64_t stored_bytes = 0;
+    bool reused = false;  // the store (or this writer) already had it
+  };
+
+  // For a QM of an existing model.
+  QmWriter(Store* store, int64_t model_id, int n_slots);
+  // For the first QM of a new model.
+  QmWriter(Store* store, NewModel model);
+
+  Result<Staged> Add(int slot_idx, const ModuleDesc& desc, ByteSpan bytes, int64_t file_pos = -1,
+                     int64_t file_offset = -1);
+  // Writes the rows; returns the new QM's id.
+  Result<int64_t> Commit(const NewQm& qm);
+
+  uint64_t new_stored_bytes() const { return new_stored_bytes_; }
+  uint64_t new_blobs() const { return new_blobs_; }
+
+ private:
+  struct Entry {
+    bool set = false;
+    Staged staged;
+    ModuleDesc desc;
+    int64_t file_pos = -1;
+    int64_t file_offset = -1;
+  };
+
+  Store* store_;
+  int64_t model_id_ = 0;
+  std::optional<NewModel> new_model_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Entry> entries_;
+  // Keys some thread of this writer is adding right now.
+  std::vector<ModuleKey> in_flight_;
+  // Keys this writer published (no index row yet): desc and size.
+  std::vector<std::pair<ModuleKey, ModuleDesc>> published_;
+  uint64_t new_stored_bytes_ = 0;
+  uint64_t new_blobs_ = 0;
+};
+
+}  // namespace fqpack::store
+
+#endif  // FQPACK_STORE_STORE_H_
