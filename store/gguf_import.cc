@@ -74,7 +74,21 @@ Status MatchModel(const std::string& file, const ModelInfo& model, const std::st
 
 }  // namespace
 
+namespace {
+Result<ImportResult> ImportLocked(Store* store, const std::string& path, const ImportOptions& options,
+                                  std::unique_ptr<QmWriter>* writer_out);
+}  // namespace
+
 Result<ImportResult> ImportGguf(Store* store, const std::string& path, const ImportOptions& options) {
+  std::unique_ptr<QmWriter> writer;
+  Result<ImportResult> r = ImportLocked(store, path, options, &writer);
+  if (!r.ok() && writer) writer->Abandon();
+  return r;
+}
+
+namespace {
+Result<ImportResult> ImportLocked(Store* store, const std::string& path, const ImportOptions& options,
+                                  std::unique_ptr<QmWriter>* writer_out) {
   Env* env = store->env();
   FQ_ASSIGN_OR_RETURN(MappedFile file, env->MapFile(path));
   file.AdviseSequential();
@@ -109,10 +123,12 @@ Result<ImportResult> ImportGguf(Store* store, const std::string& path, const Imp
   }
   if (result.label.empty()) result.label = BaseName(path);
 
+  // Held until this function returns, so that a gc never sweeps the
+  // blobs published here before their rows exist.
   FQ_ASSIGN_OR_RETURN(auto writer_lock, store->WriterLock());
 
   // The model: existing (the checkpoint must match it) or new.
-  std::unique_ptr<QmWriter> writer;
+  std::unique_ptr<QmWriter>& writer = *writer_out;
   std::map<std::string, int> slot_of;
   Result<ModelInfo> model = store->FindModel(result.model);
   if (model.ok()) {
@@ -249,5 +265,7 @@ Result<ImportResult> ImportGguf(Store* store, const std::string& path, const Imp
   FQ_ASSIGN_OR_RETURN(result.qm_id, writer->Commit(qm));
   return result;
 }
+
+}  // namespace
 
 }  // namespace fqpack::store

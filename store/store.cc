@@ -412,6 +412,12 @@ Result<QmWriter::Staged> QmWriter::Add(int slot_idx, const ModuleDesc& desc, Byt
       return Status::OK();
     }
     if (!existing.status().IsNotFound()) return existing.status();
+    {
+      // Remembered before the write: a Put that fails after its rename
+      // still leaves a file for Abandon to remove.
+      std::lock_guard<std::mutex> lock(mu_);
+      attempted_.push_back(staged.key);
+    }
     FQ_ASSIGN_OR_RETURN(staged.stored_bytes, blobs->Put(staged.key, bytes));
     return Status::OK();
   };
@@ -427,6 +433,19 @@ Result<QmWriter::Staged> QmWriter::Add(int slot_idx, const ModuleDesc& desc, Byt
   }
   entries_[slot_idx] = {true, staged, desc, file_pos, file_offset};
   return staged;
+}
+
+void QmWriter::Abandon() {
+  std::lock_guard<std::mutex> guard(mu_);
+  if (attempted_.empty()) return;
+  // Another writer may be about to reference a file we published (same
+  // module, no row yet): delete only when we are alone in the store.
+  Result<std::unique_ptr<FileLock>> alone = store_->GcLock(false);
+  if (!alone.ok()) return;
+  for (const ModuleKey& key : attempted_) {
+    if (store_->FindBlob(key).status().IsNotFound()) (void)store_->blobs()->Remove(key);
+  }
+  attempted_.clear();
 }
 
 Result<int64_t> QmWriter::Commit(const NewQm& qm) {

@@ -193,6 +193,11 @@ class QmWriter {
   // Writes the rows; returns the new QM's id.
   Result<int64_t> Commit(const NewQm& qm);
 
+  // After a failed Add or Commit: removes the blob files this writer
+  // published, unless another writer is active (then they stay as orphans
+  // for gc). The caller must have released its writer lock.
+  void Abandon();
+
   uint64_t new_stored_bytes() const { return new_stored_bytes_; }
   uint64_t new_blobs() const { return new_blobs_; }
 
@@ -215,6 +220,8 @@ class QmWriter {
   std::vector<ModuleKey> in_flight_;
   // Keys this writer published (no index row yet): desc and size.
   std::vector<std::pair<ModuleKey, ModuleDesc>> published_;
+  // Keys whose blob file this writer set out to write (published or not).
+  std::vector<ModuleKey> attempted_;
   uint64_t new_stored_bytes_ = 0;
   uint64_t new_blobs_ = 0;
 };

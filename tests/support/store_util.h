@@ -1,0 +1,22 @@
+// Store helpers for tests: a dump of everything a store holds, to prove that
+// a failed operation changed nothing.
+#ifndef FQPACK_TESTS_SUPPORT_STORE_UTIL_H_
+#define FQPACK_TESTS_SUPPORT_STORE_UTIL_H_
+
+#include <string>
+
+#include "store/store.h"
+
+namespace fqpack::testing {
+
+// Every row of every index table (ordered) and the names and sizes of the
+// blob files, as text.
+std::string SnapshotStore(const std::string& dir, bool include_files = true);
+
+// Opens the store, runs VerifyStore and returns its error messages joined
+// ("" when verify passed).
+std::string VerifyErrors(const std::string& dir);
+
+}  // namespace fqpack::testing
+
+#endif  // FQPACK_TESTS_SUPPORT_STORE_UTIL_H_
