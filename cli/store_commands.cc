@@ -10,6 +10,7 @@
 #include "schema/units.h"
 #include "store/gguf_export.h"
 #include "store/gguf_import.h"
+#include "store/synthetic.h"
 #include "store/verify.h"
 
 namespace fqpack::cli {
@@ -271,6 +272,21 @@ Status RunExport(Context& ctx, const ExportArgs& args) {
   return Status::OK();
 }
 
+struct SynthArgs {
+  store::SyntheticLlama spec;
+  std::string type = "F32";
+  std::string out;
+};
+
+Status RunSynth(Context& ctx, SynthArgs args) {
+  FQ_ASSIGN_OR_RETURN(args.spec.type, ParseQTypeName(args.type));
+  FQ_RETURN_IF_ERROR(store::WriteSyntheticLlama(ctx.env, args.out, args.spec));
+  FQ_ASSIGN_OR_RETURN(uint64_t size, ctx.env->GetFileSize(args.out));
+  ctx.Print("wrote " + args.out + ": synthetic llama (random weights), " + std::to_string(args.spec.n_layers) +
+            " layers, n_embd " + std::to_string(args.spec.n_embd) + ", " + args.type + ", " + FormatBytes(size));
+  return Status::OK();
+}
+
 }  // namespace
 
 void RegisterStoreCommands(CLI::App& app, Context& ctx) {
@@ -299,6 +315,22 @@ void RegisterStoreCommands(CLI::App& app, Context& ctx) {
   exp->add_option("--qm", export_args->qm, "QM label")->required();
   exp->add_option("-o,--output", export_args->out, "Output GGUF file")->required();
   exp->callback([&ctx, export_args] { ctx.action = [&ctx, export_args] { return RunExport(ctx, *export_args); }; });
+
+  auto synth = std::make_shared<SynthArgs>();
+  CLI::App* syn = app.add_subcommand(
+      "synth", "Write a llama GGUF with random weights (a model of any shape for demos and benchmarks)");
+  syn->add_option("-o,--output", synth->out, "Output GGUF file")->required();
+  syn->add_option("--name", synth->spec.name, "general.name")->capture_default_str();
+  syn->add_option("--embd", synth->spec.n_embd, "Embedding width")->capture_default_str();
+  syn->add_option("--layers", synth->spec.n_layers, "Blocks")->capture_default_str();
+  syn->add_option("--ff", synth->spec.n_ff, "Feed-forward width")->capture_default_str();
+  syn->add_option("--heads", synth->spec.n_heads, "Attention heads")->capture_default_str();
+  syn->add_option("--kv-heads", synth->spec.n_kv_heads, "Key/value heads")->capture_default_str();
+  syn->add_option("--vocab", synth->spec.n_vocab, "Vocabulary size")->capture_default_str();
+  syn->add_option("--ctx", synth->spec.n_ctx, "Context length in the metadata")->capture_default_str();
+  syn->add_option("--type", synth->type, "F32 or F16")->capture_default_str();
+  syn->add_option("--seed", synth->spec.seed, "Random seed")->capture_default_str();
+  syn->callback([&ctx, synth] { ctx.action = [&ctx, synth] { return RunSynth(ctx, *synth); }; });
 }
 
 }  // namespace fqpack::cli
