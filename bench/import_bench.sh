@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Import throughput: `fqpack import` against the practical limit of the same
-# bytes, read from the page cache by `xxh128sum` (hashing) and `zstd -1`
-# (compression), in the same run. Prints MB/s and the ratios.
+# Import throughput: `fqpack import` against the practical limits of the same
+# bytes, read from the page cache, in the same run: `xxh128sum` (hashing),
+# `zstd -1` (compression), and `cp` + `sync` (what the disk takes: an import
+# writes and fsyncs every byte it stores). Prints MB/s and the ratios.
 #
 #   bench/import_bench.sh [build-dir] [size-GB]
 # Inputs: the ../shared ladders (when FQ_TESTDATA is set) and a generated
@@ -27,11 +28,14 @@ measure() {  # label, files...
   rm -rf "$WORK/store"
   "$FQ" --quiet --store "$WORK/store" init > /dev/null
   t4=$(now); "$FQ" --quiet --store "$WORK/store" import --model bench "$@" > /dev/null; t5=$(now)
-  local x z f
-  x=$(mbps "$bytes" "$t0" "$t1"); z=$(mbps "$bytes" "$t2" "$t3"); f=$(mbps "$bytes" "$t4" "$t5")
-  printf "%-28s %8.1f MB  xxh128sum %6s MB/s  zstd -1 %6s MB/s  fqpack import %6s MB/s  (%.2fx zstd -1, %.2fx xxh128sum)\n" \
-    "$label" "$(python3 -c "print($bytes/1e6)")" "$x" "$z" "$f" \
-    "$(python3 -c "print($f/$z)")" "$(python3 -c "print($f/$x)")"
+  mkdir -p "$WORK/copy"
+  t6=$(now); cp "$@" "$WORK/copy/" && sync "$WORK/copy"/*; t7=$(now)
+  rm -rf "$WORK/copy"
+  local x z f c
+  x=$(mbps "$bytes" "$t0" "$t1"); z=$(mbps "$bytes" "$t2" "$t3"); f=$(mbps "$bytes" "$t4" "$t5"); c=$(mbps "$bytes" "$t6" "$t7")
+  printf "%-26s %7.1f MB | xxh128sum %6s | zstd -1 %5s | cp+sync %5s | fqpack import %5s MB/s = %.2fx zstd -1, %.2fx cp+sync\n" \
+    "$label" "$(python3 -c "print($bytes/1e6)")" "$x" "$z" "$c" "$f" \
+    "$(python3 -c "print($f/$z)")" "$(python3 -c "print($f/$c)")"
 }
 
 if [ -n "${FQ_TESTDATA:-}" ]; then

@@ -1,12 +1,17 @@
 #include "schema/sha256.h"
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <cstring>
 
 namespace fqpack {
-namespace {
+namespace internal {
 
-constexpr uint32_t kK[64] = {
+void Sha256BlocksShaNi(uint32_t h[8], const uint8_t* p, size_t nblocks);
+
+extern const uint32_t kSha256K[64];
+const uint32_t kSha256K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
     0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
@@ -16,6 +21,21 @@ constexpr uint32_t kK[64] = {
     0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
+}  // namespace internal
+
+namespace {
+
+const uint32_t* const kK = internal::kSha256K;
+
+// CPUID leaf 7, EBX bit 29: the SHA extensions; SSE4.1 is needed too.
+bool HaveShaNi() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool sha = (b >> 29) & 1;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  return sha && ((c >> 19) & 1);
+}
+
 inline uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
 }  // namespace
@@ -23,6 +43,16 @@ inline uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 Sha256::Sha256()
     : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
          0x5be0cd19} {}
+
+bool Sha256::use_accel_ = HaveShaNi();
+
+void Sha256::Blocks(const uint8_t* p, size_t n) {
+  if (use_accel_) {
+    internal::Sha256BlocksShaNi(h_, p, n);
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) Block(p + 64 * i);
+}
 
 void Sha256::Block(const uint8_t* p) {
   uint32_t w[64];
@@ -73,14 +103,14 @@ void Sha256::Update(ByteSpan data) {
     p += take;
     n -= take;
     if (buf_len_ == 64) {
-      Block(buf_);
+      Blocks(buf_, 1);
       buf_len_ = 0;
     }
   }
-  while (n >= 64) {
-    Block(p);
-    p += 64;
-    n -= 64;
+  if (n >= 64) {
+    Blocks(p, n / 64);
+    p += n / 64 * 64;
+    n %= 64;
   }
   if (n > 0) {
     std::memcpy(buf_, p, n);

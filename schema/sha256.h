@@ -19,8 +19,16 @@ class Sha256 {
   // Lower-case hex of the digest of `data`.
   static std::string HexOf(ByteSpan data);
 
+  // Whether the SHA-NI path is in use; tests switch it off to check the
+  // two paths against each other.
+  static bool accelerated() { return use_accel_; }
+  static void set_accelerated(bool on) { use_accel_ = on; }
+
  private:
+  void Blocks(const uint8_t* p, size_t n);
   void Block(const uint8_t* p);
+
+  static bool use_accel_;
 
   uint32_t h_[8];
   uint8_t buf_[64];

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 namespace fqpack::store {
 namespace {
@@ -28,11 +29,18 @@ Result<Bytes> ZstdCompress(ByteSpan raw, int level) {
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
-  Bytes out(ZSTD_compressBound(raw.size()));
-  size_t n = ZSTD_compress2(cctx, out.data(), out.size(), raw.data(), raw.size());
+  // Compress into a reused scratch buffer (no zero-filling of a fresh
+  // bound-sized vector per module), then copy out the frame.
+  thread_local std::unique_ptr<uint8_t[]> scratch;
+  thread_local size_t scratch_size = 0;
+  const size_t bound = ZSTD_compressBound(raw.size());
+  if (scratch_size < bound) {
+    scratch.reset(new uint8_t[bound]);
+    scratch_size = bound;
+  }
+  size_t n = ZSTD_compress2(cctx, scratch.get(), bound, raw.data(), raw.size());
   if (ZSTD_isError(n)) return Status::IOError(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
-  out.resize(n);
-  return out;
+  return Bytes(scratch.get(), scratch.get() + n);
 }
 
 Result<Bytes> ZstdDecompress(ByteSpan frame, uint64_t expected, const std::string& what) {

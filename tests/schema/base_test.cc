@@ -42,6 +42,21 @@ TEST(Sha256, IncrementalUpdatesGiveTheSameDigest) {
   }
 }
 
+TEST(Sha256, AcceleratedAndPortablePathsAgree) {
+  if (!Sha256::accelerated()) GTEST_SKIP() << "this CPU has no SHA extensions";
+  std::mt19937 rng(5);
+  std::string data(100000, 0);
+  for (char& c : data) c = static_cast<char>(rng());
+  for (size_t len : {0, 55, 56, 63, 64, 65, 127, 128, 1000, 4097, 100000}) {
+    const std::string part = data.substr(0, len);
+    const std::string fast = Sha(part);
+    Sha256::set_accelerated(false);
+    const std::string slow = Sha(part);
+    Sha256::set_accelerated(true);
+    EXPECT_EQ(fast, slow) << len;
+  }
+}
+
 // Independent reference: the nearest fp16 value by exhaustive comparison of
 // candidates in double precision.
 uint16_t NearestFp16(float f) {
