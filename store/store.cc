@@ -1,6 +1,7 @@
 #include "store/store.h"
 
 #include <algorithm>
+#include <cmath>
 #include <condition_variable>
 
 #include "schema/store_sql.h"
@@ -13,49 +14,6 @@ constexpr char kLockName[] = "LOCK";
 
 std::string IndexPath(const std::string& dir) { return JoinPath(dir, kIndexName); }
 
-ModuleDesc ReadShape(const Stmt& st, int col) {
-  ModuleDesc d;
-  d.n_dims = static_cast<uint32_t>(st.ColumnInt(col));
-  for (int i = 0; i < 4; ++i) d.ne[i] = static_cast<uint64_t>(st.ColumnInt(col + 1 + i));
-  return d;
-}
-
-ModelInfo ReadModel(const Stmt& st) {
-  ModelInfo m;
-  m.id = st.ColumnInt(0);
-  m.name = st.ColumnText(1);
-  m.arch = st.ColumnText(2);
-  m.hparams_json = st.ColumnText(3);
-  m.gguf_version = static_cast<uint32_t>(st.ColumnInt(4));
-  m.n_kv = static_cast<uint64_t>(st.ColumnInt(5));
-  ByteSpan md = st.ColumnBlob(6);
-  m.metadata.assign(md.begin(), md.end());
-  m.created_at = st.ColumnText(7);
-  return m;
-}
-constexpr char kModelColumns[] =
-    "id, name, arch, hparams, gguf_version, n_kv, metadata, created_at";
-
-QmInfo ReadQm(const Stmt& st) {
-  QmInfo q;
-  q.id = st.ColumnInt(0);
-  q.model_id = st.ColumnInt(1);
-  q.label = st.ColumnText(2);
-  q.origin = st.ColumnText(3);
-  q.bits_per_weight = st.ColumnDouble(4);
-  q.weight_bytes = static_cast<uint64_t>(st.ColumnInt(5));
-  q.partial = st.ColumnInt(6) != 0;
-  q.params_json = st.ColumnText(7);
-  q.source_name = st.ColumnText(8);
-  q.source_sha256 = st.ColumnText(9);
-  q.source_bytes = static_cast<uint64_t>(st.ColumnInt(10));
-  q.created_at = st.ColumnText(11);
-  return q;
-}
-constexpr char kQmColumns[] =
-    "id, model_id, label, origin, bits_per_weight, weight_bytes, partial, params, source_name, "
-    "source_sha256, source_bytes, created_at";
-
 }  // namespace
 
 Store::Store(Env* env, std::string dir, StoreOptions options, std::unique_ptr<Db> db)
@@ -63,6 +21,7 @@ Store::Store(Env* env, std::string dir, StoreOptions options, std::unique_ptr<Db
       dir_(std::move(dir)),
       options_(std::move(options)),
       db_(std::move(db)),
+      index_(db_.get(), dir_),
       blobs_(env, dir_, options_.zstd_level, options_.key_fn) {}
 
 Store::~Store() = default;
@@ -160,127 +119,55 @@ Result<std::unique_ptr<FileLock>> Store::GcLock(bool wait) {
 
 Result<std::vector<ModelInfo>> Store::ListModels() {
   auto lock = LockIndex();
-  FQ_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(std::string("SELECT ") + kModelColumns +
-                                            " FROM model ORDER BY name"));
-  std::vector<ModelInfo> out;
-  while (true) {
-    FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    out.push_back(ReadModel(st));
-  }
-  return out;
+  return index_.ListModels();
 }
-
 Result<ModelInfo> Store::FindModel(const std::string& name) {
-  {
-    auto lock = LockIndex();
-    FQ_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(std::string("SELECT ") + kModelColumns +
-                                              " FROM model WHERE name = ?"));
-    st.BindAll(name);
-    FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (row) return ReadModel(st);
-  }
-  FQ_ASSIGN_OR_RETURN(std::vector<ModelInfo> all, ListModels());
-  std::string names;
-  for (const ModelInfo& m : all) names += (names.empty() ? "" : ", ") + m.name;
-  return Status::NotFound("no model '" + name + "' in " + dir_ +
-                          (all.empty() ? " (the store is empty)" : " (models: " + names + ")"));
+  auto lock = LockIndex();
+  return index_.FindModel(name);
 }
-
 Result<ModelInfo> Store::ResolveModel(const std::string& name) {
-  if (!name.empty()) return FindModel(name);
-  FQ_ASSIGN_OR_RETURN(std::vector<ModelInfo> all, ListModels());
-  if (all.size() == 1) return all[0];
-  if (all.empty()) return Status::NotFound(dir_ + ": the store holds no model (run `fqpack import`)");
-  std::string names;
-  for (const ModelInfo& m : all) names += (names.empty() ? "" : ", ") + m.name;
-  return Status::InvalidArgument("the store holds several models; name one with --model (" + names + ")");
+  auto lock = LockIndex();
+  return index_.ResolveModel(name);
 }
-
 Result<std::vector<SlotInfo>> Store::Slots(int64_t model_id) {
   auto lock = LockIndex();
-  FQ_ASSIGN_OR_RETURN(Stmt st, db_->Prepare("SELECT idx, name, kind, layer, n_dims, ne0, ne1, ne2, ne3 "
-                                            "FROM slot WHERE model_id = ? ORDER BY idx"));
-  st.BindAll(model_id);
-  std::vector<SlotInfo> out;
-  while (true) {
-    FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    SlotInfo s;
-    s.idx = static_cast<int>(st.ColumnInt(0));
-    s.name = st.ColumnText(1);
-    s.kind = st.ColumnText(2);
-    s.layer = st.ColumnIsNull(3) ? -1 : static_cast<int>(st.ColumnInt(3));
-    s.shape = ReadShape(st, 4);
-    out.push_back(std::move(s));
-  }
-  return out;
+  return index_.Slots(model_id);
 }
-
 Result<std::vector<QmInfo>> Store::ListQms(int64_t model_id) {
   auto lock = LockIndex();
-  FQ_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(std::string("SELECT ") + kQmColumns +
-                                            " FROM qm WHERE model_id = ? "
-                                            "ORDER BY bits_per_weight DESC, label"));
-  st.BindAll(model_id);
-  std::vector<QmInfo> out;
-  while (true) {
-    FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    out.push_back(ReadQm(st));
-  }
-  return out;
+  return index_.ListQms(model_id);
 }
-
 Result<QmInfo> Store::FindQm(int64_t model_id, const std::string& label) {
-  FQ_ASSIGN_OR_RETURN(std::vector<QmInfo> all, ListQms(model_id));
-  for (const QmInfo& q : all) {
-    if (q.label == label) return q;
-  }
-  std::string labels;
-  for (const QmInfo& q : all) labels += (labels.empty() ? "" : ", ") + q.label;
-  return Status::NotFound("no QM '" + label + "'" +
-                          (all.empty() ? " (the model has none)" : " (QMs: " + labels + ")"));
+  auto lock = LockIndex();
+  return index_.FindQm(model_id, label);
 }
-
 Result<std::vector<ModuleRef>> Store::QmModules(int64_t qm_id) {
   auto lock = LockIndex();
-  FQ_ASSIGN_OR_RETURN(
-      Stmt st, db_->Prepare("SELECT m.slot_idx, m.hash, b.qtype, b.n_dims, b.ne0, b.ne1, b.ne2, b.ne3, "
-                            "b.raw_bytes, b.stored_bytes FROM qm_module m JOIN blob b ON b.hash = m.hash "
-                            "WHERE m.qm_id = ? ORDER BY m.slot_idx"));
-  st.BindAll(qm_id);
-  std::vector<ModuleRef> out;
-  while (true) {
-    FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    ModuleRef r;
-    r.slot_idx = static_cast<int>(st.ColumnInt(0));
-    FQ_ASSIGN_OR_RETURN(r.key, ModuleKey::FromHex(st.ColumnText(1)));
-    r.desc = ReadShape(st, 3);
-    r.desc.qtype = static_cast<uint32_t>(st.ColumnInt(2));
-    r.raw_bytes = static_cast<uint64_t>(st.ColumnInt(8));
-    r.stored_bytes = static_cast<uint64_t>(st.ColumnInt(9));
-    out.push_back(r);
-  }
-  return out;
+  return index_.QmModules(qm_id);
 }
-
 Result<ModuleRef> Store::FindBlob(const ModuleKey& key) {
   auto lock = LockIndex();
-  FQ_ASSIGN_OR_RETURN(Stmt st, db_->Prepare("SELECT qtype, n_dims, ne0, ne1, ne2, ne3, raw_bytes, "
-                                            "stored_bytes FROM blob WHERE hash = ?"));
-  st.BindAll(key.Hex());
-  FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-  if (!row) return Status::NotFound("module " + key.Hex() + " is not in " + dir_);
-  ModuleRef r;
-  r.slot_idx = -1;
-  r.key = key;
-  r.desc = ReadShape(st, 1);
-  r.desc.qtype = static_cast<uint32_t>(st.ColumnInt(0));
-  r.raw_bytes = static_cast<uint64_t>(st.ColumnInt(6));
-  r.stored_bytes = static_cast<uint64_t>(st.ColumnInt(7));
-  return r;
+  return index_.FindBlob(key);
+}
+Result<std::vector<EnsembleInfo>> Store::ListEnsembles(int64_t model_id) {
+  auto lock = LockIndex();
+  return index_.ListEnsembles(model_id);
+}
+Result<EnsembleInfo> Store::FindEnsemble(int64_t model_id, const std::string& name) {
+  auto lock = LockIndex();
+  return index_.FindEnsemble(model_id, name);
+}
+Result<std::vector<EqmInfo>> Store::ListEqms(int64_t ensemble_id) {
+  auto lock = LockIndex();
+  return index_.ListEqms(ensemble_id);
+}
+Result<ModelManifest> Store::QmManifest(const std::string& model, const std::string& label) {
+  auto lock = LockIndex();
+  return index_.QmManifest(model, label);
+}
+Result<ModelManifest> Store::EqmManifest(int64_t ensemble_id, int step) {
+  auto lock = LockIndex();
+  return index_.EqmManifest(ensemble_id, step);
 }
 
 Result<StoreStats> Store::Stats() {
@@ -304,40 +191,51 @@ Result<StoreStats> Store::Stats() {
   return s;
 }
 
-Result<ModelManifest> Store::QmManifest(const std::string& model, const std::string& label) {
-  FQ_ASSIGN_OR_RETURN(ModelInfo m, ResolveModel(model));
-  Result<QmInfo> qm = FindQm(m.id, label);
-  if (!qm.ok()) return qm.status().WithContext("model '" + m.name + "'");
-  if (qm->partial) {
-    return Status::InvalidArgument("QM '" + label + "' of model '" + m.name +
-                                   "' is partial (gc --prune removed some of its modules); run an "
-                                   "EQM of the ensemble instead");
+Result<int64_t> Store::AddEnsemble(const NewEnsemble& e, const std::vector<NewEqm>& eqms) {
+  auto lock = LockIndex();
+  FQ_ASSIGN_OR_RETURN(std::vector<SlotInfo> slots, index_.Slots(e.model_id));
+  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db_.get()));
+  FQ_ASSIGN_OR_RETURN(Stmt ins, db_->Prepare("INSERT INTO ensemble (model_id, name, up_qm_id, low_qm_id, library, "
+                                             "params, calib_sha256, calib_text) VALUES (?,?,?,?,?,?,?,?)"));
+  ins.BindAll(e.model_id, e.name, e.up_qm_id, e.low_qm_id, e.library_json, e.params_json, e.calib_sha256)
+      .BindBlob(8, e.calib_text);
+  Status s = ins.Run();
+  if (!s.ok()) {
+    if (s.IsInvalidArgument()) return Status::InvalidArgument("an ensemble named '" + e.name + "' already exists");
+    return s;
   }
-  FQ_ASSIGN_OR_RETURN(std::vector<SlotInfo> slots, Slots(m.id));
-  FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, QmModules(qm->id));
-  ModelManifest out;
-  out.model = m.name;
-  out.label = qm->label;
-  out.arch = m.arch;
-  out.gguf_version = m.gguf_version;
-  out.n_kv = m.n_kv;
-  out.metadata = m.metadata;
-  if (mods.size() != slots.size()) {
-    return Status::Corruption("QM '" + label + "' has " + std::to_string(mods.size()) +
-                              " modules for " + std::to_string(slots.size()) + " slots");
+  const int64_t ensemble_id = db_->LastInsertRowid();
+  FQ_ASSIGN_OR_RETURN(Stmt eqm, db_->Prepare("INSERT INTO eqm (ensemble_id, step, footprint, calib_metric, calib_ppl, "
+                                             "calib_kl) VALUES (?,?,?,?,?,?)"));
+  FQ_ASSIGN_OR_RETURN(Stmt mod, db_->Prepare("INSERT INTO eqm_module (eqm_id, slot_idx, hash, qm_id) VALUES (?,?,?,?)"));
+  auto bind_metric = [](Stmt& st, int i, double v) {
+    if (std::isnan(v)) st.BindNull(i); else st.Bind(i, v);
+  };
+  for (const NewEqm& q : eqms) {
+    if (q.modules.size() != slots.size() || q.source_qm_ids.size() != slots.size()) {
+      return Status::InvalidArgument("EQM " + std::to_string(q.step) + " has " + std::to_string(q.modules.size()) +
+                                     " modules for " + std::to_string(slots.size()) + " slots");
+    }
+    eqm.BindAll(ensemble_id, q.step, q.footprint);
+    bind_metric(eqm, 4, q.calib_metric);
+    bind_metric(eqm, 5, q.calib_ppl);
+    bind_metric(eqm, 6, q.calib_kl);
+    FQ_RETURN_IF_ERROR(eqm.Run());
+    const int64_t eqm_id = db_->LastInsertRowid();
+    for (size_t i = 0; i < slots.size(); ++i) {
+      mod.BindAll(eqm_id, slots[i].idx, q.modules[i].Hex());
+      if (q.source_qm_ids[i] > 0) mod.Bind(4, q.source_qm_ids[i]); else mod.BindNull(4);
+      Status ms = mod.Run();
+      if (!ms.ok()) {
+        return ms.IsInvalidArgument()
+                   ? Status::InvalidArgument("EQM " + std::to_string(q.step) + " slot '" + slots[i].name +
+                                             "': module " + q.modules[i].Hex() + " is not in the store")
+                   : ms;
+      }
+    }
   }
-  for (size_t i = 0; i < slots.size(); ++i) {
-    ManifestSlot ms;
-    ms.idx = slots[i].idx;
-    ms.name = slots[i].name;
-    ms.kind = slots[i].kind;
-    ms.layer = slots[i].layer;
-    ms.desc = mods[i].desc;
-    ms.key = mods[i].key;
-    ms.bytes = mods[i].raw_bytes;
-    out.slots.push_back(std::move(ms));
-  }
-  return out;
+  FQ_RETURN_IF_ERROR(txn->Commit());
+  return ensemble_id;
 }
 
 Result<ModuleData> Store::Load(const ModuleKey& key) {

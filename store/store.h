@@ -26,6 +26,7 @@
 
 #include "schema/env.h"
 #include "store/blob_store.h"
+#include "store/index.h"
 #include "store/module_source.h"
 #include "store/sqlite.h"
 
@@ -37,48 +38,6 @@ struct StoreOptions {
   int zstd_level = 1;
   // Replaces XXH3-128 as the module key function (tests plant collisions).
   KeyFunction key_fn;
-};
-
-struct SlotInfo {
-  int idx = 0;
-  std::string name;
-  std::string kind;
-  int layer = -1;
-  ModuleDesc shape;  // qtype unused
-};
-
-struct ModelInfo {
-  int64_t id = 0;
-  std::string name;
-  std::string arch;
-  std::string hparams_json;
-  uint32_t gguf_version = 3;
-  uint64_t n_kv = 0;
-  Bytes metadata;
-  std::string created_at;
-};
-
-struct QmInfo {
-  int64_t id = 0;
-  int64_t model_id = 0;
-  std::string label;
-  std::string origin;  // "import" or "quantize"
-  double bits_per_weight = 0;
-  uint64_t weight_bytes = 0;
-  bool partial = false;
-  std::string params_json;
-  std::string source_name;
-  std::string source_sha256;
-  uint64_t source_bytes = 0;
-  std::string created_at;
-};
-
-struct ModuleRef {
-  int slot_idx = 0;
-  ModuleKey key;
-  ModuleDesc desc;
-  uint64_t raw_bytes = 0;
-  uint64_t stored_bytes = 0;
 };
 
 // Totals for `ls`: what the QMs would take stored whole, and what the store
@@ -117,7 +76,7 @@ class Store : public ModuleSource {
   Result<std::unique_ptr<FileLock>> WriterLock(bool wait = true);
   Result<std::unique_ptr<FileLock>> GcLock(bool wait = false);
 
-  // Look-ups. NotFound messages list what there is.
+  // Look-ups (see IndexReader); serialised on the index lock.
   Result<std::vector<ModelInfo>> ListModels();
   Result<ModelInfo> FindModel(const std::string& name);
   // The only model, when `name` is empty and the store holds exactly one.
@@ -128,9 +87,20 @@ class Store : public ModuleSource {
   Result<std::vector<ModuleRef>> QmModules(int64_t qm_id);
   Result<ModuleRef> FindBlob(const ModuleKey& key);
   Result<StoreStats> Stats();
+  Result<std::vector<EnsembleInfo>> ListEnsembles(int64_t model_id);
+  Result<EnsembleInfo> FindEnsemble(int64_t model_id, const std::string& name);
+  Result<std::vector<EqmInfo>> ListEqms(int64_t ensemble_id);
 
   // What the runtime needs to run QM `label` of model `model`.
   Result<ModelManifest> QmManifest(const std::string& model, const std::string& label);
+  // ... or step `step` of an ensemble.
+  Result<ModelManifest> EqmManifest(int64_t ensemble_id, int step);
+
+  // Adds an ensemble and its EQMs in one transaction; returns its id.
+  // Every module must be in the store already.
+  Result<int64_t> AddEnsemble(const NewEnsemble& ensemble, const std::vector<NewEqm>& eqms);
+
+  IndexReader* index() { return &index_; }
 
   // ModuleSource: a module's verified bytes.
   Result<ModuleData> Load(const ModuleKey& key) override;
@@ -143,6 +113,7 @@ class Store : public ModuleSource {
   StoreOptions options_;
   std::recursive_mutex mu_;
   std::unique_ptr<Db> db_;
+  IndexReader index_;
   BlobStore blobs_;
 };
 

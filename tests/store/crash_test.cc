@@ -58,9 +58,11 @@ TEST(Crash, KillAtEveryFileOperationOfAnImport) {
   testing::TempDir tmp;
   const std::string dir = tmp.Join("store");
   ASSERT_TRUE(Store::Init(Env::Default(), dir).ok());
-  const std::string base = testing::WriteGguf(tmp.Join("c-F32.gguf"), testing::SmallLlama(ToId(QType::kF32), 1));
-  testing::TestGguf next_g = testing::SmallLlama(ToId(QType::kQ8_0), 2);
-  next_g.tensors[1].data = testing::SmallLlama(ToId(QType::kF32), 1).tensors[1].data;  // one shared module
+  // One layer keeps the number of steps (and the test's time) small.
+  const std::string base =
+      testing::WriteGguf(tmp.Join("c-F32.gguf"), testing::SmallLlama(ToId(QType::kF32), 1, 1));
+  testing::TestGguf next_g = testing::SmallLlama(ToId(QType::kQ8_0), 2, 1);
+  next_g.tensors[1].data = testing::SmallLlama(ToId(QType::kF32), 1, 1).tensors[1].data;  // one shared module
   const std::string next = testing::WriteGguf(tmp.Join("c-Q8_0.gguf"), next_g);
   {
     auto store = Store::Open(Env::Default(), dir);

@@ -1,0 +1,141 @@
+// Read queries over an fqpack index: a store's index.sqlite or the index
+// image inside a .fqpack file. Both hold the same tables (schema/store.sql;
+// a pack's `blob` table adds the payload offset), so the same code answers
+// "which module does each slot of this QM or EQM use" for the store and for
+// a device.
+//
+// Thread-safety: an IndexReader uses its Db's connection; callers serialise.
+#ifndef FQPACK_STORE_INDEX_H_
+#define FQPACK_STORE_INDEX_H_
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "store/module_source.h"
+#include "store/sqlite.h"
+
+namespace fqpack::store {
+
+struct SlotInfo {
+  int idx = 0;
+  std::string name;
+  std::string kind;
+  int layer = -1;
+  ModuleDesc shape;  // qtype unused
+};
+
+struct ModelInfo {
+  int64_t id = 0;
+  std::string name;
+  std::string arch;
+  std::string hparams_json;
+  uint32_t gguf_version = 3;
+  uint64_t n_kv = 0;
+  Bytes metadata;
+  std::string created_at;
+};
+
+struct QmInfo {
+  int64_t id = 0;
+  int64_t model_id = 0;
+  std::string label;
+  std::string origin;  // "import" or "quantize"
+  double bits_per_weight = 0;
+  uint64_t weight_bytes = 0;
+  bool partial = false;
+  std::string params_json;
+  std::string source_name;
+  std::string source_sha256;
+  uint64_t source_bytes = 0;
+  std::string created_at;
+};
+
+struct ModuleRef {
+  int slot_idx = 0;
+  ModuleKey key;
+  ModuleDesc desc;
+  uint64_t raw_bytes = 0;
+  uint64_t stored_bytes = 0;
+};
+
+struct EnsembleInfo {
+  int64_t id = 0;
+  int64_t model_id = 0;
+  std::string name;
+  int64_t up_qm_id = 0;
+  int64_t low_qm_id = 0;
+  std::string library_json;  // JSON array of QM labels, highest precision first
+  std::string params_json;   // JSON object: search parameters
+  std::string calib_sha256;
+  std::string created_at;
+};
+
+struct EqmInfo {
+  int64_t id = 0;
+  int64_t ensemble_id = 0;
+  int step = 0;
+  uint64_t footprint = 0;
+  double calib_metric = NAN;  // NaN when not recorded
+  double calib_ppl = NAN;
+  double calib_kl = NAN;
+};
+
+struct NewEnsemble {
+  int64_t model_id = 0;
+  std::string name;
+  int64_t up_qm_id = 0;
+  int64_t low_qm_id = 0;
+  std::string library_json;
+  std::string params_json;
+  std::string calib_sha256;
+  Bytes calib_text;
+};
+
+struct NewEqm {
+  int step = 0;
+  uint64_t footprint = 0;
+  double calib_metric = NAN;
+  double calib_ppl = NAN;
+  double calib_kl = NAN;
+  // One per slot, in slot order: the module and the library QM it came from.
+  std::vector<ModuleKey> modules;
+  std::vector<int64_t> source_qm_ids;
+};
+
+class IndexReader {
+ public:
+  // `where` names the index in messages (a store directory or a pack file).
+  IndexReader(Db* db, std::string where) : db_(db), where_(std::move(where)) {}
+
+  Result<std::vector<ModelInfo>> ListModels();
+  Result<ModelInfo> FindModel(const std::string& name);
+  Result<ModelInfo> ResolveModel(const std::string& name);
+  Result<std::vector<SlotInfo>> Slots(int64_t model_id);
+  Result<std::vector<QmInfo>> ListQms(int64_t model_id);
+  Result<QmInfo> FindQm(int64_t model_id, const std::string& label);
+  Result<std::vector<ModuleRef>> QmModules(int64_t qm_id);
+  Result<ModuleRef> FindBlob(const ModuleKey& key);
+  Result<std::vector<EnsembleInfo>> ListEnsembles(int64_t model_id);
+  Result<EnsembleInfo> FindEnsemble(int64_t model_id, const std::string& name);
+  Result<EnsembleInfo> EnsembleById(int64_t ensemble_id);
+  Result<std::vector<EqmInfo>> ListEqms(int64_t ensemble_id);
+  Result<std::vector<ModuleRef>> EqmModules(int64_t eqm_id);
+
+  Result<ModelManifest> QmManifest(const std::string& model, const std::string& label);
+  Result<ModelManifest> EqmManifest(int64_t ensemble_id, int step);
+
+  Db* db() const { return db_; }
+  const std::string& where() const { return where_; }
+
+ private:
+  Result<ModelManifest> Manifest(const ModelInfo& m, const std::string& label,
+                                 const std::vector<ModuleRef>& mods);
+
+  Db* db_;
+  std::string where_;
+};
+
+}  // namespace fqpack::store
+
+#endif  // FQPACK_STORE_INDEX_H_
