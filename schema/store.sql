@@ -23,8 +23,9 @@ CREATE TABLE blob (
   ne2           INTEGER NOT NULL,
   ne3           INTEGER NOT NULL,
   raw_bytes     INTEGER NOT NULL,   -- the module's bytes
-  stored_bytes  INTEGER NOT NULL,   -- the blob file's size
-  codec         TEXT NOT NULL DEFAULT 'zstd' CHECK (codec IN ('zstd'))
+  stored_bytes  INTEGER NOT NULL,   -- the blob file's size (in a .fqpack: the payload's size)
+  codec         TEXT NOT NULL DEFAULT 'zstd' CHECK (codec IN ('zstd', 'raw')),  -- a store uses zstd
+  pack_offset   INTEGER             -- in a .fqpack: the payload's offset in the file; NULL in a store
 ) WITHOUT ROWID;
 
 CREATE TABLE model (

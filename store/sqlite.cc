@@ -170,6 +170,15 @@ Result<Stmt> Db::Prepare(std::string_view sql) {
 int64_t Db::LastInsertRowid() const { return sqlite3_last_insert_rowid(db_); }
 int64_t Db::Changes() const { return sqlite3_changes64(db_); }
 
+Result<Bytes> Db::Serialize() {
+  sqlite3_int64 size = 0;
+  unsigned char* data = sqlite3_serialize(db_, "main", &size, 0);
+  if (data == nullptr) return Status::IOError(path_ + ": cannot serialize the database");
+  Bytes out(data, data + size);
+  sqlite3_free(data);
+  return out;
+}
+
 Result<int64_t> Db::QueryInt(std::string_view sql) {
   FQ_ASSIGN_OR_RETURN(Stmt st, Prepare(sql));
   FQ_ASSIGN_OR_RETURN(bool row, st.Step());

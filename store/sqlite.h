@@ -90,6 +90,8 @@ class Db {
   Result<Stmt> Prepare(std::string_view sql);
   int64_t LastInsertRowid() const;
   int64_t Changes() const;
+  // The database as the bytes of a database file (sqlite3_serialize).
+  Result<Bytes> Serialize();
   // Reads the single integer of "SELECT ..." (e.g. a PRAGMA).
   Result<int64_t> QueryInt(std::string_view sql);
 

@@ -1,0 +1,237 @@
+#include "pack/reader.h"
+
+#include <algorithm>
+
+#include "schema/quant_types.h"
+#include "schema/store_sql.h"
+#include "store/blob_store.h"
+
+namespace fqpack::pack {
+
+PackReader::~PackReader() {
+  // The index must close before the mapping its image lives in.
+  index_.reset();
+  db_.reset();
+}
+
+Result<std::unique_ptr<PackReader>> PackReader::Open(Env* env, const std::string& path) {
+  std::unique_ptr<PackReader> r(new PackReader());
+  r->path_ = path;
+  FQ_ASSIGN_OR_RETURN(MappedFile f, env->MapFile(path));
+  r->file_ = std::make_shared<MappedFile>(std::move(f));
+  FQ_RETURN_IF_ERROR(CheckHeader(r->file_->bytes(), path));
+  FQ_ASSIGN_OR_RETURN(r->footer_, ReadFooter(r->file_->bytes(), path));
+  FQ_RETURN_IF_ERROR(r->Validate());
+  return r;
+}
+
+Status PackReader::Validate() {
+  const ByteSpan image = file_->bytes().subspan(footer_.index_offset, footer_.index_size);
+  Result<std::unique_ptr<store::Db>> db = store::Db::OpenImage(image, path_);
+  if (!db.ok()) return Status::Corruption(path_ + ": index is not readable: " + db.status().message());
+  db_ = std::move(*db);
+  index_ = std::make_unique<store::IndexReader>(db_.get(), path_);
+  auto corrupt = [&](const std::string& what) { return Status::Corruption(path_ + ": index: " + what); };
+
+  Result<int64_t> version = db_->QueryInt("PRAGMA user_version");
+  if (!version.ok()) return corrupt(version.status().message());
+  if (*version != schema::kStoreSchemaVersion) {
+    return *version > schema::kStoreSchemaVersion
+               ? Status::NotSupported(path_ + ": index schema version " + std::to_string(*version) +
+                                      " is newer than this fqpack reads")
+               : corrupt("schema version " + std::to_string(*version));
+  }
+  Result<std::vector<store::ModelInfo>> models = index_->ListModels();
+  if (!models.ok()) return corrupt(models.status().message());
+  if (models->size() != 1) return corrupt("holds " + std::to_string(models->size()) + " models, not one");
+  model_ = (*models)[0];
+
+  FQ_ASSIGN_OR_RETURN(store::Stmt st, db_->Prepare("SELECT hash, qtype, n_dims, ne0, ne1, ne2, ne3, raw_bytes, "
+                                                   "stored_bytes, codec, pack_offset FROM blob ORDER BY pack_offset"));
+  uint64_t prev_end = kHeaderSize;
+  while (true) {
+    Result<bool> row = st.Step();
+    if (!row.ok()) return corrupt(row.status().message());
+    if (!*row) break;
+    PayloadInfo p;
+    Result<store::ModuleKey> key = store::ModuleKey::FromHex(st.ColumnText(0));
+    if (!key.ok()) return corrupt("bad module key '" + st.ColumnText(0) + "'");
+    p.key = *key;
+    p.desc.qtype = static_cast<uint32_t>(st.ColumnInt(1));
+    p.desc.n_dims = static_cast<uint32_t>(st.ColumnInt(2));
+    for (int d = 0; d < 4; ++d) p.desc.ne[d] = static_cast<uint64_t>(st.ColumnInt(3 + d));
+    const int64_t raw = st.ColumnInt(7), stored = st.ColumnInt(8), offset = st.ColumnInt(10);
+    const std::string codec = st.ColumnText(9);
+    const std::string what = "module " + p.key.Hex();
+    if (p.desc.n_dims < 1 || p.desc.n_dims > 4) return corrupt(what + ": bad dimensions");
+    for (uint64_t ne : p.desc.ne) {
+      if (ne == 0 || ne > (1ull << 40)) return corrupt(what + ": bad shape");
+    }
+    Result<uint64_t> expect = p.desc.nbytes();
+    if (!expect.ok() || raw < 0 || static_cast<uint64_t>(raw) != *expect) {
+      return corrupt(what + ": size " + std::to_string(raw) + " does not match its type and shape");
+    }
+    if (st.ColumnIsNull(10) || offset < 0 || stored < 0) return corrupt(what + ": no payload offset");
+    if (codec != "raw" && codec != "zstd") return corrupt(what + ": unknown codec '" + codec + "'");
+    p.raw_bytes = static_cast<uint64_t>(raw);
+    p.offset = static_cast<uint64_t>(offset);
+    p.stored_bytes = static_cast<uint64_t>(stored);
+    p.zstd = codec == "zstd";
+    if (!p.zstd && p.stored_bytes != p.raw_bytes) return corrupt(what + ": raw payload of the wrong size");
+    if (p.offset < prev_end || p.stored_bytes > footer_.payload_end || p.offset > footer_.payload_end - p.stored_bytes) {
+      return corrupt(what + ": payload [" + std::to_string(p.offset) + ", +" + std::to_string(p.stored_bytes) +
+                     ") overlaps another or lies outside the payload area");
+    }
+    prev_end = p.offset + p.stored_bytes;
+    if (!by_key_.emplace(p.key, payloads_.size()).second) return corrupt(what + " listed twice");
+    payloads_.push_back(p);
+  }
+  verified_.reset(new std::atomic<bool>[payloads_.size()]);
+  for (size_t i = 0; i < payloads_.size(); ++i) verified_[i] = false;
+  return Status::OK();
+}
+
+Result<std::vector<store::QmInfo>> PackReader::Qms() {
+  auto lock = LockIndex();
+  return index_->ListQms(model_.id);
+}
+
+Result<std::vector<store::EnsembleInfo>> PackReader::Ensembles() {
+  auto lock = LockIndex();
+  return index_->ListEnsembles(model_.id);
+}
+
+Result<store::EnsembleInfo> PackReader::FindEnsemble(const std::string& name) {
+  auto lock = LockIndex();
+  return index_->FindEnsemble(model_.id, name);
+}
+
+Result<std::vector<store::EqmInfo>> PackReader::Eqms(int64_t ensemble_id) {
+  auto lock = LockIndex();
+  return index_->ListEqms(ensemble_id);
+}
+
+Result<store::ModelManifest> PackReader::QmManifest(const std::string& label) {
+  auto lock = LockIndex();
+  return index_->QmManifest(model_.name, label);
+}
+
+Result<store::ModelManifest> PackReader::EqmManifest(int64_t ensemble_id, int step) {
+  auto lock = LockIndex();
+  return index_->EqmManifest(ensemble_id, step);
+}
+
+Result<std::string> PackReader::Info(const std::string& key) {
+  auto lock = LockIndex();
+  FQ_ASSIGN_OR_RETURN(store::Stmt st, db_->Prepare("SELECT value FROM pack_info WHERE key = ?"));
+  st.BindAll(key);
+  FQ_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return Status::NotFound(path_ + ": no '" + key + "' in pack_info");
+  return st.ColumnText(0);
+}
+
+Result<PayloadInfo> PackReader::Payload(const store::ModuleKey& key) const {
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return Status::NotFound(path_ + ": no module " + key.Hex());
+  return payloads_[it->second];
+}
+
+ByteSpan PackReader::PayloadBytes(const PayloadInfo& p) const {
+  return file_->bytes().subspan(p.offset, p.stored_bytes);
+}
+
+void PackReader::Release(const PayloadInfo& p) const {
+  if (!p.zstd) file_->AdviseDontNeed(p.offset, p.stored_bytes);
+}
+
+Result<store::ModuleData> PackReader::Load(const store::ModuleKey& key) {
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return Status::NotFound(path_ + ": no module " + key.Hex());
+  const PayloadInfo& p = payloads_[it->second];
+  const std::string what = path_ + ": module " + key.Hex();
+  store::ModuleData data;
+  if (p.zstd) {
+    FQ_ASSIGN_OR_RETURN(Bytes raw, store::ZstdDecompress(PayloadBytes(p), p.raw_bytes, what));
+    data = store::ModuleData::Owned(std::move(raw));
+  } else {
+    data = store::ModuleData::View(PayloadBytes(p), file_);
+    data.set_owned(false);
+  }
+  if (!verified_[it->second].load(std::memory_order_acquire)) {
+    if (store::ComputeModuleKey(p.desc, data.bytes()) != key) {
+      return Status::Corruption(what + ": payload does not hash to its key (damaged)");
+    }
+    verified_[it->second].store(true, std::memory_order_release);
+  }
+  return data;
+}
+
+Result<PackVerifyReport> VerifyPack(Env* env, const std::string& path,
+                                    const std::function<void(size_t, size_t)>& progress) {
+  FQ_ASSIGN_OR_RETURN(auto reader, PackReader::Open(env, path));
+  PackVerifyReport report;
+  {
+    auto lock = reader->LockIndex();
+    store::Db* db = reader->index()->db();
+    FQ_ASSIGN_OR_RETURN(store::Stmt ic, db->Prepare("PRAGMA integrity_check"));
+    while (true) {
+      FQ_ASSIGN_OR_RETURN(bool row, ic.Step());
+      if (!row) break;
+      if (ic.ColumnText(0) != "ok") report.errors.push_back(path + ": index: " + ic.ColumnText(0));
+    }
+    FQ_ASSIGN_OR_RETURN(int64_t fk, db->QueryInt("SELECT count(*) FROM pragma_foreign_key_check"));
+    if (fk != 0) report.errors.push_back(path + ": index: " + std::to_string(fk) + " broken references");
+  }
+  // Every QM and EQM resolves to a full manifest.
+  FQ_ASSIGN_OR_RETURN(auto qms, reader->Qms());
+  for (const auto& q : qms) {
+    if (!q.partial) {
+      Result<store::ModelManifest> m = reader->QmManifest(q.label);
+      if (!m.ok()) report.errors.push_back(m.status().message());
+    }
+  }
+  FQ_ASSIGN_OR_RETURN(auto ensembles, reader->Ensembles());
+  for (const auto& e : ensembles) {
+    FQ_ASSIGN_OR_RETURN(auto eqms, reader->Eqms(e.id));
+    for (const auto& q : eqms) {
+      Result<store::ModelManifest> m = reader->EqmManifest(e.id, q.step);
+      if (!m.ok()) report.errors.push_back(m.status().message());
+    }
+  }
+  // The gaps between payloads hold zeros; anything else is damage.
+  {
+    uint64_t pos = kHeaderSize;
+    auto check_gap = [&](uint64_t from, uint64_t to) {
+      PayloadInfo gap;
+      gap.offset = from;
+      gap.stored_bytes = to - from;
+      ByteSpan bytes = reader->PayloadBytes(gap);
+      for (size_t i = 0; i < bytes.size(); ++i) {
+        if (bytes[i] != 0) {
+          report.errors.push_back(path + ": byte " + std::to_string(from + i) + " between payloads is not zero");
+          return;
+        }
+      }
+    };
+    for (const PayloadInfo& p : reader->payloads()) {
+      check_gap(pos, p.offset);
+      pos = p.offset + p.stored_bytes;
+    }
+    check_gap(pos, reader->footer().payload_end);
+    check_gap(reader->footer().payload_end, reader->footer().index_offset);
+  }
+  size_t done = 0;
+  for (const PayloadInfo& p : reader->payloads()) {
+    Result<store::ModuleData> d = reader->Load(p.key);
+    if (!d.ok()) {
+      report.errors.push_back(d.status().message());
+    } else {
+      report.bytes_checked += d->size();
+    }
+    ++report.modules_checked;
+    if (progress) progress(++done, reader->payloads().size());
+  }
+  return report;
+}
+
+}  // namespace fqpack::pack
