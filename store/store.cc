@@ -238,6 +238,57 @@ Result<int64_t> Store::AddEnsemble(const NewEnsemble& e, const std::vector<NewEq
   return ensemble_id;
 }
 
+Result<std::shared_ptr<PinnedModules>> Store::Pin(const std::vector<ModuleKey>& keys) {
+  auto pinned = std::make_shared<PinnedModules>();
+  for (const ModuleKey& key : keys) {
+    if (pinned->pins_.count(key) != 0) continue;
+    FQ_ASSIGN_OR_RETURN(ModuleRef ref, FindBlob(key));
+    const std::string path = blobs_.PathOf(key);
+    Result<MappedFile> file = env_->MapFile(path);
+    if (!file.ok()) {
+      if (file.status().IsNotFound()) return Status::Corruption(path + ": blob of module " + key.Hex() + " is missing");
+      return file.status();
+    }
+    PinnedModules::Pin pin;
+    pin.file = std::make_shared<MappedFile>(std::move(*file));
+    pin.desc = ref.desc;
+    pin.raw_bytes = ref.raw_bytes;
+    pinned->pins_.emplace(key, std::move(pin));
+  }
+  return pinned;
+}
+
+Result<PinnedModel> Store::PinQm(const std::string& model, const std::string& label) {
+  FQ_ASSIGN_OR_RETURN(auto lock, WriterLock());
+  PinnedModel out;
+  FQ_ASSIGN_OR_RETURN(out.manifest, QmManifest(model, label));
+  std::vector<ModuleKey> keys;
+  for (const ManifestSlot& s : out.manifest.slots) keys.push_back(s.key);
+  FQ_ASSIGN_OR_RETURN(out.source, Pin(keys));
+  return out;
+}
+
+Result<PinnedModel> Store::PinEqm(int64_t ensemble_id, int step) {
+  FQ_ASSIGN_OR_RETURN(auto lock, WriterLock());
+  PinnedModel out;
+  FQ_ASSIGN_OR_RETURN(out.manifest, EqmManifest(ensemble_id, step));
+  std::vector<ModuleKey> keys;
+  for (const ManifestSlot& s : out.manifest.slots) keys.push_back(s.key);
+  FQ_ASSIGN_OR_RETURN(out.source, Pin(keys));
+  return out;
+}
+
+Result<ModuleData> PinnedModules::Load(const ModuleKey& key) {
+  auto it = pins_.find(key);
+  if (it == pins_.end()) return Status::NotFound("module " + key.Hex() + " was not pinned");
+  const Pin& pin = it->second;
+  FQ_ASSIGN_OR_RETURN(Bytes raw, ZstdDecompress(pin.file->bytes(), pin.raw_bytes, pin.file->path()));
+  if (ComputeModuleKey(pin.desc, raw) != key) {
+    return Status::Corruption(pin.file->path() + ": content does not hash to its name");
+  }
+  return ModuleData::Owned(std::move(raw));
+}
+
 Result<ModuleData> Store::Load(const ModuleKey& key) {
   FQ_ASSIGN_OR_RETURN(ModuleRef ref, FindBlob(key));
   FQ_ASSIGN_OR_RETURN(Bytes raw, blobs_.Get(key, ref.desc, ref.raw_bytes));

@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,35 @@ struct StoreStats {
   uint64_t stored_bytes = 0;   // sum of blob file sizes
   uint64_t blobs = 0;
   uint64_t references = 0;     // qm_module + eqm_module rows
+};
+
+class Store;
+
+// A reader's hold on the modules it is going to use: every blob file mapped
+// at once, under the store's shared lock, so that a later gc (which unlinks
+// files nothing references any more, e.g. after `rm`) cannot pull them away
+// mid-run; the mappings keep the data readable until released.
+//
+// Thread-safety: Load may be called from several threads.
+class PinnedModules : public ModuleSource {
+ public:
+  Result<ModuleData> Load(const ModuleKey& key) override;
+  size_t size() const { return pins_.size(); }
+
+ private:
+  friend class Store;
+  struct Pin {
+    std::shared_ptr<MappedFile> file;
+    ModuleDesc desc;
+    uint64_t raw_bytes = 0;
+  };
+  std::unordered_map<ModuleKey, Pin, ModuleKeyHash> pins_;
+};
+
+// A QM or EQM ready to run: its manifest and its pinned modules.
+struct PinnedModel {
+  ModelManifest manifest;
+  std::shared_ptr<PinnedModules> source;
 };
 
 class Store : public ModuleSource {
@@ -101,6 +131,13 @@ class Store : public ModuleSource {
   Result<int64_t> AddEnsemble(const NewEnsemble& ensemble, const std::vector<NewEqm>& eqms);
 
   IndexReader* index() { return &index_; }
+
+  // Pins the modules of `keys` (see PinnedModules).
+  Result<std::shared_ptr<PinnedModules>> Pin(const std::vector<ModuleKey>& keys);
+  // Reads a QM's or an EQM's manifest and pins its modules, both under the
+  // shared lock, so what was read is what is held.
+  Result<PinnedModel> PinQm(const std::string& model, const std::string& label);
+  Result<PinnedModel> PinEqm(int64_t ensemble_id, int step);
 
   // ModuleSource: a module's verified bytes.
   Result<ModuleData> Load(const ModuleKey& key) override;
