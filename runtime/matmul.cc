@@ -1,27 +1,45 @@
-// Provisional scalar core (F32 and F16 only); the quantized kernels replace it.
 #include "runtime/matmul.h"
 
+#include <algorithm>
+#include <cassert>
+#include <functional>
 #include <vector>
 
-#include "schema/coding.h"
-#include "schema/half.h"
-#include <cstring>
+#include "runtime/quant/quant.h"
 #include "schema/quant_types.h"
 
 namespace fqpack::runtime {
 namespace {
 
-void RowToF32(uint32_t type, const uint8_t* src, float* dst, int64_t n) {
-  if (type == ToId(QType::kF32)) {
-    std::memcpy(dst, src, static_cast<size_t>(n) * 4);
-  } else {
-    for (int64_t i = 0; i < n; ++i) dst[i] = Fp16ToF32(DecodeU16(src + 2 * i));
+// Weight bytes a row block of the batched path aims for: small enough to
+// stay in L2 while every token tile runs over it, large enough to amortize
+// the tile loop.
+constexpr size_t kRowBlockBytes = 128 * 1024;
+// Weight bytes below which a decode chunk is not worth a thread hand-off.
+constexpr size_t kMinChunkBytes = 32 * 1024;
+// Tokens from which activation conversion is split over the pool.
+constexpr int64_t kParallelConvertTokens = 16;
+
+// The calling thread's buffer for converted activations.
+uint8_t* ActivationScratch(size_t bytes) {
+  thread_local std::vector<uint8_t> buffer;
+  if (buffer.size() < bytes) buffer.resize(bytes);
+  return buffer.data();
+}
+
+// ParallelFor on the pool, or inline when there is none.
+void ForRange(ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t)>& fn,
+              int64_t min_chunk = 1) {
+  if (pool == nullptr) {
+    if (n > 0) fn(0, n);
+    return;
   }
+  pool->ParallelFor(n, fn, min_chunk);
 }
 
 }  // namespace
 
-bool CanExecute(uint32_t type) { return type == ToId(QType::kF32) || type == ToId(QType::kF16); }
+bool CanExecute(uint32_t type) { return quant::IsExecutable(type); }
 
 Status CheckExecutable(uint32_t type, const std::string& tensor) {
   if (CanExecute(type)) return Status::OK();
@@ -29,24 +47,117 @@ Status CheckExecutable(uint32_t type, const std::string& tensor) {
                               QTypeName(type) + " cannot be executed");
 }
 
+Status CheckWeight(const WeightView& w, const std::string& tensor) {
+  FQ_RETURN_IF_ERROR(CheckExecutable(w.type, tensor));
+  const std::string where = tensor.empty() ? "" : "tensor '" + tensor + "': ";
+  if (w.cols <= 0 || w.rows < 0) {
+    return Status::InvalidArgument(where + "bad shape " + std::to_string(w.cols) + "x" +
+                                   std::to_string(w.rows));
+  }
+  const uint32_t act_type = quant::FindTraits(w.type)->vec_dot_type;
+  for (uint32_t type : {w.type, act_type}) {
+    Result<uint64_t> bytes = RowBytes(type, static_cast<uint64_t>(w.cols));
+    if (!bytes.ok()) {
+      return Status::InvalidArgument(where + QTypeName(w.type) +
+                                     " weights: " + bytes.status().message());
+    }
+    if (type == w.type && w.row_bytes < *bytes) {
+      return Status::InvalidArgument(where + "row stride " + std::to_string(w.row_bytes) +
+                                     " is shorter than a row (" + std::to_string(*bytes) +
+                                     " bytes)");
+    }
+  }
+  if (w.rows > 0 && w.data == nullptr) return Status::InvalidArgument(where + "no data");
+  return Status::OK();
+}
+
 void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool) {
-  pool->ParallelFor(w.rows, [&](int64_t r0, int64_t r1) {
-    std::vector<float> row(static_cast<size_t>(w.cols));
-    for (int64_t r = r0; r < r1; ++r) {
-      RowToF32(w.type, w.data + r * w.row_bytes, row.data(), w.cols);
-      for (int64_t t = 0; t < n_tokens; ++t) {
-        const float* xt = x + t * w.cols;
-        float acc = 0;
-        for (int64_t k = 0; k < w.cols; ++k) acc += row[k] * xt[k];
-        y[t * w.rows + r] = acc;
+  if (n_tokens <= 0 || w.rows <= 0) return;
+  const quant::TypeTraits* traits = quant::FindTraits(w.type);
+  assert(traits != nullptr && traits->dot != nullptr);
+  const quant::DotFn dot = quant::BestDot(*traits);
+  const int64_t cols = w.cols, rows = w.rows;
+
+  // Activations in the weight type's vec_dot_type, one row per token.
+  const uint8_t* act;
+  size_t act_stride;
+  if (traits->vec_dot_type == ToId(QType::kF32)) {
+    act = reinterpret_cast<const uint8_t*>(x);
+    act_stride = static_cast<size_t>(cols) * sizeof(float);
+  } else {
+    const quant::QuantizeRowFn quantize =
+        quant::BestQuantize(*quant::FindTraits(traits->vec_dot_type));
+    Result<uint64_t> row_bytes = RowBytes(traits->vec_dot_type, static_cast<uint64_t>(cols));
+    assert(row_bytes.ok());
+    act_stride = static_cast<size_t>(*row_bytes);
+    uint8_t* buffer = ActivationScratch(act_stride * static_cast<size_t>(n_tokens));
+    const auto convert = [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        quantize(x + t * cols, buffer + t * act_stride, cols);
+      }
+    };
+    if (n_tokens >= kParallelConvertTokens) {
+      ForRange(pool, n_tokens, convert);
+    } else {
+      convert(0, n_tokens);
+    }
+    act = buffer;
+  }
+
+  const uint8_t* data = w.data;
+  const size_t row_bytes = w.row_bytes;
+  if (n_tokens == 1) {
+    const int64_t min_rows = std::max<int64_t>(1, kMinChunkBytes / std::max<size_t>(1, row_bytes));
+    ForRange(
+        pool, rows,
+        [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r)
+            dot(cols, data + r * row_bytes, act, act_stride, 1, y + r);
+        },
+        min_rows);
+    return;
+  }
+
+  // Batched: a block of rows stays in cache while all token tiles pass over
+  // it; within a tile each weight row is decoded once for up to
+  // kMaxDotTokens tokens. Work items are (row block, token range); tokens
+  // are split only when a matrix has too few rows to feed every thread.
+  const int64_t items_wanted = 4 * (pool != nullptr ? pool->size() : 1);
+  int64_t block_rows = std::clamp<int64_t>(
+      static_cast<int64_t>(kRowBlockBytes / std::max<size_t>(1, row_bytes)), 4, 256);
+  block_rows = std::min(block_rows, std::max<int64_t>(4, (rows + items_wanted - 1) / items_wanted));
+  const int64_t n_row_blocks = (rows + block_rows - 1) / block_rows;
+  const int64_t n_tiles = (n_tokens + quant::kMaxDotTokens - 1) / quant::kMaxDotTokens;
+  const int64_t n_token_parts =
+      std::clamp<int64_t>((items_wanted + n_row_blocks - 1) / n_row_blocks, 1, n_tiles);
+  const int64_t tiles_per_part = (n_tiles + n_token_parts - 1) / n_token_parts;
+  ForRange(pool, n_row_blocks * n_token_parts, [&](int64_t i0, int64_t i1) {
+    float out[quant::kMaxDotTokens];
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t r_begin = (item / n_token_parts) * block_rows;
+      const int64_t r_end = std::min(rows, r_begin + block_rows);
+      const int64_t t_begin = (item % n_token_parts) * tiles_per_part * quant::kMaxDotTokens;
+      const int64_t t_end = std::min(n_tokens, t_begin + tiles_per_part * quant::kMaxDotTokens);
+      for (int64_t t0 = t_begin; t0 < t_end; t0 += quant::kMaxDotTokens) {
+        const int nt = static_cast<int>(std::min<int64_t>(quant::kMaxDotTokens, t_end - t0));
+        const uint8_t* act_tile = act + t0 * act_stride;
+        float* y_tile = y + t0 * rows;
+        for (int64_t r = r_begin; r < r_end; ++r) {
+          dot(cols, data + r * row_bytes, act_tile, act_stride, nt, out);
+          for (int i = 0; i < nt; ++i) y_tile[i * rows + r] = out[i];
+        }
       }
     }
   });
 }
 
 void GetRows(const WeightView& w, const int32_t* rows_idx, int64_t n, float* dst) {
+  const quant::TypeTraits* traits = quant::FindTraits(w.type);
+  assert(traits != nullptr);
   for (int64_t i = 0; i < n; ++i) {
-    RowToF32(w.type, w.data + static_cast<int64_t>(rows_idx[i]) * w.row_bytes, dst + i * w.cols, w.cols);
+    assert(rows_idx[i] >= 0 && rows_idx[i] < w.rows);
+    traits->dequantize(w.data + static_cast<int64_t>(rows_idx[i]) * w.row_bytes, dst + i * w.cols,
+                       w.cols);
   }
 }
 

@@ -1,9 +1,12 @@
 // The quantized matmul core: weights stay in their stored type; activations
 // are converted per type the way llama.cpp's CPU backend does it (see
-// schema/quant_types.md, "Activations"), so results match llama.cpp's.
+// schema/quant_types.md, "Activations"), so results match llama.cpp's. The
+// per-type pieces (block layouts, dequantizers, dot kernels) are in
+// runtime/quant/; this driver only looks them up in the traits table.
 //
 // Thread-safety: the functions are reentrant; parallelism comes from the
-// ThreadPool passed in.
+// ThreadPool passed in. Each calling thread keeps one scratch buffer for its
+// converted activations (grown as needed, never shrunk).
 #ifndef FQPACK_RUNTIME_MATMUL_H_
 #define FQPACK_RUNTIME_MATMUL_H_
 
@@ -17,7 +20,8 @@
 namespace fqpack::runtime {
 
 // A weight matrix in its stored type: `rows` rows of `cols` elements each,
-// row r at data + r * row_bytes. (GGUF: cols = ne0, rows = ne1.)
+// row r at data + r * row_bytes. (GGUF: cols = ne0, rows = ne1.) The view
+// does not own the bytes.
 struct WeightView {
   uint32_t type = 0;
   int64_t cols = 0;
@@ -26,17 +30,31 @@ struct WeightView {
   size_t row_bytes = 0;
 };
 
-// True when MatMul and DequantizeRows can run this type.
+// True when MatMul and GetRows can run this type: F32, F16, BF16, Q4_0,
+// Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 bool CanExecute(uint32_t type);
 // OK, or NotSupported naming the type (and `tensor` when given).
 Status CheckExecutable(uint32_t type, const std::string& tensor);
+// CheckExecutable, plus the shape: cols must be a whole number of blocks of
+// the type and of its activation type, and row_bytes at least the bytes of a
+// row (InvalidArgument naming `tensor` otherwise). MatMul and GetRows assume
+// a view that passed this check.
+Status CheckWeight(const WeightView& w, const std::string& tensor);
 
 // y[t * rows + r] = sum_k W[r][k] * x[t * cols + k] for t < n_tokens.
-// n_tokens == 1 is the decode path (matrix-vector), larger n_tokens the
-// batched path of prompt processing and perplexity.
+// n_tokens == 1 is the decode path (matrix-vector): the rows are split over
+// the pool. Larger n_tokens is the batched path of prompt processing and
+// perplexity: the activations of all tokens are converted once, then each
+// thread takes blocks of rows and runs them against all tokens, so every
+// weight row is read from memory once per call.
+// `pool` may be null: everything then runs on the calling thread.
+// REQUIRES: CheckWeight(w) is OK; x holds n_tokens * cols floats and y
+// n_tokens * rows; x and y do not overlap.
 void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool);
 
-// dst[i * cols + k] = W[rows_idx[i]][k]: the embedding look-up (get_rows).
+// dst[i * cols + k] = W[rows_idx[i]][k]: the embedding look-up (get_rows),
+// by the reference dequantizer of the type.
+// REQUIRES: CheckWeight(w) is OK and every rows_idx[i] is in [0, rows).
 void GetRows(const WeightView& w, const int32_t* rows_idx, int64_t n, float* dst);
 
 }  // namespace fqpack::runtime

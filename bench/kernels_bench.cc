@@ -1,0 +1,186 @@
+// Speed of the matmul core per weight type.
+//
+//   MatVec/<type>/threads:<n>    decode: 4096 x 4096 weights times one token.
+//                                 "weights" is the rate of weight bytes read.
+//   Batched/<type>/threads:<n>   64 tokens through the same matrix: the
+//                                 prompt / perplexity path, compute-bound;
+//                                 "macs" is multiply-adds per second.
+//   Memcpy/<type>_size/threads:<n>  copying buffers as large as a Q4_K and
+//                                 a Q8_0 matrix: the bandwidth baseline.
+//                                 "weights" = buffer bytes per second; the
+//                                 copy itself moves each byte twice (read
+//                                 and write).
+//
+// Each benchmark cycles through copies of its matrix (256 MB in all), so
+// every call reads weights from memory rather than from the caches, as a
+// decode step of a real model does.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "runtime/matmul.h"
+#include "runtime/quant/quant.h"
+#include "runtime/thread_pool.h"
+#include "schema/quant_types.h"
+
+namespace fqpack::runtime {
+namespace {
+
+constexpr int64_t kRows = 4096;
+constexpr int64_t kCols = 4096;
+constexpr int64_t kBatchTokens = 64;
+constexpr size_t kRingBytes = size_t{256} << 20;
+
+size_t MatrixBytes(uint32_t type) { return RowBytes(type, kCols).value() * kRows; }
+
+// Copies of one quantized matrix; only the most recently used type is kept,
+// so the process never holds more than one ring.
+struct Ring {
+  uint32_t type = UINT32_MAX;
+  size_t row_bytes = 0;
+  std::vector<std::unique_ptr<uint8_t[]>> copies;
+  size_t next = 0;
+
+  const uint8_t* Next() { return copies[next++ % copies.size()].get(); }
+};
+
+Ring& RingFor(uint32_t type) {
+  static Ring ring;
+  if (ring.type == type) return ring;
+  ring = Ring();
+  ring.type = type;
+  ring.row_bytes = RowBytes(type, kCols).value();
+  const size_t bytes = MatrixBytes(type);
+  auto first = std::make_unique<uint8_t[]>(bytes);
+  const quant::TypeTraits* t = quant::FindTraits(type);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> row(kCols);
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (float& v : row) v = normal(rng);
+    t->quantize(row.data(), first.get() + r * ring.row_bytes, kCols);
+  }
+  const size_t n_copies = std::max<size_t>(2, (kRingBytes + bytes - 1) / bytes);
+  for (size_t i = 1; i < n_copies; ++i) {
+    auto copy = std::make_unique<uint8_t[]>(bytes);
+    std::memcpy(copy.get(), first.get(), bytes);
+    ring.copies.push_back(std::move(copy));
+  }
+  ring.copies.push_back(std::move(first));
+  return ring;
+}
+
+std::vector<float> Activations(int64_t n) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(n);
+  for (float& v : x) v = normal(rng);
+  return x;
+}
+
+void MatVec(benchmark::State& state, uint32_t type, int threads) {
+  ThreadPool pool(threads);
+  Ring& ring = RingFor(type);
+  const std::vector<float> x = Activations(kCols);
+  std::vector<float> y(kRows);
+  for (auto _ : state) {
+    const WeightView w{type, kCols, kRows, ring.Next(), ring.row_bytes};
+    MatMul(w, x.data(), 1, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["weights"] = benchmark::Counter(
+      static_cast<double>(MatrixBytes(type)) * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+void Batched(benchmark::State& state, uint32_t type, int threads) {
+  ThreadPool pool(threads);
+  Ring& ring = RingFor(type);
+  const std::vector<float> x = Activations(kCols * kBatchTokens);
+  std::vector<float> y(kRows * kBatchTokens);
+  for (auto _ : state) {
+    const WeightView w{type, kCols, kRows, ring.Next(), ring.row_bytes};
+    MatMul(w, x.data(), kBatchTokens, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["macs"] =
+      benchmark::Counter(static_cast<double>(kRows * kCols * kBatchTokens) * state.iterations(),
+                         benchmark::Counter::kIsRate);
+  state.counters["weights"] = benchmark::Counter(
+      static_cast<double>(MatrixBytes(type)) * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+void Memcpy(benchmark::State& state, size_t bytes, int threads) {
+  ThreadPool pool(threads);
+  const size_t n_copies = std::max<size_t>(2, (kRingBytes + bytes - 1) / bytes);
+  std::vector<std::unique_ptr<uint8_t[]>> src;
+  for (size_t i = 0; i < n_copies; ++i) {
+    src.push_back(std::make_unique<uint8_t[]>(bytes));
+    std::memset(src.back().get(), static_cast<int>(i), bytes);
+  }
+  auto dst = std::make_unique<uint8_t[]>(bytes);
+  std::memset(dst.get(), 0, bytes);
+  size_t next = 0;
+  // Whole pages per chunk, so threads never share a cache line.
+  const int64_t pages = static_cast<int64_t>((bytes + 4095) / 4096);
+  for (auto _ : state) {
+    const uint8_t* from = src[next++ % n_copies].get();
+    pool.ParallelFor(pages, [&](int64_t p0, int64_t p1) {
+      const size_t begin = static_cast<size_t>(p0) * 4096;
+      const size_t end = std::min(bytes, static_cast<size_t>(p1) * 4096);
+      std::memcpy(dst.get() + begin, from + begin, end - begin);
+    });
+    benchmark::ClobberMemory();
+  }
+  state.counters["weights"] = benchmark::Counter(static_cast<double>(bytes) * state.iterations(),
+                                                 benchmark::Counter::kIsRate);
+}
+
+void RegisterAll() {
+  const QType types[] = {QType::kF32,  QType::kF16,    QType::kBF16, QType::kQ8_0, QType::kQ6_K,
+                         QType::kQ5_K, QType::kQ5_1,   QType::kQ5_0, QType::kQ4_K, QType::kQ4_1,
+                         QType::kQ4_0, QType::kIQ4_NL, QType::kQ3_K, QType::kQ2_K};
+  for (QType q : {QType::kQ4_K, QType::kQ8_0}) {
+    for (int threads : {1, 2}) {
+      const std::string name =
+          "Memcpy/" + QTypeName(ToId(q)) + "_size/threads:" + std::to_string(threads);
+      benchmark::RegisterBenchmark(name.c_str(), Memcpy, MatrixBytes(ToId(q)), threads)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+  // One type at a time, so its ring of copies is built once.
+  for (QType q : types) {
+    const uint32_t type = ToId(q);
+    for (int threads : {1, 2}) {
+      const std::string name = "MatVec/" + QTypeName(type) + "/threads:" + std::to_string(threads);
+      benchmark::RegisterBenchmark(name.c_str(), MatVec, type, threads)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+    for (int threads : {1, 2}) {
+      const std::string name = "Batched/" + QTypeName(type) + "/threads:" + std::to_string(threads);
+      benchmark::RegisterBenchmark(name.c_str(), Batched, type, threads)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fqpack::runtime
+
+int main(int argc, char** argv) {
+  fqpack::runtime::RegisterAll();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,89 @@
+// Small AVX2 building blocks shared by the *_avx2.cc kernels. Include this
+// only from files compiled with -mavx2 -mfma -mf16c (named *_avx2.cc), whose
+// functions run only after CpuHasAvx2().
+//
+// Thread-safety: pure functions.
+#ifndef FQPACK_RUNTIME_QUANT_AVX2_UTIL_H_
+#define FQPACK_RUNTIME_QUANT_AVX2_UTIL_H_
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "runtime/quant/quant.h"
+
+namespace fqpack::runtime::quant::avx2 {
+
+inline float Half(uint16_t h) { return _cvtsh_ss(h); }
+
+inline float HsumPs(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Sums adjacent int16 pairs into int32 lanes.
+inline __m256i SumPairs(__m256i p16) { return _mm256_madd_epi16(p16, _mm256_set1_epi16(1)); }
+
+// Products of unsigned bytes u with signed bytes s, summed in groups of four
+// into int32 lanes. Callers keep 2 * u * |s| below 32768 so that maddubs'
+// int16 pair sums never saturate (u <= 63 with |s| <= 127 here).
+inline __m256i DotU8I8(__m256i u, __m256i s) { return SumPairs(_mm256_maddubs_epi16(u, s)); }
+
+// Products of two signed byte vectors, summed in groups of four. maddubs
+// needs an unsigned operand: |x| times y carrying x's sign. |x| <= 128 and
+// |y| <= 127 keep each pair below the int16 limit.
+inline __m256i DotI8I8(__m256i x, __m256i y) {
+  return DotU8I8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+inline __m256i Load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m128i Load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+
+// 16 bytes of packed nibbles -> 32 bytes: byte j < 16 is the low nibble of
+// byte j, byte 16 + j its high nibble (the element order of the 32-blocks).
+inline __m256i Nibbles32(const uint8_t* p) {
+  const __m128i b = Load128(p);
+  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(b), _mm_srli_epi16(b, 4), 1);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// 32 bits -> 32 bytes, byte j = 0xFF when bit j is set, else 0.
+inline __m256i BitsToBytes(const uint8_t* p) {
+  uint32_t bits;
+  std::memcpy(&bits, p, 4);
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(bits)),
+      _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+// Runs fn(std::integral_constant<int, NT>) for the runtime nt in
+// 1..kMaxDotTokens, so each kernel is compiled once per token count with its
+// accumulators in registers.
+template <typename Fn>
+inline void DispatchTokens(int nt, Fn&& fn) {
+  static_assert(kMaxDotTokens == 4);
+  switch (nt) {
+    case 1:
+      fn(std::integral_constant<int, 1>());
+      break;
+    case 2:
+      fn(std::integral_constant<int, 2>());
+      break;
+    case 3:
+      fn(std::integral_constant<int, 3>());
+      break;
+    default:
+      fn(std::integral_constant<int, 4>());
+      break;
+  }
+}
+
+}  // namespace fqpack::runtime::quant::avx2
+
+#endif  // FQPACK_RUNTIME_QUANT_AVX2_UTIL_H_
