@@ -67,6 +67,9 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
 
   RegisterStoreCommands(app, ctx);
+  RegisterRuntimeCommands(app, ctx);
+  RegisterPackCommands(app, ctx);
+  RegisterGcCommands(app, ctx);
 
   SetWarningHandler([&ctx](std::string_view msg) { ctx.Note("warning: " + std::string(msg)); });
   std::signal(SIGINT, OnInterrupt);

@@ -43,6 +43,9 @@ std::atomic<bool>& InterruptFlag();
 
 // Registration of the subcommand groups (one function per cli/*.cc file).
 void RegisterStoreCommands(CLI::App& app, Context& ctx);
+void RegisterRuntimeCommands(CLI::App& app, Context& ctx);
+void RegisterPackCommands(CLI::App& app, Context& ctx);
+void RegisterGcCommands(CLI::App& app, Context& ctx);
 
 // Runs the command line; returns the process exit code.
 int Main(int argc, char** argv);

@@ -1,0 +1,56 @@
+// The inner loops of the forward pass outside the matmuls (attention, KV-cache
+// conversions, SwiGLU), in a portable version and an AVX2 + FMA + F16C one
+// (llama_kernels_avx2.cc, entered only after a CPU check). runtime/llama.cc
+// is the only user; the functions are here so the SIMD file can be compiled
+// with its own flags.
+//
+// Thread-safety: every function is reentrant.
+#ifndef FQPACK_RUNTIME_LLAMA_KERNELS_H_
+#define FQPACK_RUNTIME_LLAMA_KERNELS_H_
+
+#include <cstdint>
+
+namespace fqpack::runtime::llama_kernels {
+
+// One query row against `len` positions of one KV head, read straight from
+// the F16 cache:
+//   s[j] = scale * (q . k_j), p = softmax(s), out = sum_j p[j] v_j.
+// K is transposed: kt[d * kt_stride + j] is dimension d of position j, and
+// every row can be read in whole blocks of 8 past len (kt_stride is a
+// multiple of 8; what lies past len is ignored). V is row-major:
+// v[j * v_stride + d]. The softmax subtracts the maximum, takes e^x with a
+// vector exponential (within 3 ulp of e^x), sums in double and scales by the
+// float reciprocal of the sum. `s` is scratch of len rounded up to 8 floats.
+using AttendFn = void (*)(const float* q, const uint16_t* kt, int64_t kt_stride, const uint16_t* v,
+                          int64_t v_stride, int64_t hd, int64_t len, float scale, float* s,
+                          float* out);
+
+// F32 -> F16 bits, rounding to nearest even (IEEE binary16).
+using ToHalfFn = void (*)(const float* src, uint16_t* dst, int64_t n);
+
+// x[i] = the F16 value nearest x[i], as a float.
+using RoundToHalfFn = void (*)(float* x, int64_t n);
+
+// gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x) (the AVX2
+// version with the vector exponential, as ggml's SiLU has its own).
+using SwiGluFn = void (*)(float* gate, const float* up, int64_t n);
+
+struct Kernels {
+  AttendFn attend;
+  ToHalfFn to_half;
+  RoundToHalfFn round_to_half;
+  SwiGluFn swiglu;
+};
+
+// The plain C++ kernels.
+const Kernels& Portable();
+// The AVX2 kernels when the CPU has AVX2, FMA and F16C and SIMD is enabled
+// (runtime/quant/quant.h, SetSimdEnabled), else the portable ones.
+const Kernels& Best();
+
+// The AVX2 kernels (llama_kernels_avx2.cc). Only call after a CPU check.
+const Kernels& Avx2();
+
+}  // namespace fqpack::runtime::llama_kernels
+
+#endif  // FQPACK_RUNTIME_LLAMA_KERNELS_H_

@@ -1,0 +1,347 @@
+#include "runtime/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+
+#include "schema/quant_types.h"
+
+namespace fqpack::runtime {
+namespace {
+
+// Upper bounds on hyper-parameters. They are far above any real llama and
+// only keep crafted metadata from asking for absurd allocations (the KV
+// cache is sized from them before any tensor is read).
+constexpr uint64_t kMaxDim = 1u << 20;
+constexpr uint64_t kMaxLayers = 1u << 12;
+constexpr uint64_t kMaxContext = 1u << 24;
+
+Result<int64_t> GetDim(const gguf::Metadata& md, const std::string& key, uint64_t max,
+                       std::string_view what) {
+  Result<uint64_t> v = md.GetUint(key);
+  if (!v.ok()) return Status::InvalidArgument(std::string(what) + ": " + v.status().message());
+  if (*v == 0 || *v > max) {
+    return Status::InvalidArgument(std::string(what) + ": " + key + " = " + std::to_string(*v) +
+                                   " is out of range [1, " + std::to_string(max) + "]");
+  }
+  return static_cast<int64_t>(*v);
+}
+
+std::string ShapeString(const std::array<uint64_t, 4>& ne) {
+  int dims = 4;
+  while (dims > 1 && ne[dims - 1] == 1) --dims;
+  std::string s;
+  for (int d = 0; d < dims; ++d) s += (d ? "x" : "") + std::to_string(ne[d]);
+  return s;
+}
+
+std::array<uint64_t, 4> Shape(int64_t ne0, int64_t ne1 = 1) {
+  return {static_cast<uint64_t>(ne0), static_cast<uint64_t>(ne1), 1, 1};
+}
+
+struct ExpectedTensor {
+  std::string name;
+  std::array<uint64_t, 4> ne;
+  bool required = true;
+};
+
+// Every tensor llama.cpp's llama graph reads, with its shape (GGUF order:
+// ne0 = row length = input width of a projection).
+std::vector<ExpectedTensor> ExpectedTensors(const LlamaHparams& hp) {
+  std::vector<ExpectedTensor> t;
+  t.push_back({"token_embd.weight", Shape(hp.n_embd, hp.n_vocab)});
+  t.push_back({"output_norm.weight", Shape(hp.n_embd)});
+  t.push_back({"output.weight", Shape(hp.n_embd, hp.n_vocab), false});
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    t.push_back({p + "attn_norm.weight", Shape(hp.n_embd)});
+    t.push_back({p + "attn_q.weight", Shape(hp.n_embd, hp.n_embd)});
+    t.push_back({p + "attn_k.weight", Shape(hp.n_embd, hp.n_embd_kv())});
+    t.push_back({p + "attn_v.weight", Shape(hp.n_embd, hp.n_embd_kv())});
+    t.push_back({p + "attn_output.weight", Shape(hp.n_embd, hp.n_embd)});
+    t.push_back({p + "ffn_norm.weight", Shape(hp.n_embd)});
+    t.push_back({p + "ffn_gate.weight", Shape(hp.n_embd, hp.n_ff)});
+    t.push_back({p + "ffn_up.weight", Shape(hp.n_embd, hp.n_ff)});
+    t.push_back({p + "ffn_down.weight", Shape(hp.n_ff, hp.n_embd)});
+  }
+  return t;
+}
+
+std::string ManifestName(const store::ModelManifest& m) {
+  if (m.model.empty()) return "model";
+  return m.label.empty() ? m.model : m.model + "/" + m.label;
+}
+
+// Fills the view (and for vectors the float values) of a slot from its
+// module. The caller has checked type, shape and size; the kernels' own
+// check on the view comes last, before anything reads through it.
+Status BindWeights(SlotWeights* s) {
+  const store::ModuleDesc& d = s->desc;
+  WeightView view;
+  view.type = d.qtype;
+  view.cols = static_cast<int64_t>(d.ne[0]);
+  view.rows = static_cast<int64_t>(d.ne[1] * d.ne[2] * d.ne[3]);
+  view.data = s->data.data();
+  view.row_bytes = view.rows == 0 ? 0 : s->data.size() / static_cast<size_t>(view.rows);
+  FQ_RETURN_IF_ERROR(CheckWeight(view, s->name));
+  s->view = view;
+  s->values.clear();
+  if (view.rows == 1) {
+    s->values.resize(static_cast<size_t>(view.cols));
+    const int32_t row = 0;
+    GetRows(view, &row, 1, s->values.data());
+  }
+  return Status::OK();
+}
+
+// Checks a module against what a slot takes: same shape, executable type,
+// exactly the bytes type and shape need.
+Status CheckModule(const std::string& slot, const store::ModuleDesc& expected_shape,
+                   const store::ModuleDesc& desc, size_t data_size) {
+  if (desc.ne != expected_shape.ne) {
+    return Status::InvalidArgument("slot '" + slot + "': module has shape " + ShapeString(desc.ne) +
+                                   ", the slot takes " + ShapeString(expected_shape.ne));
+  }
+  FQ_RETURN_IF_ERROR(CheckExecutable(desc.qtype, slot));
+  Result<uint64_t> nbytes = desc.nbytes();
+  if (!nbytes.ok()) return nbytes.status().WithContext("slot '" + slot + "'");
+  if (*nbytes != data_size) {
+    return Status::InvalidArgument("slot '" + slot + "': module of type " + QTypeName(desc.qtype) +
+                                   " and shape " + ShapeString(desc.ne) + " takes " +
+                                   std::to_string(*nbytes) + " bytes, got " +
+                                   std::to_string(data_size));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<LlamaHparams> ReadLlamaHparams(const gguf::Metadata& md, std::string_view what) {
+  Result<std::string> arch = md.GetString("general.architecture");
+  if (!arch.ok())
+    return Status::InvalidArgument(std::string(what) + ": " + arch.status().message());
+  if (*arch != "llama") {
+    return Status::NotSupported(std::string(what) + ": architecture '" + *arch +
+                                "' is not supported (the runtime runs 'llama' models)");
+  }
+  LlamaHparams hp;
+  const gguf::Value* tokens = md.Find("tokenizer.ggml.tokens");
+  if (tokens == nullptr || tokens->type != gguf::ValueType::kArray || tokens->array.empty()) {
+    return Status::InvalidArgument(std::string(what) +
+                                   ": metadata has no tokenizer.ggml.tokens array, so the "
+                                   "vocabulary size is unknown");
+  }
+  hp.n_vocab = static_cast<int64_t>(tokens->array.size());
+  FQ_ASSIGN_OR_RETURN(hp.n_embd, GetDim(md, "llama.embedding_length", kMaxDim, what));
+  FQ_ASSIGN_OR_RETURN(hp.n_layer, GetDim(md, "llama.block_count", kMaxLayers, what));
+  FQ_ASSIGN_OR_RETURN(hp.n_ff, GetDim(md, "llama.feed_forward_length", kMaxDim, what));
+  FQ_ASSIGN_OR_RETURN(hp.n_head, GetDim(md, "llama.attention.head_count", kMaxDim, what));
+  FQ_ASSIGN_OR_RETURN(hp.n_ctx_train, GetDim(md, "llama.context_length", kMaxContext, what));
+  if (hp.n_embd % hp.n_head != 0) {
+    return Status::InvalidArgument(
+        std::string(what) + ": attention.head_count " + std::to_string(hp.n_head) +
+        " does not divide embedding_length " + std::to_string(hp.n_embd));
+  }
+  hp.n_head_kv = hp.n_head;
+  if (md.Has("llama.attention.head_count_kv")) {
+    FQ_ASSIGN_OR_RETURN(hp.n_head_kv, GetDim(md, "llama.attention.head_count_kv", kMaxDim, what));
+  }
+  if (hp.n_head % hp.n_head_kv != 0) {
+    return Status::InvalidArgument(std::string(what) + ": attention.head_count_kv " +
+                                   std::to_string(hp.n_head_kv) + " does not divide head_count " +
+                                   std::to_string(hp.n_head));
+  }
+  hp.n_rot = hp.head_dim();
+  if (md.Has("llama.rope.dimension_count")) {
+    FQ_ASSIGN_OR_RETURN(hp.n_rot, GetDim(md, "llama.rope.dimension_count", kMaxDim, what));
+  }
+  if (hp.n_rot > hp.head_dim() || hp.n_rot % 2 != 0) {
+    return Status::InvalidArgument(
+        std::string(what) + ": rope.dimension_count " + std::to_string(hp.n_rot) +
+        " must be even and at most the head size " + std::to_string(hp.head_dim()));
+  }
+  if (md.Has("llama.rope.freq_base")) {
+    FQ_ASSIGN_OR_RETURN(double base, md.GetFloat("llama.rope.freq_base"));
+    if (!(base > 0) || !std::isfinite(base)) {
+      return Status::InvalidArgument(std::string(what) + ": rope.freq_base must be positive");
+    }
+    hp.rope_freq_base = static_cast<float>(base);
+  }
+  Result<double> eps = md.GetFloat("llama.attention.layer_norm_rms_epsilon");
+  if (!eps.ok()) return Status::InvalidArgument(std::string(what) + ": " + eps.status().message());
+  if (!(*eps >= 0) || !std::isfinite(*eps)) {
+    return Status::InvalidArgument(std::string(what) +
+                                   ": attention.layer_norm_rms_epsilon must be >= 0");
+  }
+  hp.rms_eps = static_cast<float>(*eps);
+  return hp;
+}
+
+Result<LlamaHparams> Model::Validate(const store::ModelManifest& manifest) {
+  const std::string what = ManifestName(manifest);
+  Result<gguf::Metadata> md = gguf::ParseMetadata(manifest.metadata, manifest.n_kv, what);
+  if (!md.ok()) return md.status();
+  FQ_ASSIGN_OR_RETURN(LlamaHparams hp, ReadLlamaHparams(*md, what));
+  std::vector<ExpectedTensor> expected = ExpectedTensors(hp);
+  std::vector<bool> used(manifest.slots.size(), false);
+  for (const ExpectedTensor& e : expected) {
+    const store::ManifestSlot* s = manifest.Find(e.name);
+    if (s == nullptr) {
+      if (!e.required) continue;
+      return Status::Corruption(what + ": tensor '" + e.name + "' is missing (expected shape " +
+                                ShapeString(e.ne) + ")");
+    }
+    used[static_cast<size_t>(s - manifest.slots.data())] = true;
+    if (s->desc.ne != e.ne) {
+      return Status::Corruption(what + ": tensor '" + e.name + "' has shape " +
+                                ShapeString(s->desc.ne) + ", expected " + ShapeString(e.ne));
+    }
+    Status ok = CheckExecutable(s->desc.qtype, e.name);
+    if (!ok.ok()) return ok.WithContext(what);
+  }
+  for (size_t i = 0; i < manifest.slots.size(); ++i) {
+    if (!used[i]) {
+      return Status::NotSupported(what + ": tensor '" + manifest.slots[i].name +
+                                  "' is not part of the llama graph fqpack runs");
+    }
+  }
+  return hp;
+}
+
+Result<std::unique_ptr<Model>> Model::Load(const store::ModelManifest& manifest,
+                                           store::ModuleSource* source, ThreadPool* pool) {
+  FQ_ASSIGN_OR_RETURN(LlamaHparams hp, Validate(manifest));
+  std::unique_ptr<Model> m(new Model());
+  m->hp_ = hp;
+  m->name_ = manifest.model;
+  m->label_ = manifest.label;
+  FQ_ASSIGN_OR_RETURN(
+      m->metadata_, gguf::ParseMetadata(manifest.metadata, manifest.n_kv, ManifestName(manifest)));
+  m->slots_.resize(manifest.slots.size());
+  int max_idx = -1;
+  for (size_t i = 0; i < manifest.slots.size(); ++i) {
+    const store::ManifestSlot& ms = manifest.slots[i];
+    if (ms.idx < 0) return Status::Corruption(ManifestName(manifest) + ": negative slot idx");
+    max_idx = std::max(max_idx, ms.idx);
+    SlotWeights& s = m->slots_[i];
+    s.name = ms.name;
+    s.idx = ms.idx;
+    s.layer = ms.layer;
+    s.desc = ms.desc;
+  }
+  if (static_cast<size_t>(max_idx) > 4 * manifest.slots.size() + 16) {
+    return Status::Corruption(ManifestName(manifest) + ": slot idx " + std::to_string(max_idx) +
+                              " out of range for " + std::to_string(manifest.slots.size()) +
+                              " slots");
+  }
+  m->position_of_idx_.assign(static_cast<size_t>(max_idx + 1), -1);
+  for (size_t i = 0; i < m->slots_.size(); ++i) {
+    int& pos = m->position_of_idx_[static_cast<size_t>(m->slots_[i].idx)];
+    if (pos != -1) {
+      return Status::Corruption(ManifestName(manifest) + ": slot idx " +
+                                std::to_string(m->slots_[i].idx) + " appears twice");
+    }
+    pos = static_cast<int>(i);
+  }
+
+  // Modules come in parallel: a store decompresses and re-hashes each one.
+  std::mutex mu;
+  Status first_error;
+  auto load_range = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const store::ManifestSlot& ms = manifest.slots[static_cast<size_t>(i)];
+      SlotWeights& s = m->slots_[static_cast<size_t>(i)];
+      Result<store::ModuleData> data = source->Load(ms.key);
+      Status st = data.ok() ? CheckModule(ms.name, ms.desc, ms.desc, data->size())
+                            : data.status().WithContext("tensor '" + ms.name + "'");
+      if (st.ok()) {
+        s.data = std::move(data).value();
+        st = BindWeights(&s);
+      }
+      if (!st.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (first_error.ok()) first_error = st;
+      }
+    }
+  };
+  const int64_t n = static_cast<int64_t>(manifest.slots.size());
+  if (pool != nullptr) {
+    pool->ParallelFor(n, load_range);
+  } else {
+    load_range(0, n);
+  }
+  if (!first_error.ok()) return first_error.WithContext(ManifestName(manifest));
+  FQ_RETURN_IF_ERROR(m->Wire());
+  return m;
+}
+
+Status Model::Wire() {
+  auto find = [this](const std::string& name) -> const SlotWeights* {
+    for (const SlotWeights& s : slots_) {
+      if (s.name == name) return &s;
+    }
+    return nullptr;
+  };
+  token_embd_ = find("token_embd.weight");
+  output_norm_ = find("output_norm.weight");
+  output_ = find("output.weight");
+  layers_.assign(static_cast<size_t>(hp_.n_layer), Layer{});
+  for (int64_t l = 0; l < hp_.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    Layer& L = layers_[static_cast<size_t>(l)];
+    L.attn_norm = find(p + "attn_norm.weight");
+    L.wq = find(p + "attn_q.weight");
+    L.wk = find(p + "attn_k.weight");
+    L.wv = find(p + "attn_v.weight");
+    L.wo = find(p + "attn_output.weight");
+    L.ffn_norm = find(p + "ffn_norm.weight");
+    L.ffn_gate = find(p + "ffn_gate.weight");
+    L.ffn_up = find(p + "ffn_up.weight");
+    L.ffn_down = find(p + "ffn_down.weight");
+  }
+  // Validate() guaranteed presence; this guards the invariant cheaply.
+  if (token_embd_ == nullptr || output_norm_ == nullptr) {
+    return Status::Corruption(name_ + ": tensors vanished after validation");
+  }
+  return Status::OK();
+}
+
+const SlotWeights* Model::slot(int idx) const {
+  if (idx < 0 || static_cast<size_t>(idx) >= position_of_idx_.size()) return nullptr;
+  const int pos = position_of_idx_[static_cast<size_t>(idx)];
+  return pos < 0 ? nullptr : &slots_[static_cast<size_t>(pos)];
+}
+
+int Model::FindSlot(std::string_view name) const {
+  for (const SlotWeights& s : slots_) {
+    if (s.name == name) return s.idx;
+  }
+  return -1;
+}
+
+Status Model::SetSlot(int idx, store::ModuleData data, const store::ModuleDesc& desc) {
+  const SlotWeights* cs = slot(idx);
+  if (cs == nullptr) {
+    return Status::InvalidArgument(name_ + ": no slot with idx " + std::to_string(idx));
+  }
+  SlotWeights& s = slots_[static_cast<size_t>(position_of_idx_[static_cast<size_t>(idx)])];
+  FQ_RETURN_IF_ERROR(CheckModule(s.name, s.desc, desc, data.size()));
+  SlotWeights next;
+  next.name = s.name;
+  next.idx = s.idx;
+  next.layer = s.layer;
+  next.desc = desc;
+  next.data = std::move(data);
+  FQ_RETURN_IF_ERROR(BindWeights(&next));
+  // Moved in whole, so the record's address (which Layer points to) stays.
+  s = std::move(next);
+  return Status::OK();
+}
+
+uint64_t Model::weight_bytes() const {
+  uint64_t n = 0;
+  for (const SlotWeights& s : slots_) n += s.data.size();
+  return n;
+}
+
+}  // namespace fqpack::runtime
