@@ -129,12 +129,14 @@ Result<QmInfo> IndexReader::FindQm(int64_t model_id, const std::string& label) {
                           (all.empty() ? " (the model has none)" : " (QMs: " + labels + ")"));
 }
 
-Result<std::vector<ModuleRef>> IndexReader::QmModules(int64_t qm_id) {
+// The module references of one QM or EQM: `table` is qm_module or
+// eqm_module, `owner` the column naming the QM or EQM.
+Result<std::vector<ModuleRef>> IndexReader::ModuleRefs(const char* table, const char* owner, int64_t id) {
   FQ_ASSIGN_OR_RETURN(
-      Stmt st, db_->Prepare("SELECT m.slot_idx, m.hash, b.qtype, b.n_dims, b.ne0, b.ne1, b.ne2, b.ne3, "
-                            "b.raw_bytes, b.stored_bytes FROM qm_module m JOIN blob b ON b.hash = m.hash "
-                            "WHERE m.qm_id = ? ORDER BY m.slot_idx"));
-  st.BindAll(qm_id);
+      Stmt st, db_->Prepare(std::string("SELECT m.slot_idx, m.hash, b.qtype, b.n_dims, b.ne0, b.ne1, b.ne2, b.ne3, "
+                                        "b.raw_bytes, b.stored_bytes FROM ") +
+                            table + " m JOIN blob b ON b.hash = m.hash WHERE m." + owner + " = ? ORDER BY m.slot_idx"));
+  st.BindAll(id);
   std::vector<ModuleRef> out;
   while (true) {
     FQ_ASSIGN_OR_RETURN(bool row, st.Step());
@@ -149,6 +151,10 @@ Result<std::vector<ModuleRef>> IndexReader::QmModules(int64_t qm_id) {
     out.push_back(r);
   }
   return out;
+}
+
+Result<std::vector<ModuleRef>> IndexReader::QmModules(int64_t qm_id) {
+  return ModuleRefs("qm_module", "qm_id", qm_id);
 }
 
 Result<ModuleRef> IndexReader::FindBlob(const ModuleKey& key) {
@@ -312,25 +318,7 @@ Result<std::vector<EqmInfo>> IndexReader::ListEqms(int64_t ensemble_id) {
 }
 
 Result<std::vector<ModuleRef>> IndexReader::EqmModules(int64_t eqm_id) {
-  FQ_ASSIGN_OR_RETURN(
-      Stmt st, db_->Prepare("SELECT m.slot_idx, m.hash, b.qtype, b.n_dims, b.ne0, b.ne1, b.ne2, b.ne3, "
-                            "b.raw_bytes, b.stored_bytes FROM eqm_module m JOIN blob b ON b.hash = m.hash "
-                            "WHERE m.eqm_id = ? ORDER BY m.slot_idx"));
-  st.BindAll(eqm_id);
-  std::vector<ModuleRef> out;
-  while (true) {
-    FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    ModuleRef r;
-    r.slot_idx = static_cast<int>(st.ColumnInt(0));
-    FQ_ASSIGN_OR_RETURN(r.key, ModuleKey::FromHex(st.ColumnText(1)));
-    r.desc = ReadShape(st, 3);
-    r.desc.qtype = static_cast<uint32_t>(st.ColumnInt(2));
-    r.raw_bytes = static_cast<uint64_t>(st.ColumnInt(8));
-    r.stored_bytes = static_cast<uint64_t>(st.ColumnInt(9));
-    out.push_back(r);
-  }
-  return out;
+  return ModuleRefs("eqm_module", "eqm_id", eqm_id);
 }
 
 }  // namespace fqpack::store

@@ -131,6 +131,7 @@ class IndexReader {
  private:
   Result<ModelManifest> Manifest(const ModelInfo& m, const std::string& label,
                                  const std::vector<ModuleRef>& mods);
+  Result<std::vector<ModuleRef>> ModuleRefs(const char* table, const char* owner, int64_t id);
 
   Db* db_;
   std::string where_;

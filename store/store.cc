@@ -258,24 +258,22 @@ Result<std::shared_ptr<PinnedModules>> Store::Pin(const std::vector<ModuleKey>& 
   return pinned;
 }
 
-Result<PinnedModel> Store::PinQm(const std::string& model, const std::string& label) {
+Result<PinnedModel> Store::PinManifest(const std::function<Result<ModelManifest>()>& read) {
   FQ_ASSIGN_OR_RETURN(auto lock, WriterLock());
   PinnedModel out;
-  FQ_ASSIGN_OR_RETURN(out.manifest, QmManifest(model, label));
+  FQ_ASSIGN_OR_RETURN(out.manifest, read());
   std::vector<ModuleKey> keys;
   for (const ManifestSlot& s : out.manifest.slots) keys.push_back(s.key);
   FQ_ASSIGN_OR_RETURN(out.source, Pin(keys));
   return out;
 }
 
+Result<PinnedModel> Store::PinQm(const std::string& model, const std::string& label) {
+  return PinManifest([&] { return QmManifest(model, label); });
+}
+
 Result<PinnedModel> Store::PinEqm(int64_t ensemble_id, int step) {
-  FQ_ASSIGN_OR_RETURN(auto lock, WriterLock());
-  PinnedModel out;
-  FQ_ASSIGN_OR_RETURN(out.manifest, EqmManifest(ensemble_id, step));
-  std::vector<ModuleKey> keys;
-  for (const ManifestSlot& s : out.manifest.slots) keys.push_back(s.key);
-  FQ_ASSIGN_OR_RETURN(out.source, Pin(keys));
-  return out;
+  return PinManifest([&] { return EqmManifest(ensemble_id, step); });
 }
 
 Result<ModuleData> PinnedModules::Load(const ModuleKey& key) {

@@ -144,6 +144,7 @@ class Store : public ModuleSource {
 
  private:
   Store(Env* env, std::string dir, StoreOptions options, std::unique_ptr<Db> db);
+  Result<PinnedModel> PinManifest(const std::function<Result<ModelManifest>()>& read);
 
   Env* env_;
   std::string dir_;
