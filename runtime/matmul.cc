@@ -5,6 +5,7 @@
 #include <functional>
 #include <vector>
 
+#include "runtime/matmul_hook.h"
 #include "runtime/quant/quant.h"
 #include "schema/quant_types.h"
 
@@ -73,6 +74,7 @@ Status CheckWeight(const WeightView& w, const std::string& tensor) {
 
 void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool) {
   if (n_tokens <= 0 || w.rows <= 0) return;
+  if (MatMulObserver* observer = CurrentMatMulObserver()) observer->OnMatMul(w, x, n_tokens);
   const quant::TypeTraits* traits = quant::FindTraits(w.type);
   assert(traits != nullptr && traits->dot != nullptr);
   const quant::DotFn dot = quant::BestDot(*traits);

@@ -47,13 +47,16 @@ bool IsGroupIntType(uint32_t id) {
 uint32_t GroupIntBits(uint32_t id) { return (id - kGroupIntBase) / 1000; }
 uint32_t GroupIntGroup(uint32_t id) { return (id - kGroupIntBase) % 1000; }
 
-bool IsKnownType(uint32_t id) { return FindGgmlType(id) != nullptr || IsGroupIntType(id); }
+bool IsKnownType(uint32_t id) {
+  return FindGgmlType(id) != nullptr || IsGroupIntType(id) || id == kGroupIntActType;
+}
 
 std::string QTypeName(uint32_t id) {
   if (const QTypeInfo* t = FindGgmlType(id)) return t->name;
   if (IsGroupIntType(id)) {
     return "int" + std::to_string(GroupIntBits(id)) + "-g" + std::to_string(GroupIntGroup(id));
   }
+  if (id == kGroupIntActType) return "int8-act";
   return "type#" + std::to_string(id);
 }
 
@@ -98,6 +101,11 @@ Result<uint64_t> RowBytes(uint32_t type, uint64_t ne0) {
     uint64_t bytes = full * (4 + g * bits / 8);
     if (tail != 0) bytes += 4 + (tail * bits + 7) / 8;
     return bytes;
+  }
+  if (type == kGroupIntActType) {
+    // Per 32 elements (the last block zero-padded): f32 d, f32 s, i8[32].
+    if (ne0 > (UINT64_MAX >> 8)) return Status::InvalidArgument("row size overflows");
+    return (ne0 + 31) / 32 * 40;
   }
   return Status::NotSupported("unknown tensor type " + QTypeName(type));
 }

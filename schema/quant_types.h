@@ -62,6 +62,12 @@ constexpr uint32_t ToId(QType t) { return static_cast<uint32_t>(t); }
 // written into a GGUF file.
 constexpr uint32_t kGroupIntBase = 100000;
 
+// The activation row type of group-int dots ("int8-act"): per 32 elements an
+// f32 scale, an f32 sum and 32 int8 codes, any row length (the last block is
+// zero-padded). It lives at the base id itself, which no (bits, group) pair
+// can produce. Never stored as a module; see schema/quant_types.md.
+constexpr uint32_t kGroupIntActType = kGroupIntBase;
+
 struct QTypeInfo {
   uint32_t id;
   const char* name;       // as ggml spells it: "Q4_K", "F16"

@@ -44,6 +44,15 @@ constexpr TypeTraits kTypeTraits[] = {
      DotQ6_KQ8_KAvx2},
     {Id(QType::kQ8_K), Id(QType::kQ8_K), DequantizeRowQ8_K, QuantizeRowQ8_K, nullptr, nullptr,
      QuantizeRowQ8_KAvx2},
+    // fqpack's group-int types: int8 activations in blocks of 32 with their
+    // sums (int8-act), since a group's offset needs the activation sum.
+    {kGroupIntActType, kGroupIntActType, DequantizeRowGroupIntAct, QuantizeRowGroupIntAct, nullptr,
+     nullptr, QuantizeRowGroupIntActAvx2},
+#define FQ_GROUP_INT_TRAITS(B, G)                                                      \
+  {GroupIntId(B, G), kGroupIntActType, DequantizeRowGroupInt<B, G>,                    \
+   QuantizeRowGroupInt<B, G>, DotGroupInt<B, G>, DotGroupIntAvx2<B, G>},
+    FQ_GROUP_INT_FOR_EACH(FQ_GROUP_INT_TRAITS)
+#undef FQ_GROUP_INT_TRAITS
 };
 
 // Every activation type a row names must itself be in the table with a

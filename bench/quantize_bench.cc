@@ -1,0 +1,250 @@
+// Speed of fqpack's group-int types and of `fqpack quantize`'s quantizers.
+//
+//   MatVec/<type>/threads:<n>   decode: 4096 x 4096 weights times one token;
+//                               "weights" is the rate of weight bytes read.
+//   Batched/<type>/threads:<n>  64 tokens through the same matrix; "macs"
+//                               is multiply-adds per second.
+//   Memcpy/<bytes>/threads:<n>  copying a buffer as large as an int4-g64
+//                               matrix: the bandwidth baseline ("weights" =
+//                               buffer bytes per second, as in
+//                               kernels_bench). Decode goal: MatVec at >= 70%
+//                               of Memcpy on 2 threads.
+//   Rtn/<type>                  quantizing a 1024 x 4096 matrix with the
+//                               scale/offset search, one thread ("weights"
+//                               = weights per second).
+//   FactorHessian/<cols>        the Cholesky factor GPTQ needs, once per
+//                               distinct layer input.
+//   Gptq/<type>/<cols>          GPTQ of a 1024-row matrix with a random
+//                               Hessian of `cols` columns, one thread
+//                               ("weights" = weights per second).
+//
+// Decode benchmarks cycle through copies of their matrix (256 MB in all), so
+// every call reads weights from memory rather than from the caches.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "runtime/matmul.h"
+#include "runtime/quant/quant.h"
+#include "runtime/quantize/gptq.h"
+#include "runtime/quantize/rtn.h"
+#include "runtime/thread_pool.h"
+#include "schema/quant_types.h"
+
+namespace fqpack::runtime {
+namespace {
+
+constexpr int64_t kRows = 4096;
+constexpr int64_t kCols = 4096;
+constexpr int64_t kBatchTokens = 64;
+constexpr size_t kRingBytes = size_t{256} << 20;
+
+size_t MatrixBytes(uint32_t type) { return RowBytes(type, kCols).value() * kRows; }
+
+struct Ring {
+  uint32_t type = UINT32_MAX;
+  size_t row_bytes = 0;
+  std::vector<std::unique_ptr<uint8_t[]>> copies;
+  size_t next = 0;
+
+  const uint8_t* Next() { return copies[next++ % copies.size()].get(); }
+};
+
+Ring& RingFor(uint32_t type) {
+  static Ring ring;
+  if (ring.type == type) return ring;
+  ring = Ring();
+  ring.type = type;
+  ring.row_bytes = RowBytes(type, kCols).value();
+  const size_t bytes = MatrixBytes(type);
+  auto first = std::make_unique<uint8_t[]>(bytes);
+  const quant::TypeTraits* t = quant::FindTraits(type);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> row(kCols);
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (float& v : row) v = normal(rng);
+    t->quantize(row.data(), first.get() + r * ring.row_bytes, kCols);
+  }
+  const size_t n_copies = std::max<size_t>(2, (kRingBytes + bytes - 1) / bytes);
+  for (size_t i = 1; i < n_copies; ++i) {
+    auto copy = std::make_unique<uint8_t[]>(bytes);
+    std::memcpy(copy.get(), first.get(), bytes);
+    ring.copies.push_back(std::move(copy));
+  }
+  ring.copies.push_back(std::move(first));
+  return ring;
+}
+
+std::vector<float> Normal(int64_t n, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& v : x) v = normal(rng);
+  return x;
+}
+
+void MatVec(benchmark::State& state, uint32_t type, int threads) {
+  ThreadPool pool(threads);
+  Ring& ring = RingFor(type);
+  const std::vector<float> x = Normal(kCols, 2);
+  std::vector<float> y(kRows);
+  for (auto _ : state) {
+    const WeightView w{type, kCols, kRows, ring.Next(), ring.row_bytes};
+    MatMul(w, x.data(), 1, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["weights"] = benchmark::Counter(
+      static_cast<double>(MatrixBytes(type)) * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+void Batched(benchmark::State& state, uint32_t type, int threads) {
+  ThreadPool pool(threads);
+  Ring& ring = RingFor(type);
+  const std::vector<float> x = Normal(kCols * kBatchTokens, 2);
+  std::vector<float> y(kRows * kBatchTokens);
+  for (auto _ : state) {
+    const WeightView w{type, kCols, kRows, ring.Next(), ring.row_bytes};
+    MatMul(w, x.data(), kBatchTokens, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["macs"] =
+      benchmark::Counter(static_cast<double>(kRows * kCols * kBatchTokens) * state.iterations(),
+                         benchmark::Counter::kIsRate);
+}
+
+void Memcpy(benchmark::State& state, size_t bytes, int threads) {
+  ThreadPool pool(threads);
+  const size_t n_copies = std::max<size_t>(2, (kRingBytes + bytes - 1) / bytes);
+  std::vector<std::unique_ptr<uint8_t[]>> src;
+  for (size_t i = 0; i < n_copies; ++i) {
+    src.push_back(std::make_unique<uint8_t[]>(bytes));
+    std::memset(src.back().get(), static_cast<int>(i), bytes);
+  }
+  auto dst = std::make_unique<uint8_t[]>(bytes);
+  std::memset(dst.get(), 0, bytes);
+  size_t next = 0;
+  const int64_t pages = static_cast<int64_t>((bytes + 4095) / 4096);
+  for (auto _ : state) {
+    const uint8_t* from = src[next++ % n_copies].get();
+    pool.ParallelFor(pages, [&](int64_t p0, int64_t p1) {
+      const size_t begin = static_cast<size_t>(p0) * 4096;
+      const size_t end = std::min(bytes, static_cast<size_t>(p1) * 4096);
+      std::memcpy(dst.get() + begin, from + begin, end - begin);
+    });
+    benchmark::ClobberMemory();
+  }
+  state.counters["weights"] = benchmark::Counter(static_cast<double>(bytes) * state.iterations(),
+                                                 benchmark::Counter::kIsRate);
+}
+
+void Rtn(benchmark::State& state, uint32_t type) {
+  const int64_t rows = 1024;
+  const std::vector<float> w = Normal(rows * kCols, 3, 0.02f);
+  std::vector<uint8_t> out(RowBytes(type, kCols).value() * rows);
+  for (auto _ : state) {
+    Status s = quantize::QuantizeRtn(type, w.data(), rows, kCols, out.data(), nullptr);
+    benchmark::DoNotOptimize(out.data());
+    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+  }
+  state.counters["weights"] = benchmark::Counter(
+      static_cast<double>(rows * kCols) * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+quantize::Hessian RandomHessian(int64_t cols) {
+  // H = X^T X from 2 * cols random tokens.
+  const int64_t n = 2 * cols;
+  const std::vector<float> x = Normal(n * cols, 5);
+  quantize::Hessian h(cols);
+  h.Accumulate(x.data(), n);
+  return h;
+}
+
+void Factor(benchmark::State& state, int64_t cols) {
+  const quantize::Hessian h = RandomHessian(cols);
+  for (auto _ : state) {
+    Result<quantize::GptqFactor> f = quantize::FactorHessian(h, {});
+    if (!f.ok()) state.SkipWithError(f.status().ToString().c_str());
+    benchmark::DoNotOptimize(f);
+  }
+}
+
+void Gptq(benchmark::State& state, uint32_t type, int64_t cols) {
+  const int64_t rows = 1024;
+  const std::vector<float> w = Normal(rows * cols, 4, 0.02f);
+  const quantize::Hessian h = RandomHessian(cols);
+  const quantize::GptqOptions opts;
+  Result<quantize::GptqFactor> f = quantize::FactorHessian(h, opts);
+  if (!f.ok()) {
+    state.SkipWithError(f.status().ToString().c_str());
+    return;
+  }
+  std::vector<uint8_t> out(RowBytes(type, cols).value() * rows);
+  for (auto _ : state) {
+    Status s = quantize::QuantizeGptq(type, w.data(), rows, cols, *f, opts, out.data(), nullptr);
+    benchmark::DoNotOptimize(out.data());
+    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+  }
+  state.counters["weights"] = benchmark::Counter(
+      static_cast<double>(rows * cols) * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+void RegisterAll() {
+  for (int threads : {1, 2}) {
+    const std::string name = "Memcpy/int4-g64_size/threads:" + std::to_string(threads);
+    benchmark::RegisterBenchmark(name.c_str(), Memcpy, MatrixBytes(GroupIntId(4, 64)), threads)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  std::vector<uint32_t> types;
+  for (int bits : {8, 6, 5, 4, 3, 2}) types.push_back(GroupIntId(bits, 64));
+  types.push_back(GroupIntId(4, 32));
+  types.push_back(GroupIntId(4, 128));
+  types.push_back(ToId(QType::kQ4_K));
+  for (uint32_t type : types) {
+    for (int threads : {1, 2}) {
+      const std::string name = "MatVec/" + QTypeName(type) + "/threads:" + std::to_string(threads);
+      benchmark::RegisterBenchmark(name.c_str(), MatVec, type, threads)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+    const std::string name = "Batched/" + QTypeName(type) + "/threads:2";
+    benchmark::RegisterBenchmark(name.c_str(), Batched, type, 2)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  for (uint32_t type :
+       {GroupIntId(4, 64), GroupIntId(2, 64), ToId(QType::kQ4_K), ToId(QType::kQ6_K)}) {
+    const std::string name = "Rtn/" + QTypeName(type);
+    benchmark::RegisterBenchmark(name.c_str(), Rtn, type)->Unit(benchmark::kMillisecond);
+  }
+  for (int64_t cols : {int64_t{1024}, int64_t{4096}}) {
+    const std::string name = "FactorHessian/" + std::to_string(cols);
+    benchmark::RegisterBenchmark(name.c_str(), Factor, cols)->Unit(benchmark::kMillisecond);
+  }
+  for (uint32_t type : {GroupIntId(4, 64), ToId(QType::kQ4_K)}) {
+    for (int64_t cols : {int64_t{1024}, int64_t{4096}}) {
+      const std::string name = "Gptq/" + QTypeName(type) + "/" + std::to_string(cols);
+      benchmark::RegisterBenchmark(name.c_str(), Gptq, type, cols)->Unit(benchmark::kMillisecond);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fqpack::runtime
+
+int main(int argc, char** argv) {
+  fqpack::runtime::RegisterAll();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
