@@ -1,0 +1,155 @@
+#include "search/ensemble.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "runtime/tokenizer.h"
+#include "schema/json.h"
+#include "schema/quant_types.h"
+#include "schema/sha256.h"
+
+namespace fqpack::search {
+namespace {
+
+// Chain positions in slot idx order: the order Store::AddEnsemble takes
+// modules in.
+std::vector<size_t> ByIdx(const Library& lib) {
+  std::vector<size_t> order(lib.chains().size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return lib.chains()[a].idx < lib.chains()[b].idx; });
+  return order;
+}
+
+}  // namespace
+
+std::string DefaultEnsembleName(const std::vector<std::string>& labels) {
+  std::string name;
+  for (const std::string& l : labels) name += (name.empty() ? "" : "-") + l;
+  return name;
+}
+
+std::vector<store::NewEqm> EqmRows(const Library& lib, const SearchResult& result) {
+  const std::vector<size_t> order = ByIdx(lib);
+  std::vector<store::NewEqm> rows;
+  for (size_t i = 0; i < result.steps.size(); ++i) {
+    const EnsembleStep& s = result.steps[i];
+    store::NewEqm row;
+    row.step = static_cast<int>(i);
+    row.footprint = s.footprint;
+    row.calib_metric = s.metric;
+    row.calib_ppl = s.score.ppl();
+    row.calib_kl = s.score.kl;
+    const std::vector<store::ModuleKey> keys = lib.Keys(s.state);
+    const std::vector<int64_t> qms = lib.SourceQmIds(s.state);
+    for (size_t p : order) {
+      row.modules.push_back(keys[p]);
+      row.source_qm_ids.push_back(qms[p]);
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+std::string SearchParamsJson(const Library& lib, const SearchRequest& request,
+                             const SearchOutcome& outcome) {
+  JsonWriter w;
+  w.BeginObject()
+      .Key("metric").String(MetricName(request.search.metric))
+      .Key("stem").Int(request.search.stem)
+      .Key("branch").Int(request.search.branch)
+      .Key("tokens").Int(outcome.chunks * outcome.n_ctx)
+      .Key("n_ctx").Int(outcome.n_ctx)
+      .Key("chunks").Int(outcome.chunks)
+      .Key("scored_per_chunk").Int(outcome.n_ctx - 1)
+      .Key("include_embed").Bool(lib.options().include_embed)
+      .Key("objective").String("area")
+      .Key("steps").Int(static_cast<int64_t>(outcome.result.steps.size()) - 1)
+      .Key("evaluations").Int(outcome.eval_stats.evaluations)
+      .Key("slots").BeginArray();
+  for (const SlotChain& c : lib.chains()) {
+    if (c.searched && c.moves() > 0) w.String(c.name);
+  }
+  w.EndArray().Key("held_back").BeginArray();
+  for (const SlotChain& c : lib.chains()) {
+    if (!c.searched && c.moves() > 0) w.String(c.name);
+  }
+  w.EndArray().EndObject();
+  return w.str();
+}
+
+Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& request) {
+  const auto t0 = std::chrono::steady_clock::now();
+  FQ_ASSIGN_OR_RETURN(auto lock, store->WriterLock());
+  LibraryOptions lib_options;
+  lib_options.include_embed = request.include_embed;
+  FQ_ASSIGN_OR_RETURN(Library lib, LoadLibrary(store, request.model, request.up, request.mids,
+                                               request.low, lib_options));
+  SearchOutcome out;
+  for (const LibraryQm& q : lib.qms()) out.library.push_back(q.label);
+  out.name = request.name.empty() ? DefaultEnsembleName(out.library) : request.name;
+  FQ_ASSIGN_OR_RETURN(store::ModelInfo model, store->ResolveModel(request.model));
+  Result<store::EnsembleInfo> existing = store->FindEnsemble(model.id, out.name);
+  if (existing.ok()) {
+    return Status::InvalidArgument("model '" + model.name + "' already has an ensemble named '" +
+                                   out.name + "' (choose another --name, or `fqpack rm --ensemble " +
+                                   out.name + "` first)");
+  }
+  if (!existing.status().IsNotFound()) return existing.status();
+  if (request.search.stem < 1 || request.search.branch < 1) {
+    return Status::InvalidArgument("--stem and --branch must be at least 1");
+  }
+
+  // The calibration tokens, checked before any module is loaded.
+  FQ_ASSIGN_OR_RETURN(runtime::LlamaHparams hp, runtime::Model::Validate(lib.up().manifest));
+  FQ_ASSIGN_OR_RETURN(gguf::Metadata md,
+                      gguf::ParseMetadata(lib.up().manifest.metadata, lib.up().manifest.n_kv,
+                                          lib.up().manifest.model));
+  FQ_ASSIGN_OR_RETURN(runtime::Tokenizer tok, runtime::Tokenizer::FromMetadata(md));
+  const std::string_view text(reinterpret_cast<const char*>(request.calib_text.data()),
+                              request.calib_text.size());
+  const std::vector<int32_t> tokens = tok.Encode(text, true);
+  out.n_ctx = request.n_ctx > 0 ? request.n_ctx : hp.n_ctx_train;
+  FQ_ASSIGN_OR_RETURN(CalibSet calib, MakeCalibSet(tokens, out.n_ctx, request.tokens,
+                                                   tok.add_bos() ? tok.bos() : -1));
+  out.chunks = calib.chunks();
+  out.calib_tokens = static_cast<int64_t>(tokens.size());
+  out.calib_sha256 = Sha256::HexOf(request.calib_text);
+  out.searched_slots = lib.searched_slots();
+  out.held_back_slots = lib.held_back_slots();
+
+  Evaluator::Options eval_options;
+  eval_options.threads = request.threads;
+  eval_options.reuse = request.reuse;
+  FQ_ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
+                      Evaluator::Create(&lib, store, std::move(calib), eval_options));
+  out.setup_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  FQ_ASSIGN_OR_RETURN(out.result, TreeSearch(lib, evaluator.get(), request.search));
+  out.eval_stats = evaluator->stats();
+  for (const EnsembleStep& st : out.result.steps) {
+    if (st.chain < 0) {
+      out.moved_slot.emplace_back();
+      out.moved_to.emplace_back();
+      continue;
+    }
+    const SlotChain& c = lib.chains()[static_cast<size_t>(st.chain)];
+    out.moved_slot.push_back(c.name);
+    out.moved_to.push_back(QTypeName(c.rungs[st.state[static_cast<size_t>(st.chain)]].desc.qtype));
+  }
+  if (request.search.cancelled && request.search.cancelled()) return Status::Aborted("interrupted");
+
+  store::NewEnsemble e;
+  e.model_id = model.id;
+  e.name = out.name;
+  e.up_qm_id = lib.up().qm_id;
+  e.low_qm_id = lib.low().qm_id;
+  e.library_json = lib.LabelsJson();
+  e.params_json = SearchParamsJson(lib, request, out);
+  e.calib_sha256 = out.calib_sha256;
+  e.calib_text = request.calib_text;
+  FQ_ASSIGN_OR_RETURN(out.ensemble_id, store->AddEnsemble(e, EqmRows(lib, out.result)));
+  return out;
+}
+
+}  // namespace fqpack::search
