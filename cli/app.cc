@@ -70,6 +70,8 @@ int Main(int argc, char** argv) {
   RegisterRuntimeCommands(app, ctx);
   RegisterPackCommands(app, ctx);
   RegisterGcCommands(app, ctx);
+  RegisterSearchCommands(app, ctx);
+  RegisterQuantizeCommands(app, ctx);
 
   SetWarningHandler([&ctx](std::string_view msg) { ctx.Note("warning: " + std::string(msg)); });
   std::signal(SIGINT, OnInterrupt);

@@ -46,6 +46,12 @@ void RegisterStoreCommands(CLI::App& app, Context& ctx);
 void RegisterRuntimeCommands(CLI::App& app, Context& ctx);
 void RegisterPackCommands(CLI::App& app, Context& ctx);
 void RegisterGcCommands(CLI::App& app, Context& ctx);
+void RegisterSearchCommands(CLI::App& app, Context& ctx);
+void RegisterQuantizeCommands(CLI::App& app, Context& ctx);
+
+// `fqpack export FILE.fqpack --eqm K | --qm LABEL -o OUT.gguf` (runtime_commands.cc).
+Status ExportPackGguf(Context& ctx, const std::string& pack, const std::string& ensemble, int eqm,
+                      const std::string& qm, const std::string& out);
 
 // Runs the command line; returns the process exit code.
 int Main(int argc, char** argv);

@@ -1,4 +1,6 @@
-// fqpack ppl | run | tokenize: running a model.
+// fqpack ppl | run | tokenize: running a model, a QM of the store or a
+// .fqpack file under a memory budget (runtime/elastic.h); and the export of
+// a pack's EQM as a GGUF.
 
 #include <unistd.h>
 
@@ -8,6 +10,7 @@
 
 #include "cli/app.h"
 #include "cli/output.h"
+#include "runtime/elastic.h"
 #include "runtime/generate.h"
 #include "runtime/llama.h"
 #include "runtime/model.h"
@@ -15,6 +18,7 @@
 #include "runtime/tokenizer.h"
 #include "schema/json.h"
 #include "schema/units.h"
+#include "store/gguf_export.h"
 
 namespace fqpack::cli {
 namespace {
@@ -25,16 +29,48 @@ double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// Which model to run. Today a QM of a model in the store; a .fqpack file and
-// an EQM of an ensemble are more fields here and more cases in
-// ResolveModelSource, and every runtime command follows.
+// Which model to run: a QM of a model in the store, or a .fqpack file, run
+// elastically: one EQM (--eqm), the largest that fits a budget (--budget), a
+// budget that changes as it runs (--budget-trace), else the largest.
 struct ModelSourceArgs {
   std::string model;  // --model; may be empty when the store holds one model
   std::string qm;     // --qm
+  std::string pack;   // positional: a .fqpack file
+  std::string ensemble;
+  int eqm = -1;
+  std::string budget;        // --budget, with units
+  std::string budget_trace;  // --budget-trace FILE
+  std::string transitions_json;
+  bool static_ladder = false;
+  int64_t n_batch = 0;  // -b, packs only
 
-  void AddOptions(CLI::App* cmd, bool with_qm) {
+  void AddOptions(CLI::App* cmd, bool with_qm, bool elastic = true) {
+    cmd->add_option("pack", pack, "A .fqpack file to run (default: a QM of the store)")
+        ->check(CLI::ExistingFile);
     cmd->add_option("-m,--model", model, "Model name (needed when the store holds several)");
     if (with_qm) cmd->add_option("--qm", qm, "QM label (needed when the model has several)");
+    if (!elastic) return;
+    cmd->add_option("--eqm", eqm, "Run this EQM (step) of the pack's ensemble")
+        ->check(CLI::NonNegativeNumber);
+    cmd->add_option("-e,--ensemble", ensemble, "Ensemble of the pack (default: the newest)");
+    cmd->add_option("--budget", budget,
+                    "Memory budget (weights + KV cache + scratch), e.g. 600KB, 1.5GiB: runs the "
+                    "largest EQM that fits");
+    cmd->add_option("--budget-trace", budget_trace,
+                    "File of 'token_index,budget' lines: the budget changes while it runs")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--transitions-json", transitions_json,
+                    "Write every transition (from, to, modules swapped, bytes read, ms) to this file as JSON");
+    cmd->add_flag("--static-ladder", static_ladder,
+                  "Use only the pack's whole QMs (what switching static checkpoints gives)");
+    cmd->add_option("-b,--batch-size", n_batch,
+                    "Tokens per forward pass of a .fqpack run; its activations count in the budget "
+                    "(default: 64 for run, a whole chunk for ppl)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  }
+  bool elastic_flags() const {
+    return eqm >= 0 || !ensemble.empty() || !budget.empty() || !budget_trace.empty() ||
+           !transitions_json.empty() || static_ladder || n_batch > 0;
   }
 };
 
@@ -44,12 +80,96 @@ struct ModelSource {
   store::ModuleSource* modules = nullptr;
   store::ModelManifest manifest;
   std::string display;  // "stories260K/Q4_K_M"
+  // A .fqpack: the runtime that holds its levels, model and session.
+  std::unique_ptr<runtime::ElasticRuntime> elastic;
+  std::vector<runtime::BudgetChange> trace;
 };
+
+// What opening a pack needs beyond the arguments.
+struct ElasticSetup {
+  runtime::ThreadPool* pool = nullptr;
+  runtime::Workload workload = runtime::Workload::kGenerate;
+  int64_t n_ctx = 0;
+  int64_t n_batch = 0;
+};
+
+Status CheckSourceArgs(const ModelSourceArgs& args) {
+  if (args.pack.empty()) {
+    if (args.elastic_flags()) {
+      return Status::InvalidArgument(
+          "--budget, --budget-trace, --eqm, --ensemble, --transitions-json, --static-ladder and -b run a "
+          ".fqpack file; a QM of the store has one fixed size (write a pack with `fqpack pack -o "
+          "model.fqpack`, then `fqpack run model.fqpack --budget ...`)");
+    }
+    return Status::OK();
+  }
+  if (!args.model.empty()) {
+    return Status::InvalidArgument("--model picks a model of the store; a .fqpack file holds one model");
+  }
+  int choices = (args.eqm >= 0) + !args.qm.empty() + !args.budget.empty();
+  if (choices > 1) return Status::InvalidArgument("choose one of --eqm, --qm and --budget");
+  if (!args.budget_trace.empty() && (args.eqm >= 0 || !args.qm.empty())) {
+    return Status::InvalidArgument("--budget-trace moves between EQMs; it cannot be combined with --eqm or --qm");
+  }
+  if (args.static_ladder && args.eqm >= 0) {
+    return Status::InvalidArgument("--static-ladder runs the pack's whole QMs; choose one with --qm, not --eqm");
+  }
+  return Status::OK();
+}
+
+Result<ModelSource> OpenPackSource(Context& ctx, const ModelSourceArgs& args, bool need_modules,
+                                   const ElasticSetup& setup) {
+  ModelSource src;
+  if (!need_modules) {
+    FQ_ASSIGN_OR_RETURN(auto reader, pack::PackReader::Open(ctx.env, args.pack));
+    const store::ModelInfo& m = reader->model();
+    src.manifest.model = m.name;
+    src.manifest.arch = m.arch;
+    src.manifest.gguf_version = m.gguf_version;
+    src.manifest.n_kv = m.n_kv;
+    src.manifest.metadata = m.metadata;
+    src.display = m.name;
+    return src;
+  }
+  runtime::ElasticOptions opts;
+  opts.residency.ensemble = args.ensemble;
+  opts.residency.qms_only = args.static_ladder || !args.qm.empty();
+  opts.n_ctx = setup.n_ctx;
+  opts.n_batch = setup.n_batch;
+  opts.workload = setup.workload;
+  FQ_ASSIGN_OR_RETURN(src.elastic, runtime::ElasticRuntime::Open(ctx.env, args.pack, opts, setup.pool));
+  runtime::LevelChoice choice;
+  choice.eqm = args.eqm;
+  choice.qm = args.qm;
+  if (!args.budget.empty()) {
+    Result<uint64_t> b = ParseBytes(args.budget);
+    if (!b.ok()) return Status::InvalidArgument("--budget '" + args.budget + "': " + b.status().message());
+    if (*b == 0) return Status::InvalidArgument("--budget must be more than 0 bytes");
+    choice.budget = *b;
+  }
+  if (!args.budget_trace.empty()) {
+    FQ_ASSIGN_OR_RETURN(src.trace, runtime::ReadBudgetTrace(ctx.env, args.budget_trace));
+    FQ_RETURN_IF_ERROR(src.elastic->CheckTrace(src.trace, args.budget_trace));
+    // A trace that starts at token 0 picks the first level itself: load that
+    // one rather than the largest and a transition right away.
+    if (choice.budget == 0 && choice.eqm < 0 && choice.qm.empty() && src.trace.front().token == 0) {
+      choice.budget = src.trace.front().budget;
+    }
+  }
+  FQ_RETURN_IF_ERROR(src.elastic->Start(choice));
+  src.manifest = src.elastic->residency()->manifest();
+  src.manifest.label = src.elastic->residency()->stats().label;
+  src.modules = src.elastic->pack();
+  src.display = src.manifest.model + "/" + src.manifest.label;
+  return src;
+}
 
 // `need_modules` false: only the metadata is wanted (tokenize), so no QM has
 // to be chosen.
-Result<ModelSource> ResolveModelSource(Context& ctx, const ModelSourceArgs& args,
-                                       bool need_modules) {
+Result<ModelSource> ResolveModelSource(Context& ctx, const ModelSourceArgs& args, bool need_modules,
+                                       const ElasticSetup& setup = {}) {
+  FQ_RETURN_IF_ERROR(CheckSourceArgs(args));
+  if (!args.pack.empty()) return OpenPackSource(ctx, args, need_modules, setup);
   ModelSource src;
   FQ_ASSIGN_OR_RETURN(src.store, ctx.OpenStore());
   FQ_ASSIGN_OR_RETURN(store::ModelInfo m, src.store->ResolveModel(args.model));
@@ -109,6 +229,61 @@ Status CheckInterrupt() {
   return Status::OK();
 }
 
+// Elastic runs log each transition on stderr as it happens.
+runtime::TransitionCallback LogTransitions(Context& ctx) {
+  return [&ctx](const runtime::TransitionRecord& t) { ctx.Note("transition " + runtime::DescribeTransition(t)); };
+}
+
+Status WriteTransitionsFile(Context& ctx, const std::string& path,
+                            const std::vector<runtime::TransitionRecord>& transitions) {
+  if (path.empty()) return Status::OK();
+  JsonWriter w(true);
+  w.BeginArray();
+  for (const auto& t : transitions) runtime::WriteTransitionJson(&w, t);
+  w.EndArray();
+  std::string text = w.str() + "\n";
+  return PublishFile(ctx.env, path, ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+// The residency state after a run, for --json.
+void WriteResidencyJson(JsonWriter* w, runtime::ElasticRuntime* rt,
+                        const std::vector<runtime::TransitionRecord>& transitions) {
+  const runtime::ResidencyStats s = rt->residency()->stats();
+  // clang-format off
+  w->Key("pack").String(rt->pack()->path())
+      .Key("ensemble").String(rt->residency()->ensemble_name())
+      .Key("level").String(s.label)
+      .Key("eqm").Int(s.step)
+      .Key("footprint").Uint(s.footprint)
+      .Key("resident_bytes").Uint(s.resident_bytes)
+      .Key("kv_cache_bytes").Uint(rt->overhead().kv_cache)
+      .Key("scratch_bytes").Uint(rt->overhead().scratch)
+      .Key("budget").Uint(s.budget)
+      .Key("minimum_budget").Uint(rt->residency()->MinimumBudget())
+      .Key("transition_count").Int(s.transitions)
+      .Key("modules_swapped").Int(s.modules_swapped)
+      .Key("transition_bytes_read").Uint(s.bytes_read)
+      .Key("transition_ms").Double(s.transition_seconds * 1e3)
+      .Key("transitions").BeginArray();
+  // clang-format on
+  for (const auto& t : transitions) runtime::WriteTransitionJson(w, t);
+  w->EndArray();
+}
+
+// "eqm:17 (2.10 MiB of weights + 300 KiB KV cache and scratch); 12 transitions: ..."
+std::string ResidencySummary(runtime::ElasticRuntime* rt) {
+  const runtime::ResidencyStats s = rt->residency()->stats();
+  std::string out = "ran " + s.label + " at the end (" + FormatBytes(s.resident_bytes) + " of weights + " +
+                    FormatBytes(rt->overhead().total()) + " KV cache and scratch" +
+                    (s.budget > 0 ? ", budget " + FormatBytes(s.budget) : "") + ")";
+  if (s.transitions > 0) {
+    out += "; " + std::to_string(s.transitions) + " transitions: " + std::to_string(s.modules_swapped) +
+           " modules swapped, " + FormatBytes(s.bytes_read) + " read, " +
+           FormatDouble(s.transition_seconds * 1e3, 1) + " ms";
+  }
+  return out;
+}
+
 struct PplArgs {
   ModelSourceArgs source;
   std::string text_file;
@@ -117,7 +292,10 @@ struct PplArgs {
   std::string kl_base;
 };
 
+Status RunPplPack(Context& ctx, const PplArgs& args);
+
 Status RunPpl(Context& ctx, const PplArgs& args) {
+  if (!args.source.pack.empty()) return RunPplPack(ctx, args);
   runtime::ThreadPool pool(ctx.Threads());
   FQ_ASSIGN_OR_RETURN(ModelSource src, ResolveModelSource(ctx, args.source, true));
   FQ_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> model, LoadModel(src, &pool));
@@ -208,6 +386,114 @@ Status RunPpl(Context& ctx, const PplArgs& args) {
   return Status::OK();
 }
 
+// ppl of a .fqpack: chunk by chunk on one session, following --budget-trace
+// between chunks. With --kl-base (a QM of the pack) the level stays fixed and
+// runtime::Perplexity compares the two.
+Status RunPplPack(Context& ctx, const PplArgs& args) {
+  runtime::ThreadPool pool(ctx.Threads());
+  ElasticSetup setup{&pool, runtime::Workload::kPerplexity, args.n_ctx, args.source.n_batch};
+  FQ_ASSIGN_OR_RETURN(ModelSource src, ResolveModelSource(ctx, args.source, true, setup));
+  runtime::ElasticRuntime* rt = src.elastic.get();
+  FQ_ASSIGN_OR_RETURN(int64_t n_ctx, ContextSize(ctx, *rt->model(), args.n_ctx));
+  std::unique_ptr<runtime::Model> base;
+  if (!args.kl_base.empty()) {
+    if (!src.trace.empty()) return Status::InvalidArgument("--kl-base needs a fixed EQM; drop --budget-trace");
+    FQ_ASSIGN_OR_RETURN(store::ModelManifest base_manifest, rt->pack()->QmManifest(args.kl_base));
+    FQ_ASSIGN_OR_RETURN(base, runtime::Model::Load(base_manifest, rt->pack(), &pool));
+  }
+  FQ_ASSIGN_OR_RETURN(Bytes text, ReadFileBytes(ctx.env, args.text_file));
+  const Clock::time_point t_tok = Clock::now();
+  const std::vector<int32_t> tokens = rt->tokenizer().Encode(
+      std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);
+  const double tokenize_seconds = SecondsSince(t_tok);
+  const int64_t total = std::min<int64_t>(static_cast<int64_t>(tokens.size()) / n_ctx,
+                                          args.chunks < 0 ? INT64_MAX : args.chunks);
+  Progress progress("perplexity " + src.display, static_cast<uint64_t>(total),
+                    ctx.ShowProgress() && src.trace.empty());
+  auto on_progress = [&](int64_t done, int64_t) {
+    progress.Update(static_cast<uint64_t>(done));
+    return CheckInterrupt();
+  };
+  const Clock::time_point t0 = Clock::now();
+  runtime::ElasticPerplexityResult er;
+  if (base != nullptr) {
+    runtime::PerplexityOptions opts;
+    opts.n_ctx = n_ctx;
+    opts.bos = rt->tokenizer().add_bos() ? rt->tokenizer().bos() : -1;
+    opts.max_chunks = args.chunks;
+    opts.progress = on_progress;
+    Result<runtime::PerplexityResult> r = runtime::Perplexity(*rt->model(), tokens, opts, &pool, base.get());
+    if (!r.ok()) return r.status().WithContext(args.text_file);
+    er.total = *r;
+  } else {
+    Result<runtime::ElasticPerplexityResult> r =
+        rt->Perplexity(tokens, args.chunks, src.trace, on_progress, LogTransitions(ctx));
+    if (!r.ok()) return r.status().WithContext(args.text_file);
+    er = std::move(*r);
+  }
+  const double secs = SecondsSince(t0);
+  progress.Finish();
+  FQ_RETURN_IF_ERROR(WriteTransitionsFile(ctx, args.source.transitions_json, er.transitions));
+  const runtime::PerplexityResult& r = er.total;
+  if (ctx.json) {
+    JsonWriter w(true);
+    // clang-format off
+    w.BeginObject()
+        .Key("model").String(src.manifest.model)
+        .Key("text").String(args.text_file)
+        .Key("ppl").Double(r.ppl)
+        .Key("ppl_err").Double(r.ppl_err)
+        .Key("nll").Double(r.nll)
+        .Key("tokens").Int(r.tokens)
+        .Key("n_ctx").Int(r.n_ctx)
+        .Key("chunks").Int(r.chunks)
+        .Key("scored").Int(r.scored)
+        .Key("threads").Int(ctx.Threads())
+        .Key("seconds").Double(secs)
+        .Key("tokenize_seconds").Double(tokenize_seconds);
+    if (r.has_kl) {
+      w.Key("kl_base").String(args.kl_base)
+          .Key("kl").Double(r.kl)
+          .Key("kl_err").Double(r.kl_err)
+          .Key("base_ppl").Double(r.base_ppl)
+          .Key("same_top").Double(r.same_top);
+    }
+    WriteResidencyJson(&w, rt, er.transitions);
+    if (!src.trace.empty()) {
+      w.Key("per_chunk").BeginArray();
+      for (const runtime::ChunkResult& c : er.chunks) {
+        w.BeginObject().Key("chunk").Int(c.index).Key("level").String(c.label).Key("footprint").Uint(c.footprint)
+            .Key("budget").Uint(c.budget).Key("nll").Double(c.nll).Key("scored").Int(c.scored).EndObject();
+      }
+      w.EndArray();
+    }
+    // clang-format on
+    w.EndObject();
+    ctx.Print(w.str());
+    return Status::OK();
+  }
+  char line[256];
+  std::snprintf(line, sizeof(line), "PPL = %.4f +/- %.5f", r.ppl, r.ppl_err);
+  const std::string what = src.trace.empty() ? src.display
+                                             : src.manifest.model + " following " + args.source.budget_trace;
+  std::string out = std::string(line) + "  (" + what + ", " + std::to_string(r.chunks) + " chunks of " +
+                    std::to_string(r.n_ctx) + " tokens, " + std::to_string(r.scored) + " scored of " +
+                    std::to_string(r.tokens) + ")";
+  if (r.has_kl) {
+    std::snprintf(line, sizeof(line),
+                  "\nKL(%s || %s) = %.6f +/- %.6f nats/token; same top token %.2f%%; base PPL = %.4f",
+                  args.kl_base.c_str(), src.display.c_str(), r.kl, r.kl_err, 100 * r.same_top, r.base_ppl);
+    out += line;
+  }
+  ctx.Print(out);
+  ctx.Note(ResidencySummary(rt));
+  const double evaluated = static_cast<double>(r.chunks * r.n_ctx) * (base ? 2 : 1);
+  ctx.Note(FormatSeconds(secs) + " for " + std::to_string(static_cast<int64_t>(evaluated)) + " tokens (" +
+           FormatDouble(evaluated / std::max(secs, 1e-9), 1) + " tokens/s, " + std::to_string(ctx.Threads()) +
+           " threads)");
+  return Status::OK();
+}
+
 struct RunArgs {
   ModelSourceArgs source;
   std::string prompt;
@@ -220,10 +506,15 @@ struct RunArgs {
 
 Status RunRun(Context& ctx, const RunArgs& args) {
   runtime::ThreadPool pool(ctx.Threads());
-  FQ_ASSIGN_OR_RETURN(ModelSource src, ResolveModelSource(ctx, args.source, true));
-  FQ_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> model, LoadModel(src, &pool));
+  ElasticSetup setup{&pool, runtime::Workload::kGenerate, args.n_ctx, args.source.n_batch};
+  FQ_ASSIGN_OR_RETURN(ModelSource src, ResolveModelSource(ctx, args.source, true, setup));
+  runtime::ElasticRuntime* rt = src.elastic.get();
+  std::unique_ptr<runtime::Model> model;
+  if (rt == nullptr) {
+    FQ_ASSIGN_OR_RETURN(model, LoadModel(src, &pool));
+  }
   FQ_ASSIGN_OR_RETURN(runtime::Tokenizer tok, TokenizerOf(src.manifest));
-  FQ_ASSIGN_OR_RETURN(int64_t n_ctx, ContextSize(ctx, *model, args.n_ctx));
+  FQ_ASSIGN_OR_RETURN(int64_t n_ctx, ContextSize(ctx, rt != nullptr ? *rt->model() : *model, args.n_ctx));
 
   std::vector<int32_t> prompt = tok.Encode(args.prompt, true);
   if (prompt.empty()) {
@@ -250,23 +541,42 @@ Status RunRun(Context& ctx, const RunArgs& args) {
     ctx.Note("seed " + std::to_string(opts.sampling.seed));
   }
 
-  runtime::Session session(model.get(), n_ctx, &pool);
   runtime::DecodeStream stream(&tok, prompt.back());
   std::string text;
-  Result<runtime::GenerateStats> r =
-      runtime::Generate(&session, prompt, opts, [&](int32_t token) -> Status {
-        const std::string piece = stream.Next(token);
-        text += piece;
-        if (!ctx.json) {
-          std::fwrite(piece.data(), 1, piece.size(), stdout);
-          std::fflush(stdout);
-        }
-        return CheckInterrupt();
-      });
+  auto on_token = [&](int32_t token) -> Status {
+    const std::string piece = stream.Next(token);
+    text += piece;
+    if (!ctx.json) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    }
+    return CheckInterrupt();
+  };
+  std::vector<runtime::TransitionRecord> transitions;
+  Result<runtime::GenerateStats> r = Status::Aborted("not run");
+  if (rt != nullptr) {
+    // Transition notes go to stderr between streamed pieces of text.
+    auto log = LogTransitions(ctx);
+    auto on_transition = [&](const runtime::TransitionRecord& t) {
+      std::fflush(stdout);
+      log(t);
+    };
+    Result<runtime::ElasticGenerateResult> er = rt->Generate(prompt, opts, src.trace, on_token, on_transition);
+    if (er.ok()) {
+      transitions = std::move(er->transitions);
+      r = std::move(er->generate);
+    } else {
+      r = er.status();
+    }
+  } else {
+    runtime::Session session(model.get(), n_ctx, &pool);
+    r = runtime::Generate(&session, prompt, opts, on_token);
+  }
   if (!r.ok()) {
     std::fflush(stdout);
     return r.status();
   }
+  if (rt != nullptr) FQ_RETURN_IF_ERROR(WriteTransitionsFile(ctx, args.source.transitions_json, transitions));
   if (ctx.json) {
     JsonWriter w(true);
     // clang-format off
@@ -283,7 +593,9 @@ Status RunRun(Context& ctx, const RunArgs& args) {
         .Key("tokens").BeginArray();
     // clang-format on
     for (int32_t t : r->tokens) w.Int(t);
-    w.EndArray().EndObject();
+    w.EndArray();
+    if (rt != nullptr) WriteResidencyJson(&w, rt, transitions);
+    w.EndObject();
     ctx.Print(w.str());
     return Status::OK();
   }
@@ -299,6 +611,7 @@ Status RunRun(Context& ctx, const RunArgs& args) {
            FormatSeconds(r->generate_seconds) + " (" + rate(r->generated, r->generate_seconds) +
            " tokens/s); stopped at " + runtime::StopReasonName(r->stop) + "; " +
            std::to_string(ctx.Threads()) + " threads");
+  if (rt != nullptr) ctx.Note(ResidencySummary(rt));
   return Status::OK();
 }
 
@@ -340,7 +653,9 @@ Status RunTokenize(Context& ctx, const TokenizeArgs& args) {
 void RegisterRuntimeCommands(CLI::App& app, Context& ctx) {
   auto ppl = std::make_shared<PplArgs>();
   CLI::App* p = app.add_subcommand(
-      "ppl", "Perplexity of a QM on a text file, computed as llama.cpp's llama-perplexity does");
+      "ppl",
+      "Perplexity of a QM or a .fqpack (one EQM, a budget, or a budget trace) on a text file, "
+      "computed as llama.cpp's llama-perplexity does");
   ppl->source.AddOptions(p, true);
   p->add_option("-f,--text", ppl->text_file, "Text file to evaluate")
       ->required()
@@ -357,7 +672,9 @@ void RegisterRuntimeCommands(CLI::App& app, Context& ctx) {
 
   auto run = std::make_shared<RunArgs>();
   CLI::App* r =
-      app.add_subcommand("run", "Generate text from a prompt; the text streams to stdout");
+      app.add_subcommand("run",
+                         "Generate text from a prompt (a QM, or a .fqpack under a memory budget that may "
+                         "change while it runs); the text streams to stdout");
   run->source.AddOptions(r, true);
   r->add_option("-p,--prompt", run->prompt, "Prompt text (empty: start from BOS alone)");
   r->add_option("-n,--n-predict", run->n_predict,
@@ -375,13 +692,48 @@ void RegisterRuntimeCommands(CLI::App& app, Context& ctx) {
   auto tk = std::make_shared<TokenizeArgs>();
   CLI::App* t = app.add_subcommand("tokenize",
                                    "Show the tokens of a text as the model's tokenizer splits it");
-  tk->source.AddOptions(t, false);
+  tk->source.AddOptions(t, false, false);
   t->add_option("--text", tk->text, "Text to tokenize")->required();
   t->add_flag("--no-bos", tk->no_special,
               "Do not add BOS/EOS even when the vocabulary asks for them");
   t->add_flag("--parse-special", tk->parse_special,
               "Turn control tokens written in the text (\"<s>\") into those tokens");
   t->callback([&ctx, tk] { ctx.action = [&ctx, tk] { return RunTokenize(ctx, *tk); }; });
+}
+
+Status ExportPackGguf(Context& ctx, const std::string& pack_path, const std::string& ensemble, int eqm,
+                      const std::string& qm, const std::string& out) {
+  if ((eqm >= 0) == !qm.empty()) return Status::InvalidArgument("export from a .fqpack needs one of --eqm K and --qm LABEL");
+  FQ_ASSIGN_OR_RETURN(auto reader, pack::PackReader::Open(ctx.env, pack_path));
+  store::ModelManifest manifest;
+  if (eqm >= 0) {
+    // The residency manager's reading of the ensemble gives the range message.
+    runtime::ResidencyOptions ro;
+    ro.ensemble = ensemble;
+    FQ_ASSIGN_OR_RETURN(auto levels, runtime::ResidencyManager::Open(reader.get(), ro));
+    FQ_RETURN_IF_ERROR(levels->LevelOfStep(eqm).status());
+    FQ_ASSIGN_OR_RETURN(store::EnsembleInfo e, reader->FindEnsemble(ensemble));
+    FQ_ASSIGN_OR_RETURN(manifest, reader->EqmManifest(e.id, eqm));
+  } else {
+    FQ_ASSIGN_OR_RETURN(manifest, reader->QmManifest(qm));
+  }
+  Progress progress("export " + manifest.label, 1000, ctx.ShowProgress());
+  Result<store::ExportResult> r = store::ExportManifestGguf(
+      ctx.env, reader.get(), manifest, out,
+      [&](size_t done, size_t total) { progress.Update(done * 1000 / std::max<size_t>(total, 1)); });
+  if (!r.ok()) return r.status().WithContext(pack_path + ": " + manifest.label);
+  progress.Finish();
+  if (ctx.json) {
+    JsonWriter w;
+    w.BeginObject().Key("file").String(out).Key("pack").String(pack_path).Key("level").String(manifest.label)
+        .Key("bytes").Uint(r->bytes).Key("tensors").Uint(r->tensors).Key("weight_bytes").Uint(manifest.weight_bytes())
+        .EndObject();
+    ctx.Print(w.str());
+  } else {
+    ctx.Print("wrote " + out + ": " + manifest.model + " " + manifest.label + ", " + std::to_string(r->tensors) +
+              " tensors, " + FormatBytes(r->bytes));
+  }
+  return Status::OK();
 }
 
 }  // namespace fqpack::cli

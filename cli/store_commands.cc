@@ -9,6 +9,7 @@
 #include "schema/json.h"
 #include "schema/quant_types.h"
 #include "schema/units.h"
+#include "search/report.h"
 #include "store/gguf_export.h"
 #include "store/gguf_import.h"
 #include "store/synthetic.h"
@@ -134,7 +135,55 @@ Result<std::string> TypeMix(Store* store, int64_t qm_id) {
   return s;
 }
 
-Status RunLs(Context& ctx) {
+// `ls --ensembles`: a model's ensembles, one line each.
+Status ListEnsembles(Store* store, const store::ModelInfo& m, JsonWriter* w, std::string* text) {
+  FQ_ASSIGN_OR_RETURN(std::vector<store::EnsembleInfo> ensembles, store->ListEnsembles(m.id));
+  w->Key("ensembles").BeginArray();
+  Table table({"ensemble", "library", "EQMs", "footprints", "median step", "search", "created"},
+              "llrrrll");
+  for (const store::EnsembleInfo& e : ensembles) {
+    FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, store->ListEqms(e.id));
+    std::vector<uint64_t> fps;
+    for (const store::EqmInfo& q : eqms) fps.push_back(q.footprint);
+    const search::StepStats steps = search::FootprintSteps(fps);
+    const uint64_t hi = fps.empty() ? 0 : *std::max_element(fps.begin(), fps.end());
+    const uint64_t lo = fps.empty() ? 0 : *std::min_element(fps.begin(), fps.end());
+    w->BeginObject()
+        .Key("name").String(e.name)
+        .Key("library").Raw(e.library_json.empty() ? "[]" : e.library_json)
+        .Key("params").Raw(e.params_json.empty() ? "{}" : e.params_json)
+        .Key("eqms").Uint(eqms.size())
+        .Key("max_footprint").Uint(hi)
+        .Key("min_footprint").Uint(lo)
+        .Key("median_step").Double(steps.median)
+        .Key("calib_sha256").String(e.calib_sha256)
+        .Key("created_at").String(e.created_at)
+        .EndObject();
+    Result<std::vector<std::string>> labels = search::ParseStringArray(e.library_json);
+    std::string lib;
+    if (labels.ok()) {
+      for (const std::string& l : *labels) lib += (lib.empty() ? "" : ">") + l;
+    }
+    std::string how;
+    for (const char* key : {"metric", "stem", "branch", "tokens"}) {
+      const std::string needle = std::string("\"") + key + "\":";
+      const size_t at = e.params_json.find(needle);
+      if (at == std::string::npos) continue;
+      size_t end = e.params_json.find_first_of(",}", at);
+      std::string v = e.params_json.substr(at + needle.size(), end - at - needle.size());
+      v.erase(std::remove(v.begin(), v.end(), '"'), v.end());
+      how += (how.empty() ? "" : " ") + std::string(key) + "=" + v;
+    }
+    table.AddRow({e.name, lib, std::to_string(eqms.size()), FormatBytes(hi) + ".." + FormatBytes(lo),
+                  FormatBytes(static_cast<uint64_t>(steps.median)), how, e.created_at});
+  }
+  w->EndArray();
+  if (!table.empty()) *text += table.Render("  ");
+  else *text += "  (no ensembles; build one with `fqpack search`)\n";
+  return Status::OK();
+}
+
+Status RunLs(Context& ctx, bool ensembles) {
   FQ_ASSIGN_OR_RETURN(auto store, ctx.OpenStore());
   FQ_ASSIGN_OR_RETURN(std::vector<store::ModelInfo> models, store->ListModels());
   FQ_ASSIGN_OR_RETURN(store::StoreStats stats, store->Stats());
@@ -172,13 +221,16 @@ Status RunLs(Context& ctx) {
         .Key("logical_bytes").Uint(t.logical)
         .Key("unique_bytes").Uint(t.unique_raw)
         .Key("stored_bytes").Uint(t.unique_stored)
-        .Key("dedup_ratio").Double(dedup)
-        .EndObject();
+        .Key("dedup_ratio").Double(dedup);
+    std::string ensemble_text;
+    if (ensembles) FQ_RETURN_IF_ERROR(ListEnsembles(store.get(), m, &w, &ensemble_text));
+    w.EndObject();
     text += "model " + m.name + " (" + m.arch + ", " + std::to_string(slots.size()) + " tensors, " +
             std::to_string(qms.size()) + " QMs)\n";
     if (!table.empty()) text += table.Render("  ");
     text += "  QMs stored whole: " + FormatBytes(t.logical) + "; stored once: " + FormatBytes(t.unique_raw) +
-            " in " + FormatBytes(t.unique_stored) + " of blobs (" + FormatRatio(dedup) + " smaller)\n\n";
+            " in " + FormatBytes(t.unique_stored) + " of blobs (" + FormatRatio(dedup) + " smaller)\n";
+    text += ensemble_text + "\n";
   }
   const double dedup = stats.stored_bytes == 0 ? 0 : static_cast<double>(stats.logical_bytes) / stats.stored_bytes;
   w.EndArray()
@@ -283,9 +335,20 @@ struct ExportArgs {
   std::string model;
   std::string qm;
   std::string out;
+  std::string pack;  // a .fqpack file instead of the store
+  std::string ensemble;
+  int eqm = -1;
 };
 
 Status RunExport(Context& ctx, const ExportArgs& args) {
+  if (!args.pack.empty()) {
+    if (!args.model.empty()) return Status::InvalidArgument("--model picks a model of the store; a .fqpack holds one");
+    return ExportPackGguf(ctx, args.pack, args.ensemble, args.eqm, args.qm, args.out);
+  }
+  if (args.eqm >= 0 || !args.ensemble.empty()) {
+    return Status::InvalidArgument("--eqm and --ensemble export from a .fqpack file: fqpack export FILE.fqpack --eqm K -o OUT");
+  }
+  if (args.qm.empty()) return Status::InvalidArgument("export needs --qm LABEL (or a .fqpack file and --eqm K)");
   FQ_ASSIGN_OR_RETURN(auto store, ctx.OpenStore());
   FQ_ASSIGN_OR_RETURN(store::ModelInfo m, store->ResolveModel(args.model));
   Progress progress("export " + args.qm, 1000, ctx.ShowProgress());
@@ -336,7 +399,11 @@ void RegisterStoreCommands(CLI::App& app, Context& ctx) {
   imp->callback([&ctx, import_args] { ctx.action = [&ctx, import_args] { return RunImport(ctx, *import_args); }; });
 
   CLI::App* ls = app.add_subcommand("ls", "List models, their QMs, and what deduplication saves");
-  ls->callback([&ctx] { ctx.action = [&ctx] { return RunLs(ctx); }; });
+  auto ls_ensembles = std::make_shared<bool>(false);
+  ls->add_flag("--ensembles", *ls_ensembles, "Also list each model's ensembles");
+  ls->callback([&ctx, ls_ensembles] {
+    ctx.action = [&ctx, ls_ensembles] { return RunLs(ctx, *ls_ensembles); };
+  });
 
   auto verify_target = std::make_shared<std::string>();
   CLI::App* verify = app.add_subcommand("verify", "Re-hash every module and check the index; non-zero exit on any problem");
@@ -344,9 +411,13 @@ void RegisterStoreCommands(CLI::App& app, Context& ctx) {
   verify->callback([&ctx, verify_target] { ctx.action = [&ctx, verify_target] { return RunVerify(ctx, *verify_target); }; });
 
   auto export_args = std::make_shared<ExportArgs>();
-  CLI::App* exp = app.add_subcommand("export", "Write a QM back out as a GGUF file");
+  CLI::App* exp = app.add_subcommand("export", "Write a QM, or an EQM of a .fqpack file, out as a GGUF file");
+  exp->add_option("pack", export_args->pack, "A .fqpack file to export from (default: the store)")
+      ->check(CLI::ExistingFile);
   exp->add_option("-m,--model", export_args->model, "Model name (needed when the store holds several)");
-  exp->add_option("--qm", export_args->qm, "QM label")->required();
+  exp->add_option("--qm", export_args->qm, "QM label");
+  exp->add_option("--eqm", export_args->eqm, "EQM step of the pack's ensemble")->check(CLI::NonNegativeNumber);
+  exp->add_option("-e,--ensemble", export_args->ensemble, "Ensemble of the pack (default: the newest)");
   exp->add_option("-o,--output", export_args->out, "Output GGUF file")->required();
   exp->callback([&ctx, export_args] { ctx.action = [&ctx, export_args] { return RunExport(ctx, *export_args); }; });
 

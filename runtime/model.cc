@@ -338,6 +338,20 @@ Status Model::SetSlot(int idx, store::ModuleData data, const store::ModuleDesc& 
   return Status::OK();
 }
 
+std::unique_ptr<Model> Model::Clone() const {
+  std::unique_ptr<Model> m(new Model());
+  m->hp_ = hp_;
+  m->metadata_ = metadata_;
+  m->name_ = name_;
+  m->label_ = label_;
+  m->slots_ = slots_;
+  m->position_of_idx_ = position_of_idx_;
+  // The views point into the shared module bytes, which the copied
+  // ModuleData keep alive; only the Layer pointers must be re-made.
+  if (!m->Wire().ok()) return nullptr;
+  return m;
+}
+
 uint64_t Model::weight_bytes() const {
   uint64_t n = 0;
   for (const SlotWeights& s : slots_) n += s.data.size();

@@ -100,6 +100,12 @@ class Model {
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
+  // A second model over the same modules: every slot shares its ModuleData
+  // with this one (no bytes are copied), so a clone costs the slot table.
+  // SetSlot on either model leaves the other untouched; that is how the
+  // search gives each thread a model of its own.
+  std::unique_ptr<Model> Clone() const;
+
   const LlamaHparams& hparams() const { return hp_; }
   const gguf::Metadata& metadata() const { return metadata_; }
   const std::string& name() const { return name_; }    // model name in the store
