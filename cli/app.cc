@@ -72,6 +72,7 @@ int Main(int argc, char** argv) {
   RegisterGcCommands(app, ctx);
   RegisterSearchCommands(app, ctx);
   RegisterQuantizeCommands(app, ctx);
+  RegisterDynamicCommands(app, ctx);
 
   SetWarningHandler([&ctx](std::string_view msg) { ctx.Note("warning: " + std::string(msg)); });
   std::signal(SIGINT, OnInterrupt);

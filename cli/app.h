@@ -48,6 +48,7 @@ void RegisterPackCommands(CLI::App& app, Context& ctx);
 void RegisterGcCommands(CLI::App& app, Context& ctx);
 void RegisterSearchCommands(CLI::App& app, Context& ctx);
 void RegisterQuantizeCommands(CLI::App& app, Context& ctx);
+void RegisterDynamicCommands(CLI::App& app, Context& ctx);
 
 // `fqpack export FILE.fqpack --eqm K | --qm LABEL -o OUT.gguf` (runtime_commands.cc).
 Status ExportPackGguf(Context& ctx, const std::string& pack, const std::string& ensemble, int eqm,

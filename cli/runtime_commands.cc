@@ -5,11 +5,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <random>
 
 #include "cli/app.h"
 #include "cli/output.h"
+#include "runtime/dynamic.h"
 #include "runtime/elastic.h"
 #include "runtime/generate.h"
 #include "runtime/llama.h"
@@ -284,8 +286,184 @@ std::string ResidencySummary(runtime::ElasticRuntime* rt) {
   return out;
 }
 
+
+// --dynamic hi=LABEL,lo=LABEL [--target-bits B]: per-token precision
+// switching between two QMs (runtime/dynamic.h), from the store or a pack.
+struct DynamicArgs {
+  std::string spec;
+  double target_bits = NAN;  // NaN: the target the model was calibrated for
+
+  void AddOptions(CLI::App* cmd) {
+    cmd->add_option("--dynamic", spec,
+                    "Switch precision per token between two QMs, e.g. hi=Q8_0,lo=Q4_K_M (needs `fqpack "
+                    "calibrate-dynamic` for that pair)");
+    cmd->add_option("--target-bits", target_bits,
+                    "Average bits per weight --dynamic aims at (default: the calibrated target)");
+  }
+  bool on() const { return !spec.empty(); }
+};
+
+struct DynamicRun {
+  std::string hi;
+  std::string lo;
+  store::DynamicModelInfo info;
+  runtime::DynamicPlan plan;
+  std::unique_ptr<runtime::Model> model;  // a store's lo QM (a pack's lives in its runtime)
+  std::unique_ptr<runtime::DynamicRunner> runner;
+  uint64_t lo_bytes = 0;       // the lo QM's weights, resident
+  uint64_t resident_bytes = 0; // lo weights plus the hi copies held next to them
+};
+
+Status ParseDynamicSpec(const std::string& spec, std::string* hi, std::string* lo) {
+  const std::string bad = "--dynamic '" + spec + "': expected hi=LABEL,lo=LABEL (e.g. hi=Q8_0,lo=Q4_K_M)";
+  const size_t comma = spec.find(',');
+  if (comma == std::string::npos || spec.find(',', comma + 1) != std::string::npos) {
+    return Status::InvalidArgument(bad);
+  }
+  for (const std::string& part : {spec.substr(0, comma), spec.substr(comma + 1)}) {
+    if (part.rfind("hi=", 0) == 0) {
+      *hi = part.substr(3);
+    } else if (part.rfind("lo=", 0) == 0) {
+      *lo = part.substr(3);
+    } else {
+      return Status::InvalidArgument(bad);
+    }
+  }
+  if (hi->empty() || lo->empty()) return Status::InvalidArgument(bad);
+  return Status::OK();
+}
+
+Status CheckDynamicArgs(const ModelSourceArgs& source, const DynamicArgs& dyn, const std::string& kl_base) {
+  if (!dyn.on()) {
+    if (!std::isnan(dyn.target_bits)) return Status::InvalidArgument("--target-bits goes with --dynamic hi=...,lo=...");
+    return Status::OK();
+  }
+  if (!source.qm.empty() || source.elastic_flags() || !kl_base.empty()) {
+    return Status::InvalidArgument(
+        "--dynamic runs the two QMs it names; it does not combine with --qm, --eqm, --ensemble, --budget, "
+        "--budget-trace, --static-ladder, --transitions-json, -b or --kl-base");
+  }
+  if (!source.pack.empty() && !source.model.empty()) {
+    return Status::InvalidArgument("--model picks a model of the store; a .fqpack file holds one model");
+  }
+  return Status::OK();
+}
+
+// Opens the pair and its dynamic model, loads the lo QM and holds the hi
+// copies of the units that may run hi. Fills *src (the lo QM's manifest; a
+// pack's ElasticRuntime at the lo QM, or the store).
+Result<DynamicRun> OpenDynamic(Context& ctx, const ModelSourceArgs& args, const DynamicArgs& dargs, ModelSource* src,
+                               runtime::ThreadPool* pool, int64_t n_ctx) {
+  DynamicRun d;
+  FQ_RETURN_IF_ERROR(ParseDynamicSpec(dargs.spec, &d.hi, &d.lo));
+  store::ModelManifest hi;
+  if (args.pack.empty()) {
+    FQ_ASSIGN_OR_RETURN(src->store, ctx.OpenStore());
+    FQ_ASSIGN_OR_RETURN(store::ModelInfo m, src->store->ResolveModel(args.model));
+    FQ_ASSIGN_OR_RETURN(hi, src->store->QmManifest(m.name, d.hi));
+    FQ_ASSIGN_OR_RETURN(src->manifest, src->store->QmManifest(m.name, d.lo));
+    FQ_RETURN_IF_ERROR(runtime::CheckDynamicPair(hi, src->manifest));
+    FQ_ASSIGN_OR_RETURN(d.info, src->store->FindDynamicModel(m.id, d.hi, d.lo));
+  } else {
+    runtime::ElasticOptions opts;
+    opts.residency.qms_only = true;
+    opts.n_ctx = n_ctx;
+    opts.workload = runtime::Workload::kGenerate;  // every token goes alone
+    FQ_ASSIGN_OR_RETURN(src->elastic, runtime::ElasticRuntime::Open(ctx.env, args.pack, opts, pool));
+    pack::PackReader* pack = src->elastic->pack();
+    FQ_ASSIGN_OR_RETURN(hi, pack->QmManifest(d.hi));
+    FQ_ASSIGN_OR_RETURN(src->manifest, pack->QmManifest(d.lo));
+    FQ_RETURN_IF_ERROR(runtime::CheckDynamicPair(hi, src->manifest));
+    FQ_ASSIGN_OR_RETURN(d.info, pack->FindDynamicModel(d.hi, d.lo));
+  }
+  if (std::isnan(dargs.target_bits)) {
+    d.plan = runtime::StoredPlan(d.info);
+  } else {
+    FQ_ASSIGN_OR_RETURN(d.plan, runtime::PlanForTarget(d.info, dargs.target_bits));
+  }
+  d.lo_bytes = src->manifest.weight_bytes();
+  if (src->elastic != nullptr) {
+    runtime::LevelChoice choice;
+    choice.qm = d.lo;
+    FQ_RETURN_IF_ERROR(src->elastic->Start(choice));
+    src->modules = src->elastic->pack();
+    FQ_ASSIGN_OR_RETURN(d.runner, runtime::DynamicRunner::OverResidency(src->elastic->residency(), hi, src->manifest,
+                                                                        d.info, d.plan));
+    d.resident_bytes = src->elastic->residency()->resident_bytes();
+  } else {
+    src->modules = src->store.get();
+    FQ_ASSIGN_OR_RETURN(d.model, runtime::Model::Load(src->manifest, src->modules, pool));
+    FQ_ASSIGN_OR_RETURN(d.runner, runtime::DynamicRunner::OverModel(d.model.get(), hi, src->manifest, src->modules,
+                                                                    d.info, d.plan));
+    d.resident_bytes = d.lo_bytes + d.runner->hi_copy_bytes();
+  }
+  src->display = src->manifest.model + " dynamic hi=" + d.hi + ",lo=" + d.lo;
+  return d;
+}
+
+// "k=0 31.2%, k=1 12.0%, ..." over the hi units per token.
+std::string HiUnitsHistogram(const runtime::DynamicStats& s) {
+  std::string out;
+  for (size_t k = 0; k < s.hi_units_tokens.size(); ++k) {
+    const double share = s.tokens == 0 ? 0 : 100.0 * static_cast<double>(s.hi_units_tokens[k]) / s.tokens;
+    out += (k ? ", " : "") + std::to_string(k) + ": " + FormatDouble(share, 1) + "%";
+  }
+  return out;
+}
+
+void WriteDynamicJson(JsonWriter* w, const DynamicRun& d, double tokens_per_second) {
+  const runtime::DynamicStats& s = d.runner->stats();
+  // clang-format off
+  w->Key("dynamic").BeginObject()
+      .Key("hi").String(d.hi)
+      .Key("lo").String(d.lo)
+      .Key("hi_bits").Double(d.info.hi_bits())
+      .Key("lo_bits").Double(d.info.lo_bits())
+      .Key("target_bits").Double(d.plan.target_bits)
+      .Key("calib_bits").Double(d.plan.calib_bits)
+      .Key("mean_bits").Double(s.mean_bits())
+      .Key("mean_hi_share").Double(s.mean_hi_share())
+      .Key("tokens").Int(s.tokens)
+      .Key("tokens_per_second").Double(tokens_per_second)
+      .Key("units").Int(d.runner->units())
+      .Key("switchable_units").Int(d.plan.max_hi)
+      .Key("lo_bytes").Uint(d.lo_bytes)
+      .Key("hi_copy_bytes").Uint(d.runner->hi_copy_bytes())
+      .Key("resident_bytes").Uint(d.resident_bytes)
+      .Key("binds").Int(s.binds)
+      .Key("hi_units_histogram").BeginArray();
+  // clang-format on
+  for (int64_t n : s.hi_units_tokens) w->Int(n);
+  w->EndArray().Key("thresholds").BeginArray();
+  for (size_t u = 0; u < d.plan.thresholds.size(); ++u) {
+    w->BeginObject().Key("unit").String(d.info.units[u].name).Key("sensitivity").Double(d.info.units[u].sensitivity);
+    if (std::isfinite(d.plan.thresholds[u])) {
+      w->Key("threshold").Double(d.plan.thresholds[u]);
+    } else {
+      w->Key("threshold").Null();
+    }
+    w->EndObject();
+  }
+  w->EndArray().EndObject();
+}
+
+// Notes on stderr: what was resident, the bits read, the hi units per token.
+void NoteDynamic(Context& ctx, const DynamicRun& d, double tokens_per_second) {
+  const runtime::DynamicStats& s = d.runner->stats();
+  ctx.Note("dynamic hi=" + d.hi + " (" + FormatDouble(d.info.hi_bits(), 3) + " bits/w), lo=" + d.lo + " (" +
+           FormatDouble(d.info.lo_bits(), 3) + "): target " + FormatDouble(d.plan.target_bits, 3) +
+           " bits/w (calibration text: " + FormatDouble(d.plan.calib_bits, 3) + "); read " +
+           FormatDouble(s.mean_bits(), 3) + " bits per weight per token over " + std::to_string(s.tokens) +
+           " tokens, " + FormatDouble(tokens_per_second, 1) + " tokens/s");
+  ctx.Note("hi units per token (of " + std::to_string(d.runner->units()) + ", " + std::to_string(d.plan.max_hi) +
+           " switchable; mean share " + FormatDouble(100 * s.mean_hi_share(), 1) + "%): " + HiUnitsHistogram(s));
+  ctx.Note("resident weights " + FormatBytes(d.resident_bytes) + ": lo " + FormatBytes(d.lo_bytes) + " + hi copies " +
+           FormatBytes(d.runner->hi_copy_bytes()));
+}
+
 struct PplArgs {
   ModelSourceArgs source;
+  DynamicArgs dynamic;
   std::string text_file;
   int64_t n_ctx = 0;
   int64_t chunks = -1;
@@ -294,7 +472,76 @@ struct PplArgs {
 
 Status RunPplPack(Context& ctx, const PplArgs& args);
 
+// ppl --dynamic: every chunk a token at a time, each token's precision
+// chosen from the previous token's distribution (runtime::DynamicPerplexity).
+Status RunPplDynamic(Context& ctx, const PplArgs& args) {
+  runtime::ThreadPool pool(ctx.Threads());
+  ModelSource src;
+  FQ_ASSIGN_OR_RETURN(DynamicRun d, OpenDynamic(ctx, args.source, args.dynamic, &src, &pool, args.n_ctx));
+  runtime::Model* model = src.elastic != nullptr ? src.elastic->model() : d.model.get();
+  FQ_ASSIGN_OR_RETURN(runtime::Tokenizer tok, TokenizerOf(src.manifest));
+  FQ_ASSIGN_OR_RETURN(int64_t n_ctx, ContextSize(ctx, *model, args.n_ctx));
+  std::unique_ptr<runtime::Session> own_session;
+  runtime::Session* session = src.elastic != nullptr ? src.elastic->session() : nullptr;
+  if (session == nullptr) {
+    own_session = std::make_unique<runtime::Session>(model, n_ctx, &pool);
+    session = own_session.get();
+  }
+  FQ_ASSIGN_OR_RETURN(Bytes text, ReadFileBytes(ctx.env, args.text_file));
+  const std::vector<int32_t> tokens =
+      tok.Encode(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);
+  runtime::PerplexityOptions opts;
+  opts.n_ctx = n_ctx;
+  opts.bos = tok.add_bos() ? tok.bos() : -1;
+  opts.max_chunks = args.chunks;
+  const int64_t total = std::min<int64_t>(static_cast<int64_t>(tokens.size()) / n_ctx,
+                                          args.chunks < 0 ? INT64_MAX : args.chunks);
+  Progress progress("perplexity " + src.display, static_cast<uint64_t>(total), ctx.ShowProgress());
+  opts.progress = [&](int64_t done, int64_t) {
+    progress.Update(static_cast<uint64_t>(done));
+    return CheckInterrupt();
+  };
+  d.runner->ResetStats();
+  const Clock::time_point t0 = Clock::now();
+  Result<runtime::PerplexityResult> r = runtime::DynamicPerplexity(session, d.runner.get(), tokens, opts);
+  if (!r.ok()) return r.status().WithContext(args.text_file);
+  const double secs = SecondsSince(t0);
+  progress.Finish();
+  const double tps = static_cast<double>(d.runner->stats().tokens) / std::max(secs, 1e-9);
+  if (ctx.json) {
+    JsonWriter w(true);
+    // clang-format off
+    w.BeginObject()
+        .Key("model").String(src.manifest.model)
+        .Key("text").String(args.text_file)
+        .Key("ppl").Double(r->ppl)
+        .Key("ppl_err").Double(r->ppl_err)
+        .Key("nll").Double(r->nll)
+        .Key("tokens").Int(r->tokens)
+        .Key("n_ctx").Int(r->n_ctx)
+        .Key("chunks").Int(r->chunks)
+        .Key("scored").Int(r->scored)
+        .Key("threads").Int(ctx.Threads())
+        .Key("seconds").Double(secs);
+    // clang-format on
+    WriteDynamicJson(&w, d, tps);
+    w.EndObject();
+    ctx.Print(w.str());
+    return Status::OK();
+  }
+  char line[256];
+  std::snprintf(line, sizeof(line), "PPL = %.4f +/- %.5f", r->ppl, r->ppl_err);
+  ctx.Print(std::string(line) + "  (" + src.display + ", " + std::to_string(r->chunks) + " chunks of " +
+            std::to_string(r->n_ctx) + " tokens, " + std::to_string(r->scored) + " scored of " +
+            std::to_string(r->tokens) + ")");
+  NoteDynamic(ctx, d, tps);
+  ctx.Note(FormatSeconds(secs) + ", a token at a time; " + std::to_string(ctx.Threads()) + " threads");
+  return Status::OK();
+}
+
 Status RunPpl(Context& ctx, const PplArgs& args) {
+  FQ_RETURN_IF_ERROR(CheckDynamicArgs(args.source, args.dynamic, args.kl_base));
+  if (args.dynamic.on()) return RunPplDynamic(ctx, args);
   if (!args.source.pack.empty()) return RunPplPack(ctx, args);
   runtime::ThreadPool pool(ctx.Threads());
   FQ_ASSIGN_OR_RETURN(ModelSource src, ResolveModelSource(ctx, args.source, true));
@@ -496,6 +743,7 @@ Status RunPplPack(Context& ctx, const PplArgs& args) {
 
 struct RunArgs {
   ModelSourceArgs source;
+  DynamicArgs dynamic;
   std::string prompt;
   int64_t n_predict = -1;
   int64_t n_ctx = 0;
@@ -505,12 +753,19 @@ struct RunArgs {
 };
 
 Status RunRun(Context& ctx, const RunArgs& args) {
+  FQ_RETURN_IF_ERROR(CheckDynamicArgs(args.source, args.dynamic, ""));
   runtime::ThreadPool pool(ctx.Threads());
   ElasticSetup setup{&pool, runtime::Workload::kGenerate, args.n_ctx, args.source.n_batch};
-  FQ_ASSIGN_OR_RETURN(ModelSource src, ResolveModelSource(ctx, args.source, true, setup));
+  ModelSource src;
+  DynamicRun dyn;
+  if (args.dynamic.on()) {
+    FQ_ASSIGN_OR_RETURN(dyn, OpenDynamic(ctx, args.source, args.dynamic, &src, &pool, args.n_ctx));
+  } else {
+    FQ_ASSIGN_OR_RETURN(src, ResolveModelSource(ctx, args.source, true, setup));
+  }
   runtime::ElasticRuntime* rt = src.elastic.get();
-  std::unique_ptr<runtime::Model> model;
-  if (rt == nullptr) {
+  std::unique_ptr<runtime::Model> model = std::move(dyn.model);
+  if (rt == nullptr && model == nullptr) {
     FQ_ASSIGN_OR_RETURN(model, LoadModel(src, &pool));
   }
   FQ_ASSIGN_OR_RETURN(runtime::Tokenizer tok, TokenizerOf(src.manifest));
@@ -536,6 +791,9 @@ Status RunRun(Context& ctx, const RunArgs& args) {
   opts.sampling.seed = args.seed >= 0 ? static_cast<uint64_t>(args.seed) : std::random_device{}();
   opts.bos = tok.bos();
   opts.eos = tok.eos();
+  if (dyn.runner != nullptr) {
+    opts.before_token = [&dyn](std::span<const float> previous) { return dyn.runner->BeforeToken(previous); };
+  }
   FQ_RETURN_IF_ERROR(runtime::Sampler::Check(opts.sampling));
   if (args.temperature > 0 && args.seed < 0) {
     ctx.Note("seed " + std::to_string(opts.sampling.seed));
@@ -594,7 +852,11 @@ Status RunRun(Context& ctx, const RunArgs& args) {
     // clang-format on
     for (int32_t t : r->tokens) w.Int(t);
     w.EndArray();
-    if (rt != nullptr) WriteResidencyJson(&w, rt, transitions);
+    if (dyn.runner != nullptr) {
+      WriteDynamicJson(&w, dyn, r->generated / std::max(r->generate_seconds, 1e-9));
+    } else if (rt != nullptr) {
+      WriteResidencyJson(&w, rt, transitions);
+    }
     w.EndObject();
     ctx.Print(w.str());
     return Status::OK();
@@ -611,7 +873,11 @@ Status RunRun(Context& ctx, const RunArgs& args) {
            FormatSeconds(r->generate_seconds) + " (" + rate(r->generated, r->generate_seconds) +
            " tokens/s); stopped at " + runtime::StopReasonName(r->stop) + "; " +
            std::to_string(ctx.Threads()) + " threads");
-  if (rt != nullptr) ctx.Note(ResidencySummary(rt));
+  if (dyn.runner != nullptr) {
+    NoteDynamic(ctx, dyn, r->generated / std::max(r->generate_seconds, 1e-9));
+  } else if (rt != nullptr) {
+    ctx.Note(ResidencySummary(rt));
+  }
   return Status::OK();
 }
 
@@ -668,6 +934,7 @@ void RegisterRuntimeCommands(CLI::App& app, Context& ctx) {
   p->add_option(
       "--kl-base", ppl->kl_base,
       "Also report the KL divergence of this QM's next-token distribution from that QM's");
+  ppl->dynamic.AddOptions(p);
   p->callback([&ctx, ppl] { ctx.action = [&ctx, ppl] { return RunPpl(ctx, *ppl); }; });
 
   auto run = std::make_shared<RunArgs>();
@@ -687,6 +954,7 @@ void RegisterRuntimeCommands(CLI::App& app, Context& ctx) {
   r->add_option("--top-p", run->top_p, "Nucleus sampling threshold in (0, 1] (default 0.95)");
   r->add_option("-s,--seed", run->seed, "Random seed (default: a random one, printed on stderr)")
       ->check(CLI::Range(int64_t{0}, INT64_MAX));
+  run->dynamic.AddOptions(r);
   r->callback([&ctx, run] { ctx.action = [&ctx, run] { return RunRun(ctx, *run); }; });
 
   auto tk = std::make_shared<TokenizeArgs>();

@@ -35,7 +35,9 @@ Status PackReader::Validate() {
 
   Result<int64_t> version = db_->QueryInt("PRAGMA user_version");
   if (!version.ok()) return corrupt(version.status().message());
-  if (*version != schema::kStoreSchemaVersion) {
+  // Version 1 packs (before dynamic precision) lack only the dynamic tables,
+  // whose absence the index reader reports as "no dynamic model".
+  if (*version < 1 || *version > schema::kStoreSchemaVersion) {
     return *version > schema::kStoreSchemaVersion
                ? Status::NotSupported(path_ + ": index schema version " + std::to_string(*version) +
                                       " is newer than this fqpack reads")
@@ -99,6 +101,16 @@ Result<std::vector<store::QmInfo>> PackReader::Qms() {
 Result<std::vector<store::EnsembleInfo>> PackReader::Ensembles() {
   auto lock = LockIndex();
   return index_->ListEnsembles(model_.id);
+}
+
+Result<std::vector<store::DynamicModelInfo>> PackReader::DynamicModels() {
+  auto lock = LockIndex();
+  return index_->ListDynamicModels(model_.id);
+}
+
+Result<store::DynamicModelInfo> PackReader::FindDynamicModel(const std::string& hi, const std::string& lo) {
+  auto lock = LockIndex();
+  return index_->FindDynamicModel(model_.id, hi, lo);
 }
 
 Result<store::EnsembleInfo> PackReader::FindEnsemble(const std::string& name) {

@@ -53,6 +53,9 @@ class PackReader : public store::ModuleSource {
   Result<store::ModelManifest> QmManifest(const std::string& label);
   Result<store::ModelManifest> EqmManifest(int64_t ensemble_id, int step);
   Result<std::string> Info(const std::string& key);  // pack_info
+  // Dynamic precision models (store::IndexReader::FindDynamicModel).
+  Result<std::vector<store::DynamicModelInfo>> DynamicModels();
+  Result<store::DynamicModelInfo> FindDynamicModel(const std::string& hi, const std::string& lo);
 
   const std::vector<PayloadInfo>& payloads() const { return payloads_; }
   Result<PayloadInfo> Payload(const store::ModuleKey& key) const;

@@ -74,6 +74,21 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
     required.insert(e.up_qm_id);
     required.insert(e.low_qm_id);
   }
+  // Dynamic precision runs whole QMs: unless the QMs are chosen by name, the
+  // pair of every calibrated dynamic model goes in (when neither was pruned),
+  // so the pack carries the model.
+  FQ_ASSIGN_OR_RETURN(std::vector<store::DynamicModelInfo> dynamic, store->ListDynamicModels(model.id));
+  if (options.qms.empty()) {
+    std::set<int64_t> partial;
+    for (const store::QmInfo& q : all_qms) {
+      if (q.partial) partial.insert(q.id);
+    }
+    for (const store::DynamicModelInfo& d : dynamic) {
+      if (partial.count(d.hi_qm_id) != 0 || partial.count(d.lo_qm_id) != 0) continue;
+      required.insert(d.hi_qm_id);
+      required.insert(d.lo_qm_id);
+    }
+  }
   for (const store::QmInfo& q : all_qms) {
     bool take;
     if (!options.qms.empty()) {
@@ -216,6 +231,17 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
       FQ_RETURN_IF_ERROR(db->Exec(
           "INSERT INTO eqm_module SELECT eqm_id, slot_idx, hash, CASE WHEN qm_id IN (SELECT id FROM main.qm) "
           "THEN qm_id END FROM src.eqm_module WHERE eqm_id IN (SELECT id FROM main.eqm)"));
+    }
+    if (!qm_ids.empty()) {
+      // The dynamic models whose two QMs are in the pack (ids kept, so the
+      // units follow them).
+      const std::string ids = IdList(qm_ids);
+      FQ_RETURN_IF_ERROR(db->Exec("INSERT INTO dynamic_model SELECT * FROM src.dynamic_model WHERE model_id = " + m +
+                                  " AND hi_qm_id IN " + ids + " AND lo_qm_id IN " + ids));
+      FQ_RETURN_IF_ERROR(db->Exec(
+          "INSERT INTO dynamic_unit SELECT * FROM src.dynamic_unit WHERE dynamic_id IN (SELECT id FROM main.dynamic_model)"));
+      FQ_ASSIGN_OR_RETURN(int64_t n, db->QueryInt("SELECT count(*) FROM main.dynamic_model"));
+      result.dynamic_models = static_cast<uint64_t>(n);
     }
     {
       FQ_ASSIGN_OR_RETURN(store::Stmt info, db->Prepare("INSERT INTO pack_info (key, value) VALUES (?, ?)"));

@@ -19,7 +19,9 @@ struct PackOptions {
   std::string model;                   // empty: the store's only model
   std::vector<std::string> ensembles;  // empty: all of the model's ensembles
   // QMs to carry whole. Empty: the complete QMs whose modules the packed
-  // ensembles use, or every complete QM when the model has no ensemble.
+  // ensembles use, or every complete QM when the model has no ensemble,
+  // plus both QMs of every dynamic precision model. A dynamic model goes in
+  // when both its QMs do.
   std::vector<std::string> qms;
   Codec codec = Codec::kAuto;
   int zstd_level = 3;
@@ -39,6 +41,7 @@ struct PackResult {
   std::vector<std::string> qms;
   std::vector<std::string> ensembles;
   size_t eqms = 0;
+  uint64_t dynamic_models = 0;  // dynamic precision models carried (both QMs packed)
 };
 
 // Writes the pack to `out_path` crash-safely (temp file, fsync, rename).

@@ -165,14 +165,18 @@ Result<ElasticGenerateResult> ElasticRuntime::Generate(std::span<const int32_t> 
   using Clock = std::chrono::steady_clock;
   const Clock::time_point t0 = Clock::now();
   if (prompt.empty()) return Status::InvalidArgument("the prompt has no tokens (an empty text starts from BOS)");
-  for (size_t b = 0; b + 1 < prompt.size(); b += static_cast<size_t>(n_batch_)) {
-    const size_t m = std::min(static_cast<size_t>(n_batch_), prompt.size() - 1 - b);
+  // A per-token hook (dynamic precision) must see every prompt position:
+  // then Generate evaluates the whole prompt itself, a token at a time.
+  const size_t head = options.before_token ? 0 : prompt.size() - 1;
+  for (size_t b = 0; b < head; b += static_cast<size_t>(n_batch_)) {
+    const size_t m = std::min(static_cast<size_t>(n_batch_), head - b);
     FQ_RETURN_IF_ERROR(session_->Eval(prompt.subspan(b, m), m, nullptr));
   }
   const double head_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   int64_t generated = 0;
   FQ_ASSIGN_OR_RETURN(result.generate,
-                      runtime::Generate(session_.get(), prompt.last(1), options, [&](int32_t token) -> Status {
+                      runtime::Generate(session_.get(), prompt.last(prompt.size() - head), options,
+                                        [&](int32_t token) -> Status {
                         FQ_RETURN_IF_ERROR(on_token(token));
                         ++generated;
                         // The last token is never fed back: no transition for it.

@@ -128,6 +128,8 @@ class ElasticRuntime {
   ResidencyManager* residency() { return residency_.get(); }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   Model* model() { return residency_->model(); }
+  // The session Generate and Perplexity run (after Start).
+  Session* session() { return session_.get(); }
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_batch() const { return n_batch_; }
   const RuntimeOverhead& overhead() const { return overhead_; }

@@ -34,7 +34,14 @@ Result<GenerateStats> Generate(Session* session, std::span<const int32_t> prompt
   stats.prompt_tokens = static_cast<int64_t>(prompt.size());
   std::vector<float> logits;
   const Clock::time_point t0 = Clock::now();
-  FQ_RETURN_IF_ERROR(session->Eval(prompt, prompt.size() - 1, &logits));
+  if (options.before_token) {
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      FQ_RETURN_IF_ERROR(options.before_token(i == 0 ? std::span<const float>() : std::span<const float>(logits)));
+      FQ_RETURN_IF_ERROR(session->Decode(prompt[i], &logits));
+    }
+  } else {
+    FQ_RETURN_IF_ERROR(session->Eval(prompt, prompt.size() - 1, &logits));
+  }
   const Clock::time_point t1 = Clock::now();
   stats.prompt_seconds = seconds(t0, t1);
 
@@ -68,6 +75,7 @@ Result<GenerateStats> Generate(Session* session, std::span<const int32_t> prompt
       stats.stop = StopReason::kContextFull;
       break;
     }
+    if (options.before_token) FQ_RETURN_IF_ERROR(options.before_token(logits));
     FQ_RETURN_IF_ERROR(session->Decode(next, &logits));
   }
   stats.generate_seconds = seconds(t1, Clock::now());

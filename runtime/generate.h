@@ -28,6 +28,12 @@ struct GenerateOptions {
   SamplerOptions sampling;
   int32_t bos = -1;  // stop tokens; -1 for none
   int32_t eos = -1;
+  // Called before each token is evaluated, with the logits of the token
+  // before it (empty when they are not known: the session's first position).
+  // When set, the prompt too is evaluated a token at a time, so the hook
+  // sees every position; dynamic precision (runtime/dynamic.h) picks each
+  // token's precision there. A non-OK Status stops generation.
+  std::function<Status(std::span<const float> previous_logits)> before_token;
 };
 
 enum class StopReason { kLength, kEos, kBos, kContextFull };

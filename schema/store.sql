@@ -1,6 +1,11 @@
 -- fqpack store index: the SQLite database "index.sqlite" inside a store
--- directory. Version 1 (PRAGMA user_version = 1). Opened with foreign keys
+-- directory. Version 2 (PRAGMA user_version = 2). Opened with foreign keys
 -- on, WAL journaling and synchronous=FULL.
+--
+-- Versions: 1 is everything above the line "-- @version 2"; 2 adds the
+-- tables below it. Opening a version 1 store runs that part and sets
+-- user_version = 2 in one transaction (store/store.cc), so a new table is
+-- written once, here, for new and upgraded stores alike.
 --
 -- Invariants the code keeps:
 --  * A blob row is inserted only after its file was published (temp file,
@@ -122,3 +127,52 @@ CREATE TABLE eqm_module (
   PRIMARY KEY (eqm_id, slot_idx)
 ) WITHOUT ROWID;
 CREATE INDEX eqm_module_by_hash ON eqm_module(hash);
+
+-- @version 2
+-- Dynamic precision (arXiv 2506.12024; runtime/dynamic.h): a precision
+-- requirement model for one pair of QMs of a model. Both QMs stay resident
+-- for the units (blocks, or the output and embedding matrices) that switch;
+-- per token the runtime runs the k most sensitive units at hi precision, k
+-- chosen from the entropy of the previous token's output distribution. One
+-- model per (hi, lo) pair: calibrating again replaces it. Removing either
+-- QM removes the model (nothing else references it).
+CREATE TABLE dynamic_model (
+  id              INTEGER PRIMARY KEY,
+  model_id        INTEGER NOT NULL REFERENCES model(id) ON DELETE CASCADE,
+  hi_qm_id        INTEGER NOT NULL REFERENCES qm(id) ON DELETE CASCADE,
+  lo_qm_id        INTEGER NOT NULL REFERENCES qm(id) ON DELETE CASCADE,
+  n_weights       INTEGER NOT NULL,  -- elements of all slots: the denominator of every bits/weight
+  hi_bytes        INTEGER NOT NULL,  -- weight bytes of the hi QM
+  lo_bytes        INTEGER NOT NULL,  -- weight bytes of the lo QM
+  target_bits     REAL NOT NULL,     -- the target the stored thresholds meet
+  calib_bits      REAL NOT NULL,     -- bits/weight those thresholds give on the calibration text
+  calib_tokens    INTEGER NOT NULL,  -- positions evaluated (= calib_starts + entropies)
+  calib_starts    INTEGER NOT NULL,  -- positions with no previous distribution (chunk starts)
+  -- The entropy (nats) of the hi QM's output distribution at every other
+  -- calibration position, ascending, as little-endian float64s: enough to
+  -- place the thresholds for any other target at run time.
+  entropies       BLOB NOT NULL,
+  calib_sha256    TEXT,              -- of the calibration text
+  params          TEXT NOT NULL,     -- JSON: n_ctx, tokens, metric
+  created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+  UNIQUE (hi_qm_id, lo_qm_id),
+  CHECK (hi_qm_id <> lo_qm_id)
+);
+
+-- The units of a dynamic model, most sensitive first. A unit is every slot
+-- of one block (name "blk.<layer>"), or one slot outside the blocks (its
+-- tensor name), whose hi and lo modules differ. Unit `rank` runs hi for a
+-- token when the previous distribution's entropy H >= threshold; thresholds
+-- do not decrease with rank, so the hi units are always the `k` most
+-- sensitive, k(H) = #{units: threshold <= H}, non-decreasing in H.
+CREATE TABLE dynamic_unit (
+  dynamic_id      INTEGER NOT NULL REFERENCES dynamic_model(id) ON DELETE CASCADE,
+  rank            INTEGER NOT NULL,  -- 0 = most sensitive
+  name            TEXT NOT NULL,     -- "blk.3", "output.weight"
+  layer           INTEGER,           -- block index; NULL outside the blocks
+  sensitivity     REAL NOT NULL,     -- mean KL(P_hi || P) in nats when only this unit runs lo
+  extra_bytes     INTEGER NOT NULL,  -- bytes of its hi modules minus its lo modules
+  threshold       REAL,              -- entropy in nats; NULL: never hi at target_bits
+  PRIMARY KEY (dynamic_id, rank),
+  UNIQUE (dynamic_id, name)
+) WITHOUT ROWID;

@@ -1,5 +1,11 @@
 #include "store/index.h"
 
+#include <algorithm>
+#include <bit>
+#include <cmath>
+
+#include "schema/coding.h"
+
 namespace fqpack::store {
 namespace {
 
@@ -319,6 +325,92 @@ Result<std::vector<EqmInfo>> IndexReader::ListEqms(int64_t ensemble_id) {
 
 Result<std::vector<ModuleRef>> IndexReader::EqmModules(int64_t eqm_id) {
   return ModuleRefs("eqm_module", "eqm_id", eqm_id);
+}
+
+Result<std::vector<DynamicModelInfo>> IndexReader::ListDynamicModels(int64_t model_id) {
+  std::vector<DynamicModelInfo> out;
+  // A pack written before schema version 2 has no such table.
+  FQ_ASSIGN_OR_RETURN(int64_t has_table,
+                      db_->QueryInt("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='dynamic_model'"));
+  if (has_table == 0) return out;
+  FQ_ASSIGN_OR_RETURN(Stmt st, db_->Prepare(
+      "SELECT d.id, d.model_id, d.hi_qm_id, d.lo_qm_id, h.label, l.label, d.n_weights, d.hi_bytes, d.lo_bytes, "
+      "d.target_bits, d.calib_bits, d.calib_tokens, d.calib_starts, d.entropies, d.calib_sha256, d.params, "
+      "d.created_at FROM dynamic_model d JOIN qm h ON h.id = d.hi_qm_id JOIN qm l ON l.id = d.lo_qm_id "
+      "WHERE d.model_id = ? ORDER BY h.label, l.label"));
+  st.BindAll(model_id);
+  while (true) {
+    FQ_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    DynamicModelInfo d;
+    d.id = st.ColumnInt(0);
+    d.model_id = st.ColumnInt(1);
+    d.hi_qm_id = st.ColumnInt(2);
+    d.lo_qm_id = st.ColumnInt(3);
+    d.hi_label = st.ColumnText(4);
+    d.lo_label = st.ColumnText(5);
+    d.n_weights = static_cast<uint64_t>(st.ColumnInt(6));
+    d.hi_bytes = static_cast<uint64_t>(st.ColumnInt(7));
+    d.lo_bytes = static_cast<uint64_t>(st.ColumnInt(8));
+    d.target_bits = st.ColumnDouble(9);
+    d.calib_bits = st.ColumnDouble(10);
+    d.calib_tokens = st.ColumnInt(11);
+    d.calib_starts = st.ColumnInt(12);
+    const ByteSpan e = st.ColumnBlob(13);
+    if (e.size() % 8 != 0) {
+      return Status::Corruption(where_ + ": dynamic model " + std::to_string(d.id) + ": entropies take " +
+                                std::to_string(e.size()) + " bytes, not a multiple of 8");
+    }
+    d.entropies.reserve(e.size() / 8);
+    for (size_t i = 0; i < e.size(); i += 8) d.entropies.push_back(std::bit_cast<double>(DecodeU64(e.data() + i)));
+    if (!std::is_sorted(d.entropies.begin(), d.entropies.end()) ||
+        (!d.entropies.empty() && !(d.entropies.front() >= 0 && std::isfinite(d.entropies.back())))) {
+      return Status::Corruption(where_ + ": dynamic model " + std::to_string(d.id) +
+                                ": entropies are not finite, non-negative and ascending");
+    }
+    d.calib_sha256 = st.ColumnText(14);
+    d.params_json = st.ColumnText(15);
+    d.created_at = st.ColumnText(16);
+    out.push_back(std::move(d));
+  }
+  for (DynamicModelInfo& d : out) {
+    FQ_ASSIGN_OR_RETURN(Stmt us, db_->Prepare(
+        "SELECT rank, name, layer, sensitivity, extra_bytes, threshold FROM dynamic_unit WHERE dynamic_id = ? "
+        "ORDER BY rank"));
+    us.BindAll(d.id);
+    while (true) {
+      FQ_ASSIGN_OR_RETURN(bool row, us.Step());
+      if (!row) break;
+      DynamicUnitInfo u;
+      u.rank = static_cast<int>(us.ColumnInt(0));
+      u.name = us.ColumnText(1);
+      u.layer = us.ColumnIsNull(2) ? -1 : static_cast<int>(us.ColumnInt(2));
+      u.sensitivity = us.ColumnDouble(3);
+      u.extra_bytes = us.ColumnInt(4);
+      u.threshold = us.ColumnIsNull(5) ? INFINITY : us.ColumnDouble(5);
+      if (u.rank != static_cast<int>(d.units.size()) ||
+          (!d.units.empty() && u.threshold < d.units.back().threshold)) {
+        return Status::Corruption(where_ + ": dynamic model " + std::to_string(d.id) + ": unit " + u.name +
+                                  " breaks the rank order or the non-decreasing thresholds");
+      }
+      d.units.push_back(std::move(u));
+    }
+  }
+  return out;
+}
+
+Result<DynamicModelInfo> IndexReader::FindDynamicModel(int64_t model_id, const std::string& hi,
+                                                       const std::string& lo) {
+  FQ_ASSIGN_OR_RETURN(std::vector<DynamicModelInfo> all, ListDynamicModels(model_id));
+  std::string pairs;
+  for (DynamicModelInfo& d : all) {
+    if (d.hi_label == hi && d.lo_label == lo) return std::move(d);
+    pairs += (pairs.empty() ? "" : ", ") + ("hi=" + d.hi_label + ",lo=" + d.lo_label);
+  }
+  return Status::NotFound(where_ + ": no dynamic precision model for hi=" + hi + ", lo=" + lo +
+                          (pairs.empty() ? "" : " (it has " + pairs + ")") +
+                          "; run `fqpack calibrate-dynamic --hi " + hi + " --lo " + lo +
+                          " --calib FILE` first (for a .fqpack: on the store it came from, then pack again)");
 }
 
 }  // namespace fqpack::store

@@ -103,6 +103,42 @@ struct NewEqm {
   std::vector<int64_t> source_qm_ids;
 };
 
+// A unit of a dynamic precision model (schema/store.sql, dynamic_unit).
+struct DynamicUnitInfo {
+  int rank = 0;               // 0 = most sensitive
+  std::string name;           // "blk.3", or a tensor name outside the blocks
+  int layer = -1;
+  double sensitivity = 0;     // mean KL(P_hi || P) in nats when only this unit runs lo
+  int64_t extra_bytes = 0;    // hi bytes minus lo bytes of its slots (a mixed QM may make it negative)
+  double threshold = INFINITY;  // runs hi when the previous entropy >= this; +inf: never
+};
+
+// A precision requirement model for a pair of QMs (schema/store.sql,
+// dynamic_model; what it means: runtime/dynamic.h).
+struct DynamicModelInfo {
+  int64_t id = 0;
+  int64_t model_id = 0;
+  int64_t hi_qm_id = 0;
+  int64_t lo_qm_id = 0;
+  std::string hi_label;
+  std::string lo_label;
+  uint64_t n_weights = 0;
+  uint64_t hi_bytes = 0;
+  uint64_t lo_bytes = 0;
+  double target_bits = 0;
+  double calib_bits = 0;
+  int64_t calib_tokens = 0;
+  int64_t calib_starts = 0;
+  std::vector<double> entropies;  // ascending, nats
+  std::string calib_sha256;
+  std::string params_json;
+  std::string created_at;
+  std::vector<DynamicUnitInfo> units;  // by rank
+
+  double hi_bits() const { return n_weights == 0 ? 0 : 8.0 * static_cast<double>(hi_bytes) / n_weights; }
+  double lo_bits() const { return n_weights == 0 ? 0 : 8.0 * static_cast<double>(lo_bytes) / n_weights; }
+};
+
 class IndexReader {
  public:
   // `where` names the index in messages (a store directory or a pack file).
@@ -124,6 +160,12 @@ class IndexReader {
 
   Result<ModelManifest> QmManifest(const std::string& model, const std::string& label);
   Result<ModelManifest> EqmManifest(int64_t ensemble_id, int step);
+
+  // The dynamic precision models of a model (units included), and the one
+  // for QMs `hi` and `lo`: NotFound, saying to run `fqpack calibrate-dynamic`,
+  // when there is none (also in a pack written before schema version 2).
+  Result<std::vector<DynamicModelInfo>> ListDynamicModels(int64_t model_id);
+  Result<DynamicModelInfo> FindDynamicModel(int64_t model_id, const std::string& hi, const std::string& lo);
 
   Db* db() const { return db_; }
   const std::string& where() const { return where_; }

@@ -14,6 +14,24 @@ constexpr char kLockName[] = "LOCK";
 
 std::string IndexPath(const std::string& dir) { return JoinPath(dir, kIndexName); }
 
+// Brings an older index to the current schema in one transaction (the new
+// tables of store.sql and the new user_version commit together, so a kill
+// leaves the old version, which the next open upgrades again). Another
+// process may be upgrading at the same moment: the version is read again
+// under the write lock.
+Status Upgrade(Db* db, int from) {
+  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db));
+  FQ_ASSIGN_OR_RETURN(int64_t now, db->QueryInt("PRAGMA user_version"));
+  if (now >= schema::kStoreSchemaVersion) return Status::OK();
+  const std::string_view sql = schema::StoreSqlUpgrade(static_cast<int>(now));
+  if (sql.empty()) {
+    return Status::NotSupported("no upgrade from store schema version " + std::to_string(from));
+  }
+  FQ_RETURN_IF_ERROR(db->Exec(sql));
+  FQ_RETURN_IF_ERROR(db->Exec("PRAGMA user_version = " + std::to_string(schema::kStoreSchemaVersion)));
+  return txn->Commit();
+}
+
 }  // namespace
 
 Store::Store(Env* env, std::string dir, StoreOptions options, std::unique_ptr<Db> db)
@@ -99,6 +117,9 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
       "('blob','model','slot','qm','qm_module')");
   if (!tables.ok() || *tables != 5) {
     return Status::Corruption(IndexPath(dir) + ": index is missing tables of the store schema");
+  }
+  if (*version < schema::kStoreSchemaVersion) {
+    FQ_RETURN_IF_ERROR(Upgrade(db.get(), static_cast<int>(*version)).WithContext(IndexPath(dir)));
   }
   FQ_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL"));
   return std::unique_ptr<Store>(new Store(env, dir, options, std::move(db)));
@@ -236,6 +257,52 @@ Result<int64_t> Store::AddEnsemble(const NewEnsemble& e, const std::vector<NewEq
   }
   FQ_RETURN_IF_ERROR(txn->Commit());
   return ensemble_id;
+}
+
+Result<std::vector<DynamicModelInfo>> Store::ListDynamicModels(int64_t model_id) {
+  auto lock = LockIndex();
+  return index_.ListDynamicModels(model_id);
+}
+
+Result<DynamicModelInfo> Store::FindDynamicModel(int64_t model_id, const std::string& hi, const std::string& lo) {
+  auto lock = LockIndex();
+  return index_.FindDynamicModel(model_id, hi, lo);
+}
+
+Result<int64_t> Store::PutDynamicModel(const DynamicModelInfo& d) {
+  auto lock = LockIndex();
+  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db_.get()));
+  {
+    FQ_ASSIGN_OR_RETURN(Stmt del, db_->Prepare("DELETE FROM dynamic_model WHERE hi_qm_id = ? AND lo_qm_id = ?"));
+    del.BindAll(d.hi_qm_id, d.lo_qm_id);
+    FQ_RETURN_IF_ERROR(del.Run());
+  }
+  Bytes entropies;
+  entropies.reserve(d.entropies.size() * 8);
+  for (double h : d.entropies) PutF64(&entropies, h);
+  FQ_ASSIGN_OR_RETURN(Stmt ins, db_->Prepare(
+      "INSERT INTO dynamic_model (model_id, hi_qm_id, lo_qm_id, n_weights, hi_bytes, lo_bytes, target_bits, "
+      "calib_bits, calib_tokens, calib_starts, entropies, calib_sha256, params) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"));
+  ins.BindAll(d.model_id, d.hi_qm_id, d.lo_qm_id, d.n_weights, d.hi_bytes, d.lo_bytes, d.target_bits, d.calib_bits,
+              d.calib_tokens, d.calib_starts)
+      .BindBlob(11, entropies)
+      .Bind(12, d.calib_sha256)
+      .Bind(13, d.params_json);
+  FQ_RETURN_IF_ERROR(ins.Run());
+  const int64_t id = db_->LastInsertRowid();
+  FQ_ASSIGN_OR_RETURN(Stmt unit, db_->Prepare(
+      "INSERT INTO dynamic_unit (dynamic_id, rank, name, layer, sensitivity, extra_bytes, threshold) "
+      "VALUES (?,?,?,?,?,?,?)"));
+  for (size_t r = 0; r < d.units.size(); ++r) {
+    const DynamicUnitInfo& u = d.units[r];
+    unit.BindAll(id, static_cast<int64_t>(r), u.name);
+    if (u.layer >= 0) unit.Bind(4, u.layer); else unit.BindNull(4);
+    unit.Bind(5, u.sensitivity).Bind(6, u.extra_bytes);
+    if (std::isfinite(u.threshold)) unit.Bind(7, u.threshold); else unit.BindNull(7);
+    FQ_RETURN_IF_ERROR(unit.Run());
+  }
+  FQ_RETURN_IF_ERROR(txn->Commit());
+  return id;
 }
 
 Result<std::shared_ptr<PinnedModules>> Store::Pin(const std::vector<ModuleKey>& keys) {

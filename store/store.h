@@ -130,6 +130,13 @@ class Store : public ModuleSource {
   // Every module must be in the store already.
   Result<int64_t> AddEnsemble(const NewEnsemble& ensemble, const std::vector<NewEqm>& eqms);
 
+  // Dynamic precision models (see IndexReader). PutDynamicModel stores one,
+  // replacing the model of the same (hi, lo) pair, in one transaction; its
+  // units in rank order. Returns its id.
+  Result<std::vector<DynamicModelInfo>> ListDynamicModels(int64_t model_id);
+  Result<DynamicModelInfo> FindDynamicModel(int64_t model_id, const std::string& hi, const std::string& lo);
+  Result<int64_t> PutDynamicModel(const DynamicModelInfo& model);
+
   IndexReader* index() { return &index_; }
 
   // Pins the modules of `keys` (see PinnedModules).
