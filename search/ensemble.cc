@@ -83,19 +83,24 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
   FQ_ASSIGN_OR_RETURN(auto lock, store->WriterLock());
   LibraryOptions lib_options;
   lib_options.include_embed = request.include_embed;
+  lib_options.exclude = request.exclude;
+  lib_options.allow_partial_mids = request.allow_partial_mids;
   FQ_ASSIGN_OR_RETURN(Library lib, LoadLibrary(store, request.model, request.up, request.mids,
                                                request.low, lib_options));
   SearchOutcome out;
   for (const LibraryQm& q : lib.qms()) out.library.push_back(q.label);
   out.name = request.name.empty() ? DefaultEnsembleName(out.library) : request.name;
   FQ_ASSIGN_OR_RETURN(store::ModelInfo model, store->ResolveModel(request.model));
-  Result<store::EnsembleInfo> existing = store->FindEnsemble(model.id, out.name);
-  if (existing.ok()) {
-    return Status::InvalidArgument("model '" + model.name + "' already has an ensemble named '" +
-                                   out.name + "' (choose another --name, or `fqpack rm --ensemble " +
-                                   out.name + "` first)");
+  // A repair (request.write false) searches an existing ensemble again.
+  if (request.write) {
+    Result<store::EnsembleInfo> existing = store->FindEnsemble(model.id, out.name);
+    if (existing.ok()) {
+      return Status::InvalidArgument("model '" + model.name + "' already has an ensemble named '" +
+                                     out.name + "' (choose another --name, or `fqpack rm --ensemble " +
+                                     out.name + "` first)");
+    }
+    if (!existing.status().IsNotFound()) return existing.status();
   }
-  if (!existing.status().IsNotFound()) return existing.status();
   if (request.search.stem < 1 || request.search.branch < 1) {
     return Status::InvalidArgument("--stem and --branch must be at least 1");
   }
@@ -138,6 +143,9 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
     out.moved_to.push_back(QTypeName(c.rungs[st.state[static_cast<size_t>(st.chain)]].desc.qtype));
   }
   if (request.search.cancelled && request.search.cancelled()) return Status::Aborted("interrupted");
+  out.rows = EqmRows(lib, out.result);
+  out.params_json = SearchParamsJson(lib, request, out);
+  if (!request.write) return out;
 
   store::NewEnsemble e;
   e.model_id = model.id;
@@ -145,10 +153,10 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
   e.up_qm_id = lib.up().qm_id;
   e.low_qm_id = lib.low().qm_id;
   e.library_json = lib.LabelsJson();
-  e.params_json = SearchParamsJson(lib, request, out);
+  e.params_json = out.params_json;
   e.calib_sha256 = out.calib_sha256;
   e.calib_text = request.calib_text;
-  FQ_ASSIGN_OR_RETURN(out.ensemble_id, store->AddEnsemble(e, EqmRows(lib, out.result)));
+  FQ_ASSIGN_OR_RETURN(out.ensemble_id, store->AddEnsemble(e, out.rows));
   return out;
 }
 

@@ -15,6 +15,7 @@
 #define FQPACK_SEARCH_ENSEMBLE_H_
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,12 @@ struct SearchRequest {
   int threads = 1;
   bool reuse = true;  // false: every EQM from the embedding (benchmarks)
   SearchOptions search;
+  // gc --prune's repair (store/prune.h): search the existing ensemble's
+  // library again without these modules, accepting mids already partial,
+  // and hand back the rows instead of writing a new ensemble.
+  std::set<store::ModuleKey> exclude;
+  bool allow_partial_mids = false;
+  bool write = true;
 };
 
 struct SearchOutcome {
@@ -57,12 +64,15 @@ struct SearchOutcome {
   std::vector<std::string> moved_to;
   EvalStats eval_stats;
   double setup_seconds = 0;  // loading modules and running QM(n_up)
+  std::vector<store::NewEqm> rows;  // the EQMs as index rows
+  std::string params_json;          // the ensemble row's parameters
 };
 
 // The default ensemble name for a library.
 std::string DefaultEnsembleName(const std::vector<std::string>& labels);
 
-// Runs the search and writes the ensemble (see the file comment).
+// Runs the search and, with request.write, writes the ensemble (see the
+// file comment).
 Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& request);
 
 // The index rows of an ensemble found over `lib` (one per step, modules in

@@ -114,6 +114,7 @@ Result<Library> Library::Build(std::vector<LibraryQm> qms, const LibraryOptions&
     c.rungs.push_back(rung_of(0));
     for (size_t q = 1; q + 1 < qms.size(); ++q) {
       const Rung r = rung_of(q);
+      if (options.exclude.count(r.key) != 0) continue;
       if (r.key != c.rungs.back().key && r.bytes < c.rungs.back().bytes) c.rungs.push_back(r);
     }
     const Rung low = rung_of(qms.size() - 1);
@@ -254,7 +255,8 @@ Result<Library> LoadLibrary(store::Store* store, const std::string& model, const
       return Status::NotFound("model '" + m.name + "' has no QM '" + label + "' (QMs: " +
                               (known.empty() ? "none" : known) + ")");
     }
-    if (found->partial) {
+    const bool is_mid = !infos.empty() && infos.size() + 1 < names.size();
+    if (found->partial && !(options.allow_partial_mids && is_mid)) {
       return Status::InvalidArgument("QM " + label +
                                      " is partial (gc --prune took some of its modules); a "
                                      "library needs whole QMs");
@@ -285,7 +287,23 @@ Result<Library> LoadLibrary(store::Store* store, const std::string& model, const
     l.label = q.label;
     l.qm_id = q.id;
     l.bits_per_weight = q.bits_per_weight;
-    FQ_ASSIGN_OR_RETURN(l.manifest, store->QmManifest(m.name, q.label));
+    if (!q.partial) {
+      FQ_ASSIGN_OR_RETURN(l.manifest, store->QmManifest(m.name, q.label));
+    } else {
+      // What the partial mid still holds, over up's manifest: a slot it lost
+      // keeps up's module, which its chain skips as no step down.
+      l.manifest = qms.front().manifest;
+      l.manifest.label = q.label;
+      FQ_ASSIGN_OR_RETURN(std::vector<store::ModuleRef> mods, store->QmModules(q.id));
+      for (const store::ModuleRef& r : mods) {
+        for (store::ManifestSlot& s : l.manifest.slots) {
+          if (s.idx != r.slot_idx) continue;
+          s.key = r.key;
+          s.desc = r.desc;
+          s.bytes = r.raw_bytes;
+        }
+      }
+    }
     qms.push_back(std::move(l));
   }
   return Library::Build(std::move(qms), options);

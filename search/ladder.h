@@ -23,6 +23,7 @@
 #define FQPACK_SEARCH_LADDER_H_
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,12 @@ using EqmState = std::vector<uint8_t>;
 
 struct LibraryOptions {
   bool include_embed = false;
+  // Modules a mid QM may not contribute (gc --prune's repair: the modules
+  // about to be pruned). A slot whose mid module is excluded skips that rung.
+  std::set<store::ModuleKey> exclude;
+  // Accept mid QMs that gc --prune has made partial: a slot whose module
+  // a partial mid no longer holds skips that rung. Up and low stay whole.
+  bool allow_partial_mids = false;
 };
 
 class Library {

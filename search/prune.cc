@@ -1,0 +1,159 @@
+#include "search/prune.h"
+
+#include <chrono>
+
+#include "search/report.h"
+
+namespace fqpack::search {
+namespace {
+
+// The raw text of `key`'s value in a flat JSON object written by
+// SearchParamsJson (numbers, strings without escapes, booleans).
+std::string ParamValue(const std::string& json, const std::string& key) {
+  const std::string needle = "\"" + key + "\":";
+  const size_t at = json.find(needle);
+  if (at == std::string::npos) return "";
+  size_t begin = at + needle.size();
+  size_t end = json.find_first_of(",}", begin);
+  if (end == std::string::npos) end = json.size();
+  std::string v = json.substr(begin, end - begin);
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  return v;
+}
+
+Result<int64_t> IntParam(const std::string& json, const std::string& key) {
+  const std::string v = ParamValue(json, key);
+  char* end = nullptr;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || end == nullptr || *end != '\0') {
+    return Status::Corruption("the ensemble's search parameters have no integer '" + key + "': " + json);
+  }
+  return static_cast<int64_t>(n);
+}
+
+Result<Bytes> CalibText(store::Store* store, int64_t ensemble_id) {
+  auto lock = store->LockIndex();
+  FQ_ASSIGN_OR_RETURN(store::Stmt st, store->db()->Prepare("SELECT calib_text FROM ensemble WHERE id = ?"));
+  st.BindAll(ensemble_id);
+  FQ_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row || st.ColumnIsNull(0)) {
+    return Status::NotFound("ensemble " + std::to_string(ensemble_id) +
+                            " keeps no calibration text, so it cannot be searched again");
+  }
+  const ByteSpan b = st.ColumnBlob(0);
+  return Bytes(b.begin(), b.end());
+}
+
+struct Point {
+  int step = 0;
+  uint64_t footprint = 0;
+  double metric = 0;
+  double ppl = 0;
+};
+
+// The point with the largest footprint at or below `footprint`.
+const Point* AtOrBelow(const std::vector<Point>& points, uint64_t footprint) {
+  const Point* best = nullptr;
+  for (const Point& p : points) {
+    if (p.footprint <= footprint && (best == nullptr || p.footprint > best->footprint)) best = &p;
+  }
+  return best;
+}
+
+}  // namespace
+
+Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& request) {
+  FQ_ASSIGN_OR_RETURN(store::ModelInfo model, store->ResolveModel(request.model));
+  store::EnsembleInfo ensemble;
+  if (!request.ensemble.empty()) {
+    Result<store::EnsembleInfo> e = store->FindEnsemble(model.id, request.ensemble);
+    if (!e.ok()) return e.status().WithContext("model '" + model.name + "'");
+    ensemble = *e;
+  } else {
+    FQ_ASSIGN_OR_RETURN(std::vector<store::EnsembleInfo> all, store->ListEnsembles(model.id));
+    if (all.empty()) {
+      return Status::NotFound("model '" + model.name +
+                              "' has no ensemble to prune for (build one with `fqpack search`)");
+    }
+    ensemble = all.back();
+    for (const store::EnsembleInfo& e : all) {
+      if (e.id > ensemble.id) ensemble = e;
+    }
+  }
+
+  PruneOutcome out;
+  if (request.cap > 0) {
+    FQ_ASSIGN_OR_RETURN(out.plan, store::PlanCap(store, ensemble, request.cap));
+  } else {
+    FQ_ASSIGN_OR_RETURN(out.plan, store::PlanPrune(store, ensemble, request.fraction));
+  }
+  out.metric = ParamValue(ensemble.params_json, "metric");
+
+  // The quality at the library's footprints, before.
+  FQ_ASSIGN_OR_RETURN(std::vector<std::string> labels, ParseStringArray(ensemble.library_json));
+  FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, store->ListEqms(ensemble.id));
+  std::vector<Point> before;
+  for (const store::EqmInfo& q : eqms) {
+    before.push_back({q.step, q.footprint, q.calib_metric, q.calib_ppl});
+  }
+  out.eqms_before = before.size();
+  for (const std::string& label : labels) {
+    FQ_ASSIGN_OR_RETURN(store::QmInfo qm, store->FindQm(model.id, label));
+    PruneQuality row;
+    row.label = label;
+    row.static_footprint = qm.weight_bytes;
+    if (const Point* p = AtOrBelow(before, qm.weight_bytes)) {
+      row.before_step = p->step;
+      row.before_metric = p->metric;
+      row.before_ppl = p->ppl;
+    }
+    out.quality.push_back(row);
+  }
+
+  std::vector<Point> after = before;
+  if (out.plan.n_pruned > 0) {
+    // Search the library again, without the modules that go.
+    SearchRequest req;
+    req.model = model.name;
+    req.up = labels.front();
+    req.low = labels.back();
+    req.mids.assign(labels.begin() + 1, labels.end() - 1);
+    req.name = ensemble.name;
+    req.include_embed = ParamValue(ensemble.params_json, "include_embed") == "true";
+    FQ_ASSIGN_OR_RETURN(req.calib_text, CalibText(store, ensemble.id));
+    FQ_ASSIGN_OR_RETURN(req.tokens, IntParam(ensemble.params_json, "tokens"));
+    FQ_ASSIGN_OR_RETURN(req.n_ctx, IntParam(ensemble.params_json, "n_ctx"));
+    FQ_ASSIGN_OR_RETURN(int64_t stem, IntParam(ensemble.params_json, "stem"));
+    FQ_ASSIGN_OR_RETURN(int64_t branch, IntParam(ensemble.params_json, "branch"));
+    req.search.stem = static_cast<int>(stem);
+    req.search.branch = static_cast<int>(branch);
+    FQ_ASSIGN_OR_RETURN(req.search.metric, ParseMetric(out.metric));
+    req.search.cancelled = request.cancelled;
+    req.search.progress = request.progress;
+    req.threads = request.threads;
+    const std::vector<store::ModuleKey> gone = out.plan.pruned_keys();
+    req.exclude.insert(gone.begin(), gone.end());
+    req.allow_partial_mids = true;
+    req.write = false;
+    const auto t0 = std::chrono::steady_clock::now();
+    FQ_ASSIGN_OR_RETURN(SearchOutcome repaired, SearchEnsemble(store, req));
+    out.search_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    after.clear();
+    for (const store::NewEqm& q : repaired.rows) after.push_back({q.step, q.footprint, q.calib_metric, q.calib_ppl});
+    if (!request.dry_run) {
+      FQ_RETURN_IF_ERROR(store::ApplyPrune(store, out.plan, repaired.rows, repaired.params_json));
+      out.applied = true;
+    }
+  }
+  out.eqms_after = after.size();
+  for (PruneQuality& row : out.quality) {
+    if (const Point* p = AtOrBelow(after, row.static_footprint)) {
+      row.after_step = p->step;
+      row.after_metric = p->metric;
+      row.after_ppl = p->ppl;
+    }
+  }
+  return out;
+}
+
+}  // namespace fqpack::search
