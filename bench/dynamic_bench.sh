@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Dynamic precision per token (arXiv 2506.12024) against the two static QMs
+# it switches between, on the ../shared models: decode speed (greedy
+# generation of N tokens from a .fqpack, median of R runs) and perplexity on
+# the evaluation text (the same chunks for every configuration), for static
+# hi, static lo, and --dynamic at three targets between them (a quarter,
+# half and three quarters of the way from lo's bits per weight to hi's).
+# The dynamic model is calibrated on the calibration text only.
+#
+#   FQ_TESTDATA=../shared/data bench/dynamic_bench.sh [build-dir] [threads] [runs] [ppl-chunks]
+#
+# The paper's bar is >= 1.3x the decode speed of static hi at a perplexity
+# within 1% of static hi. Prints one table per model.
+set -euo pipefail
+BUILD=${1:-build}
+THREADS=${2:-1}
+RUNS=${3:-5}
+CHUNKS=${4:-100}
+DATA=${FQ_TESTDATA:?set FQ_TESTDATA to the ../shared/data folder}
+FQ="$BUILD/cli/fqpack"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fqpack-dynbench-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+CALIB="$DATA/text/tinystories.txt"
+EVAL="$DATA/text/tinystories_val.ppl.txt"
+N_PREDICT=400
+PROMPT="Once upon a time"
+
+json() {  # file, python expression over d
+  python3 -c "import json,sys; d=json.load(open('$1')); print($2)"
+}
+
+# Median decode tokens/s over RUNS greedy generations; also leaves the last
+# run's JSON in $WORK/run.json.
+decode() {  # pack, ctx, args...
+  local pack=$1 ctx=$2; shift 2
+  local rates=()
+  for _ in $(seq "$RUNS"); do
+    "$FQ" -q -t "$THREADS" --json run "$pack" "$@" -p "$PROMPT" -n $N_PREDICT --temp 0 -c "$ctx" > "$WORK/run.json"
+    rates+=("$(json "$WORK/run.json" "d['generated_tokens'] / d['generate_seconds']")")
+  done
+  printf "%s\n" "${rates[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+bench_model() {  # name, dir, hi, lo, ctx
+  local name=$1 dir=$2 hi=$3 lo=$4 ctx=$5
+  local store="$WORK/$name-store" pack="$WORK/$name.fqpack"
+  "$FQ" -q --store "$store" init > /dev/null
+  "$FQ" -q --store "$store" import --model "$name" "$DATA/models/$dir/$dir-$hi.gguf" "$DATA/models/$dir/$dir-$lo.gguf" > /dev/null
+  "$FQ" -q -t "$THREADS" --store "$store" --json calibrate-dynamic --hi "$hi" --lo "$lo" --calib "$CALIB" -c "$ctx" \
+    > "$WORK/calib.json"
+  local hib lob
+  hib=$(json "$WORK/calib.json" "d['hi_bits']")
+  lob=$(json "$WORK/calib.json" "d['lo_bits']")
+  "$FQ" -q --store "$store" pack --codec raw -o "$pack" > /dev/null
+
+  echo "== $name: hi=$hi ($(printf %.3f "$hib") bits/w), lo=$lo ($(printf %.3f "$lob") bits/w); decode: $N_PREDICT tokens," \
+       "median of $RUNS, $THREADS thread(s); ppl: $CHUNKS chunks of $ctx tokens of $(basename "$EVAL")"
+  printf "%-22s %10s %11s %8s %10s %9s %9s\n" config "bits/w" "decode t/s" "x hi" ppl "ppl vs hi" "hi share"
+  local hi_rate="" hi_ppl=""
+  row() {  # label, bits, rate, ppl, share
+    [[ -z $hi_rate ]] && hi_rate=$3 && hi_ppl=$4
+    printf "%-22s %10.3f %11.0f %7.2fx %10.4f %+8.2f%% %9s\n" "$1" "$2" "$3" \
+      "$(python3 -c "print($3/$hi_rate)")" "$4" "$(python3 -c "print(100*($4/$hi_ppl-1))")" "$5"
+  }
+  for q in "$hi" "$lo"; do
+    local rate ppl bits
+    rate=$(decode "$pack" "$ctx" --qm "$q")
+    "$FQ" -q -t "$THREADS" --json ppl "$pack" --qm "$q" --text "$EVAL" -c "$ctx" --chunks "$CHUNKS" > "$WORK/ppl.json"
+    ppl=$(json "$WORK/ppl.json" "d['ppl']")
+    bits=$([[ $q == "$hi" ]] && echo "$hib" || echo "$lob")
+    row "static $q" "$bits" "$rate" "$ppl" "-"
+  done
+  for f in 0.75 0.5 0.25; do
+    local target rate ppl bits share
+    target=$(python3 -c "print($lob + $f * ($hib - $lob))")
+    rate=$(decode "$pack" "$ctx" --dynamic "hi=$hi,lo=$lo" --target-bits "$target")
+    "$FQ" -q -t "$THREADS" --json ppl "$pack" --dynamic "hi=$hi,lo=$lo" --target-bits "$target" --text "$EVAL" \
+      -c "$ctx" --chunks "$CHUNKS" > "$WORK/ppl.json"
+    ppl=$(json "$WORK/ppl.json" "d['ppl']")
+    bits=$(json "$WORK/ppl.json" "d['dynamic']['mean_bits']")
+    share=$(json "$WORK/ppl.json" "'%.0f%%' % (100 * d['dynamic']['mean_hi_share'])")
+    row "dynamic $(printf %.2f "$target")" "$bits" "$rate" "$ppl" "$share"
+  done
+  echo "   (dynamic resident weights: $(json "$WORK/run.json" "'%d KiB = lo %d KiB + hi copies %d KiB' % (d['dynamic']['resident_bytes'] // 1024, d['dynamic']['lo_bytes'] // 1024, d['dynamic']['hi_copy_bytes'] // 1024)") at the last target)"
+}
+
+bench_model tinystories-3M tinystories-3M Q8_0 Q4_K_M 256
+bench_model stories260K stories260K F16 Q4_K_M 256
