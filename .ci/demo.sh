@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# The main job (`make demo`): a checkpoint ladder into a fresh store, shown
-# with `fqpack ls`. Every command is printed before it runs, so the demo
-# doubles as a walk-through of the CLI.
+# The main job (`make demo`): the whole FlexQuant pipeline on one model.
+#   1. import a float checkpoint into a fresh store
+#   2. quantize it to a ladder of QMs (int8/int4/int3/int2, groups of 64)
+#   3. search the EQM ensemble between int8 and int2
+#   4. gc --prune 0.5: drop the half of the mid modules the ensemble uses
+#      least, repair the ensemble, free the bytes
+#   5. pack it into one .fqpack, verify it
+#   6. generate with a memory budget that changes while it runs, printing
+#      every transition
+#   7. report perplexity versus footprint (a table and demo-out/report.svg)
+# Every command is printed before it runs, so the demo doubles as a
+# walk-through of the CLI.
 #
-#   make demo                          # a small synthetic model fqpack makes itself
-#   make demo MODEL="a.gguf b.gguf"    # your own checkpoints of one model
+#   make demo                        # stories260K from the test data when it
+#                                    # is there, else a synthetic llama
+#   make demo MODEL=model-f32.gguf   # your own F32/F16 checkpoint
 set -euo pipefail
 FQPACK=${1:-build/cli/fqpack}
 OUT=${DEMO_OUT:-demo-out}
+DATA=${FQ_TESTDATA:-../shared/data}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 STORE="$OUT/store"
@@ -16,19 +27,57 @@ run() {
   echo "+ $*" >&2
   "$@"
 }
+fq() { run "$FQPACK" --store "$STORE" "$@"; }
 
+CALIB=$DATA/text/tinystories.txt
+EVAL=$DATA/text/tinystories_val.txt
+PROMPT="Once upon a time"
 if [ -n "${MODEL:-}" ]; then
-  # shellcheck disable=SC2086
-  FILES=($MODEL)
-  echo "demo input: ${FILES[*]}"
+  FILE=$MODEL
+  echo "demo input: $FILE"
+elif [ -f "$DATA/models/stories260K/stories260K-F32.gguf" ]; then
+  FILE=$DATA/models/stories260K/stories260K-F32.gguf
+  echo "demo input: $FILE (a 260K-parameter llama trained on TinyStories)"
 else
-  echo "demo input: no MODEL given, so fqpack writes a small synthetic llama (random weights)"
-  run "$FQPACK" synth --name demo --type F32 -o "$OUT/demo-F32.gguf"
-  run "$FQPACK" synth --name demo --type F16 -o "$OUT/demo-F16.gguf"
-  FILES=("$OUT/demo-F32.gguf" "$OUT/demo-F16.gguf")
+  echo "demo input: no MODEL and no test data, so fqpack writes a small synthetic llama (random weights)"
+  FILE=$OUT/demo-F32.gguf
+  run "$FQPACK" synth --name demo --type F32 -o "$FILE"
+fi
+if [ ! -f "$CALIB" ]; then
+  # Any text tokenizes; this file is at hand.
+  CALIB=README.md
+  EVAL=README.md
+  PROMPT="The store"
 fi
 
-run "$FQPACK" --store "$STORE" init
-run "$FQPACK" --store "$STORE" import "${FILES[@]}"
-run "$FQPACK" --store "$STORE" ls
-run "$FQPACK" --store "$STORE" verify
+fq init
+fq import "$FILE"
+fq quantize --bits 8,4,3,2 --group 64
+fq ls
+fq search --up int8-g64 --mid int4-g64,int3-g64 --low int2-g64 --calib "$CALIB" --tokens "${TOKENS:-1024}"
+fq gc --prune 0.5
+fq ls --ensembles
+fq verify
+fq pack -o "$OUT/model.fqpack"
+run "$FQPACK" info "$OUT/model.fqpack"
+run "$FQPACK" verify "$OUT/model.fqpack"
+
+# A budget that falls in three steps and comes back, around the smallest
+# EQM's need (which `run` reports when a budget is below it).
+need=$("$FQPACK" run "$OUT/model.fqpack" --budget 1 --prompt x -n 1 2>&1 | sed -n 's/.*needs at least \([0-9]*\) bytes.*/\1/p' | head -1 || true)
+need=${need:-1000000}
+{
+  echo "token_index,budget"
+  echo "0,$((need * 3))"
+  echo "30,$((need * 14 / 10))"
+  echo "60,$((need * 12 / 10))"
+  echo "90,$((need * 101 / 100))"
+  echo "120,$((need * 3))"
+} > "$OUT/budget-trace.csv"
+echo "budget trace ($OUT/budget-trace.csv):"
+cat "$OUT/budget-trace.csv"
+run "$FQPACK" run "$OUT/model.fqpack" --budget-trace "$OUT/budget-trace.csv" --prompt "$PROMPT" -n 150 --temp 0 \
+  --transitions-json "$OUT/transitions.json"
+echo
+fq report --eval-text "$EVAL" --chunks "${CHUNKS:-32}" --every "${EVERY:-6}" --plot "$OUT/report.svg"
+echo "demo done: store $STORE, pack $OUT/model.fqpack, transitions $OUT/transitions.json, plot $OUT/report.svg"
