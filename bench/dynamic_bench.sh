@@ -11,6 +11,12 @@
 #
 # The paper's bar is >= 1.3x the decode speed of static hi at a perplexity
 # within 1% of static hi. Prints one table per model.
+#
+# With SYNTH=1 it also times decode on a generated model too large for the
+# caches (random weights, 12 blocks of TinyLlama's width: Q8_0 ~600 MB,
+# quantized by `fqpack quantize`), where reading fewer bytes could pay;
+# perplexity means nothing there, so it reports speed and bits only. That
+# part takes several minutes.
 set -euo pipefail
 BUILD=${1:-build}
 THREADS=${2:-1}
@@ -22,7 +28,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/fqpack-dynbench-XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 CALIB="$DATA/text/tinystories.txt"
 EVAL="$DATA/text/tinystories_val.ppl.txt"
-N_PREDICT=400
+N_PREDICT=240  # the models' context is 256
 PROMPT="Once upon a time"
 
 json() {  # file, python expression over d
@@ -86,3 +92,30 @@ bench_model() {  # name, dir, hi, lo, ctx
 
 bench_model tinystories-3M tinystories-3M Q8_0 Q4_K_M 256
 bench_model stories260K stories260K F16 Q4_K_M 256
+
+if [[ ${SYNTH:-0} == 1 ]]; then
+  store="$WORK/synth-store" pack="$WORK/synth.fqpack"
+  "$FQ" -q synth -o "$WORK/synth.gguf" --embd 2048 --layers 12 --ff 5632 --heads 16 --kv-heads 4 --vocab 512 \
+    --ctx 256 --type F16 > /dev/null
+  "$FQ" -q --store "$store" init > /dev/null
+  "$FQ" -q --store "$store" import --model synth --label F16 "$WORK/synth.gguf" > /dev/null
+  rm "$WORK/synth.gguf"
+  "$FQ" -q -t "$THREADS" --store "$store" quantize --types Q8_0,Q4_K --embed-bits 0 > /dev/null
+  "$FQ" -q -t "$THREADS" --store "$store" calibrate-dynamic --hi Q8_0 --lo Q4_K --calib "$CALIB" -c 64 --tokens 128 \
+    > /dev/null
+  "$FQ" -q --store "$store" pack --qm Q8_0 --qm Q4_K --codec raw -o "$pack" > /dev/null
+  N_PREDICT=64
+  echo "== synthetic 12 x 2048 (random weights): decode $N_PREDICT tokens, median of $RUNS, $THREADS thread(s)"
+  printf "%-22s %10s %11s %8s\n" config "bits/w" "decode t/s" "x hi"
+  hi_rate=""
+  for q in Q8_0 Q4_K; do
+    rate=$(decode "$pack" 256 --qm "$q")
+    [[ -z $hi_rate ]] && hi_rate=$rate
+    printf "%-22s %10s %11.1f %7.2fx\n" "static $q" "" "$rate" "$(python3 -c "print($rate/$hi_rate)")"
+  done
+  for target in 7.5 6.5 5.5; do
+    rate=$(decode "$pack" 256 --dynamic hi=Q8_0,lo=Q4_K --target-bits "$target")
+    bits=$(json "$WORK/run.json" "d['dynamic']['mean_bits']")
+    printf "%-22s %10.3f %11.1f %7.2fx\n" "dynamic $target" "$bits" "$rate" "$(python3 -c "print($rate/$hi_rate)")"
+  done
+fi
