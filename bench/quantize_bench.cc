@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_matrix.h"
 #include "runtime/matmul.h"
 #include "runtime/quant/quant.h"
 #include "runtime/quantize/gptq.h"
@@ -39,47 +40,7 @@
 namespace fqpack::runtime {
 namespace {
 
-constexpr int64_t kRows = 4096;
-constexpr int64_t kCols = 4096;
-constexpr int64_t kBatchTokens = 64;
-constexpr size_t kRingBytes = size_t{256} << 20;
-
-size_t MatrixBytes(uint32_t type) { return RowBytes(type, kCols).value() * kRows; }
-
-struct Ring {
-  uint32_t type = UINT32_MAX;
-  size_t row_bytes = 0;
-  std::vector<std::unique_ptr<uint8_t[]>> copies;
-  size_t next = 0;
-
-  const uint8_t* Next() { return copies[next++ % copies.size()].get(); }
-};
-
-Ring& RingFor(uint32_t type) {
-  static Ring ring;
-  if (ring.type == type) return ring;
-  ring = Ring();
-  ring.type = type;
-  ring.row_bytes = RowBytes(type, kCols).value();
-  const size_t bytes = MatrixBytes(type);
-  auto first = std::make_unique<uint8_t[]>(bytes);
-  const quant::TypeTraits* t = quant::FindTraits(type);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  std::vector<float> row(kCols);
-  for (int64_t r = 0; r < kRows; ++r) {
-    for (float& v : row) v = normal(rng);
-    t->quantize(row.data(), first.get() + r * ring.row_bytes, kCols);
-  }
-  const size_t n_copies = std::max<size_t>(2, (kRingBytes + bytes - 1) / bytes);
-  for (size_t i = 1; i < n_copies; ++i) {
-    auto copy = std::make_unique<uint8_t[]>(bytes);
-    std::memcpy(copy.get(), first.get(), bytes);
-    ring.copies.push_back(std::move(copy));
-  }
-  ring.copies.push_back(std::move(first));
-  return ring;
-}
+using namespace bench;  // kRows, kCols, kBatchTokens, RingFor
 
 std::vector<float> Normal(int64_t n, uint32_t seed, float sigma = 1.0f) {
   std::mt19937 rng(seed);

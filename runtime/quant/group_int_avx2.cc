@@ -22,6 +22,9 @@ namespace {
 
 using avx2::DispatchTokens;
 using avx2::Half;
+using avx2::Abs;
+using avx2::HmaxPs;
+using avx2::HsumEpi32;
 using avx2::HsumPs;
 using avx2::Load256;
 
@@ -115,22 +118,6 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
   for (int64_t g = 0; g < full; ++g) group(kGroup);
   if (n % kGroup != 0) group(static_cast<int>(n % kGroup));
   for (int t = 0; t < NT; ++t) out[t] = HsumPs(_mm256_add_ps(acc[0][t], acc[1][t])) + offset[t];
-}
-
-inline __m256 Abs(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
-
-inline float HmaxPs(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
-
-inline int HsumEpi32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
 }
 
 }  // namespace
