@@ -348,6 +348,26 @@ class GroupIntCodec : public BlockCodec {
   int bits_;
 };
 
+// The 32 codes of a Q4_0/Q4_1 block: code j in the low nibble of byte j,
+// code j + 16 in its high nibble.
+template <typename Code>
+void PackNibbles(const Code* q, uint8_t* qs) {
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(q[j] | (q[j + 16] << 4));
+}
+
+// The 32 codes of a Q5_0/Q5_1 block: low four bits as PackNibbles, the fifth
+// bit of code j in bit j of the little-endian qh word.
+template <typename Code>
+void PackFiveBits(const Code* q, uint8_t* qs, uint8_t* qh_bytes) {
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    qs[j] = static_cast<uint8_t>((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+    qh |= static_cast<uint32_t>(q[j] >> 4) << j;
+    qh |= static_cast<uint32_t>(q[j + 16] >> 4) << (j + 16);
+  }
+  EncodeU32(qh_bytes, qh);
+}
+
 // Q8_0, Q4_0, Q5_0: x = d * q, q in [qmin, qmax] (stored biased by -qmin
 // for Q4_0/Q5_0).
 class Symmetric32Codec : public BlockCodec {
@@ -375,18 +395,12 @@ class Symmetric32Codec : public BlockCodec {
     if (type() == ToId(QType::kQ4_0)) {
       auto* b = reinterpret_cast<quant::BlockQ4_0*>(out);
       b->d = g.d;
-      for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(u[j] | (u[j + 16] << 4));
+      PackNibbles(u, b->qs);
       return;
     }
     auto* b = reinterpret_cast<quant::BlockQ5_0*>(out);
     b->d = g.d;
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; ++j) {
-      b->qs[j] = static_cast<uint8_t>((u[j] & 0xF) | ((u[j + 16] & 0xF) << 4));
-      qh |= static_cast<uint32_t>(u[j] >> 4) << j;
-      qh |= static_cast<uint32_t>(u[j + 16] >> 4) << (j + 16);
-    }
-    EncodeU32(b->qh, qh);
+    PackFiveBits(u, b->qs, b->qh);
   }
 
  private:
@@ -410,19 +424,13 @@ class Affine32Codec : public BlockCodec {
       auto* b = reinterpret_cast<quant::BlockQ4_1*>(out);
       b->d = g.d;
       b->m = g.m;
-      for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(q[j] | (q[j + 16] << 4));
+      PackNibbles(q, b->qs);
       return;
     }
     auto* b = reinterpret_cast<quant::BlockQ5_1*>(out);
     b->d = g.d;
     b->m = g.m;
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; ++j) {
-      b->qs[j] = static_cast<uint8_t>((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
-      qh |= static_cast<uint32_t>(q[j] >> 4) << j;
-      qh |= static_cast<uint32_t>(q[j + 16] >> 4) << (j + 16);
-    }
-    EncodeU32(b->qh, qh);
+    PackFiveBits(q, b->qs, b->qh);
   }
 
  private:
