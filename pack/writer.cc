@@ -178,7 +178,7 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
       }
       ByteSpan payload = use_zstd ? ByteSpan(compressed) : data.bytes();
       const uint64_t align = payload.size() >= kPageAlignFrom ? kPageAlign : kSmallAlign;
-      uint64_t at;
+      uint64_t at = pos;
       AlignUp(pos, align, &at);
       FQ_RETURN_IF_ERROR(pad_to(at));
       FQ_RETURN_IF_ERROR(f->Append(payload));

@@ -109,7 +109,7 @@ class Parser {
         break;
       }
       case ValueType::kI64: {
-        uint64_t v;
+        uint64_t v = 0;
         ok = r_.ReadU64(&v);
         out->i = static_cast<int64_t>(v);
         break;

@@ -351,14 +351,14 @@ class GroupIntCodec : public BlockCodec {
 // The 32 codes of a Q4_0/Q4_1 block: code j in the low nibble of byte j,
 // code j + 16 in its high nibble.
 template <typename Code>
-void PackNibbles(const Code* q, uint8_t* qs) {
+void PackNibbles(const Code* q, uint8_t (&qs)[quant::kQK32 / 2]) {
   for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(q[j] | (q[j + 16] << 4));
 }
 
 // The 32 codes of a Q5_0/Q5_1 block: low four bits as PackNibbles, the fifth
 // bit of code j in bit j of the little-endian qh word.
 template <typename Code>
-void PackFiveBits(const Code* q, uint8_t* qs, uint8_t* qh_bytes) {
+void PackFiveBits(const Code* q, uint8_t (&qs)[quant::kQK32 / 2], uint8_t (&qh_bytes)[4]) {
   uint32_t qh = 0;
   for (int j = 0; j < 16; ++j) {
     qs[j] = static_cast<uint8_t>((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));

@@ -134,7 +134,9 @@ TEST_F(PruneEnsembleTest, StorageFallsWithPAndEveryRepairIsAOneModuleWalk) {
     EXPECT_EQ(swept->blobs, out->plan.n_pruned);
     EXPECT_EQ(StoredBytes(), out->plan.store_bytes_after);
     EXPECT_LE(StoredBytes(), previous);
-    if (p > 0) EXPECT_LT(StoredBytes(), previous);
+    if (p > 0) {
+      EXPECT_LT(StoredBytes(), previous);
+    }
     previous = StoredBytes();
     // Idempotent: a second gc frees nothing; the store verifies.
     auto again = store::Sweep(store_.get());
