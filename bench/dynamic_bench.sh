@@ -16,7 +16,7 @@
 # caches (random weights, 12 blocks of TinyLlama's width: Q8_0 ~600 MB,
 # quantized by `fqpack quantize`), where reading fewer bytes could pay;
 # perplexity means nothing there, so it reports speed and bits only. That
-# part takes several minutes.
+# part takes several minutes; SYNTH_PACK=FILE keeps (or reuses) its pack.
 set -euo pipefail
 BUILD=${1:-build}
 THREADS=${2:-1}
@@ -32,19 +32,31 @@ N_PREDICT=240  # the models' context is 256
 PROMPT="Once upon a time"
 
 json() {  # file, python expression over d
-  python3 -c "import json,sys; d=json.load(open('$1')); print($2)"
+  # A random model's text may end in a partial UTF-8 sequence: read leniently.
+  python3 -c "import json; d=json.loads(open('$1', 'rb').read().decode('utf-8', 'replace')); print($2)"
 }
 
-# Median decode tokens/s over RUNS greedy generations; also leaves the last
-# run's JSON in $WORK/run.json.
-decode() {  # pack, ctx, args...
+# Decode tokens/s of several configurations of one pack: RUNS rounds, each
+# running every configuration once in turn (so a load that drifts during the
+# benchmark touches all of them alike); prints the median of each, one line
+# per configuration, and leaves each configuration's last JSON in
+# $WORK/run.<i>.json.
+decode_all() {  # pack, ctx, then one quoted argument string per configuration
   local pack=$1 ctx=$2; shift 2
-  local rates=()
-  for _ in $(seq "$RUNS"); do
-    "$FQ" -q -t "$THREADS" --json run "$pack" "$@" -p "$PROMPT" -n $N_PREDICT --temp 0 -c "$ctx" > "$WORK/run.json"
-    rates+=("$(json "$WORK/run.json" "d['generated_tokens'] / d['generate_seconds']")")
+  local n=$# i r
+  for ((i = 0; i < n; ++i)); do : > "$WORK/rates.$i"; done
+  for ((r = 0; r < RUNS; ++r)); do
+    i=0
+    for cfg in "$@"; do
+      # shellcheck disable=SC2086
+      "$FQ" -q -t "$THREADS" --json run "$pack" $cfg -p "$PROMPT" -n $N_PREDICT --temp 0 -c "$ctx" > "$WORK/run.$i.json"
+      json "$WORK/run.$i.json" "d['generated_tokens'] / d['generate_seconds']" >> "$WORK/rates.$i"
+      i=$((i + 1))
+    done
   done
-  printf "%s\n" "${rates[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+  for ((i = 0; i < n; ++i)); do
+    sort -g "$WORK/rates.$i" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+  done
 }
 
 bench_model() {  # name, dir, hi, lo, ctx
@@ -68,54 +80,61 @@ bench_model() {  # name, dir, hi, lo, ctx
     printf "%-22s %10.3f %11.0f %7.2fx %10.4f %+8.2f%% %9s\n" "$1" "$2" "$3" \
       "$(python3 -c "print($3/$hi_rate)")" "$4" "$(python3 -c "print(100*($4/$hi_ppl-1))")" "$5"
   }
-  for q in "$hi" "$lo"; do
-    local rate ppl bits
-    rate=$(decode "$pack" "$ctx" --qm "$q")
+  local targets=() configs=("--qm $hi" "--qm $lo") f
+  for f in 0.75 0.5 0.25; do
+    targets+=("$(python3 -c "print(f'{$lob + $f * ($hib - $lob):.4f}')")")
+    configs+=("--dynamic hi=$hi,lo=$lo --target-bits ${targets[-1]}")
+  done
+  local rates
+  mapfile -t rates < <(decode_all "$pack" "$ctx" "${configs[@]}")
+  local i ppl bits share
+  for i in 0 1; do
+    local q=$([[ $i == 0 ]] && echo "$hi" || echo "$lo")
     "$FQ" -q -t "$THREADS" --json ppl "$pack" --qm "$q" --text "$EVAL" -c "$ctx" --chunks "$CHUNKS" > "$WORK/ppl.json"
     ppl=$(json "$WORK/ppl.json" "d['ppl']")
-    bits=$([[ $q == "$hi" ]] && echo "$hib" || echo "$lob")
-    row "static $q" "$bits" "$rate" "$ppl" "-"
+    bits=$([[ $i == 0 ]] && echo "$hib" || echo "$lob")
+    row "static $q" "$bits" "${rates[$i]}" "$ppl" "-"
   done
-  for f in 0.75 0.5 0.25; do
-    local target rate ppl bits share
-    target=$(python3 -c "print($lob + $f * ($hib - $lob))")
-    rate=$(decode "$pack" "$ctx" --dynamic "hi=$hi,lo=$lo" --target-bits "$target")
-    "$FQ" -q -t "$THREADS" --json ppl "$pack" --dynamic "hi=$hi,lo=$lo" --target-bits "$target" --text "$EVAL" \
-      -c "$ctx" --chunks "$CHUNKS" > "$WORK/ppl.json"
+  for i in 0 1 2; do
+    # shellcheck disable=SC2086
+    "$FQ" -q -t "$THREADS" --json ppl "$pack" ${configs[$((i + 2))]} --text "$EVAL" -c "$ctx" --chunks "$CHUNKS" \
+      > "$WORK/ppl.json"
     ppl=$(json "$WORK/ppl.json" "d['ppl']")
     bits=$(json "$WORK/ppl.json" "d['dynamic']['mean_bits']")
     share=$(json "$WORK/ppl.json" "'%.0f%%' % (100 * d['dynamic']['mean_hi_share'])")
-    row "dynamic $(printf %.2f "$target")" "$bits" "$rate" "$ppl" "$share"
+    row "dynamic ${targets[$i]}" "$bits" "${rates[$((i + 2))]}" "$ppl" "$share"
   done
-  echo "   (dynamic resident weights: $(json "$WORK/run.json" "'%d KiB = lo %d KiB + hi copies %d KiB' % (d['dynamic']['resident_bytes'] // 1024, d['dynamic']['lo_bytes'] // 1024, d['dynamic']['hi_copy_bytes'] // 1024)") at the last target)"
+  echo "   (dynamic resident weights at the lowest target: $(json "$WORK/run.4.json" "'%d KiB = lo %d KiB + hi copies %d KiB' % (d['dynamic']['resident_bytes'] // 1024, d['dynamic']['lo_bytes'] // 1024, d['dynamic']['hi_copy_bytes'] // 1024)"))"
 }
 
 bench_model tinystories-3M tinystories-3M Q8_0 Q4_K_M 256
 bench_model stories260K stories260K F16 Q4_K_M 256
 
 if [[ ${SYNTH:-0} == 1 ]]; then
-  store="$WORK/synth-store" pack="$WORK/synth.fqpack"
-  "$FQ" -q synth -o "$WORK/synth.gguf" --embd 2048 --layers 12 --ff 5632 --heads 16 --kv-heads 4 --vocab 512 \
-    --ctx 256 --type F16 > /dev/null
-  "$FQ" -q --store "$store" init > /dev/null
-  "$FQ" -q --store "$store" import --model synth --label F16 "$WORK/synth.gguf" > /dev/null
-  rm "$WORK/synth.gguf"
-  "$FQ" -q -t "$THREADS" --store "$store" quantize --types Q8_0,Q4_K --embed-bits 0 > /dev/null
-  "$FQ" -q -t "$THREADS" --store "$store" calibrate-dynamic --hi Q8_0 --lo Q4_K --calib "$CALIB" -c 64 --tokens 128 \
-    > /dev/null
-  "$FQ" -q --store "$store" pack --qm Q8_0 --qm Q4_K --codec raw -o "$pack" > /dev/null
+  store="$WORK/synth-store" pack=${SYNTH_PACK:-"$WORK/synth.fqpack"}
+  [[ -f $pack ]] || {
+    "$FQ" -q synth -o "$WORK/synth.gguf" --embd 2048 --layers 12 --ff 5632 --heads 16 --kv-heads 4 --vocab 512 \
+      --ctx 256 --type F16 > /dev/null
+    "$FQ" -q --store "$store" init > /dev/null
+    "$FQ" -q --store "$store" import --model synth --label F16 "$WORK/synth.gguf" > /dev/null
+    rm "$WORK/synth.gguf"
+    "$FQ" -q -t "$THREADS" --store "$store" quantize --types Q8_0,Q4_K --embed-bits 0 > /dev/null
+    "$FQ" -q -t "$THREADS" --store "$store" calibrate-dynamic --hi Q8_0 --lo Q4_K --calib "$CALIB" -c 64 --tokens 128 \
+      > /dev/null
+    "$FQ" -q --store "$store" pack --qm Q8_0 --qm Q4_K --codec raw -o "$pack" > /dev/null
+  }
   N_PREDICT=64
   echo "== synthetic 12 x 2048 (random weights): decode $N_PREDICT tokens, median of $RUNS, $THREADS thread(s)"
   printf "%-22s %10s %11s %8s\n" config "bits/w" "decode t/s" "x hi"
-  hi_rate=""
-  for q in Q8_0 Q4_K; do
-    rate=$(decode "$pack" 256 --qm "$q")
-    [[ -z $hi_rate ]] && hi_rate=$rate
-    printf "%-22s %10s %11.1f %7.2fx\n" "static $q" "" "$rate" "$(python3 -c "print($rate/$hi_rate)")"
-  done
-  for target in 7.5 6.5 5.5; do
-    rate=$(decode "$pack" 256 --dynamic hi=Q8_0,lo=Q4_K --target-bits "$target")
-    bits=$(json "$WORK/run.json" "d['dynamic']['mean_bits']")
-    printf "%-22s %10.3f %11.1f %7.2fx\n" "dynamic $target" "$bits" "$rate" "$(python3 -c "print($rate/$hi_rate)")"
+  configs=("--qm Q8_0" "--qm Q4_K")
+  for target in 7.5 6.5 5.5; do configs+=("--dynamic hi=Q8_0,lo=Q4_K --target-bits $target"); done
+  mapfile -t rates < <(decode_all "$pack" 256 "${configs[@]}")
+  for i in "${!configs[@]}"; do
+    if ((i < 2)); then
+      label="static ${configs[$i]#--qm }" bits=$(json "$WORK/run.$i.json" "'-'")
+    else
+      label="dynamic ${configs[$i]##* }" bits=$(json "$WORK/run.$i.json" "'%.3f' % d['dynamic']['mean_bits']")
+    fi
+    printf "%-22s %10s %11.1f %7.2fx\n" "$label" "$bits" "${rates[$i]}" "$(python3 -c "print(${rates[$i]}/${rates[0]})")"
   done
 fi

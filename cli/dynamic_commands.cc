@@ -28,6 +28,20 @@ struct CalibrateDynamicArgs {
   int64_t tokens = 8192;
 };
 
+// The modules of both QMs, each pinned by its own PinQm.
+class PinnedPair : public store::ModuleSource {
+ public:
+  PinnedPair(store::PinnedModules* hi, store::PinnedModules* lo) : hi_(hi), lo_(lo) {}
+  Result<store::ModuleData> Load(const store::ModuleKey& key) override {
+    Result<store::ModuleData> d = hi_->Load(key);
+    return d.ok() || !d.status().IsNotFound() ? d : lo_->Load(key);
+  }
+
+ private:
+  store::PinnedModules* hi_;
+  store::PinnedModules* lo_;
+};
+
 std::string Threshold(double t) { return std::isfinite(t) ? FormatDouble(t, 4) : "never"; }
 
 Status RunCalibrateDynamic(Context& ctx, const CalibrateDynamicArgs& args) {
@@ -63,17 +77,7 @@ Status RunCalibrateDynamic(Context& ctx, const CalibrateDynamicArgs& args) {
     if (InterruptFlag().load()) return Status::Aborted("interrupted");
     return Status::OK();
   };
-  // The hi modules come from the pins; so do the lo ones (PinQm pinned both).
-  struct Both : store::ModuleSource {
-    store::PinnedModules* a;
-    store::PinnedModules* b;
-    Result<store::ModuleData> Load(const store::ModuleKey& key) override {
-      Result<store::ModuleData> d = a->Load(key);
-      return d.ok() ? d : b->Load(key);
-    }
-  } both;
-  both.a = hi.source.get();
-  both.b = lo.source.get();
+  PinnedPair both(hi.source.get(), lo.source.get());
   Result<store::DynamicModelInfo> r =
       runtime::CalibrateDynamic(hi.manifest, lo.manifest, &both, tokens, opts, &pool);
   if (!r.ok()) return r.status().WithContext(args.calib_file);

@@ -27,6 +27,34 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// `text` with every byte that does not start or continue a valid UTF-8
+// sequence replaced by U+FFFD: a model may stop in the middle of a
+// character (or emit stray byte tokens), and a JSON document must be UTF-8.
+std::string ValidUtf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && i + n <= text.size() && !(n == 2 && c < 0xC2) && c <= 0xF4;
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
+    if (ok && n >= 3) {  // no overlong forms, surrogates or code points above U+10FFFF
+      const auto c1 = static_cast<unsigned char>(text[i + 1]);
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0) && !(c == 0xF0 && c1 < 0x90) &&
+           !(c == 0xF4 && c1 >= 0x90);
+    }
+    if (ok) {
+      out.append(text.substr(i, n));
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
 double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -841,7 +869,7 @@ Status RunRun(Context& ctx, const RunArgs& args) {
     w.BeginObject()
         .Key("model").String(src.manifest.model)
         .Key("qm").String(src.manifest.label)
-        .Key("text").String(text)
+        .Key("text").String(ValidUtf8(text))
         .Key("prompt_tokens").Int(r->prompt_tokens)
         .Key("generated_tokens").Int(r->generated)
         .Key("stop").String(runtime::StopReasonName(r->stop))
