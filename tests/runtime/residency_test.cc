@@ -227,10 +227,12 @@ TEST_F(ResidencyTest, MappedPagesFollowTheResidentModules) {
         EXPECT_EQ(mgr->owned_bytes(), footprint);
       }
       // Nothing more stays mapped in the reader's own mapping of the
-      // payloads: compressed pages go back once decoded.
+      // payloads: compressed pages go back once decoded. A fault while
+      // decoding may also map up to one fault-around window (64 KiB on
+      // Linux) of neighbouring cached pages outside the released range.
       auto area = PackPayloadPresentBytes(*pack);
       ASSERT_TRUE(area.ok());
-      EXPECT_LE(*area, opened + 2 * page) << "level " << target;
+      EXPECT_LE(*area, opened + 2 * page + (64 << 10)) << "level " << target;
     }
   }
 }
