@@ -130,6 +130,15 @@ Status RunInfo(Context& ctx, const std::string& path) {
     w.EndArray().EndObject();
     text += "ensemble " + e.name + ": " + std::to_string(eqms.size()) + " EQMs\n" + et.Render("  ");
   }
+  w.EndArray().Key("dynamic").BeginArray();
+  FQ_ASSIGN_OR_RETURN(auto dynamic, reader->DynamicModels());
+  for (const auto& d : dynamic) {
+    w.BeginObject().Key("hi").String(d.hi_label).Key("lo").String(d.lo_label).Key("target_bits").Double(d.target_bits)
+        .Key("calib_bits").Double(d.calib_bits).Key("units").Uint(d.units.size()).EndObject();
+    text += "dynamic precision hi=" + d.hi_label + ",lo=" + d.lo_label + ": " + std::to_string(d.units.size()) +
+            " units, calibrated to " + FormatDouble(d.target_bits, 2) + " bits/weight (" +
+            FormatDouble(d.calib_bits, 2) + " on its calibration text)\n";
+  }
   w.EndArray().EndObject();
   ctx.Print(ctx.json ? w.str() : text);
   return Status::OK();

@@ -224,6 +224,16 @@ Status RunLs(Context& ctx, bool ensembles) {
         .Key("dedup_ratio").Double(dedup);
     std::string ensemble_text;
     if (ensembles) FQ_RETURN_IF_ERROR(ListEnsembles(store.get(), m, &w, &ensemble_text));
+    FQ_ASSIGN_OR_RETURN(std::vector<store::DynamicModelInfo> dynamic, store->ListDynamicModels(m.id));
+    w.Key("dynamic").BeginArray();
+    for (const store::DynamicModelInfo& d : dynamic) {
+      w.BeginObject().Key("hi").String(d.hi_label).Key("lo").String(d.lo_label).Key("target_bits")
+          .Double(d.target_bits).Key("units").Uint(d.units.size()).EndObject();
+      ensemble_text += "  dynamic precision hi=" + d.hi_label + ",lo=" + d.lo_label + " (" +
+                       std::to_string(d.units.size()) + " units, " + FormatDouble(d.target_bits, 2) +
+                       " bits/weight)\n";
+    }
+    w.EndArray();
     w.EndObject();
     text += "model " + m.name + " (" + m.arch + ", " + std::to_string(slots.size()) + " tensors, " +
             std::to_string(qms.size()) + " QMs)\n";

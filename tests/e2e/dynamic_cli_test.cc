@@ -73,6 +73,17 @@ TEST_F(DynamicCliTest, CalibrationMeetsItsTargetAndRanksEveryUnit) {
   }
 }
 
+TEST_F(DynamicCliTest, LsAndInfoListTheDynamicModel) {
+  std::string out;
+  ASSERT_EQ(Fq("ls", &out), 0) << out;
+  EXPECT_NE(out.find("dynamic precision hi=F16,lo=Q4_K_M"), std::string::npos) << out;
+  ASSERT_EQ(Fq("--json info " + tmp_->Join("dyn.fqpack"), &out, false), 0) << out;
+  EXPECT_NE(out.find("\"hi\": \"F16\""), std::string::npos) << out;
+  EXPECT_DOUBLE_EQ(JsonNumber(out, "target_bits"), 12);
+  ASSERT_EQ(Fq("--json info " + tmp_->Join("bare.fqpack"), &out, false), 0) << out;
+  EXPECT_NE(out.find("\"dynamic\": []"), std::string::npos) << out;
+}
+
 TEST_F(DynamicCliTest, PackAndStoreGiveTheSameDynamicPerplexity) {
   std::string from_store, from_pack;
   ASSERT_EQ(Fq("--json ppl --dynamic hi=F16,lo=Q4_K_M" + Eval(), &from_store, false), 0) << from_store;
