@@ -340,6 +340,7 @@ struct DynamicRun {
   std::unique_ptr<runtime::DynamicRunner> runner;
   uint64_t lo_bytes = 0;       // the lo QM's weights, resident
   uint64_t resident_bytes = 0; // lo weights plus the hi copies held next to them
+  uint64_t budget = 0;         // --budget, 0: none
 };
 
 Status ParseDynamicSpec(const std::string& spec, std::string* hi, std::string* lo) {
@@ -366,10 +367,15 @@ Status CheckDynamicArgs(const ModelSourceArgs& source, const DynamicArgs& dyn, c
     if (!std::isnan(dyn.target_bits)) return Status::InvalidArgument("--target-bits goes with --dynamic hi=...,lo=...");
     return Status::OK();
   }
-  if (!source.qm.empty() || source.elastic_flags() || !kl_base.empty()) {
+  ModelSourceArgs others = source;
+  others.budget.clear();  // a budget bounds the hi copies (a .fqpack only)
+  if (!source.qm.empty() || others.elastic_flags() || !kl_base.empty()) {
     return Status::InvalidArgument(
-        "--dynamic runs the two QMs it names; it does not combine with --qm, --eqm, --ensemble, --budget, "
+        "--dynamic runs the two QMs it names; it does not combine with --qm, --eqm, --ensemble, "
         "--budget-trace, --static-ladder, --transitions-json, -b or --kl-base");
+  }
+  if (!source.budget.empty() && source.pack.empty()) {
+    return Status::InvalidArgument("--budget with --dynamic runs a .fqpack file");
   }
   if (!source.pack.empty() && !source.model.empty()) {
     return Status::InvalidArgument("--model picks a model of the store; a .fqpack file holds one model");
@@ -410,6 +416,22 @@ Result<DynamicRun> OpenDynamic(Context& ctx, const ModelSourceArgs& args, const 
     FQ_ASSIGN_OR_RETURN(d.plan, runtime::PlanForTarget(d.info, dargs.target_bits));
   }
   d.lo_bytes = src->manifest.weight_bytes();
+  if (!args.budget.empty()) {
+    // The lo QM, the KV cache and scratch first; the hi copies of the most
+    // sensitive units in what is left.
+    Result<uint64_t> budget = ParseBytes(args.budget);
+    if (!budget.ok()) return Status::InvalidArgument("--budget '" + args.budget + "': " + budget.status().message());
+    const uint64_t floor = d.lo_bytes + src->elastic->overhead().total();
+    if (*budget < floor) {
+      return Status::InvalidArgument("budget " + std::to_string(*budget) + " bytes (" + FormatBytes(*budget) +
+                                     ") is below what --dynamic needs for " + d.lo + " alone: " +
+                                     std::to_string(floor) + " bytes (" + FormatBytes(floor) + "): weights " +
+                                     FormatBytes(d.lo_bytes) + " + KV cache and scratch " +
+                                     FormatBytes(src->elastic->overhead().total()));
+    }
+    runtime::CapPlanHiBytes(d.info, hi, src->manifest, *budget - floor, &d.plan);
+    d.budget = *budget;
+  }
   if (src->elastic != nullptr) {
     runtime::LevelChoice choice;
     choice.qm = d.lo;
@@ -458,6 +480,7 @@ void WriteDynamicJson(JsonWriter* w, const DynamicRun& d, double tokens_per_seco
       .Key("lo_bytes").Uint(d.lo_bytes)
       .Key("hi_copy_bytes").Uint(d.runner->hi_copy_bytes())
       .Key("resident_bytes").Uint(d.resident_bytes)
+      .Key("budget").Uint(d.budget)
       .Key("binds").Int(s.binds)
       .Key("hi_units_histogram").BeginArray();
   // clang-format on
@@ -486,7 +509,10 @@ void NoteDynamic(Context& ctx, const DynamicRun& d, double tokens_per_second) {
   ctx.Note("hi units per token (of " + std::to_string(d.runner->units()) + ", " + std::to_string(d.plan.max_hi) +
            " switchable; mean share " + FormatDouble(100 * s.mean_hi_share(), 1) + "%): " + HiUnitsHistogram(s));
   ctx.Note("resident weights " + FormatBytes(d.resident_bytes) + ": lo " + FormatBytes(d.lo_bytes) + " + hi copies " +
-           FormatBytes(d.runner->hi_copy_bytes()));
+           FormatBytes(d.runner->hi_copy_bytes()) +
+           (d.budget == 0 ? std::string()
+                          : " (budget " + FormatBytes(d.budget) + ": " + std::to_string(d.plan.max_hi) + " of " +
+                                std::to_string(d.runner->units()) + " units may run hi)"));
 }
 
 struct PplArgs {

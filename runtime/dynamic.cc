@@ -135,6 +135,32 @@ DynamicPlan StoredPlan(const store::DynamicModelInfo& m) {
   return plan;
 }
 
+uint64_t UnitHiBytes(const store::ModelManifest& hi, const store::ModelManifest& lo, const std::string& name) {
+  uint64_t bytes = 0;
+  for (size_t p = 0; p < hi.slots.size() && p < lo.slots.size(); ++p) {
+    if (hi.slots[p].key != lo.slots[p].key && DynamicUnitName(hi.slots[p]) == name) bytes += hi.slots[p].bytes;
+  }
+  return bytes;
+}
+
+void CapPlanHiBytes(const store::DynamicModelInfo& m, const store::ModelManifest& hi, const store::ModelManifest& lo,
+                    uint64_t hi_bytes, DynamicPlan* plan) {
+  uint64_t held = 0;
+  int kept = 0;
+  for (size_t u = 0; u < plan->thresholds.size() && u < m.units.size(); ++u) {
+    if (!std::isfinite(plan->thresholds[u])) break;
+    const uint64_t need = UnitHiBytes(hi, lo, m.units[u].name);
+    if (held + need > hi_bytes) {
+      for (size_t v = u; v < plan->thresholds.size(); ++v) plan->thresholds[v] = INFINITY;
+      break;
+    }
+    held += need;
+    ++kept;
+  }
+  plan->max_hi = kept;
+  plan->calib_bits = AverageBits(m, plan->thresholds);
+}
+
 std::string DynamicUnitName(const store::ManifestSlot& slot) {
   return slot.layer >= 0 ? "blk." + std::to_string(slot.layer) : slot.name;
 }

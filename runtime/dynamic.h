@@ -86,6 +86,15 @@ Result<DynamicPlan> PlanForTarget(const store::DynamicModelInfo& m, double targe
 // The plan the model was stored with (its thresholds and target).
 DynamicPlan StoredPlan(const store::DynamicModelInfo& m);
 
+// Under a memory budget the hi copies must fit next to the lo QM: keeps the
+// thresholds of the most sensitive units while their hi modules add up to
+// at most `hi_bytes`, and makes the rest never run hi (max_hi and
+// calib_bits follow). With room for none it is the lo QM.
+void CapPlanHiBytes(const store::DynamicModelInfo& m, const store::ModelManifest& hi,
+                    const store::ModelManifest& lo, uint64_t hi_bytes, DynamicPlan* plan);
+// Bytes of the hi modules of unit `name` (its slots whose modules differ).
+uint64_t UnitHiBytes(const store::ModelManifest& hi, const store::ModelManifest& lo, const std::string& name);
+
 // The unit a slot belongs to: "blk.<layer>" inside the blocks, else the
 // tensor name.
 std::string DynamicUnitName(const store::ManifestSlot& slot);

@@ -84,6 +84,36 @@ TEST_F(DynamicCliTest, LsAndInfoListTheDynamicModel) {
   EXPECT_NE(out.find("\"dynamic\": []"), std::string::npos) << out;
 }
 
+TEST_F(DynamicCliTest, ABudgetHoldsOnlyTheHiCopiesThatFit) {
+  const std::string run = "--json run " + tmp_->Join("dyn.fqpack") +
+                          " --dynamic hi=F16,lo=Q4_K_M --prompt 'Once upon a time' -n 8 --temp 0 --budget ";
+  std::string out;
+  // Too small for the lo QM alone: the error gives the minimum.
+  EXPECT_EQ(Fq(run + "100KB", &out), 2) << out;
+  EXPECT_NE(out.find("below what --dynamic needs for Q4_K_M alone"), std::string::npos) << out;
+  const size_t at = out.find(": ", out.find("alone")) + 2;
+  const uint64_t floor = std::strtoull(out.c_str() + at, nullptr, 10);
+  ASSERT_GT(floor, 0u) << out;
+  double previous_units = -1, previous_bytes = -1;
+  for (uint64_t extra : {uint64_t{0}, uint64_t{150} << 10, uint64_t{350} << 10, uint64_t{8} << 20}) {
+    SCOPED_TRACE("budget = minimum + " + std::to_string(extra));
+    ASSERT_EQ(Fq(run + std::to_string(floor + extra), &out, false), 0) << out;
+    const double units = JsonNumber(out, "switchable_units");
+    const double copies = JsonNumber(out, "hi_copy_bytes");
+    EXPECT_LE(copies, static_cast<double>(extra));
+    EXPECT_EQ(JsonNumber(out, "resident_bytes"), JsonNumber(out, "lo_bytes") + copies);
+    EXPECT_GE(units, previous_units);
+    EXPECT_GE(copies, previous_bytes);
+    if (extra == 0) EXPECT_EQ(units, 0);
+    previous_units = units;
+    previous_bytes = copies;
+  }
+  EXPECT_EQ(previous_units, JsonNumber(out, "units"));  // room for every hi copy
+  // A budget needs the pack: a store QM has no budget to follow.
+  EXPECT_EQ(Fq("run --dynamic hi=F16,lo=Q4_K_M --prompt x -n 1 --budget 1MB", &out), 2) << out;
+  EXPECT_NE(out.find("--budget with --dynamic runs a .fqpack file"), std::string::npos) << out;
+}
+
 TEST_F(DynamicCliTest, PackAndStoreGiveTheSameDynamicPerplexity) {
   std::string from_store, from_pack;
   ASSERT_EQ(Fq("--json ppl --dynamic hi=F16,lo=Q4_K_M" + Eval(), &from_store, false), 0) << from_store;
