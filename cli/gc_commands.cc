@@ -175,7 +175,9 @@ void RegisterGcCommands(CLI::App& app, Context& ctx) {
   rm->callback([&ctx, rm_args] { ctx.action = [&ctx, rm_args] { return RunRm(ctx, *rm_args); }; });
 
   auto gc_args = std::make_shared<GcArgs>();
-  CLI::App* gc = app.add_subcommand("gc", "Delete modules nothing references and files interrupted writes left");
+  CLI::App* gc = app.add_subcommand(
+      "gc", "Delete modules nothing references and files interrupted writes left; with --prune or --cap, first prune "
+            "the modules an ensemble uses least and repair it");
   gc->add_flag("-n,--dry-run", gc_args->dry_run, "Say what would go, delete nothing");
   gc->add_flag("--wait", gc_args->wait, "Wait for writers to finish instead of failing");
   gc->add_option("--prune", gc_args->prune,
