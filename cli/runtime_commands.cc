@@ -869,8 +869,11 @@ Status RunRun(Context& ctx, const RunArgs& args) {
   if (rt != nullptr) {
     // Transition notes go to stderr between streamed pieces of text.
     auto log = LogTransitions(ctx);
+    // On one terminal, a note starts on a line of its own.
+    const bool one_terminal = ::isatty(STDOUT_FILENO) && ::isatty(STDERR_FILENO);
     auto on_transition = [&](const runtime::TransitionRecord& t) {
       std::fflush(stdout);
+      if (one_terminal && !ctx.json && !text.empty() && text.back() != '\n') std::fputc('\n', stderr);
       log(t);
     };
     Result<runtime::ElasticGenerateResult> er = rt->Generate(prompt, opts, src.trace, on_token, on_transition);
