@@ -1,6 +1,6 @@
 // A 4096x4096 quantized matrix for the matmul and quantizer benchmarks, in
 // enough copies (256 MiB in all) that a pass over them streams from memory
-// rather than cache.
+// rather than cache, and the memcpy they are measured against.
 #ifndef FQPACK_BENCH_BENCH_MATRIX_H_
 #define FQPACK_BENCH_BENCH_MATRIX_H_
 
@@ -11,7 +11,10 @@
 #include <random>
 #include <vector>
 
+#include <benchmark/benchmark.h>
+
 #include "runtime/quant/quant.h"
+#include "runtime/thread_pool.h"
 #include "schema/quant_types.h"
 
 namespace fqpack::runtime::bench {
@@ -58,6 +61,34 @@ inline Ring& RingFor(uint32_t type) {
   }
   ring.copies.push_back(std::move(first));
   return ring;
+}
+
+// The baseline: a multi-threaded memcpy of `bytes` from the same kind of
+// ring, reported like the matvecs ("weights" = bytes per second).
+inline void Memcpy(benchmark::State& state, size_t bytes, int threads) {
+  ThreadPool pool(threads);
+  const size_t n_copies = std::max<size_t>(2, (kRingBytes + bytes - 1) / bytes);
+  std::vector<std::unique_ptr<uint8_t[]>> src;
+  for (size_t i = 0; i < n_copies; ++i) {
+    src.push_back(std::make_unique<uint8_t[]>(bytes));
+    std::memset(src.back().get(), static_cast<int>(i), bytes);
+  }
+  auto dst = std::make_unique<uint8_t[]>(bytes);
+  std::memset(dst.get(), 0, bytes);
+  size_t next = 0;
+  // Whole pages per chunk, so threads never share a cache line.
+  const int64_t pages = static_cast<int64_t>((bytes + 4095) / 4096);
+  for (auto _ : state) {
+    const uint8_t* from = src[next++ % n_copies].get();
+    pool.ParallelFor(pages, [&](int64_t p0, int64_t p1) {
+      const size_t begin = static_cast<size_t>(p0) * 4096;
+      const size_t end = std::min(bytes, static_cast<size_t>(p1) * 4096);
+      std::memcpy(dst.get() + begin, from + begin, end - begin);
+    });
+    benchmark::ClobberMemory();
+  }
+  state.counters["weights"] = benchmark::Counter(static_cast<double>(bytes) * state.iterations(),
+                                                 benchmark::Counter::kIsRate);
 }
 
 }  // namespace fqpack::runtime::bench

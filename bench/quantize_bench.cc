@@ -81,31 +81,6 @@ void Batched(benchmark::State& state, uint32_t type, int threads) {
                          benchmark::Counter::kIsRate);
 }
 
-void Memcpy(benchmark::State& state, size_t bytes, int threads) {
-  ThreadPool pool(threads);
-  const size_t n_copies = std::max<size_t>(2, (kRingBytes + bytes - 1) / bytes);
-  std::vector<std::unique_ptr<uint8_t[]>> src;
-  for (size_t i = 0; i < n_copies; ++i) {
-    src.push_back(std::make_unique<uint8_t[]>(bytes));
-    std::memset(src.back().get(), static_cast<int>(i), bytes);
-  }
-  auto dst = std::make_unique<uint8_t[]>(bytes);
-  std::memset(dst.get(), 0, bytes);
-  size_t next = 0;
-  const int64_t pages = static_cast<int64_t>((bytes + 4095) / 4096);
-  for (auto _ : state) {
-    const uint8_t* from = src[next++ % n_copies].get();
-    pool.ParallelFor(pages, [&](int64_t p0, int64_t p1) {
-      const size_t begin = static_cast<size_t>(p0) * 4096;
-      const size_t end = std::min(bytes, static_cast<size_t>(p1) * 4096);
-      std::memcpy(dst.get() + begin, from + begin, end - begin);
-    });
-    benchmark::ClobberMemory();
-  }
-  state.counters["weights"] = benchmark::Counter(static_cast<double>(bytes) * state.iterations(),
-                                                 benchmark::Counter::kIsRate);
-}
-
 void Rtn(benchmark::State& state, uint32_t type) {
   const int64_t rows = 1024;
   const std::vector<float> w = Normal(rows * kCols, 3, 0.02f);
