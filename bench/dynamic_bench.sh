@@ -16,7 +16,9 @@
 # caches (random weights, 12 blocks of TinyLlama's width: Q8_0 ~600 MB,
 # quantized by `fqpack quantize`), where reading fewer bytes could pay;
 # perplexity means nothing there, so it reports speed and bits only. That
-# part takes several minutes; SYNTH_PACK=FILE keeps (or reuses) its pack.
+# part takes several minutes; SYNTH_PACK=FILE keeps (or reuses) its pack,
+# SYNTH_LAYERS sets its blocks (12). MODELS picks the real models
+# ("tinystories-3M stories260K"; empty: none).
 set -euo pipefail
 BUILD=${1:-build}
 THREADS=${2:-1}
@@ -107,13 +109,17 @@ bench_model() {  # name, dir, hi, lo, ctx
   echo "   (dynamic resident weights at the lowest target: $(json "$WORK/run.4.json" "'%d KiB = lo %d KiB + hi copies %d KiB' % (d['dynamic']['resident_bytes'] // 1024, d['dynamic']['lo_bytes'] // 1024, d['dynamic']['hi_copy_bytes'] // 1024)"))"
 }
 
-bench_model tinystories-3M tinystories-3M Q8_0 Q4_K_M 256
-bench_model stories260K stories260K F16 Q4_K_M 256
+for model in ${MODELS-tinystories-3M stories260K}; do
+  case $model in
+    tinystories-3M) bench_model tinystories-3M tinystories-3M Q8_0 Q4_K_M 256 ;;
+    stories260K) bench_model stories260K stories260K F16 Q4_K_M 256 ;;
+  esac
+done
 
 if [[ ${SYNTH:-0} == 1 ]]; then
   store="$WORK/synth-store" pack=${SYNTH_PACK:-"$WORK/synth.fqpack"}
   [[ -f $pack ]] || {
-    "$FQ" -q synth -o "$WORK/synth.gguf" --embd 2048 --layers 12 --ff 5632 --heads 16 --kv-heads 4 --vocab 512 \
+    "$FQ" -q synth -o "$WORK/synth.gguf" --embd 2048 --layers "${SYNTH_LAYERS:-12}" --ff 5632 --heads 16 --kv-heads 4 --vocab 512 \
       --ctx 256 --type F16 > /dev/null
     "$FQ" -q --store "$store" init > /dev/null
     "$FQ" -q --store "$store" import --model synth --label F16 "$WORK/synth.gguf" > /dev/null
@@ -124,7 +130,7 @@ if [[ ${SYNTH:-0} == 1 ]]; then
     "$FQ" -q --store "$store" pack --qm Q8_0 --qm Q4_K --codec raw -o "$pack" > /dev/null
   }
   N_PREDICT=64
-  echo "== synthetic 12 x 2048 (random weights): decode $N_PREDICT tokens, median of $RUNS, $THREADS thread(s)"
+  echo "== synthetic ${SYNTH_LAYERS:-12} x 2048 (random weights): decode $N_PREDICT tokens, median of $RUNS, $THREADS thread(s)"
   printf "%-22s %10s %11s %8s\n" config "bits/w" "decode t/s" "x hi"
   configs=("--qm Q8_0" "--qm Q4_K")
   for target in 7.5 6.5 5.5; do configs+=("--dynamic hi=Q8_0,lo=Q4_K --target-bits $target"); done
