@@ -108,6 +108,9 @@ struct ModelSourceArgs {
 struct ModelSource {
   std::unique_ptr<store::Store> store;  // owns the ModuleSource below
   store::ModuleSource* modules = nullptr;
+  // A QM of the store: its module files, pinned when the manifest was read,
+  // so a gc sweeping meanwhile cannot take them away.
+  std::shared_ptr<store::PinnedModules> pinned;
   store::ModelManifest manifest;
   std::string display;  // "stories260K/Q4_K_M"
   // A .fqpack: the runtime that holds its levels, model and session.
@@ -223,8 +226,10 @@ Result<ModelSource> ResolveModelSource(Context& ctx, const ModelSourceArgs& args
     }
     label = qms[0].label;
   }
-  FQ_ASSIGN_OR_RETURN(src.manifest, src.store->QmManifest(m.name, label));
-  src.modules = src.store.get();
+  FQ_ASSIGN_OR_RETURN(store::PinnedModel pinned, src.store->PinQm(m.name, label));
+  src.manifest = std::move(pinned.manifest);
+  src.pinned = std::move(pinned.source);
+  src.modules = src.pinned.get();
   src.display = m.name + "/" + src.manifest.label;
   return src;
 }
