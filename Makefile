@@ -8,7 +8,7 @@ JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 FQPACK    := $(BUILD)/cli/fqpack
 # Debian packages fqpack builds and tests with.
 DEBS      := cmake make g++ pkg-config libsqlite3-dev libzstd-dev libxxhash-dev libeigen3-dev \
-             libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev zstd xxhash
+             libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev zstd xxhash python3
 
 .PHONY: demo test deps build bench clean format
 
