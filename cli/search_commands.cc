@@ -238,8 +238,8 @@ Status RunReport(Context& ctx, const ReportArgs& args) {
   out += "\n\nstatic QMs\n";
   Table st({"QM", "bits/w", "footprint", "ppl"}, "lrrr");
   for (const search::StaticPoint& s : r.statics) {
-    st.AddRow({s.label, FormatDouble(s.bits_per_weight, 2), FormatBytes(s.footprint),
-               PplCell(s.evaluated, s.eval_ppl)});
+    st.AddRow({s.label + (s.partial ? " (partial)" : ""), FormatDouble(s.bits_per_weight, 2),
+               FormatBytes(s.footprint), s.partial ? "pruned" : PplCell(s.evaluated, s.eval_ppl)});
   }
   out += st.Render("  ");
   for (const search::EnsembleReport& e : r.ensembles) {

@@ -304,6 +304,7 @@ Result<Report> BuildReport(store::Store* store, const std::string& model_name,
     sp.label = label;
     sp.footprint = qm.weight_bytes;
     sp.bits_per_weight = qm.bits_per_weight;
+    sp.partial = qm.partial;
     report.statics.push_back(sp);
   }
   std::sort(report.statics.begin(), report.statics.end(),
@@ -473,6 +474,7 @@ std::string ReportJson(const Report& report) {
   for (const StaticPoint& s : report.statics) {
     w.BeginObject().Key("label").String(s.label).Key("footprint").Uint(s.footprint);
     w.Key("bits_per_weight").Double(s.bits_per_weight);
+    if (s.partial) w.Key("partial").Bool(true);
     if (s.evaluated) w.Key("eval_ppl").Double(s.eval_ppl).Key("eval_ppl_err").Double(s.eval_ppl_err);
     w.EndObject();
   }

@@ -84,6 +84,7 @@ struct StaticPoint {
   std::string label;
   uint64_t footprint = 0;
   double bits_per_weight = 0;
+  bool partial = false;  // gc --prune took some of its modules: it cannot run
   bool evaluated = false;
   double eval_ppl = NAN;
   double eval_ppl_err = NAN;

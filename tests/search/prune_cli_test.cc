@@ -95,6 +95,8 @@ TEST_F(PruneCliTest, DryRunSaysWhatWouldGoAndChangesNothing) {
   EXPECT_LT(StoredBytes(), before);
   ASSERT_EQ(Fq("ls", &out), 0);
   EXPECT_NE(out.find("(partial)"), std::string::npos) << out;
+  ASSERT_EQ(Fq("--json report --model tiny --no-eval", &out), 0) << out;
+  EXPECT_NE(out.find("\"partial\": true"), std::string::npos) << out;
   ASSERT_EQ(Fq("verify", &out), 0) << out;
   // A second gc frees nothing.
   ASSERT_EQ(Fq("--json gc", &out), 0) << out;
