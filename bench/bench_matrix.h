@@ -1,6 +1,7 @@
 // A 4096x4096 quantized matrix for the matmul and quantizer benchmarks, in
 // enough copies (256 MiB in all) that a pass over them streams from memory
-// rather than cache, and the memcpy they are measured against.
+// rather than cache; the matvec and batched matmul over it, and the memcpy
+// they are measured against.
 #ifndef FQPACK_BENCH_BENCH_MATRIX_H_
 #define FQPACK_BENCH_BENCH_MATRIX_H_
 
@@ -13,6 +14,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include "runtime/matmul.h"
 #include "runtime/quant/quant.h"
 #include "runtime/thread_pool.h"
 #include "schema/quant_types.h"
@@ -89,6 +91,48 @@ inline void Memcpy(benchmark::State& state, size_t bytes, int threads) {
   }
   state.counters["weights"] = benchmark::Counter(static_cast<double>(bytes) * state.iterations(),
                                                  benchmark::Counter::kIsRate);
+}
+
+// Gaussian activations (or weights), reproducible from `seed`.
+inline std::vector<float> Normal(int64_t n, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& v : x) v = normal(rng);
+  return x;
+}
+
+// One activation row through the ring: decode speed.
+inline void MatVec(benchmark::State& state, uint32_t type, int threads) {
+  ThreadPool pool(threads);
+  Ring& ring = RingFor(type);
+  const std::vector<float> x = Normal(kCols, 2);
+  std::vector<float> y(kRows);
+  for (auto _ : state) {
+    const WeightView w{type, kCols, kRows, ring.Next(), ring.row_bytes};
+    MatMul(w, x.data(), 1, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["weights"] = benchmark::Counter(
+      static_cast<double>(MatrixBytes(type)) * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+// kBatchTokens rows at once: prompt-processing speed.
+inline void Batched(benchmark::State& state, uint32_t type, int threads) {
+  ThreadPool pool(threads);
+  Ring& ring = RingFor(type);
+  const std::vector<float> x = Normal(kCols * kBatchTokens, 2);
+  std::vector<float> y(kRows * kBatchTokens);
+  for (auto _ : state) {
+    const WeightView w{type, kCols, kRows, ring.Next(), ring.row_bytes};
+    MatMul(w, x.data(), kBatchTokens, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["macs"] =
+      benchmark::Counter(static_cast<double>(kRows * kCols * kBatchTokens) * state.iterations(),
+                         benchmark::Counter::kIsRate);
 }
 
 }  // namespace fqpack::runtime::bench

@@ -32,48 +32,7 @@
 namespace fqpack::runtime {
 namespace {
 
-using namespace bench;  // kRows, kCols, kBatchTokens, RingFor
-
-std::vector<float> Activations(int64_t n) {
-  std::mt19937 rng(2);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(n);
-  for (float& v : x) v = normal(rng);
-  return x;
-}
-
-void MatVec(benchmark::State& state, uint32_t type, int threads) {
-  ThreadPool pool(threads);
-  Ring& ring = RingFor(type);
-  const std::vector<float> x = Activations(kCols);
-  std::vector<float> y(kRows);
-  for (auto _ : state) {
-    const WeightView w{type, kCols, kRows, ring.Next(), ring.row_bytes};
-    MatMul(w, x.data(), 1, y.data(), &pool);
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["weights"] = benchmark::Counter(
-      static_cast<double>(MatrixBytes(type)) * state.iterations(), benchmark::Counter::kIsRate);
-}
-
-void Batched(benchmark::State& state, uint32_t type, int threads) {
-  ThreadPool pool(threads);
-  Ring& ring = RingFor(type);
-  const std::vector<float> x = Activations(kCols * kBatchTokens);
-  std::vector<float> y(kRows * kBatchTokens);
-  for (auto _ : state) {
-    const WeightView w{type, kCols, kRows, ring.Next(), ring.row_bytes};
-    MatMul(w, x.data(), kBatchTokens, y.data(), &pool);
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["macs"] =
-      benchmark::Counter(static_cast<double>(kRows * kCols * kBatchTokens) * state.iterations(),
-                         benchmark::Counter::kIsRate);
-  state.counters["weights"] = benchmark::Counter(
-      static_cast<double>(MatrixBytes(type)) * state.iterations(), benchmark::Counter::kIsRate);
-}
+using namespace bench;  // the matrix ring, MatVec, Batched, Memcpy
 
 void RegisterAll() {
   const QType types[] = {QType::kF32,  QType::kF16,    QType::kBF16, QType::kQ8_0, QType::kQ6_K,

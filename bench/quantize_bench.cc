@@ -40,46 +40,7 @@
 namespace fqpack::runtime {
 namespace {
 
-using namespace bench;  // kRows, kCols, kBatchTokens, RingFor
-
-std::vector<float> Normal(int64_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, sigma);
-  std::vector<float> x(static_cast<size_t>(n));
-  for (float& v : x) v = normal(rng);
-  return x;
-}
-
-void MatVec(benchmark::State& state, uint32_t type, int threads) {
-  ThreadPool pool(threads);
-  Ring& ring = RingFor(type);
-  const std::vector<float> x = Normal(kCols, 2);
-  std::vector<float> y(kRows);
-  for (auto _ : state) {
-    const WeightView w{type, kCols, kRows, ring.Next(), ring.row_bytes};
-    MatMul(w, x.data(), 1, y.data(), &pool);
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["weights"] = benchmark::Counter(
-      static_cast<double>(MatrixBytes(type)) * state.iterations(), benchmark::Counter::kIsRate);
-}
-
-void Batched(benchmark::State& state, uint32_t type, int threads) {
-  ThreadPool pool(threads);
-  Ring& ring = RingFor(type);
-  const std::vector<float> x = Normal(kCols * kBatchTokens, 2);
-  std::vector<float> y(kRows * kBatchTokens);
-  for (auto _ : state) {
-    const WeightView w{type, kCols, kRows, ring.Next(), ring.row_bytes};
-    MatMul(w, x.data(), kBatchTokens, y.data(), &pool);
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["macs"] =
-      benchmark::Counter(static_cast<double>(kRows * kCols * kBatchTokens) * state.iterations(),
-                         benchmark::Counter::kIsRate);
-}
+using namespace bench;  // the matrix ring, MatVec, Batched, Memcpy
 
 void Rtn(benchmark::State& state, uint32_t type) {
   const int64_t rows = 1024;

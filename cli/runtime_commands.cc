@@ -264,6 +264,28 @@ Status CheckInterrupt() {
   return Status::OK();
 }
 
+// llama-perplexity's chunking of `n_tokens` tokens (at most `chunks`, -1:
+// all), with a progress bar over the chunks that also polls Ctrl-C.
+struct PplPlan {
+  runtime::PerplexityOptions opts;
+  std::unique_ptr<Progress> progress;
+};
+PplPlan PlanPerplexity(Context& ctx, const runtime::Tokenizer& tok, size_t n_tokens, int64_t n_ctx, int64_t chunks,
+                       const std::string& display, bool show_progress = true) {
+  PplPlan plan;
+  plan.opts.n_ctx = n_ctx;
+  plan.opts.bos = tok.add_bos() ? tok.bos() : -1;
+  plan.opts.max_chunks = chunks;
+  const int64_t total = std::min<int64_t>(static_cast<int64_t>(n_tokens) / n_ctx, chunks < 0 ? INT64_MAX : chunks);
+  plan.progress = std::make_unique<Progress>("perplexity " + display, static_cast<uint64_t>(total),
+                                             show_progress && ctx.ShowProgress());
+  plan.opts.progress = [bar = plan.progress.get()](int64_t done, int64_t) {
+    bar->Update(static_cast<uint64_t>(done));
+    return CheckInterrupt();
+  };
+  return plan;
+}
+
 // Elastic runs log each transition on stderr as it happens.
 runtime::TransitionCallback LogTransitions(Context& ctx) {
   return [&ctx](const runtime::TransitionRecord& t) { ctx.Note("transition " + runtime::DescribeTransition(t)); };
@@ -549,23 +571,13 @@ Status RunPplDynamic(Context& ctx, const PplArgs& args) {
   FQ_ASSIGN_OR_RETURN(Bytes text, ReadFileBytes(ctx.env, args.text_file));
   const std::vector<int32_t> tokens =
       tok.Encode(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);
-  runtime::PerplexityOptions opts;
-  opts.n_ctx = n_ctx;
-  opts.bos = tok.add_bos() ? tok.bos() : -1;
-  opts.max_chunks = args.chunks;
-  const int64_t total = std::min<int64_t>(static_cast<int64_t>(tokens.size()) / n_ctx,
-                                          args.chunks < 0 ? INT64_MAX : args.chunks);
-  Progress progress("perplexity " + src.display, static_cast<uint64_t>(total), ctx.ShowProgress());
-  opts.progress = [&](int64_t done, int64_t) {
-    progress.Update(static_cast<uint64_t>(done));
-    return CheckInterrupt();
-  };
+  PplPlan plan = PlanPerplexity(ctx, tok, tokens.size(), n_ctx, args.chunks, src.display);
   d.runner->ResetStats();
   const Clock::time_point t0 = Clock::now();
-  Result<runtime::PerplexityResult> r = runtime::DynamicPerplexity(session, d.runner.get(), tokens, opts);
+  Result<runtime::PerplexityResult> r = runtime::DynamicPerplexity(session, d.runner.get(), tokens, plan.opts);
   if (!r.ok()) return r.status().WithContext(args.text_file);
   const double secs = SecondsSince(t0);
-  progress.Finish();
+  plan.progress->Finish();
   const double tps = static_cast<double>(d.runner->stats().tokens) / std::max(secs, 1e-9);
   if (ctx.json) {
     JsonWriter w(true);
@@ -624,23 +636,12 @@ Status RunPpl(Context& ctx, const PplArgs& args) {
       tok.Encode(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);
   const double tokenize_seconds = SecondsSince(t_tok);
 
-  runtime::PerplexityOptions opts;
-  opts.n_ctx = n_ctx;
-  opts.bos = tok.add_bos() ? tok.bos() : -1;
-  opts.max_chunks = args.chunks;
-  const int64_t total = std::min<int64_t>(static_cast<int64_t>(tokens.size()) / n_ctx,
-                                          args.chunks < 0 ? INT64_MAX : args.chunks);
-  Progress progress("perplexity " + src.display, static_cast<uint64_t>(total), ctx.ShowProgress());
-  opts.progress = [&](int64_t done, int64_t) {
-    progress.Update(static_cast<uint64_t>(done));
-    return CheckInterrupt();
-  };
+  PplPlan plan = PlanPerplexity(ctx, tok, tokens.size(), n_ctx, args.chunks, src.display);
   const Clock::time_point t0 = Clock::now();
-  Result<runtime::PerplexityResult> r =
-      runtime::Perplexity(*model, tokens, opts, &pool, base.get());
+  Result<runtime::PerplexityResult> r = runtime::Perplexity(*model, tokens, plan.opts, &pool, base.get());
   if (!r.ok()) return r.status().WithContext(args.text_file);
   const double secs = SecondsSince(t0);
-  progress.Finish();
+  plan.progress->Finish();
 
   if (ctx.json) {
     JsonWriter w(true);
@@ -712,33 +713,23 @@ Status RunPplPack(Context& ctx, const PplArgs& args) {
   const std::vector<int32_t> tokens = rt->tokenizer().Encode(
       std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);
   const double tokenize_seconds = SecondsSince(t_tok);
-  const int64_t total = std::min<int64_t>(static_cast<int64_t>(tokens.size()) / n_ctx,
-                                          args.chunks < 0 ? INT64_MAX : args.chunks);
-  Progress progress("perplexity " + src.display, static_cast<uint64_t>(total),
-                    ctx.ShowProgress() && src.trace.empty());
-  auto on_progress = [&](int64_t done, int64_t) {
-    progress.Update(static_cast<uint64_t>(done));
-    return CheckInterrupt();
-  };
+  // Transition notes would tear a progress bar: none with a trace.
+  PplPlan plan = PlanPerplexity(ctx, rt->tokenizer(), tokens.size(), n_ctx, args.chunks, src.display,
+                                src.trace.empty());
   const Clock::time_point t0 = Clock::now();
   runtime::ElasticPerplexityResult er;
   if (base != nullptr) {
-    runtime::PerplexityOptions opts;
-    opts.n_ctx = n_ctx;
-    opts.bos = rt->tokenizer().add_bos() ? rt->tokenizer().bos() : -1;
-    opts.max_chunks = args.chunks;
-    opts.progress = on_progress;
-    Result<runtime::PerplexityResult> r = runtime::Perplexity(*rt->model(), tokens, opts, &pool, base.get());
+    Result<runtime::PerplexityResult> r = runtime::Perplexity(*rt->model(), tokens, plan.opts, &pool, base.get());
     if (!r.ok()) return r.status().WithContext(args.text_file);
     er.total = *r;
   } else {
     Result<runtime::ElasticPerplexityResult> r =
-        rt->Perplexity(tokens, args.chunks, src.trace, on_progress, LogTransitions(ctx));
+        rt->Perplexity(tokens, args.chunks, src.trace, plan.opts.progress, LogTransitions(ctx));
     if (!r.ok()) return r.status().WithContext(args.text_file);
     er = std::move(*r);
   }
   const double secs = SecondsSince(t0);
-  progress.Finish();
+  plan.progress->Finish();
   FQ_RETURN_IF_ERROR(WriteTransitionsFile(ctx, args.source.transitions_json, er.transitions));
   const runtime::PerplexityResult& r = er.total;
   if (ctx.json) {

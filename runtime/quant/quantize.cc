@@ -64,6 +64,18 @@ int CodeOf(float x, float scale, float min, int max_code) {
   return RoundClamped((x + min) / scale, 0, max_code);
 }
 
+// Q3_K and Q6_K: the scale of each 16-weight sub-block maps its largest
+// magnitude to `code_min`, and the block's fp16 super-scale d (returned,
+// stored in *d_out) maps the largest of those scales to `sub_min`; the
+// sub-scales are then RoundClamped(*iscale * scale[s]).
+float SignedSubScales(const float* src, float code_min, float sub_min, float scale[16], float* iscale,
+                      uint16_t* d_out) {
+  for (int s = 0; s < 16; ++s) scale[s] = SignedAbsMax(src + 16 * s, 16) / code_min;
+  const float max_scale = SignedAbsMax(scale, 16);
+  *iscale = max_scale != 0 ? sub_min / max_scale : 0;
+  return HalfRound(*iscale != 0 ? 1 / *iscale : 0, d_out);
+}
+
 }  // namespace
 
 // ---- Activation types.
@@ -271,12 +283,8 @@ void QuantizeRowQ3_K(const float* src, uint8_t* dst, int64_t n) {
   auto* y = reinterpret_cast<BlockQ3_K*>(dst);
   for (int64_t i = 0; i < n / kQKK; ++i, src += kQKK) {
     std::memset(&y[i], 0, sizeof(BlockQ3_K));
-    // Per sub-block, the largest magnitude maps to code -4.
-    float scale[16];
-    for (int s = 0; s < 16; ++s) scale[s] = SignedAbsMax(src + 16 * s, 16) / -4;
-    const float max_scale = SignedAbsMax(scale, 16);
-    const float iscale = max_scale != 0 ? -32 / max_scale : 0;
-    const float d = HalfRound(iscale != 0 ? 1 / iscale : 0, &y[i].d);
+    float scale[16], iscale;
+    const float d = SignedSubScales(src, -4, -32, scale, &iscale, &y[i].d);
     for (int s = 0; s < 16; ++s) {
       const int l = RoundClamped(iscale * scale[s], -32, 31);
       const int v = l + 32;
@@ -371,11 +379,8 @@ void QuantizeRowQ6_K(const float* src, uint8_t* dst, int64_t n) {
   auto* y = reinterpret_cast<BlockQ6_K*>(dst);
   for (int64_t i = 0; i < n / kQKK; ++i, src += kQKK) {
     std::memset(&y[i], 0, sizeof(BlockQ6_K));
-    float scale[16];
-    for (int s = 0; s < 16; ++s) scale[s] = SignedAbsMax(src + 16 * s, 16) / -32;
-    const float max_scale = SignedAbsMax(scale, 16);
-    const float iscale = max_scale != 0 ? -128 / max_scale : 0;
-    const float d = HalfRound(iscale != 0 ? 1 / iscale : 0, &y[i].d);
+    float scale[16], iscale;
+    const float d = SignedSubScales(src, -32, -128, scale, &iscale, &y[i].d);
     for (int s = 0; s < 16; ++s) {
       const int l = RoundClamped(iscale * scale[s], -128, 127);
       y[i].scales[s] = static_cast<int8_t>(l);
