@@ -166,13 +166,8 @@ Status ListEnsembles(Store* store, const store::ModelInfo& m, JsonWriter* w, std
     }
     std::string how;
     for (const char* key : {"metric", "stem", "branch", "tokens"}) {
-      const std::string needle = std::string("\"") + key + "\":";
-      const size_t at = e.params_json.find(needle);
-      if (at == std::string::npos) continue;
-      size_t end = e.params_json.find_first_of(",}", at);
-      std::string v = e.params_json.substr(at + needle.size(), end - at - needle.size());
-      v.erase(std::remove(v.begin(), v.end(), '"'), v.end());
-      how += (how.empty() ? "" : " ") + std::string(key) + "=" + v;
+      const std::string v = search::JsonScalar(e.params_json, key);
+      if (!v.empty()) how += (how.empty() ? "" : " ") + std::string(key) + "=" + v;
     }
     table.AddRow({e.name, lib, std::to_string(eqms.size()), FormatBytes(hi) + ".." + FormatBytes(lo),
                   FormatBytes(static_cast<uint64_t>(steps.median)), how, e.created_at});

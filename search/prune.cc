@@ -7,22 +7,8 @@
 namespace fqpack::search {
 namespace {
 
-// The raw text of `key`'s value in a flat JSON object written by
-// SearchParamsJson (numbers, strings without escapes, booleans).
-std::string ParamValue(const std::string& json, const std::string& key) {
-  const std::string needle = "\"" + key + "\":";
-  const size_t at = json.find(needle);
-  if (at == std::string::npos) return "";
-  size_t begin = at + needle.size();
-  size_t end = json.find_first_of(",}", begin);
-  if (end == std::string::npos) end = json.size();
-  std::string v = json.substr(begin, end - begin);
-  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-  return v;
-}
-
 Result<int64_t> IntParam(const std::string& json, const std::string& key) {
-  const std::string v = ParamValue(json, key);
+  const std::string v = JsonScalar(json, key);
   char* end = nullptr;
   const long long n = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || end == nullptr || *end != '\0') {
@@ -87,7 +73,7 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
   } else {
     FQ_ASSIGN_OR_RETURN(out.plan, store::PlanPrune(store, ensemble, request.fraction));
   }
-  out.metric = ParamValue(ensemble.params_json, "metric");
+  out.metric = JsonScalar(ensemble.params_json, "metric");
 
   // The quality at the library's footprints, before.
   FQ_ASSIGN_OR_RETURN(std::vector<std::string> labels, ParseStringArray(ensemble.library_json));
@@ -119,7 +105,7 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
     req.low = labels.back();
     req.mids.assign(labels.begin() + 1, labels.end() - 1);
     req.name = ensemble.name;
-    req.include_embed = ParamValue(ensemble.params_json, "include_embed") == "true";
+    req.include_embed = JsonScalar(ensemble.params_json, "include_embed") == "true";
     FQ_ASSIGN_OR_RETURN(req.calib_text, CalibText(store, ensemble.id));
     FQ_ASSIGN_OR_RETURN(req.tokens, IntParam(ensemble.params_json, "tokens"));
     FQ_ASSIGN_OR_RETURN(req.n_ctx, IntParam(ensemble.params_json, "n_ctx"));

@@ -190,6 +190,18 @@ Bytes BlankEndOfText(ByteSpan text) {
   return out;
 }
 
+std::string JsonScalar(const std::string& json, const std::string& key) {
+  const std::string needle = "\"" + key + "\":";
+  const size_t at = json.find(needle);
+  if (at == std::string::npos) return "";
+  size_t begin = at + needle.size();
+  size_t end = json.find_first_of(",}", begin);
+  if (end == std::string::npos) end = json.size();
+  std::string v = json.substr(begin, end - begin);
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  return v;
+}
+
 Result<std::vector<std::string>> ParseStringArray(const std::string& json) {
   std::vector<std::string> out;
   size_t i = 0;
