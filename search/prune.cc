@@ -50,22 +50,9 @@ const Point* AtOrBelow(const std::vector<Point>& points, uint64_t footprint) {
 
 Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& request) {
   FQ_ASSIGN_OR_RETURN(store::ModelInfo model, store->ResolveModel(request.model));
-  store::EnsembleInfo ensemble;
-  if (!request.ensemble.empty()) {
-    Result<store::EnsembleInfo> e = store->FindEnsemble(model.id, request.ensemble);
-    if (!e.ok()) return e.status().WithContext("model '" + model.name + "'");
-    ensemble = *e;
-  } else {
-    FQ_ASSIGN_OR_RETURN(std::vector<store::EnsembleInfo> all, store->ListEnsembles(model.id));
-    if (all.empty()) {
-      return Status::NotFound("model '" + model.name +
-                              "' has no ensemble to prune for (build one with `fqpack search`)");
-    }
-    ensemble = all.back();
-    for (const store::EnsembleInfo& e : all) {
-      if (e.id > ensemble.id) ensemble = e;
-    }
-  }
+  Result<store::EnsembleInfo> found = store->FindEnsemble(model.id, request.ensemble);  // "": the newest
+  if (!found.ok()) return found.status().WithContext("model '" + model.name + "'");
+  const store::EnsembleInfo ensemble = *found;
 
   PruneOutcome out;
   if (request.cap > 0) {
