@@ -12,7 +12,12 @@
 
 #include "schema/env.h"
 #include "schema/status.h"
+#include "cli/output.h"
 #include "store/store.h"
+
+namespace fqpack::search {
+struct SearchProgress;
+}  // namespace fqpack::search
 
 namespace fqpack::cli {
 
@@ -53,6 +58,23 @@ void RegisterDynamicCommands(CLI::App& app, Context& ctx);
 // `fqpack export FILE.fqpack --eqm K | --qm LABEL -o OUT.gguf` (runtime_commands.cc).
 Status ExportPackGguf(Context& ctx, const std::string& pack, const std::string& ensemble, int eqm,
                       const std::string& qm, const std::string& out);
+
+// Progress of a FlexQuant search (search and gc --prune's repair): one bar
+// per phase, sensitivity then tree search, each labelled `prefix` + phase.
+// Update is the SearchOptions::progress callback (search_commands.cc).
+class SearchBars {
+ public:
+  SearchBars(const Context& ctx, std::string prefix) : ctx_(ctx), prefix_(std::move(prefix)) {}
+  ~SearchBars() { Finish(); }
+  void Update(const search::SearchProgress& p);
+  void Finish();
+
+ private:
+  const Context& ctx_;
+  std::string prefix_;
+  int phase_ = -1;
+  std::unique_ptr<Progress> bar_;
+};
 
 // Runs the command line; returns the process exit code.
 int Main(int argc, char** argv);

@@ -66,21 +66,11 @@ Status RunPrune(Context& ctx, store::Store* store, const GcArgs& args, JsonWrite
     if (*cap == 0) return Status::InvalidArgument("--cap must be more than 0 bytes");
     req.cap = *cap;
   }
-  std::unique_ptr<Progress> bar;
-  int phase = -1;
+  SearchBars bars(ctx, "repair: ");
   req.cancelled = [] { return InterruptFlag().load(); };
-  req.progress = [&](const search::SearchProgress& p) {
-    using Phase = search::SearchProgress::Phase;
-    if (static_cast<int>(p.phase) != phase) {
-      if (bar) bar->Finish();
-      phase = static_cast<int>(p.phase);
-      bar = std::make_unique<Progress>(p.phase == Phase::kSensitivity ? "repair: sensitivity" : "repair: search",
-                                       static_cast<uint64_t>(p.total), ctx.ShowProgress());
-    }
-    bar->Update(static_cast<uint64_t>(p.done));
-  };
+  req.progress = [&bars](const search::SearchProgress& p) { bars.Update(p); };
   Result<search::PruneOutcome> r = search::PruneEnsemble(store, req);
-  if (bar) bar->Finish();
+  bars.Finish();
   if (!r.ok()) {
     if (r.status().IsAborted()) return Status::Aborted("gc interrupted during the repair; the store is unchanged");
     return r.status();

@@ -30,21 +30,11 @@ Status RunSearch(Context& ctx, SearchArgs args) {
   req.reuse = !args.no_reuse;
   FQ_ASSIGN_OR_RETURN(auto store, ctx.OpenStore());
 
-  std::unique_ptr<Progress> sens_bar, search_bar;
+  SearchBars bars(ctx, "");
   req.search.cancelled = [] { return InterruptFlag().load(); };
-  req.search.progress = [&](const search::SearchProgress& p) {
-    using Phase = search::SearchProgress::Phase;
-    std::unique_ptr<Progress>& bar = p.phase == Phase::kSensitivity ? sens_bar : search_bar;
-    if (bar == nullptr) {
-      if (p.phase == Phase::kSearch && sens_bar != nullptr) sens_bar->Finish();
-      bar = std::make_unique<Progress>(p.phase == Phase::kSensitivity ? "sensitivity" : "search",
-                                       static_cast<uint64_t>(p.total), ctx.ShowProgress());
-    }
-    bar->Update(static_cast<uint64_t>(p.done));
-  };
+  req.search.progress = [&bars](const search::SearchProgress& p) { bars.Update(p); };
   Result<search::SearchOutcome> r = search::SearchEnsemble(store.get(), req);
-  if (sens_bar) sens_bar->Finish();
-  if (search_bar) search_bar->Finish();
+  bars.Finish();
   if (!r.ok()) {
     if (r.status().IsAborted()) {
       return Status::Aborted("search interrupted; nothing was written to the store");
@@ -288,6 +278,21 @@ Status RunReport(Context& ctx, const ReportArgs& args) {
 }
 
 }  // namespace
+
+void SearchBars::Update(const search::SearchProgress& p) {
+  if (static_cast<int>(p.phase) != phase_) {
+    Finish();
+    phase_ = static_cast<int>(p.phase);
+    const char* what = p.phase == search::SearchProgress::Phase::kSensitivity ? "sensitivity" : "search";
+    bar_ = std::make_unique<Progress>(prefix_ + what, static_cast<uint64_t>(p.total), ctx_.ShowProgress());
+  }
+  bar_->Update(static_cast<uint64_t>(p.done));
+}
+
+void SearchBars::Finish() {
+  if (bar_ != nullptr) bar_->Finish();
+  bar_.reset();
+}
 
 void RegisterSearchCommands(CLI::App& app, Context& ctx) {
   auto sa = std::make_shared<SearchArgs>();
