@@ -159,14 +159,14 @@ Status ListEnsembles(Store* store, const store::ModelInfo& m, JsonWriter* w, std
         .Key("calib_sha256").String(e.calib_sha256)
         .Key("created_at").String(e.created_at)
         .EndObject();
-    Result<std::vector<std::string>> labels = search::ParseStringArray(e.library_json);
+    Result<std::vector<std::string>> labels = ParseJsonStringArray(e.library_json, "library");
     std::string lib;
     if (labels.ok()) {
       for (const std::string& l : *labels) lib += (lib.empty() ? "" : ">") + l;
     }
     std::string how;
     for (const char* key : {"metric", "stem", "branch", "tokens"}) {
-      const std::string v = search::JsonScalar(e.params_json, key);
+      const std::string v = JsonMember(e.params_json, key);
       if (!v.empty()) how += (how.empty() ? "" : " ") + std::string(key) + "=" + v;
     }
     table.AddRow({e.name, lib, std::to_string(eqms.size()), FormatBytes(hi) + ".." + FormatBytes(lo),
@@ -264,11 +264,12 @@ Status RunVerifyPack(Context& ctx, const std::string& path) {
   Result<pack::PackVerifyReport> r = pack::VerifyPack(ctx.env, path, [&](size_t done, size_t total) {
     progress.Update(done * 1000 / std::max<size_t>(total, 1));
   });
-  // A pack that does not even open is one problem, reported like the others.
+  // A pack that does not even open is one problem: for a script, reported
+  // like the others (--json); for a person, one line naming the defect.
   pack::PackVerifyReport report;
   if (r.ok()) {
     report = *r;
-  } else if (r.status().IsCorruption()) {
+  } else if (r.status().IsCorruption() && ctx.json) {
     report.errors.push_back(r.status().message());
   } else {
     return r.status();

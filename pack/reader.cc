@@ -59,28 +59,25 @@ Status PackReader::Validate() {
     Result<store::ModuleKey> key = store::ModuleKey::FromHex(st.ColumnText(0));
     if (!key.ok()) return corrupt("bad module key '" + st.ColumnText(0) + "'");
     p.key = *key;
-    p.desc.qtype = static_cast<uint32_t>(st.ColumnInt(1));
-    p.desc.n_dims = static_cast<uint32_t>(st.ColumnInt(2));
-    for (int d = 0; d < 4; ++d) p.desc.ne[d] = static_cast<uint64_t>(st.ColumnInt(3 + d));
+    const int64_t ne[4] = {st.ColumnInt(3), st.ColumnInt(4), st.ColumnInt(5), st.ColumnInt(6)};
+    p.desc = store::ModuleDescFromRow(st.ColumnInt(1), st.ColumnInt(2), ne);
     const int64_t raw = st.ColumnInt(7), stored = st.ColumnInt(8), offset = st.ColumnInt(10);
     const std::string codec = st.ColumnText(9);
     const std::string what = "module " + p.key.Hex();
-    if (p.desc.n_dims < 1 || p.desc.n_dims > 4) return corrupt(what + ": bad dimensions");
-    for (uint64_t ne : p.desc.ne) {
-      if (ne == 0 || ne > (1ull << 40)) return corrupt(what + ": bad shape");
-    }
-    Result<uint64_t> expect = p.desc.nbytes();
-    if (!expect.ok() || raw < 0 || static_cast<uint64_t>(raw) != *expect) {
-      return corrupt(what + ": size " + std::to_string(raw) + " does not match its type and shape");
-    }
-    if (st.ColumnIsNull(10) || offset < 0 || stored < 0) return corrupt(what + ": no payload offset");
+    Status row_ok = store::CheckModuleRow(p.desc, raw, what);
+    if (!row_ok.ok()) return corrupt(row_ok.message());
+    if (st.ColumnIsNull(10) || !NonNegative(offset, &p.offset)) return corrupt(what + ": no payload offset");
+    if (!NonNegative(stored, &p.stored_bytes)) return corrupt(what + ": negative stored size");
     if (codec != "raw" && codec != "zstd") return corrupt(what + ": unknown codec '" + codec + "'");
     p.raw_bytes = static_cast<uint64_t>(raw);
-    p.offset = static_cast<uint64_t>(offset);
-    p.stored_bytes = static_cast<uint64_t>(stored);
     p.zstd = codec == "zstd";
     if (!p.zstd && p.stored_bytes != p.raw_bytes) return corrupt(what + ": raw payload of the wrong size");
-    if (p.offset < prev_end || p.stored_bytes > footer_.payload_end || p.offset > footer_.payload_end - p.stored_bytes) {
+    uint64_t max_raw = 0;
+    if (p.zstd && CheckedMul(p.stored_bytes, store::kZstdMaxExpansion, &max_raw) && p.raw_bytes > max_raw) {
+      return corrupt(what + ": " + std::to_string(p.raw_bytes) + " bytes cannot come from a zstd payload of " +
+                     std::to_string(p.stored_bytes));
+    }
+    if (p.offset < prev_end || !RangeInside(p.offset, p.stored_bytes, footer_.payload_end)) {
       return corrupt(what + ": payload [" + std::to_string(p.offset) + ", +" + std::to_string(p.stored_bytes) +
                      ") overlaps another or lies outside the payload area");
     }

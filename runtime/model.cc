@@ -126,12 +126,12 @@ Result<LlamaHparams> ReadLlamaHparams(const gguf::Metadata& md, std::string_view
   }
   LlamaHparams hp;
   const gguf::Value* tokens = md.Find("tokenizer.ggml.tokens");
-  if (tokens == nullptr || tokens->type != gguf::ValueType::kArray || tokens->array.empty()) {
+  if (tokens == nullptr || tokens->type != gguf::ValueType::kArray || tokens->size() == 0) {
     return Status::InvalidArgument(std::string(what) +
                                    ": metadata has no tokenizer.ggml.tokens array, so the "
                                    "vocabulary size is unknown");
   }
-  hp.n_vocab = static_cast<int64_t>(tokens->array.size());
+  hp.n_vocab = static_cast<int64_t>(tokens->size());
   FQ_ASSIGN_OR_RETURN(hp.n_embd, GetDim(md, "llama.embedding_length", kMaxDim, what));
   FQ_ASSIGN_OR_RETURN(hp.n_layer, GetDim(md, "llama.block_count", kMaxLayers, what));
   FQ_ASSIGN_OR_RETURN(hp.n_ff, GetDim(md, "llama.feed_forward_length", kMaxDim, what));

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "schema/checked.h"
+
 namespace fqpack {
 
 using Bytes = std::vector<uint8_t>;
@@ -120,24 +122,6 @@ class ByteReader {
   ByteSpan data_;
   size_t pos_ = 0;
 };
-
-// Rounds v up to a multiple of align (align > 0); false on overflow.
-inline bool AlignUp(uint64_t v, uint64_t align, uint64_t* out) {
-  uint64_t rem = v % align;
-  if (rem == 0) {
-    *out = v;
-    return true;
-  }
-  uint64_t add = align - rem;
-  if (v > UINT64_MAX - add) return false;
-  *out = v + add;
-  return true;
-}
-
-// out = a*b; false when that would overflow.
-inline bool CheckedMul(uint64_t a, uint64_t b, uint64_t* out) {
-  return !__builtin_mul_overflow(a, b, out);
-}
 
 }  // namespace fqpack
 

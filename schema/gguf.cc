@@ -1,6 +1,7 @@
 #include "schema/gguf.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <numeric>
 #include <unordered_set>
@@ -14,175 +15,51 @@ namespace {
 // parser reject an absurd count before reserving memory for it.
 uint64_t MinEncodedSize(ValueType t) {
   switch (t) {
-    case ValueType::kU8:
-    case ValueType::kI8:
-    case ValueType::kBool:
-      return 1;
-    case ValueType::kU16:
-    case ValueType::kI16:
-      return 2;
-    case ValueType::kU32:
-    case ValueType::kI32:
-    case ValueType::kF32:
-      return 4;
-    case ValueType::kU64:
-    case ValueType::kI64:
-    case ValueType::kF64:
     case ValueType::kString:  // the u64 length
       return 8;
     case ValueType::kArray:  // elem type + count
       return 12;
+    default:
+      return ScalarSize(t);
   }
-  return 1;
 }
 
 bool ValidValueType(uint32_t t) { return t <= static_cast<uint32_t>(ValueType::kF64); }
 
-class Parser {
- public:
-  Parser(ByteSpan bytes, std::string_view name) : r_(bytes), name_(name) {}
-
-  ByteReader& reader() { return r_; }
-
-  Status Error(std::string_view what) const {
-    return Status::Corruption(std::string(name_) + ": offset " + std::to_string(r_.pos()) + ": " +
-                              std::string(what));
+// Decodes one little-endian scalar of type t at p into a Value.
+Value DecodeScalar(ValueType t, const uint8_t* p) {
+  switch (t) {
+    case ValueType::kU8:
+    case ValueType::kBool:
+      return Value::Uint(t, p[0]);
+    case ValueType::kI8:
+      return Value::Int(t, static_cast<int8_t>(p[0]));
+    case ValueType::kU16:
+      return Value::Uint(t, DecodeU16(p));
+    case ValueType::kI16:
+      return Value::Int(t, static_cast<int16_t>(DecodeU16(p)));
+    case ValueType::kU32:
+      return Value::Uint(t, DecodeU32(p));
+    case ValueType::kI32:
+      return Value::Int(t, static_cast<int32_t>(DecodeU32(p)));
+    case ValueType::kU64:
+      return Value::Uint(t, DecodeU64(p));
+    case ValueType::kI64:
+      return Value::Int(t, static_cast<int64_t>(DecodeU64(p)));
+    case ValueType::kF32:
+      return Value::Float(t, std::bit_cast<float>(DecodeU32(p)));
+    case ValueType::kF64:
+      return Value::Float(t, std::bit_cast<double>(DecodeU64(p)));
+    case ValueType::kString:
+    case ValueType::kArray:
+      break;
   }
+  return Value();
+}
 
-  Status ReadString(std::string* out, std::string_view what) {
-    uint64_t len;
-    if (!r_.ReadU64(&len)) return Error(std::string("truncated length of ") + std::string(what));
-    if (len > r_.remaining()) {
-      return Error(std::string(what) + " length " + std::to_string(len) + " exceeds the " +
-                   std::to_string(r_.remaining()) + " bytes left");
-    }
-    r_.ReadString(static_cast<size_t>(len), out);
-    return Status::OK();
-  }
-
-  Status ReadValue(ValueType type, Value* out, int depth, const std::string& key) {
-    out->type = type;
-    bool ok = true;
-    switch (type) {
-      case ValueType::kU8:
-      case ValueType::kBool: {
-        uint8_t v = 0;
-        ok = r_.ReadU8(&v);
-        out->u = v;
-        if (ok && type == ValueType::kBool && v > 1) {
-          return Error("key '" + key + "': bool value " + std::to_string(v) + " is not 0 or 1");
-        }
-        break;
-      }
-      case ValueType::kI8: {
-        uint8_t v = 0;
-        ok = r_.ReadU8(&v);
-        out->i = static_cast<int8_t>(v);
-        break;
-      }
-      case ValueType::kU16: {
-        uint16_t v = 0;
-        ok = r_.ReadU16(&v);
-        out->u = v;
-        break;
-      }
-      case ValueType::kI16: {
-        uint16_t v = 0;
-        ok = r_.ReadU16(&v);
-        out->i = static_cast<int16_t>(v);
-        break;
-      }
-      case ValueType::kU32: {
-        uint32_t v = 0;
-        ok = r_.ReadU32(&v);
-        out->u = v;
-        break;
-      }
-      case ValueType::kI32: {
-        uint32_t v = 0;
-        ok = r_.ReadU32(&v);
-        out->i = static_cast<int32_t>(v);
-        break;
-      }
-      case ValueType::kU64: {
-        ok = r_.ReadU64(&out->u);
-        break;
-      }
-      case ValueType::kI64: {
-        uint64_t v = 0;
-        ok = r_.ReadU64(&v);
-        out->i = static_cast<int64_t>(v);
-        break;
-      }
-      case ValueType::kF32: {
-        float v = 0;
-        ok = r_.ReadF32(&v);
-        out->f = v;
-        break;
-      }
-      case ValueType::kF64: {
-        ok = r_.ReadF64(&out->f);
-        break;
-      }
-      case ValueType::kString:
-        return ReadString(&out->str, "string value of key '" + key + "'");
-      case ValueType::kArray: {
-        if (depth >= kMaxArrayDepth) return Error("key '" + key + "': arrays nested too deeply");
-        uint32_t et;
-        uint64_t n;
-        if (!r_.ReadU32(&et) || !r_.ReadU64(&n)) return Error("key '" + key + "': truncated array header");
-        if (!ValidValueType(et)) {
-          return Error("key '" + key + "': unknown array element type " + std::to_string(et));
-        }
-        out->elem_type = static_cast<ValueType>(et);
-        uint64_t min_bytes;
-        if (!CheckedMul(n, MinEncodedSize(out->elem_type), &min_bytes) || min_bytes > r_.remaining()) {
-          return Error("key '" + key + "': array of " + std::to_string(n) +
-                       " elements cannot fit in the " + std::to_string(r_.remaining()) + " bytes left");
-        }
-        out->array.resize(static_cast<size_t>(n));
-        for (uint64_t j = 0; j < n; ++j) {
-          FQ_RETURN_IF_ERROR(ReadValue(out->elem_type, &out->array[j], depth + 1, key));
-        }
-        return Status::OK();
-      }
-    }
-    if (!ok) return Error("key '" + key + "': truncated " + ValueTypeName(type) + " value");
-    return Status::OK();
-  }
-
-  Status ReadMetadata(uint64_t n_kv, Metadata* md) {
-    // A key/value is at least an 8-byte key length, a 4-byte type and a
-    // 1-byte value.
-    uint64_t min_bytes;
-    if (!CheckedMul(n_kv, 13, &min_bytes) || min_bytes > r_.remaining()) {
-      return Error("metadata count " + std::to_string(n_kv) + " cannot fit in the " +
-                   std::to_string(r_.remaining()) + " bytes left");
-    }
-    md->entries.reserve(static_cast<size_t>(n_kv));
-    std::unordered_set<std::string> seen;
-    for (uint64_t k = 0; k < n_kv; ++k) {
-      KeyValue kv;
-      FQ_RETURN_IF_ERROR(ReadString(&kv.key, "metadata key #" + std::to_string(k)));
-      if (!seen.insert(kv.key).second) return Error("duplicate metadata key '" + kv.key + "'");
-      uint32_t t;
-      if (!r_.ReadU32(&t)) return Error("key '" + kv.key + "': truncated value type");
-      if (!ValidValueType(t)) {
-        return Error("key '" + kv.key + "': unknown value type " + std::to_string(t));
-      }
-      FQ_RETURN_IF_ERROR(ReadValue(static_cast<ValueType>(t), &kv.value, 0, kv.key));
-      md->entries.push_back(std::move(kv));
-    }
-    return Status::OK();
-  }
-
- private:
-  ByteReader r_;
-  std::string_view name_;
-};
-
-void EncodeValue(const Value& v, Bytes* out) {
-  switch (v.type) {
+// Appends the little-endian bytes of scalar v (of type t).
+void EncodeScalar(ValueType t, const Value& v, Bytes* out) {
+  switch (t) {
     case ValueType::kU8:
     case ValueType::kBool:
       PutU8(out, static_cast<uint8_t>(v.u));
@@ -215,13 +92,186 @@ void EncodeValue(const Value& v, Bytes* out) {
       PutF64(out, v.f);
       break;
     case ValueType::kString:
+    case ValueType::kArray:
+      break;
+  }
+}
+
+class Parser {
+ public:
+  Parser(ByteSpan bytes, std::string_view name)
+      : r_(bytes), name_(name), limit_(bytes.size() * kParseBytesPerInputByte + kParseSlackBytes) {}
+
+  ByteReader& reader() { return r_; }
+
+  Status Error(std::string_view what) const {
+    return Status::Corruption(std::string(name_) + ": offset " + std::to_string(r_.pos()) + ": " +
+                              std::string(what));
+  }
+
+  // Charges an allocation of count * elem_bytes against the parse's limit
+  // (kParseBytesPerInputByte per byte of input).
+  Status Charge(uint64_t count, uint64_t elem_bytes, std::string_view what) {
+    if (limit_.Charge(count, elem_bytes)) return Status::OK();
+    return Error(std::string(what) + " would need more memory than a file of " +
+                 std::to_string(r_.size()) + " bytes may ask for");
+  }
+
+  Status ReadString(std::string* out, std::string_view what) {
+    uint64_t len;
+    if (!r_.ReadU64(&len)) return Error(std::string("truncated length of ") + std::string(what));
+    if (len > r_.remaining()) {
+      return Error(std::string(what) + " length " + std::to_string(len) + " exceeds the " +
+                   std::to_string(r_.remaining()) + " bytes left");
+    }
+    FQ_RETURN_IF_ERROR(Charge(len, 1, what));
+    if (!r_.ReadString(static_cast<size_t>(len), out)) return Error(std::string("truncated ") + std::string(what));
+    return Status::OK();
+  }
+
+  Status ReadArray(Value* out, int depth, const std::string& key) {
+    if (depth >= kMaxArrayDepth) return Error("key '" + key + "': arrays nested too deeply");
+    uint32_t et;
+    uint64_t n;
+    if (!r_.ReadU32(&et) || !r_.ReadU64(&n)) return Error("key '" + key + "': truncated array header");
+    if (!ValidValueType(et)) {
+      return Error("key '" + key + "': unknown array element type " + std::to_string(et));
+    }
+    out->elem_type = static_cast<ValueType>(et);
+    uint64_t min_bytes;
+    if (!CheckedMul(n, MinEncodedSize(out->elem_type), &min_bytes) || min_bytes > r_.remaining()) {
+      return Error("key '" + key + "': array of " + std::to_string(n) +
+                   " elements cannot fit in the " + std::to_string(r_.remaining()) + " bytes left");
+    }
+    // From here n elements are known to fit in the bytes left, so each
+    // reservation below is bounded by the input, not by the count.
+    const size_t count = static_cast<size_t>(n);
+    switch (out->elem_type) {
+      case ValueType::kString: {
+        FQ_RETURN_IF_ERROR(Charge(n, sizeof(uint64_t), "key '" + key + "': string array"));
+        out->ends.reserve(count);
+        for (size_t k = 0; k < count; ++k) {
+          uint64_t len;
+          if (!r_.ReadU64(&len)) return Error("key '" + key + "': truncated string array");
+          ByteSpan s;
+          if (len > r_.remaining() || !r_.ReadSpan(static_cast<size_t>(len), &s)) {
+            return Error("key '" + key + "': string #" + std::to_string(k) + " of length " +
+                         std::to_string(len) + " exceeds the " + std::to_string(r_.remaining()) +
+                         " bytes left");
+          }
+          FQ_RETURN_IF_ERROR(Charge(s.size(), 1, "key '" + key + "': string array"));
+          out->chars.append(reinterpret_cast<const char*>(s.data()), s.size());
+          out->ends.push_back(out->chars.size());
+        }
+        return Status::OK();
+      }
+      case ValueType::kArray: {
+        FQ_RETURN_IF_ERROR(Charge(n, sizeof(Value), "key '" + key + "': array of arrays"));
+        out->arrays.resize(count);
+        for (Value& a : out->arrays) {
+          a.type = ValueType::kArray;
+          FQ_RETURN_IF_ERROR(ReadArray(&a, depth + 1, key));
+        }
+        return Status::OK();
+      }
+      default: {
+        ByteSpan raw;
+        if (!r_.ReadSpan(count * ScalarSize(out->elem_type), &raw)) {
+          return Error("key '" + key + "': truncated array");
+        }
+        FQ_RETURN_IF_ERROR(Charge(raw.size(), 1, "key '" + key + "': array"));
+        if (out->elem_type == ValueType::kBool) {
+          for (size_t k = 0; k < raw.size(); ++k) {
+            if (raw[k] > 1) {
+              return Error("key '" + key + "': bool element #" + std::to_string(k) + " is " +
+                           std::to_string(raw[k]) + ", not 0 or 1");
+            }
+          }
+        }
+        out->scalars.assign(raw.begin(), raw.end());
+        return Status::OK();
+      }
+    }
+  }
+
+  Status ReadValue(ValueType type, Value* out, const std::string& key) {
+    out->type = type;
+    if (type == ValueType::kString) return ReadString(&out->str, "string value of key '" + key + "'");
+    if (type == ValueType::kArray) return ReadArray(out, 0, key);
+    ByteSpan raw;
+    if (!r_.ReadSpan(ScalarSize(type), &raw)) {
+      return Error("key '" + key + "': truncated " + ValueTypeName(type) + " value");
+    }
+    *out = DecodeScalar(type, raw.data());
+    if (type == ValueType::kBool && out->u > 1) {
+      return Error("key '" + key + "': bool value " + std::to_string(out->u) + " is not 0 or 1");
+    }
+    return Status::OK();
+  }
+
+  Status ReadMetadata(uint64_t n_kv, Metadata* md) {
+    // A key/value is at least an 8-byte key length, a 4-byte type and a
+    // 1-byte value.
+    uint64_t min_bytes;
+    if (!CheckedMul(n_kv, 13, &min_bytes) || min_bytes > r_.remaining()) {
+      return Error("metadata count " + std::to_string(n_kv) + " cannot fit in the " +
+                   std::to_string(r_.remaining()) + " bytes left");
+    }
+    FQ_RETURN_IF_ERROR(Charge(n_kv, sizeof(KeyValue), "metadata"));
+    md->entries.reserve(static_cast<size_t>(n_kv));
+    std::unordered_set<std::string> seen;
+    for (uint64_t k = 0; k < n_kv; ++k) {
+      KeyValue kv;
+      FQ_RETURN_IF_ERROR(ReadString(&kv.key, "metadata key #" + std::to_string(k)));
+      if (!seen.insert(kv.key).second) return Error("duplicate metadata key '" + kv.key + "'");
+      uint32_t t;
+      if (!r_.ReadU32(&t)) return Error("key '" + kv.key + "': truncated value type");
+      if (!ValidValueType(t)) {
+        return Error("key '" + kv.key + "': unknown value type " + std::to_string(t));
+      }
+      FQ_RETURN_IF_ERROR(ReadValue(static_cast<ValueType>(t), &kv.value, kv.key));
+      md->entries.push_back(std::move(kv));
+    }
+    return Status::OK();
+  }
+
+ private:
+  ByteReader r_;
+  std::string_view name_;
+  AllocationLimit limit_;
+};
+
+void EncodeArrayBody(const Value& v, Bytes* out) {
+  PutU32(out, static_cast<uint32_t>(v.elem_type));
+  PutU64(out, v.size());
+  switch (v.elem_type) {
+    case ValueType::kString:
+      for (size_t k = 0; k < v.ends.size(); ++k) {
+        const std::string_view s = v.StringAt(k);
+        PutU64(out, s.size());
+        PutString(out, s);
+      }
+      break;
+    case ValueType::kArray:
+      for (const Value& a : v.arrays) EncodeArrayBody(a, out);
+      break;
+    default:
+      PutRaw(out, v.scalars.data(), v.scalars.size());
+      break;
+  }
+}
+
+void EncodeValue(const Value& v, Bytes* out) {
+  switch (v.type) {
+    case ValueType::kString:
       PutU64(out, v.str.size());
       PutString(out, v.str);
       break;
     case ValueType::kArray:
-      PutU32(out, static_cast<uint32_t>(v.elem_type));
-      PutU64(out, v.array.size());
-      for (const Value& e : v.array) EncodeValue(e, out);
+      EncodeArrayBody(v, out);
+      break;
+    default:
+      EncodeScalar(v.type, v, out);
       break;
   }
 }
@@ -281,12 +331,78 @@ Value Value::String(std::string v) {
   x.str = std::move(v);
   return x;
 }
-Value Value::Array(ValueType elem_type, std::vector<Value> items) {
+Value Value::Array(ValueType elem_type, const std::vector<Value>& items) {
   Value x;
   x.type = ValueType::kArray;
   x.elem_type = elem_type;
-  x.array = std::move(items);
+  for (const Value& e : items) x.Push(e);
   return x;
+}
+
+size_t ScalarSize(ValueType t) {
+  switch (t) {
+    case ValueType::kU8:
+    case ValueType::kI8:
+    case ValueType::kBool:
+      return 1;
+    case ValueType::kU16:
+    case ValueType::kI16:
+      return 2;
+    case ValueType::kU32:
+    case ValueType::kI32:
+    case ValueType::kF32:
+      return 4;
+    case ValueType::kU64:
+    case ValueType::kI64:
+    case ValueType::kF64:
+      return 8;
+    case ValueType::kString:
+    case ValueType::kArray:
+      return 0;
+  }
+  return 0;
+}
+
+size_t Value::size() const {
+  switch (elem_type) {
+    case ValueType::kString:
+      return ends.size();
+    case ValueType::kArray:
+      return arrays.size();
+    default:
+      return scalars.size() / ScalarSize(elem_type);
+  }
+}
+
+std::string_view Value::StringAt(size_t k) const {
+  const size_t begin = k == 0 ? 0 : static_cast<size_t>(ends[k - 1]);
+  return std::string_view(chars).substr(begin, static_cast<size_t>(ends[k]) - begin);
+}
+
+Value Value::At(size_t k) const {
+  switch (elem_type) {
+    case ValueType::kString:
+      return String(std::string(StringAt(k)));
+    case ValueType::kArray:
+      return arrays[k];
+    default:
+      return DecodeScalar(elem_type, scalars.data() + k * ScalarSize(elem_type));
+  }
+}
+
+void Value::Push(const Value& element) {
+  switch (elem_type) {
+    case ValueType::kString:
+      chars += element.str;
+      ends.push_back(chars.size());
+      break;
+    case ValueType::kArray:
+      arrays.push_back(element);
+      break;
+    default:
+      EncodeScalar(elem_type, element, &scalars);
+      break;
+  }
 }
 
 bool Value::is_integer() const {
@@ -415,20 +531,22 @@ Result<std::vector<std::string>> Metadata::GetStringArray(std::string_view key) 
     return WrongType(key, *v, "an array of strings");
   }
   std::vector<std::string> out;
-  out.reserve(v->array.size());
-  for (const Value& e : v->array) out.push_back(e.str);
+  out.reserve(v->size());
+  for (size_t k = 0; k < v->size(); ++k) out.emplace_back(v->StringAt(k));
   return out;
 }
 
 Result<std::vector<float>> Metadata::GetFloatArray(std::string_view key) const {
   const Value* v = Find(key);
   if (v == nullptr) return Missing(key);
-  if (v->type != ValueType::kArray) return WrongType(key, *v, "an array of numbers");
+  if (v->type != ValueType::kArray || ScalarSize(v->elem_type) == 0 || v->elem_type == ValueType::kBool) {
+    return WrongType(key, *v, "an array of numbers");
+  }
   std::vector<float> out;
-  out.reserve(v->array.size());
-  for (const Value& e : v->array) {
-    double d;
-    if (!e.AsDouble(&d)) return WrongType(key, *v, "an array of numbers");
+  out.reserve(v->size());
+  for (size_t k = 0; k < v->size(); ++k) {
+    double d = 0;
+    if (!v->At(k).AsDouble(&d)) return WrongType(key, *v, "an array of numbers");
     out.push_back(static_cast<float>(d));
   }
   return out;
@@ -437,12 +555,14 @@ Result<std::vector<float>> Metadata::GetFloatArray(std::string_view key) const {
 Result<std::vector<int64_t>> Metadata::GetIntArray(std::string_view key) const {
   const Value* v = Find(key);
   if (v == nullptr) return Missing(key);
-  if (v->type != ValueType::kArray) return WrongType(key, *v, "an array of integers");
+  if (v->type != ValueType::kArray || ScalarSize(v->elem_type) == 0) {
+    return WrongType(key, *v, "an array of integers");
+  }
   std::vector<int64_t> out;
-  out.reserve(v->array.size());
-  for (const Value& e : v->array) {
-    int64_t d;
-    if (!e.AsInt(&d)) return WrongType(key, *v, "an array of integers");
+  out.reserve(v->size());
+  for (size_t k = 0; k < v->size(); ++k) {
+    int64_t d = 0;
+    if (!v->At(k).AsInt(&d)) return WrongType(key, *v, "an array of integers");
     out.push_back(d);
   }
   return out;
@@ -465,6 +585,19 @@ std::string TensorInfo::ShapeString() const {
     s += std::to_string(ne[d]);
   }
   return s;
+}
+
+Result<uint64_t> AlignmentOf(const Metadata& md) {
+  const Value* a = md.Find("general.alignment");
+  if (a == nullptr) return kDefaultAlignment;
+  uint64_t align;
+  if (!a->AsUint(&align) || a->type != ValueType::kU32) {
+    return Status::Corruption("general.alignment must be a uint32");
+  }
+  if (align == 0 || (align & (align - 1)) != 0) {
+    return Status::Corruption("general.alignment " + std::to_string(align) + " is not a power of two");
+  }
+  return align;
 }
 
 Result<Metadata> ParseMetadata(ByteSpan kv, uint64_t n_kv, std::string_view name) {
@@ -519,26 +652,21 @@ Result<Header> ParseFile(ByteSpan file, std::string_view name) {
   FQ_RETURN_IF_ERROR(p.ReadMetadata(h.n_kv, &h.metadata));
   h.kv_end = r.pos();
 
-  if (const Value* a = h.metadata.Find("general.alignment")) {
-    uint64_t align;
-    if (!a->AsUint(&align) || a->type != ValueType::kU32) {
-      return p.Error("general.alignment must be a uint32");
-    }
-    if (align == 0 || (align & (align - 1)) != 0) {
-      return p.Error("general.alignment " + std::to_string(align) + " is not a power of two");
-    }
-    h.alignment = align;
-  }
+  Result<uint64_t> alignment = AlignmentOf(h.metadata);
+  if (!alignment.ok()) return p.Error(alignment.status().message());
+  h.alignment = *alignment;
 
-  if (n_tensors * 32 > r.remaining()) {
+  if (!CheckedMul(n_tensors, 32, &min_tensor_bytes) || min_tensor_bytes > r.remaining()) {
     return p.Error("tensor count " + std::to_string(n_tensors) + " cannot fit in the " +
                    std::to_string(r.remaining()) + " bytes left");
   }
+  FQ_RETURN_IF_ERROR(p.Charge(n_tensors, sizeof(TensorInfo), "tensor infos"));
   h.tensors.reserve(static_cast<size_t>(n_tensors));
   std::unordered_set<std::string> names;
   for (uint64_t t = 0; t < n_tensors; ++t) {
     TensorInfo ti;
     FQ_RETURN_IF_ERROR(p.ReadString(&ti.name, "name of tensor #" + std::to_string(t)));
+    FQ_RETURN_IF_ERROR(p.Charge(ti.name.size(), 2, "tensor names"));  // the name and its copy in `names`
     const std::string where = "tensor '" + ti.name + "'";
     if (!names.insert(ti.name).second) return p.Error("duplicate " + where);
     if (!r.ReadU32(&ti.n_dims)) return p.Error(where + ": truncated n_dims");
@@ -571,7 +699,10 @@ Result<Header> ParseFile(ByteSpan file, std::string_view name) {
   h.header_end = r.pos();
   if (!AlignUp(h.header_end, h.alignment, &h.data_offset)) return p.Error("data offset overflows");
 
-  // Every tensor inside the file, none overlapping another.
+  // Every tensor inside the file, none overlapping another. The data
+  // section is [data_offset, file size); each tensor's range is checked
+  // against it by subtraction, so no sum of file-supplied numbers can wrap.
+  const uint64_t data_size = h.data_offset <= file.size() ? file.size() - h.data_offset : 0;
   std::vector<size_t> order(h.tensors.size());
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(),
@@ -580,19 +711,17 @@ Result<Header> ParseFile(ByteSpan file, std::string_view name) {
   const TensorInfo* prev = nullptr;
   for (size_t idx : order) {
     const TensorInfo& ti = h.tensors[idx];
-    if (ti.offset > UINT64_MAX - h.data_offset - ti.nbytes ||
-        h.data_offset + ti.offset + ti.nbytes > file.size()) {
-      return Status::Corruption(std::string(name) + ": tensor '" + ti.name + "': data [" +
-                                std::to_string(h.data_offset + ti.offset) + ", " +
-                                std::to_string(h.data_offset + ti.offset + ti.nbytes) +
-                                ") runs past the end of the file (" + std::to_string(file.size()) +
-                                " bytes): truncated?");
+    if (h.data_offset > file.size() || !RangeInside(ti.offset, ti.nbytes, data_size)) {
+      return Status::Corruption(std::string(name) + ": tensor '" + ti.name + "': data at offset " +
+                                std::to_string(ti.offset) + " of the data section, " +
+                                std::to_string(ti.nbytes) + " bytes, runs past the end of the file (" +
+                                std::to_string(file.size()) + " bytes): truncated?");
     }
     if (prev != nullptr && ti.offset < prev_end) {
       return Status::Corruption(std::string(name) + ": tensor '" + ti.name + "' overlaps tensor '" +
                                 prev->name + "'");
     }
-    prev_end = ti.offset + ti.nbytes;
+    prev_end = ti.offset + ti.nbytes;  // <= data_size: checked just above
     prev = &ti;
   }
   return h;
@@ -614,7 +743,8 @@ Status AssignOffsets(FileSpec* spec) {
   for (TensorInfo& ti : spec->tensors) {
     FQ_ASSIGN_OR_RETURN(ti.nbytes, TensorBytes(ti.type, std::span(ti.ne.data(), ti.n_dims)));
     ti.offset = offset;
-    if (!AlignUp(offset + ti.nbytes, spec->alignment, &offset)) {
+    uint64_t end;
+    if (!CheckedAdd(offset, ti.nbytes, &end) || !AlignUp(end, spec->alignment, &offset)) {
       return Status::InvalidArgument("GGUF data section overflows");
     }
   }
@@ -639,15 +769,17 @@ Bytes EncodeHeader(const FileSpec& spec) {
   // The data section starts aligned; a file without tensors has none, and
   // llama.cpp does not pad it.
   if (!spec.tensors.empty()) {
-    uint64_t padded = 0;
-    AlignUp(out.size(), spec.alignment, &padded);
-    out.resize(padded, 0);
+    uint64_t padded = out.size();
+    if (AlignUp(out.size(), spec.alignment, &padded)) out.resize(padded, 0);
   }
   return out;
 }
 
 Status WriteFile(WritableFile* file, const FileSpec& spec,
                  const std::function<Result<ByteSpan>(size_t index)>& tensor_data) {
+  if (spec.alignment == 0 || (spec.alignment & (spec.alignment - 1)) != 0) {
+    return Status::InvalidArgument("GGUF alignment " + std::to_string(spec.alignment) + " is not a power of two");
+  }
   Bytes header = EncodeHeader(spec);
   FQ_RETURN_IF_ERROR(file->Append(header));
   std::vector<size_t> order(spec.tensors.size());
@@ -683,7 +815,9 @@ Status WriteFile(WritableFile* file, const FileSpec& spec,
   uint64_t target = spec.file_size;
   if (target == 0) {
     target = end;
-    if (!spec.tensors.empty()) AlignUp(end, spec.alignment, &target);
+    if (!spec.tensors.empty() && !AlignUp(end, spec.alignment, &target)) {
+      return Status::InvalidArgument("GGUF file size overflows");
+    }
   }
   if (target < end) return Status::InvalidArgument("GGUF file size smaller than its contents");
   return pad(target - end);

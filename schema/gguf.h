@@ -29,6 +29,11 @@ constexpr uint32_t kMaxDims = 4;
 // Arrays may nest; deeper than this is treated as corruption (a guard against
 // stack exhaustion on crafted files, not a limit of the format).
 constexpr int kMaxArrayDepth = 8;
+// What parsing may allocate: at most this many bytes of memory per byte of
+// the input, plus kParseSlackBytes. Flat arrays keep real files near 1x;
+// the worst case is a file of nothing but tiny key/values (~20x).
+constexpr uint64_t kParseBytesPerInputByte = 32;
+constexpr uint64_t kParseSlackBytes = 1 << 20;
 
 enum class ValueType : uint32_t {
   kU8 = 0,
@@ -48,22 +53,29 @@ enum class ValueType : uint32_t {
 const char* ValueTypeName(ValueType t);
 
 // One metadata value. Scalars keep their exact stored type so that encoding
-// a parsed value gives back the same bytes.
+// a parsed value gives back the same bytes. Arrays are flat: scalar elements
+// stay in the file's little-endian bytes and string elements in one buffer,
+// so an array costs about what it takes on disk, whatever its count says.
 struct Value {
   ValueType type = ValueType::kU8;
   uint64_t u = 0;    // kU8..kU64, kBool
   int64_t i = 0;     // kI8..kI64
   double f = 0;      // kF32, kF64 (kF32 values are exactly representable)
   std::string str;   // kString
-  ValueType elem_type = ValueType::kU8;  // kArray
-  std::vector<Value> array;              // kArray
+
+  // kArray: its element type and elements.
+  ValueType elem_type = ValueType::kU8;
+  Bytes scalars;              // scalar elements, ScalarSize(elem_type) bytes each
+  std::string chars;          // string elements, concatenated
+  std::vector<uint64_t> ends; // string elements: end of each in `chars`
+  std::vector<Value> arrays;  // elements that are arrays themselves
 
   static Value Uint(ValueType t, uint64_t v);
   static Value Int(ValueType t, int64_t v);
   static Value Float(ValueType t, double v);
   static Value Bool(bool v);
   static Value String(std::string v);
-  static Value Array(ValueType elem_type, std::vector<Value> items);
+  static Value Array(ValueType elem_type, const std::vector<Value>& items);
 
   bool is_integer() const;
   bool is_number() const;
@@ -71,7 +83,17 @@ struct Value {
   bool AsUint(uint64_t* out) const;
   bool AsInt(int64_t* out) const;
   bool AsDouble(double* out) const;
+
+  // kArray only: the number of elements, element `k` as a Value, a string
+  // element without copying it, and appending an element of elem_type.
+  size_t size() const;
+  Value At(size_t k) const;
+  std::string_view StringAt(size_t k) const;
+  void Push(const Value& element);
 };
+
+// Bytes of one scalar of type `t` in a file; 0 for strings and arrays.
+size_t ScalarSize(ValueType t);
 
 struct KeyValue {
   std::string key;
@@ -134,6 +156,10 @@ struct Header {
 // tensor infos, alignment, and that every tensor's data lies inside the file
 // without overlapping another. `name` is used in error messages.
 Result<Header> ParseFile(ByteSpan file, std::string_view name);
+
+// general.alignment (a power-of-two uint32), or kDefaultAlignment when the
+// key is absent; Corruption otherwise.
+Result<uint64_t> AlignmentOf(const Metadata& md);
 
 // Parses `n_kv` key/value pairs that fill `kv` exactly (a KV section as the
 // store keeps it).

@@ -3,8 +3,86 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+
+#include <nlohmann/json.hpp>
 
 namespace fqpack {
+namespace {
+
+// Refuses nesting deeper than kMaxJsonDepth with one pass over the text (the
+// parser itself is iterative, but printing a nested value back is not).
+bool NestingWithinLimit(std::string_view text) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+// The parsed text, or a discarded value when it is not JSON.
+Result<nlohmann::json> Parse(std::string_view text, std::string_view what) {
+  if (!NestingWithinLimit(text)) {
+    return Status::Corruption(std::string(what) + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth));
+  }
+  nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::Corruption(std::string(what) + ": not valid JSON");
+  return j;
+}
+
+std::string Compact(const nlohmann::json& j) {
+  // Invalid UTF-8 inside a string is replaced rather than thrown about.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> ParseJsonStringArray(std::string_view text, std::string_view what) {
+  try {
+    FQ_ASSIGN_OR_RETURN(nlohmann::json j, Parse(text, what));
+    if (!j.is_array()) return Status::Corruption(std::string(what) + ": not a JSON array");
+    std::vector<std::string> out;
+    for (const nlohmann::json& e : j) {
+      if (!e.is_string()) return Status::Corruption(std::string(what) + ": an element is not a string");
+      out.push_back(e.get_ref<const std::string&>());
+    }
+    return out;
+  } catch (const std::exception& e) {  // allocation failure: the only thing left that throws
+    return Status::Corruption(std::string(what) + ": " + e.what());
+  }
+}
+
+Result<std::map<std::string, std::string>> ParseJsonObject(std::string_view text, std::string_view what) {
+  try {
+    FQ_ASSIGN_OR_RETURN(nlohmann::json j, Parse(text, what));
+    if (!j.is_object()) return Status::Corruption(std::string(what) + ": not a JSON object");
+    std::map<std::string, std::string> out;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      out[it.key()] = it.value().is_string() ? it.value().get_ref<const std::string&>() : Compact(it.value());
+    }
+    return out;
+  } catch (const std::exception& e) {
+    return Status::Corruption(std::string(what) + ": " + e.what());
+  }
+}
+
+std::string JsonMember(std::string_view text, const std::string& key) {
+  Result<std::map<std::string, std::string>> fields = ParseJsonObject(text, "JSON");
+  if (!fields.ok()) return "";
+  auto it = fields->find(key);
+  return it == fields->end() ? "" : it->second;
+}
 
 std::string JsonWriter::Escape(std::string_view s) {
   std::string out = "\"";

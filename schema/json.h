@@ -1,13 +1,20 @@
-// A small streaming JSON writer for `--json` output and the JSON columns of
-// the store index. Commas and nesting are tracked; strings are escaped per
-// RFC 8259; non-finite doubles are written as null.
+// JSON for `--json` output and the JSON columns of the store index: a small
+// streaming writer (commas and nesting tracked, strings escaped per RFC 8259,
+// non-finite doubles written as null), and the readers of what was written.
+//
+// The readers take text from a file (an index column of a store or of a
+// .fqpack from anywhere): they never throw and never recurse on the input's
+// nesting; anything that is not what they expect is Corruption naming `what`.
 #ifndef FQPACK_SCHEMA_JSON_H_
 #define FQPACK_SCHEMA_JSON_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "schema/status.h"
 
 namespace fqpack {
 
@@ -43,6 +50,21 @@ class JsonWriter {
   bool pretty_;
   bool after_key_ = false;
 };
+
+// Deeper nesting than this is refused before parsing.
+constexpr int kMaxJsonDepth = 64;
+
+// `text` as a JSON array of strings.
+Result<std::vector<std::string>> ParseJsonStringArray(std::string_view text, std::string_view what);
+
+// The members of a JSON object: a string member as its value, any other
+// member as compact JSON (a number as written, true, false, null, or a
+// nested array or object).
+Result<std::map<std::string, std::string>> ParseJsonObject(std::string_view text, std::string_view what);
+
+// Member `key` of the object `text` as ParseJsonObject gives it; "" when the
+// text is not an object or has no such member.
+std::string JsonMember(std::string_view text, const std::string& key);
 
 }  // namespace fqpack
 

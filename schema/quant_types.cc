@@ -1,6 +1,7 @@
 #include "schema/quant_types.h"
 
 #include <cctype>
+#include <charconv>
 
 #include "schema/coding.h"
 
@@ -70,9 +71,11 @@ Result<uint32_t> ParseQTypeName(std::string_view name) {
       std::string group(name.substr(dash + 2));
       bool digits = !bits.empty() && !group.empty();
       for (char c : bits + group) digits = digits && std::isdigit(static_cast<unsigned char>(c));
-      if (digits && bits.size() <= 2 && group.size() <= 4) {
-        uint32_t id = GroupIntId(static_cast<uint32_t>(std::stoul(bits)),
-                                 static_cast<uint32_t>(std::stoul(group)));
+      uint32_t b = 0, g = 0;
+      if (digits && bits.size() <= 2 && group.size() <= 4 &&
+          std::from_chars(bits.data(), bits.data() + bits.size(), b).ec == std::errc() &&
+          std::from_chars(group.data(), group.data() + group.size(), g).ec == std::errc()) {
+        uint32_t id = GroupIntId(b, g);
         if (IsGroupIntType(id)) return id;
       }
     }

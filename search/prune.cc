@@ -2,13 +2,14 @@
 
 #include <chrono>
 
+#include "schema/json.h"
 #include "search/report.h"
 
 namespace fqpack::search {
 namespace {
 
 Result<int64_t> IntParam(const std::string& json, const std::string& key) {
-  const std::string v = JsonScalar(json, key);
+  const std::string v = JsonMember(json, key);
   char* end = nullptr;
   const long long n = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || end == nullptr || *end != '\0') {
@@ -60,10 +61,11 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
   } else {
     FQ_ASSIGN_OR_RETURN(out.plan, store::PlanPrune(store, ensemble, request.fraction));
   }
-  out.metric = JsonScalar(ensemble.params_json, "metric");
+  out.metric = JsonMember(ensemble.params_json, "metric");
 
   // The quality at the library's footprints, before.
-  FQ_ASSIGN_OR_RETURN(std::vector<std::string> labels, ParseStringArray(ensemble.library_json));
+  FQ_ASSIGN_OR_RETURN(std::vector<std::string> labels,
+                      ParseJsonStringArray(ensemble.library_json, "ensemble '" + ensemble.name + "': library"));
   FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, store->ListEqms(ensemble.id));
   std::vector<Point> before;
   for (const store::EqmInfo& q : eqms) {
@@ -92,7 +94,7 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
     req.low = labels.back();
     req.mids.assign(labels.begin() + 1, labels.end() - 1);
     req.name = ensemble.name;
-    req.include_embed = JsonScalar(ensemble.params_json, "include_embed") == "true";
+    req.include_embed = JsonMember(ensemble.params_json, "include_embed") == "true";
     FQ_ASSIGN_OR_RETURN(req.calib_text, CalibText(store, ensemble.id));
     FQ_ASSIGN_OR_RETURN(req.tokens, IntParam(ensemble.params_json, "tokens"));
     FQ_ASSIGN_OR_RETURN(req.n_ctx, IntParam(ensemble.params_json, "n_ctx"));

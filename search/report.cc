@@ -73,16 +73,6 @@ Result<Storage> ComputeStorage(store::Store* store, const store::EnsembleInfo& e
   return st;
 }
 
-// The string value of `key` in a flat JSON object written by JsonWriter, or "".
-std::string JsonStringField(const std::string& json, const std::string& key) {
-  const std::string needle = "\"" + key + "\":\"";
-  const size_t at = json.find(needle);
-  if (at == std::string::npos) return "";
-  const size_t from = at + needle.size();
-  const size_t to = json.find('"', from);
-  return to == std::string::npos ? "" : json.substr(from, to - from);
-}
-
 void WriteOptionalDouble(JsonWriter* w, const char* key, double v) {
   if (std::isfinite(v)) w->Key(key).Double(v);
 }
@@ -190,75 +180,6 @@ Bytes BlankEndOfText(ByteSpan text) {
   return out;
 }
 
-std::string JsonScalar(const std::string& json, const std::string& key) {
-  const std::string needle = "\"" + key + "\":";
-  const size_t at = json.find(needle);
-  if (at == std::string::npos) return "";
-  size_t begin = at + needle.size();
-  size_t end = json.find_first_of(",}", begin);
-  if (end == std::string::npos) end = json.size();
-  std::string v = json.substr(begin, end - begin);
-  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-  return v;
-}
-
-Result<std::vector<std::string>> ParseStringArray(const std::string& json) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  auto skip = [&] {
-    while (i < json.size() && (json[i] == ' ' || json[i] == '\n' || json[i] == '\t' ||
-                               json[i] == '\r'))
-      ++i;
-  };
-  auto bad = [&] {
-    return Status::Corruption("library column: not a JSON array of strings: " + json);
-  };
-  skip();
-  if (i >= json.size() || json[i] != '[') return bad();
-  ++i;
-  skip();
-  if (i < json.size() && json[i] == ']') return out;
-  while (true) {
-    skip();
-    if (i >= json.size() || json[i] != '"') return bad();
-    ++i;
-    std::string s;
-    while (i < json.size() && json[i] != '"') {
-      if (json[i] == '\\') {
-        if (++i >= json.size()) return bad();
-        const char c = json[i];
-        if (c == 'n') s += '\n';
-        else if (c == 't') s += '\t';
-        else if (c == 'r') s += '\r';
-        else if (c == 'b') s += '\b';
-        else if (c == 'f') s += '\f';
-        else if (c == 'u') {
-          if (i + 4 >= json.size()) return bad();
-          const unsigned v = static_cast<unsigned>(std::stoul(json.substr(i + 1, 4), nullptr, 16));
-          if (v >= 0x80) return bad();  // labels are ASCII
-          s += static_cast<char>(v);
-          i += 4;
-        } else {
-          s += c;
-        }
-      } else {
-        s += json[i];
-      }
-      ++i;
-    }
-    if (i >= json.size()) return bad();
-    ++i;
-    out.push_back(std::move(s));
-    skip();
-    if (i < json.size() && json[i] == ',') {
-      ++i;
-      continue;
-    }
-    if (i < json.size() && json[i] == ']') return out;
-    return bad();
-  }
-}
-
 Result<Report> BuildReport(store::Store* store, const std::string& model_name,
                            const ReportOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -285,8 +206,8 @@ Result<Report> BuildReport(store::Store* store, const std::string& model_name,
     EnsembleReport er;
     er.name = e.name;
     er.params_json = e.params_json;
-    er.metric = JsonStringField(e.params_json, "metric");
-    FQ_ASSIGN_OR_RETURN(er.library, ParseStringArray(e.library_json));
+    er.metric = JsonMember(e.params_json, "metric");
+    FQ_ASSIGN_OR_RETURN(er.library, ParseJsonStringArray(e.library_json, "ensemble '" + e.name + "': library"));
     FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, store->ListEqms(e.id));
     if (eqms.empty()) return Status::Corruption("ensemble '" + e.name + "' has no EQMs");
     std::vector<uint64_t> eqm_fp, static_fp;

@@ -144,14 +144,6 @@ struct ReportOptions {
 // perplexity files have it.
 Bytes BlankEndOfText(ByteSpan text);
 
-// Parses a JSON array of strings (the ensemble's library column).
-Result<std::vector<std::string>> ParseStringArray(const std::string& json);
-
-// The raw text of `key`'s value in a flat JSON object such as the
-// ensemble's params column (a number, true/false, or a string without
-// escapes, unquoted); "" when the key is absent.
-std::string JsonScalar(const std::string& json, const std::string& key);
-
 Result<Report> BuildReport(store::Store* store, const std::string& model,
                            const ReportOptions& options);
 

@@ -1,5 +1,8 @@
 #include "store/blob_store.h"
 
+// ZSTD_frameHeaderSize is in the static section of zstd.h; Debian's libzstd
+// exports it.
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
 #include <algorithm>
@@ -19,6 +22,39 @@ struct DCtxHolder {
 };
 
 constexpr char kSuffix[] = ".zst";
+
+// The most bytes a zstd frame can decode to, from its block headers alone: a
+// raw block gives its size, an RLE block the size it declares (one byte on
+// disk), a compressed block at most ZSTD_BLOCKSIZE_MAX. `frame` must be one
+// whole frame (ZSTD_findFrameCompressedSize said so). A frame whose header
+// declares more than this bound lies, and is refused before its declared size
+// is allocated: 100 bytes of payload can then ask for a few MB, not terabytes.
+bool FrameContentBound(ByteSpan frame, uint64_t* bound) {
+  const size_t header = ZSTD_frameHeaderSize(frame.data(), frame.size());
+  if (ZSTD_isError(header) || header > frame.size()) return false;
+  uint64_t total = 0;
+  size_t pos = header;
+  while (true) {
+    if (frame.size() - pos < 3) return false;
+    const uint32_t bh = frame[pos] | (frame[pos + 1] << 8) | (static_cast<uint32_t>(frame[pos + 2]) << 16);
+    pos += 3;
+    const bool last = (bh & 1) != 0;
+    const uint32_t type = (bh >> 1) & 3;
+    const uint64_t size = bh >> 3;
+    uint64_t on_disk = 0, decoded = 0;
+    switch (type) {
+      case 0: on_disk = size; decoded = size; break;                   // raw
+      case 1: on_disk = 1; decoded = size; break;                      // RLE
+      case 2: on_disk = size; decoded = ZSTD_BLOCKSIZE_MAX; break;     // compressed
+      default: return false;
+    }
+    if (on_disk > frame.size() - pos || !CheckedAdd(total, decoded, &total)) return false;
+    pos += static_cast<size_t>(on_disk);
+    if (last) break;
+  }
+  *bound = total;
+  return true;
+}
 
 }  // namespace
 
@@ -59,8 +95,16 @@ Result<Bytes> ZstdDecompress(ByteSpan frame, uint64_t expected, const std::strin
     return Status::Corruption(what + ": " + std::to_string(frame.size() - frame_size) +
                               " stray bytes after the zstd frame");
   }
+  uint64_t bound = 0;
+  if (!FrameContentBound(frame, &bound)) return Status::Corruption(what + ": malformed zstd block headers");
+  if (size > bound) {
+    return Status::Corruption(what + ": zstd frame declares " + std::to_string(size) +
+                              " bytes but its blocks can hold at most " + std::to_string(bound));
+  }
+  size_t out_size = 0;
+  if (!FitsSize(size, &out_size)) return Status::Corruption(what + ": zstd frame too large for this machine");
   thread_local DCtxHolder holder;
-  Bytes out(static_cast<size_t>(size));
+  Bytes out(out_size);
   size_t n = ZSTD_decompressDCtx(holder.ctx, out.data(), out.size(), frame.data(), frame.size());
   if (ZSTD_isError(n)) return Status::Corruption(what + ": " + ZSTD_getErrorName(n));
   if (n != size) return Status::Corruption(what + ": short zstd frame");

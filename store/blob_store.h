@@ -59,9 +59,17 @@ class BlobStore {
   KeyFunction key_fn_;
 };
 
+// The most a zstd frame can expand: a 4-byte RLE block decodes to 128 KiB.
+// Readers of an index use it to refuse a raw size that no stored size could
+// give before anything is decoded.
+constexpr uint64_t kZstdMaxExpansion = 32768;
+
 // zstd with reused per-thread contexts.
 Result<Bytes> ZstdCompress(ByteSpan raw, int level);
 // Decompresses one whole frame whose content size must equal `expected`.
+// Allocates only after checking that the frame's blocks can hold that many
+// bytes, so a damaged or crafted frame costs at most kZstdMaxExpansion times
+// its own size.
 Result<Bytes> ZstdDecompress(ByteSpan frame, uint64_t expected, const std::string& what);
 
 }  // namespace fqpack::store

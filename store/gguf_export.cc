@@ -1,5 +1,8 @@
 #include "store/gguf_export.h"
 
+#include <algorithm>
+
+#include "schema/checked.h"
 #include "schema/gguf.h"
 #include "schema/quant_types.h"
 
@@ -35,6 +38,38 @@ Result<ExportResult> WriteSpec(Env* env, ModuleSource* source, const gguf::FileS
   return result;
 }
 
+// The layout a QM recorded at import (alignment, offsets, file size) comes
+// from the index: before writing, it must describe a file no larger than its
+// tensors plus the padding the alignment allows, so a damaged row cannot make
+// export write gigabytes of zeros.
+Status CheckRecordedLayout(const gguf::FileSpec& spec) {
+  if (spec.alignment == 0 || (spec.alignment & (spec.alignment - 1)) != 0 || spec.alignment > (1u << 30)) {
+    return Status::Corruption("recorded alignment " + std::to_string(spec.alignment) + " is not a power of two");
+  }
+  if (spec.version != 2 && spec.version != 3) {
+    return Status::Corruption("recorded GGUF version " + std::to_string(spec.version));
+  }
+  FQ_RETURN_IF_ERROR(gguf::ParseMetadata(spec.kv, spec.n_kv, "recorded metadata").status());
+  uint64_t tensor_bytes = 0, end = 0, slack = 0;
+  for (const gguf::TensorInfo& t : spec.tensors) {
+    uint64_t t_end;
+    if (t.offset % spec.alignment != 0 || !CheckedAdd(t.offset, t.nbytes, &t_end) ||
+        !CheckedAdd(tensor_bytes, t.nbytes, &tensor_bytes)) {
+      return Status::Corruption("recorded offset of tensor '" + t.name + "' is not aligned or overflows");
+    }
+    end = std::max(end, t_end);
+  }
+  // Real files pad less than one alignment unit per tensor; twice the data
+  // is far beyond any file written by a GGUF writer.
+  if (!CheckedSum({tensor_bytes, tensor_bytes, (spec.tensors.size() + 1) * spec.alignment}, &slack) || end > slack ||
+      spec.file_size > slack + spec.kv.size() + (1u << 20)) {
+    return Status::Corruption("recorded layout (" + std::to_string(end) + " bytes of data, file of " +
+                              std::to_string(spec.file_size) + " bytes) is far larger than its " +
+                              std::to_string(tensor_bytes) + " bytes of tensors");
+  }
+  return Status::OK();
+}
+
 }  // namespace
 
 Result<ExportResult> ExportManifestGguf(Env* env, ModuleSource* source, const ModelManifest& manifest,
@@ -46,7 +81,9 @@ Result<ExportResult> ExportManifestGguf(Env* env, ModuleSource* source, const Mo
   spec.n_kv = manifest.n_kv;
   spec.kv = manifest.metadata;
   FQ_ASSIGN_OR_RETURN(gguf::Metadata md, gguf::ParseMetadata(manifest.metadata, manifest.n_kv, "metadata"));
-  if (Result<uint64_t> a = md.GetUint("general.alignment"); a.ok()) spec.alignment = *a;
+  Result<uint64_t> alignment = gguf::AlignmentOf(md);
+  if (!alignment.ok()) return alignment.status().WithContext("model '" + manifest.model + "': metadata");
+  spec.alignment = *alignment;
   std::vector<ModuleKey> keys;
   for (const ManifestSlot& s : manifest.slots) {
     gguf::TensorInfo t;
@@ -124,6 +161,7 @@ Result<ExportResult> ExportQmGguf(Store* store, const std::string& model, const 
     spec.tensors.push_back(std::move(t));
     keys.push_back(s.key);
   }
+  FQ_RETURN_IF_ERROR(CheckRecordedLayout(spec).WithContext("QM '" + label + "'"));
   FQ_ASSIGN_OR_RETURN(ExportResult r, WriteSpec(store->env(), store, spec, keys, out_path, progress));
   r.byte_exact_layout = true;
   return r;

@@ -9,11 +9,11 @@
 namespace fqpack::store {
 namespace {
 
-ModuleDesc ReadShape(const Stmt& st, int col) {
-  ModuleDesc d;
-  d.n_dims = static_cast<uint32_t>(st.ColumnInt(col));
-  for (int i = 0; i < 4; ++i) d.ne[i] = static_cast<uint64_t>(st.ColumnInt(col + 1 + i));
-  return d;
+// Reads (qtype,) n_dims, ne0..ne3 from consecutive columns; qtype_col < 0
+// for a row without a type (a slot).
+ModuleDesc ReadShape(const Stmt& st, int qtype_col, int col) {
+  const int64_t ne[4] = {st.ColumnInt(col + 1), st.ColumnInt(col + 2), st.ColumnInt(col + 3), st.ColumnInt(col + 4)};
+  return ModuleDescFromRow(qtype_col < 0 ? 0 : st.ColumnInt(qtype_col), st.ColumnInt(col), ne);
 }
 
 ModelInfo ReadModel(const Stmt& st) {
@@ -104,7 +104,7 @@ Result<std::vector<SlotInfo>> IndexReader::Slots(int64_t model_id) {
     s.name = st.ColumnText(1);
     s.kind = st.ColumnText(2);
     s.layer = st.ColumnIsNull(3) ? -1 : static_cast<int>(st.ColumnInt(3));
-    s.shape = ReadShape(st, 4);
+    s.shape = ReadShape(st, -1, 4);
     out.push_back(std::move(s));
   }
   return out;
@@ -149,11 +149,15 @@ Result<std::vector<ModuleRef>> IndexReader::ModuleRefs(const char* table, const 
     if (!row) break;
     ModuleRef r;
     r.slot_idx = static_cast<int>(st.ColumnInt(0));
-    FQ_ASSIGN_OR_RETURN(r.key, ModuleKey::FromHex(st.ColumnText(1)));
-    r.desc = ReadShape(st, 3);
-    r.desc.qtype = static_cast<uint32_t>(st.ColumnInt(2));
+    Result<ModuleKey> key = ModuleKey::FromHex(st.ColumnText(1));
+    if (!key.ok()) return Status::Corruption(where_ + ": " + table + ": bad module key '" + st.ColumnText(1) + "'");
+    r.key = *key;
+    r.desc = ReadShape(st, 2, 3);
+    FQ_RETURN_IF_ERROR(CheckModuleRow(r.desc, st.ColumnInt(8), where_ + ": module " + r.key.Hex()));
     r.raw_bytes = static_cast<uint64_t>(st.ColumnInt(8));
-    r.stored_bytes = static_cast<uint64_t>(st.ColumnInt(9));
+    if (!NonNegative(st.ColumnInt(9), &r.stored_bytes)) {
+      return Status::Corruption(where_ + ": module " + r.key.Hex() + ": negative stored size");
+    }
     out.push_back(r);
   }
   return out;
@@ -172,10 +176,12 @@ Result<ModuleRef> IndexReader::FindBlob(const ModuleKey& key) {
   ModuleRef r;
   r.slot_idx = -1;
   r.key = key;
-  r.desc = ReadShape(st, 1);
-  r.desc.qtype = static_cast<uint32_t>(st.ColumnInt(0));
+  r.desc = ReadShape(st, 0, 1);
+  FQ_RETURN_IF_ERROR(CheckModuleRow(r.desc, st.ColumnInt(6), where_ + ": module " + key.Hex()));
   r.raw_bytes = static_cast<uint64_t>(st.ColumnInt(6));
-  r.stored_bytes = static_cast<uint64_t>(st.ColumnInt(7));
+  if (!NonNegative(st.ColumnInt(7), &r.stored_bytes)) {
+    return Status::Corruption(where_ + ": module " + key.Hex() + ": negative stored size");
+  }
   return r;
 }
 

@@ -10,6 +10,30 @@ Result<uint64_t> ModuleDesc::nbytes() const {
   return TensorBytes(qtype, std::span(ne.data(), n_dims));
 }
 
+ModuleDesc ModuleDescFromRow(int64_t qtype, int64_t n_dims, const int64_t ne[4]) {
+  ModuleDesc d;
+  d.qtype = qtype >= 0 && qtype <= UINT32_MAX ? static_cast<uint32_t>(qtype) : UINT32_MAX;
+  d.n_dims = n_dims >= 1 && n_dims <= 4 ? static_cast<uint32_t>(n_dims) : 0;
+  for (int i = 0; i < 4; ++i) d.ne[i] = ne[i] >= 1 ? static_cast<uint64_t>(ne[i]) : 0;
+  return d;
+}
+
+Status CheckModuleRow(const ModuleDesc& desc, int64_t raw_bytes, const std::string& what) {
+  if (desc.n_dims < 1 || desc.n_dims > 4) return Status::Corruption(what + ": bad number of dimensions");
+  for (uint32_t i = 0; i < 4; ++i) {
+    if (desc.ne[i] < 1 || desc.ne[i] > kMaxModuleDim || (i >= desc.n_dims && desc.ne[i] != 1)) {
+      return Status::Corruption(what + ": bad shape");
+    }
+  }
+  Result<uint64_t> expect = desc.nbytes();
+  if (!expect.ok()) return Status::Corruption(what + ": " + expect.status().message());
+  if (raw_bytes < 0 || static_cast<uint64_t>(raw_bytes) != *expect) {
+    return Status::Corruption(what + ": size " + std::to_string(raw_bytes) + " does not match its type " +
+                              QTypeName(desc.qtype) + " and shape " + desc.ShapeString());
+  }
+  return Status::OK();
+}
+
 std::string ModuleDesc::ShapeString() const {
   std::string s;
   for (uint32_t d = 0; d < n_dims; ++d) {

@@ -5,16 +5,20 @@
 #include <map>
 #include <set>
 
+#include "schema/json.h"
+
 namespace fqpack::store {
 namespace {
 
 Result<std::vector<int64_t>> MidQmIds(Store* store, const EnsembleInfo& e) {
   // Library labels (JSON array) minus up and low.
   FQ_ASSIGN_OR_RETURN(std::vector<QmInfo> qms, store->ListQms(e.model_id));
+  FQ_ASSIGN_OR_RETURN(std::vector<std::string> library,
+                      ParseJsonStringArray(e.library_json, "ensemble '" + e.name + "': library"));
   std::vector<int64_t> mids;
   for (const QmInfo& q : qms) {
     if (q.id == e.up_qm_id || q.id == e.low_qm_id) continue;
-    if (e.library_json.find("\"" + q.label + "\"") != std::string::npos) mids.push_back(q.id);
+    if (std::find(library.begin(), library.end(), q.label) != library.end()) mids.push_back(q.id);
   }
   return mids;
 }

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
 
 #include "pack/format.h"
@@ -8,6 +9,7 @@
 #include "schema/quant_types.h"
 #include "store/gguf_import.h"
 #include "store/store.h"
+#include "tests/support/pack_util.h"
 #include "tests/support/test_util.h"
 
 namespace fqpack::pack {
@@ -199,13 +201,46 @@ TEST_F(PackTest, EveryFlippedByteIsACleanError) {
   EXPECT_GT(cases, 500u);
 }
 
-TEST_F(PackTest, RandomDamageNeverCrashes) {
-  const Bytes good = *ReadFileBytes(Env::Default(), Pack(Codec::kAuto));
+// The modules of every QM and EQM of a pack, by key, as the reader gives them.
+std::map<std::string, Bytes> AllModules(const std::string& path) {
+  std::map<std::string, Bytes> out;
+  auto reader = PackReader::Open(Env::Default(), path);
+  if (!reader.ok()) return out;
+  for (const PayloadInfo& p : (*reader)->payloads()) {
+    Result<store::ModuleData> d = (*reader)->Load(p.key);
+    if (d.ok()) out[p.key.Hex()] = Bytes(d->data(), d->data() + d->size());
+  }
+  return out;
+}
+
+// A damaged pack either gives a clean error that names the file (Corruption
+// or NotSupported), or, when the damage hit nothing the reader uses, opens,
+// verifies and gives back exactly the modules of the undamaged pack.
+void ExpectCleanErrorOrSameContent(const std::string& bad, const std::map<std::string, Bytes>& want,
+                                   const std::string& what, size_t* errors) {
+  Status s = OpenAndUseEverything(bad);
+  if (s.ok()) {
+    EXPECT_EQ(AllModules(bad), want) << what << ": damage went unnoticed and changed a module";
+    return;
+  }
+  ++*errors;
+  EXPECT_TRUE(s.IsCorruption() || s.IsNotSupported()) << what << ": " << s.ToString();
+  EXPECT_EQ(s.message().rfind(bad, 0), 0u) << what << ": the error does not name the file: " << s.ToString();
+  EXPECT_EQ(s.message().find('\n'), std::string::npos) << what << ": " << s.ToString();
+}
+
+TEST_F(PackTest, RandomDamageGivesACleanErrorOrTheSameModules) {
+  const std::string path = Pack(Codec::kAuto);
+  const Bytes good = *ReadFileBytes(Env::Default(), path);
+  const std::map<std::string, Bytes> want = AllModules(path);
+  ASSERT_FALSE(want.empty());
   const std::string bad = tmp_.Join("rand.fqpack");
   std::mt19937 rng(7);
+  size_t errors = 0;
   for (int i = 0; i < 400; ++i) {
     Bytes b = good;
-    switch (rng() % 3) {
+    const int kind = static_cast<int>(rng() % 3);
+    switch (kind) {
       case 0:  // a burst of random bytes somewhere
         for (size_t k = rng() % b.size(), n = 1 + rng() % 64; n > 0 && k < b.size(); --n, ++k) b[k] = rng();
         break;
@@ -218,9 +253,109 @@ TEST_F(PackTest, RandomDamageNeverCrashes) {
           std::copy(b.begin() + from, b.begin() + from + 100, b.begin() + to);
         }
     }
+    // Half of the damaged files are re-sealed, so that the damage gets past
+    // the footer's checksums to the index and payload checks behind them.
+    if (i % 2 == 1) b = testing::ResealPack(std::move(b));
     WriteScratch(bad, b);
-    (void)OpenAndUseEverything(bad);  // any Status is fine; a crash is not
+    ExpectCleanErrorOrSameContent(bad, want, "round " + std::to_string(i) + " kind " + std::to_string(kind), &errors);
   }
+  EXPECT_GT(errors, 300u);
+}
+
+// Rows of a crafted index, each past the checksums by being re-sealed, one
+// defect each: the reader names the module and the defect.
+TEST_F(PackTest, RejectsCraftedIndexRows) {
+  const std::string path = Pack(Codec::kAuto);
+  const Bytes good = *ReadFileBytes(Env::Default(), path);
+  const std::string zstd_row = "(SELECT hash FROM blob WHERE codec = 'zstd' ORDER BY pack_offset LIMIT 1)";
+  const std::string raw_row = "(SELECT hash FROM blob WHERE codec = 'raw' ORDER BY pack_offset LIMIT 1)";
+  const std::string second_row = "(SELECT hash FROM blob ORDER BY pack_offset LIMIT 1 OFFSET 1)";
+  struct Case {
+    std::string sql;
+    std::string message_part;
+  };
+  const std::vector<Case> cases = {
+      {"UPDATE blob SET raw_bytes = 1099511627776 WHERE hash = " + zstd_row, "does not match its type"},
+      {"UPDATE blob SET raw_bytes = -1 WHERE hash = " + raw_row, "does not match its type"},
+      // A shape that agrees with raw_bytes but needs terabytes from a few
+      // hundred bytes of zstd.
+      {"UPDATE blob SET ne1 = 1 << 38, raw_bytes = 1 << 40, qtype = 0, n_dims = 2, ne0 = 1 WHERE hash = " + zstd_row,
+       "cannot come from a zstd payload"},
+      {"UPDATE blob SET ne1 = 1 << 38, raw_bytes = 1 << 40, qtype = 0, n_dims = 2, ne0 = 1 WHERE hash = " + raw_row,
+       "raw payload of the wrong size"},
+      {"UPDATE blob SET n_dims = 0 WHERE hash = " + raw_row, "bad number of dimensions"},
+      {"UPDATE blob SET n_dims = 7 WHERE hash = " + raw_row, "bad number of dimensions"},
+      {"UPDATE blob SET ne0 = -64 WHERE hash = " + raw_row, "bad shape"},
+      {"UPDATE blob SET ne3 = 2 WHERE hash = " + raw_row, "bad shape"},
+      {"UPDATE blob SET ne1 = 1 << 41 WHERE hash = " + raw_row, "bad shape"},
+      {"UPDATE blob SET qtype = 9999 WHERE hash = " + raw_row, "unknown tensor type type#9999"},
+      {"UPDATE blob SET qtype = -1 WHERE hash = " + raw_row, "unknown tensor type"},
+      {"UPDATE blob SET qtype = 4294967296 WHERE hash = " + raw_row, "unknown tensor type"},
+      {"UPDATE blob SET pack_offset = NULL WHERE hash = " + raw_row, "no payload offset"},
+      {"UPDATE blob SET pack_offset = -4096 WHERE hash = " + raw_row, "no payload offset"},
+      {"UPDATE blob SET stored_bytes = -5 WHERE hash = " + zstd_row, "negative stored size"},
+      {"UPDATE blob SET pack_offset = 9223372036854775807 WHERE hash = " + raw_row, "outside the payload area"},
+      {"UPDATE blob SET pack_offset = 9223372036854775000, stored_bytes = 9223372036854775000 WHERE hash = " + zstd_row,
+       "outside the payload area"},
+      {"UPDATE blob SET pack_offset = 64 WHERE hash = " + second_row, "overlaps another"},
+      {"UPDATE blob SET codec = 'lz4' WHERE hash = " + raw_row, "unknown codec 'lz4'"},
+      {"UPDATE blob SET hash = 'zz' || substr(hash, 3) WHERE hash = " + raw_row, "bad module key"},
+      {"DELETE FROM model", "holds 0 models"},
+      {"PRAGMA user_version = 99", "newer than this fqpack reads"},
+  };
+  const std::string bad = tmp_.Join("row.fqpack");
+  for (const Case& c : cases) {
+    Result<Bytes> b = testing::RewritePackIndex(good, "PRAGMA ignore_check_constraints = ON; PRAGMA foreign_keys = OFF; " + c.sql);
+    ASSERT_TRUE(b.ok()) << c.sql << ": " << b.status().ToString();
+    WriteScratch(bad, *b);
+    Result<std::unique_ptr<PackReader>> r = PackReader::Open(Env::Default(), bad);
+    ASSERT_FALSE(r.ok()) << c.sql << ": accepted";
+    EXPECT_TRUE(r.status().IsCorruption() || r.status().IsNotSupported()) << c.sql << ": " << r.status().ToString();
+    EXPECT_NE(r.status().message().find(c.message_part), std::string::npos) << c.sql << ": " << r.status().ToString();
+    EXPECT_EQ(r.status().message().rfind(bad, 0), 0u) << c.sql << ": " << r.status().ToString();
+  }
+}
+
+// Random values in random columns of random rows of every table of the
+// index: whatever the value, a clean error or the same modules.
+TEST_F(PackTest, RandomRowDamageGivesACleanErrorOrTheSameModules) {
+  const std::string path = Pack(Codec::kAuto);
+  const Bytes good = *ReadFileBytes(Env::Default(), path);
+  const std::map<std::string, Bytes> want = AllModules(path);
+  const std::vector<std::pair<std::string, std::vector<std::string>>> tables = {
+      {"blob", {"qtype", "n_dims", "ne0", "ne1", "ne2", "ne3", "raw_bytes", "stored_bytes", "codec", "pack_offset"}},
+      {"slot", {"idx", "name", "layer", "n_dims", "ne0", "ne1"}},
+      {"model", {"name", "arch", "n_kv", "metadata", "gguf_version"}},
+      {"qm", {"label", "weight_bytes", "partial", "model_id"}},
+      {"qm_module", {"slot_idx", "hash", "qm_id"}},
+      {"eqm", {"step", "footprint", "ensemble_id"}},
+      {"eqm_module", {"slot_idx", "hash", "eqm_id"}},
+      {"ensemble", {"library", "params", "up_qm_id", "model_id"}},
+  };
+  const std::vector<std::string> values = {"0", "-1", "1", "2", "4", "5", "255", "65536", "4294967295",
+                                           "4294967296", "9223372036854775807", "-9223372036854775808",
+                                           "1099511627776", "NULL", "''", "'x'", "x'00ff'", "3.5", "1e300"};
+  const std::string bad = tmp_.Join("rows.fqpack");
+  std::mt19937 rng(11);
+  size_t errors = 0;
+  for (int i = 0; i < 300; ++i) {
+    const auto& [table, columns] = tables[rng() % tables.size()];
+    const std::string& column = columns[rng() % columns.size()];
+    const std::string& value = values[rng() % values.size()];
+    const std::string sql = "PRAGMA ignore_check_constraints = ON; PRAGMA foreign_keys = OFF; UPDATE " + table +
+                            " SET " + column + " = " + value + " WHERE rowid IN (SELECT rowid FROM " + table +
+                            " ORDER BY random() LIMIT 1)";
+    // WITHOUT ROWID tables: one row chosen by its primary key instead.
+    const std::string sql_norowid = "PRAGMA ignore_check_constraints = ON; PRAGMA foreign_keys = OFF; UPDATE " +
+                                    table + " SET " + column + " = " + value + " WHERE " + column +
+                                    " IN (SELECT " + column + " FROM " + table + " ORDER BY random() LIMIT 1)";
+    Result<Bytes> b = testing::RewritePackIndex(good, sql);
+    if (!b.ok()) b = testing::RewritePackIndex(good, sql_norowid);
+    if (!b.ok()) continue;  // a constraint SQLite enforces anyway (NOT NULL, UNIQUE)
+    WriteScratch(bad, *b);
+    ExpectCleanErrorOrSameContent(bad, want, sql, &errors);
+  }
+  EXPECT_GT(errors, 30u);
 }
 
 TEST_F(PackTest, PacksOnlyWhatItIsAsked) {

@@ -496,7 +496,7 @@ TEST(TokenizerStories260K, WordByWordEqualsWholeText) {
   for (const auto& [key, value] : extra) {
     ASSERT_NE(md.Find(key), nullptr) << key;
     Value array = *md.Find(key);
-    array.array.push_back(value);
+    array.Push(value);
     md.Set(key, array);
   }
   const Tokenizer words = MustLoad(header->metadata);

@@ -62,9 +62,9 @@ TEST(Gguf, ParsesEveryValueTypeAndReencodesTheSameBytes) {
   EXPECT_EQ(*h->metadata.GetStringArray("arr_str"), (std::vector<std::string>{"a", ""}));
   const Value* nested = h->metadata.Find("arr_nested");
   ASSERT_NE(nested, nullptr);
-  ASSERT_EQ(nested->array.size(), 2u);
-  EXPECT_EQ(nested->array[0].array[0].i, 1);
-  EXPECT_EQ(nested->array[1].elem_type, ValueType::kF32);
+  ASSERT_EQ(nested->size(), 2u);
+  EXPECT_EQ(nested->At(0).At(0).i, 1);
+  EXPECT_EQ(nested->At(1).elem_type, ValueType::kF32);
   // The KV section re-encodes to the very same bytes.
   Bytes kv = EncodeMetadata(h->metadata);
   ByteSpan orig = h->KvBytes(file);
@@ -186,6 +186,103 @@ TEST(Gguf, RejectsHandcraftedBadFiles) {
     EXPECT_NE(r.status().message().find(c.message_part), std::string::npos) << c.name << ": " << r.status().ToString();
     EXPECT_EQ(r.status().message().rfind("bad.gguf", 0), 0u) << c.name << ": " << r.status().ToString();
   }
+}
+
+// A header written by hand: `tensors` with the given shapes and offsets and
+// no data at all behind them.
+Bytes HeaderOnly(const Metadata& md, std::vector<TensorInfo> tensors) {
+  FileSpec spec;
+  spec.n_kv = md.entries.size();
+  spec.kv = EncodeMetadata(md);
+  spec.tensors = std::move(tensors);
+  return EncodeHeader(spec);
+}
+
+// A tensor whose byte size is close to 2^64: data_offset + offset + nbytes
+// wraps to a small number, which a bounds check done by addition accepts.
+TEST(Gguf, RejectsATensorWhoseSizeWrapsTheBoundsCheck) {
+  TensorInfo t;
+  t.name = "wrap";
+  t.n_dims = 1;
+  t.ne[0] = (uint64_t{1} << 61) - 1;  // F64: 8 * (2^61 - 1) = 2^64 - 8 bytes
+  t.type = ToId(QType::kF64);
+  Bytes file = HeaderOnly(Metadata(), {t});
+  file.resize(file.size() + 64, 0);
+  Result<Header> r = ParseFile(file, "wrap.gguf");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("past the end"), std::string::npos) << r.status().ToString();
+
+  // The same wrap through the overlap check: a small tensor after a huge one.
+  TensorInfo small;
+  small.name = "small";
+  small.n_dims = 1;
+  small.ne[0] = 8;
+  small.type = ToId(QType::kF32);
+  small.offset = 32;
+  t.offset = 0;
+  Bytes two = HeaderOnly(Metadata(), {t, small});
+  two.resize(two.size() + 128, 0);
+  Result<Header> r2 = ParseFile(two, "wrap2.gguf");
+  ASSERT_FALSE(r2.ok());
+  EXPECT_TRUE(r2.status().IsCorruption()) << r2.status().ToString();
+}
+
+// Arrays are flat: a million one-byte bools cost a megabyte, not the ~100 MB
+// that a Value per element would.
+TEST(Gguf, ArraysCostWhatTheyTakeOnDisk) {
+  Metadata md;
+  Value bools;
+  bools.type = ValueType::kArray;
+  bools.elem_type = ValueType::kBool;
+  bools.scalars.assign(1 << 20, 1);
+  md.Set("many", bools);
+  std::vector<Value> strs;
+  for (int k = 0; k < 1000; ++k) strs.push_back(Value::String(std::to_string(k)));
+  md.Set("strs", Value::Array(ValueType::kString, strs));
+  TestGguf g;
+  g.metadata = md;
+  Result<Header> h = ParseFile(EncodeGguf(g), "flat.gguf");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  const Value* v = h->metadata.Find("many");
+  ASSERT_NE(v, nullptr);
+  EXPECT_EQ(v->size(), size_t{1} << 20);
+  EXPECT_LE(v->scalars.capacity(), size_t{1} << 20);
+  EXPECT_EQ(v->At(12345).u, 1u);
+  EXPECT_EQ(h->metadata.Find("strs")->StringAt(999), "999");
+  EXPECT_EQ(*h->metadata.GetStringArray("strs"), [&] {
+    std::vector<std::string> want;
+    for (int k = 0; k < 1000; ++k) want.push_back(std::to_string(k));
+    return want;
+  }());
+}
+
+// Counts that claim more elements than the bytes left can hold are refused
+// before anything is reserved, for every element type.
+TEST(Gguf, RejectsArrayCountsLargerThanTheFile) {
+  for (ValueType et : {ValueType::kU8, ValueType::kBool, ValueType::kF32, ValueType::kU64, ValueType::kString,
+                       ValueType::kArray}) {
+    Metadata md;
+    md.Set("a", Value::Array(et, {}));
+    Bytes kv = EncodeMetadata(md);
+    // key length (8) + "a" + type (4) + elem type (4): then the count.
+    EncodeU64(kv.data() + 8 + 1 + 4 + 4, uint64_t{1} << 40);
+    kv.resize(kv.size() + 100, 0);
+    Result<Metadata> r = ParseMetadata(kv, 1, "count.kv");
+    ASSERT_FALSE(r.ok()) << ValueTypeName(et);
+    EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("cannot fit"), std::string::npos) << r.status().ToString();
+  }
+}
+
+TEST(Gguf, RejectsABoolArrayElementThatIsNotZeroOrOne) {
+  Metadata md;
+  md.Set("b", Value::Array(ValueType::kBool, {Value::Bool(true), Value::Bool(false)}));
+  Bytes kv = EncodeMetadata(md);
+  kv.back() = 7;
+  Result<Metadata> r = ParseMetadata(kv, 1, "bool.kv");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("not 0 or 1"), std::string::npos) << r.status().ToString();
 }
 
 TEST(Gguf, EveryTruncationIsACleanError) {

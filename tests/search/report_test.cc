@@ -51,16 +51,6 @@ TEST(Report, BlankedValidationTextIsLlamaCppsPerplexityFile) {
   EXPECT_TRUE(BlankEndOfText(*val) == *ppl);
 }
 
-TEST(Report, ParseStringArray) {
-  auto a = ParseStringArray(" [\"Q8_0\", \"a\\\"b\",\"\\u0041\"] ");
-  ASSERT_TRUE(a.ok());
-  EXPECT_EQ(*a, (std::vector<std::string>{"Q8_0", "a\"b", "A"}));
-  EXPECT_TRUE(ParseStringArray("[]")->empty());
-  EXPECT_TRUE(ParseStringArray("[\"a\",]").status().IsCorruption());
-  EXPECT_TRUE(ParseStringArray("{\"a\"}").status().IsCorruption());
-  EXPECT_TRUE(ParseStringArray("[\"a\"").status().IsCorruption());
-}
-
 // One store with two ensembles for the suite: the tests only read it.
 class ReportTest : public ::testing::Test {
  protected:

@@ -1,0 +1,59 @@
+// The JSON readers take index columns from files of any origin.
+#include "schema/json.h"
+
+#include <gtest/gtest.h>
+
+namespace fqpack {
+namespace {
+
+TEST(JsonRead, StringArrays) {
+  auto a = ParseJsonStringArray(" [\"Q8_0\", \"a\\\"b\",\"\\u0041\", \"\\u00e9\"] ", "lib");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(*a, (std::vector<std::string>{"Q8_0", "a\"b", "A", "\xc3\xa9"}));
+  EXPECT_TRUE(ParseJsonStringArray("[]", "lib")->empty());
+  for (const char* bad : {"[\"a\",]", "{\"a\"}", "[\"a\"", "[1]", "", "[\"\\uZZZZ\"]", "[\"\\u12\"]", "null"}) {
+    Result<std::vector<std::string>> r = ParseJsonStringArray(bad, "lib");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_TRUE(r.status().IsCorruption()) << bad;
+    EXPECT_EQ(r.status().message().rfind("lib: ", 0), 0u) << r.status().ToString();
+  }
+}
+
+TEST(JsonRead, ObjectMembers) {
+  auto o = ParseJsonObject(R"({"metric":"kl","stem":2,"ok":true,"x":null,"n":[1,2],"s":"a\"b"})", "params");
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->at("metric"), "kl");
+  EXPECT_EQ(o->at("stem"), "2");
+  EXPECT_EQ(o->at("ok"), "true");
+  EXPECT_EQ(o->at("x"), "null");
+  EXPECT_EQ(o->at("n"), "[1,2]");
+  EXPECT_EQ(o->at("s"), "a\"b");
+  EXPECT_EQ(JsonMember(R"({"metric":"kl"})", "metric"), "kl");
+  EXPECT_EQ(JsonMember(R"({"metric":"kl"})", "stem"), "");
+  EXPECT_EQ(JsonMember("not json", "metric"), "");
+  EXPECT_FALSE(ParseJsonObject("[1]", "params").ok());
+}
+
+// The old readers looked for `"key":` anywhere in the text: a key inside a
+// string value matched.
+TEST(JsonRead, KeysInsideStringsAreNotMembers) {
+  EXPECT_EQ(JsonMember(R"({"note":"\"metric\":\"ppl\"","metric":"kl"})", "metric"), "kl");
+}
+
+TEST(JsonRead, DeepNestingIsRefusedNotRecursedInto) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  Result<std::vector<std::string>> r = ParseJsonStringArray(deep, "deep");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("nested deeper"), std::string::npos);
+  const std::string ok = std::string(kMaxJsonDepth - 1, '[') + std::string(kMaxJsonDepth - 1, ']');
+  EXPECT_TRUE(ParseJsonObject("{\"a\":" + ok + "}", "ok").ok());
+}
+
+TEST(JsonRead, InvalidUtf8InANestedValueDoesNotThrow) {
+  auto o = ParseJsonObject("{\"a\":[\"\xff\xfe\"]}", "utf8");
+  // Either refused by the parser or printed with a replacement: never thrown.
+  if (o.ok()) EXPECT_FALSE(o->at("a").empty());
+}
+
+}  // namespace
+}  // namespace fqpack
