@@ -179,7 +179,7 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
       ByteSpan payload = use_zstd ? ByteSpan(compressed) : data.bytes();
       const uint64_t align = payload.size() >= kPageAlignFrom ? kPageAlign : kSmallAlign;
       uint64_t at = pos;
-      AlignUp(pos, align, &at);
+      if (!AlignUp(pos, align, &at)) return Status::InvalidArgument(out_path + ": pack would exceed 2^64 bytes");
       FQ_RETURN_IF_ERROR(pad_to(at));
       FQ_RETURN_IF_ERROR(f->Append(payload));
       p.offset = pos;
@@ -193,8 +193,10 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
     }
     footer.payload_end = pos;
 
-    // The index: the store's schema, filled from the store's own rows.
-    FQ_ASSIGN_OR_RETURN(auto db, store::Db::Open(":memory:", store::Db::Mode::kReadWriteCreate));
+    // The index: the store's schema, filled from the store's own rows. The
+    // store's index is ATTACHed, and ATTACH reads through the connection's
+    // VFS: the store's Env.
+    FQ_ASSIGN_OR_RETURN(auto db, store::Db::Open(store->env(), ":memory:", store::Db::Mode::kReadWriteCreate));
     FQ_RETURN_IF_ERROR(db->Exec(schema::kStoreSql));
     FQ_RETURN_IF_ERROR(db->Exec("PRAGMA user_version = " + std::to_string(schema::kStoreSchemaVersion)));
     FQ_RETURN_IF_ERROR(db->Exec("CREATE TABLE pack_info (key TEXT PRIMARY KEY, value TEXT NOT NULL)"));

@@ -6,8 +6,12 @@
 // kill: write to a temp name in the same directory, Sync, Close, RenameFile
 // onto the final name, SyncDir on the directory. See PublishFile().
 //
-// Thread-safety: Env methods may be called from any thread. A WritableFile or
-// MappedFile object is used by one thread at a time.
+// Random-access files (RandomRWFile) exist for SQLite: store/sqlite_vfs.h
+// routes every read, write, truncate and fsync of the index through the Env,
+// so the same fault injection covers the blob files and the index.
+//
+// Thread-safety: Env methods may be called from any thread. A WritableFile,
+// RandomRWFile or MappedFile object is used by one thread at a time.
 #ifndef FQPACK_SCHEMA_ENV_H_
 #define FQPACK_SCHEMA_ENV_H_
 
@@ -31,6 +35,33 @@ class WritableFile {
   virtual Status Close() = 0;
   virtual const std::string& path() const = 0;
 };
+
+// A file read and written at any offset (SQLite's database, journal and WAL
+// files). Close() is idempotent and the destructor closes.
+//
+// POSIX drops every fcntl lock a process holds on a file when it closes ANY
+// descriptor of that file, and SQLite locks its database with fcntl. So an
+// implementation must not close a descriptor of a file while another
+// RandomRWFile of this process has it open: the POSIX Env shares one set of
+// descriptors per inode and closes them with the last user.
+class RandomRWFile {
+ public:
+  virtual ~RandomRWFile() = default;
+  // Reads up to `n` bytes at `offset` into `out`; *got < n only at the end of
+  // the file (a short read there is not an error).
+  virtual Status Read(uint64_t offset, size_t n, uint8_t* out, size_t* got) = 0;
+  // Writes all of `data` at `offset`, extending the file when needed.
+  virtual Status Write(uint64_t offset, ByteSpan data) = 0;
+  // Cuts (or extends with zeros) the file to `size` bytes.
+  virtual Status Truncate(uint64_t size) = 0;
+  // Makes the content written so far durable (fsync).
+  virtual Status Sync() = 0;
+  virtual Result<uint64_t> Size() = 0;
+  virtual Status Close() = 0;
+  virtual const std::string& path() const = 0;
+};
+
+enum class OpenMode { kReadOnly, kReadWrite, kReadWriteCreate };
 
 // A whole file mapped read-only (or, when mapping is not possible or the file
 // is empty, held in an owned buffer). Move-only; unmaps on destruction. The
@@ -87,6 +118,10 @@ class Env {
   // Creates or truncates `path` for writing.
   virtual Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) = 0;
   virtual Result<MappedFile> MapFile(const std::string& path) = 0;
+  // Opens `path` for reads (kReadOnly) or reads and writes; kReadWriteCreate
+  // creates it when missing (empty). NotFound when it is missing otherwise.
+  virtual Result<std::unique_ptr<RandomRWFile>> OpenRandomRWFile(const std::string& path,
+                                                                 OpenMode mode) = 0;
   virtual Status RenameFile(const std::string& from, const std::string& to) = 0;
   virtual Status RemoveFile(const std::string& path) = 0;
   virtual Status RemoveDir(const std::string& path) = 0;
@@ -115,6 +150,10 @@ class EnvWrapper : public Env {
     return target_->NewWritableFile(path);
   }
   Result<MappedFile> MapFile(const std::string& path) override { return target_->MapFile(path); }
+  Result<std::unique_ptr<RandomRWFile>> OpenRandomRWFile(const std::string& path,
+                                                         OpenMode mode) override {
+    return target_->OpenRandomRWFile(path, mode);
+  }
   Status RenameFile(const std::string& from, const std::string& to) override {
     return target_->RenameFile(from, to);
   }

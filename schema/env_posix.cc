@@ -1,4 +1,4 @@
-// The POSIX Env: open/write/fsync/rename/unlink/mmap/flock.
+// The POSIX Env: open/write/fsync/rename/unlink/mmap/flock, pread/pwrite.
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -11,7 +11,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <random>
+#include <utility>
 
 #include "schema/env.h"
 #include "schema/log.h"
@@ -67,6 +70,147 @@ class PosixWritableFile final : public WritableFile {
   int fd_;
 };
 
+// The descriptors this process holds on one inode for RandomRWFiles. They
+// are closed together when the last RandomRWFile of the inode closes:
+// closing any descriptor of a file drops every fcntl lock the process holds
+// on it, including SQLite's (see RandomRWFile in env.h).
+struct InodeFds {
+  std::pair<dev_t, ino_t> inode;
+  int read_fd = -1;   // any of them: reads, fstat, fsync
+  int write_fd = -1;  // an O_RDWR one, once some user asked to write
+  std::vector<int> all;
+  int users = 0;
+};
+
+class InodeTable {
+ public:
+  static InodeTable& Get() {
+    static InodeTable* table = new InodeTable();
+    return *table;
+  }
+
+  // The shared descriptors of the file at `path`, opening one when no user
+  // has the access `mode` asks for yet.
+  Result<InodeFds*> Acquire(const std::string& path, OpenMode mode) {
+    const bool writable = mode != OpenMode::kReadOnly;
+    std::lock_guard<std::mutex> lock(mu_);
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) {
+      auto it = by_inode_.find({st.st_dev, st.st_ino});
+      if (it != by_inode_.end() && (!writable || it->second->write_fd >= 0)) {
+        ++it->second->users;
+        return it->second.get();
+      }
+    } else if (errno != ENOENT || mode != OpenMode::kReadWriteCreate) {
+      return PosixError(path, errno);
+    }
+    int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+    if (mode == OpenMode::kReadWriteCreate) flags |= O_CREAT;
+    int fd = ::open(path.c_str(), flags, 0644);
+    if (fd < 0) return PosixError(path, errno);
+    // Closing `fd` here could drop locks only if another user had the inode,
+    // which the stat above ruled out (short of a race with a rename).
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return PosixError(path, err);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return Status::InvalidArgument(path + ": not a regular file");
+    }
+    std::unique_ptr<InodeFds>& e = by_inode_[{st.st_dev, st.st_ino}];
+    if (e == nullptr) {
+      e = std::make_unique<InodeFds>();
+      e->inode = {st.st_dev, st.st_ino};
+    }
+    e->all.push_back(fd);
+    if (e->read_fd < 0) e->read_fd = fd;
+    if (writable && e->write_fd < 0) e->write_fd = fd;
+    ++e->users;
+    return e.get();
+  }
+
+  void Release(InodeFds* fds) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--fds->users > 0) return;
+    for (int fd : fds->all) ::close(fd);
+    by_inode_.erase(fds->inode);
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::pair<dev_t, ino_t>, std::unique_ptr<InodeFds>> by_inode_;
+};
+
+class PosixRandomRWFile final : public RandomRWFile {
+ public:
+  PosixRandomRWFile(std::string path, InodeFds* fds, bool writable)
+      : path_(std::move(path)), fds_(fds), writable_(writable) {}
+  ~PosixRandomRWFile() override { (void)Close(); }
+
+  Status Read(uint64_t offset, size_t n, uint8_t* out, size_t* got) override {
+    *got = 0;
+    while (*got < n) {
+      ssize_t r = ::pread(fds_->read_fd, out + *got, n - *got, static_cast<off_t>(offset + *got));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return PosixError(path_ + ": read", errno);
+      }
+      if (r == 0) break;  // end of file
+      *got += static_cast<size_t>(r);
+    }
+    return Status::OK();
+  }
+
+  Status Write(uint64_t offset, ByteSpan data) override {
+    if (!writable_) return Status::InvalidArgument(path_ + ": opened read-only");
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t w = ::pwrite(fds_->write_fd, data.data() + done, data.size() - done,
+                           static_cast<off_t>(offset + done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return PosixError(path_ + ": write", errno);
+      }
+      done += static_cast<size_t>(w);
+    }
+    return Status::OK();
+  }
+
+  Status Truncate(uint64_t size) override {
+    if (!writable_) return Status::InvalidArgument(path_ + ": opened read-only");
+    while (::ftruncate(fds_->write_fd, static_cast<off_t>(size)) != 0) {
+      if (errno != EINTR) return PosixError(path_ + ": truncate", errno);
+    }
+    return Status::OK();
+  }
+
+  Status Sync() override {
+    if (::fsync(fds_->read_fd) != 0) return PosixError(path_ + ": fsync", errno);
+    return Status::OK();
+  }
+
+  Result<uint64_t> Size() override {
+    struct stat st;
+    if (::fstat(fds_->read_fd, &st) != 0) return PosixError(path_ + ": fstat", errno);
+    return static_cast<uint64_t>(st.st_size);
+  }
+
+  Status Close() override {
+    if (fds_ != nullptr) InodeTable::Get().Release(fds_);
+    fds_ = nullptr;
+    return Status::OK();
+  }
+
+  const std::string& path() const override { return path_; }
+
+ private:
+  std::string path_;
+  InodeFds* fds_;
+  bool writable_;
+};
+
 class PosixFileLock final : public FileLock {
  public:
   explicit PosixFileLock(int fd) : fd_(fd) {}
@@ -110,6 +254,13 @@ class PosixEnv final : public Env {
     ::close(fd);  // the mapping keeps the file open
     if (addr == MAP_FAILED) return PosixError(path + ": mmap", err);
     return MappedFile::FromMapping(path, addr, size);
+  }
+
+  Result<std::unique_ptr<RandomRWFile>> OpenRandomRWFile(const std::string& path,
+                                                         OpenMode mode) override {
+    FQ_ASSIGN_OR_RETURN(InodeFds* fds, InodeTable::Get().Acquire(path, mode));
+    return std::unique_ptr<RandomRWFile>(
+        new PosixRandomRWFile(path, fds, mode != OpenMode::kReadOnly));
   }
 
   Status RenameFile(const std::string& from, const std::string& to) override {

@@ -4,59 +4,66 @@
 
 #include <cassert>
 
+#include "store/sqlite_vfs.h"
+
 namespace fqpack::store {
 
 Stmt::~Stmt() {
   if (stmt_ != nullptr) sqlite3_finalize(stmt_);
 }
 
-Stmt::Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(other.stmt_) { other.stmt_ = nullptr; }
+Stmt::Stmt(Stmt&& other) noexcept
+    : db_(other.db_), stmt_(other.stmt_), bind_rc_(other.bind_rc_), bind_index_(other.bind_index_) {
+  other.stmt_ = nullptr;
+}
 
 Stmt& Stmt::operator=(Stmt&& other) noexcept {
   if (this != &other) {
     if (stmt_ != nullptr) sqlite3_finalize(stmt_);
     db_ = other.db_;
     stmt_ = other.stmt_;
+    bind_rc_ = other.bind_rc_;
+    bind_index_ = other.bind_index_;
     other.stmt_ = nullptr;
   }
   return *this;
 }
 
-Stmt& Stmt::Bind(int i, int64_t v) {
-  [[maybe_unused]] int rc = sqlite3_bind_int64(stmt_, i, v);
-  assert(rc == SQLITE_OK);
+Stmt& Stmt::Check(int rc, int i) {
+  // In a release build an unchecked failed bind would leave the parameter
+  // NULL and the statement would run with it.
+  if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) {
+    bind_rc_ = rc;
+    bind_index_ = i;
+  }
   return *this;
 }
 
-Stmt& Stmt::Bind(int i, double v) {
-  [[maybe_unused]] int rc = sqlite3_bind_double(stmt_, i, v);
-  assert(rc == SQLITE_OK);
-  return *this;
-}
+Stmt& Stmt::Bind(int i, int64_t v) { return Check(sqlite3_bind_int64(stmt_, i, v), i); }
+
+Stmt& Stmt::Bind(int i, double v) { return Check(sqlite3_bind_double(stmt_, i, v), i); }
 
 Stmt& Stmt::Bind(int i, std::string_view v) {
-  [[maybe_unused]] int rc =
-      sqlite3_bind_text64(stmt_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
-  assert(rc == SQLITE_OK);
-  return *this;
+  return Check(sqlite3_bind_text64(stmt_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8), i);
 }
 
 Stmt& Stmt::BindBlob(int i, ByteSpan v) {
   // A zero-length blob must still be a blob, not NULL.
   static const uint8_t kEmpty = 0;
-  [[maybe_unused]] int rc = sqlite3_bind_blob64(stmt_, i, v.empty() ? &kEmpty : v.data(), v.size(),
-                                               SQLITE_TRANSIENT);
-  assert(rc == SQLITE_OK);
-  return *this;
+  return Check(sqlite3_bind_blob64(stmt_, i, v.empty() ? &kEmpty : v.data(), v.size(), SQLITE_TRANSIENT), i);
 }
 
-Stmt& Stmt::BindNull(int i) {
-  [[maybe_unused]] int rc = sqlite3_bind_null(stmt_, i);
-  assert(rc == SQLITE_OK);
-  return *this;
-}
+Stmt& Stmt::BindNull(int i) { return Check(sqlite3_bind_null(stmt_, i), i); }
 
 Result<bool> Stmt::Step() {
+  if (bind_rc_ != SQLITE_OK) {
+    // Not Db::Error: the connection's last error message is not the bind's.
+    const std::string msg = db_->path() + ": binding parameter " + std::to_string(bind_index_) + " of " +
+                            sqlite3_sql(stmt_) + ": " + sqlite3_errstr(bind_rc_);
+    if (bind_rc_ == SQLITE_RANGE || bind_rc_ == SQLITE_TOOBIG) return Status::InvalidArgument(msg);
+    return Status::IOError(msg);
+  }
+  ClearVfsError();
   int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
@@ -77,6 +84,8 @@ Status Stmt::Run() {
 void Stmt::Reset() {
   sqlite3_reset(stmt_);
   sqlite3_clear_bindings(stmt_);
+  bind_rc_ = SQLITE_OK;
+  bind_index_ = 0;
 }
 
 int64_t Stmt::ColumnInt(int col) const { return sqlite3_column_int64(stmt_, col); }
@@ -94,7 +103,11 @@ ByteSpan Stmt::ColumnBlob(int col) const {
 }
 bool Stmt::ColumnIsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 
-Result<std::unique_ptr<Db>> Db::Open(const std::string& path, Mode mode) {
+Db::Db(sqlite3* db, std::string path, std::shared_ptr<EnvVfs> vfs)
+    : db_(db), path_(std::move(path)), vfs_(std::move(vfs)) {}
+
+Result<std::unique_ptr<Db>> Db::Open(Env* env, const std::string& path, Mode mode) {
+  FQ_ASSIGN_OR_RETURN(std::shared_ptr<EnvVfs> vfs, EnvVfs::Acquire(env));
   int flags = SQLITE_OPEN_FULLMUTEX;
   switch (mode) {
     case Mode::kReadOnly: flags |= SQLITE_OPEN_READONLY; break;
@@ -102,8 +115,9 @@ Result<std::unique_ptr<Db>> Db::Open(const std::string& path, Mode mode) {
     case Mode::kReadWriteCreate: flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE; break;
   }
   sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
-  std::unique_ptr<Db> db(new Db(raw, path));
+  ClearVfsError();
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags, vfs->name().c_str());
+  std::unique_ptr<Db> db(new Db(raw, path, std::move(vfs)));
   if (rc != SQLITE_OK) return db->Error(rc, "open");
   sqlite3_extended_result_codes(raw, 1);
   sqlite3_busy_timeout(raw, 30000);
@@ -114,7 +128,7 @@ Result<std::unique_ptr<Db>> Db::Open(const std::string& path, Mode mode) {
 Result<std::unique_ptr<Db>> Db::OpenImage(ByteSpan image, const std::string& name) {
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(":memory:", &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
-  std::unique_ptr<Db> db(new Db(raw, name));
+  std::unique_ptr<Db> db(new Db(raw, name, nullptr));
   if (rc != SQLITE_OK) return db->Error(rc, "open");
   rc = sqlite3_deserialize(raw, "main", const_cast<uint8_t*>(image.data()),
                            static_cast<sqlite3_int64>(image.size()),
@@ -125,12 +139,17 @@ Result<std::unique_ptr<Db>> Db::OpenImage(ByteSpan image, const std::string& nam
 }
 
 Db::~Db() {
+  // Statements left open would keep the connection (and its files, which
+  // use vfs_) alive past this point as a zombie.
+  assert(db_ == nullptr || sqlite3_next_stmt(db_, nullptr) == nullptr);
   if (db_ != nullptr) sqlite3_close_v2(db_);
 }
 
 Status Db::Error(int rc, std::string_view context) const {
   std::string msg = path_ + ": " + std::string(context) + ": " +
                     (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+  Status io = TakeVfsError();
+  if (!io.ok()) msg += " (" + io.message() + ")";
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
@@ -143,6 +162,7 @@ Status Db::Error(int rc, std::string_view context) const {
     case SQLITE_CONSTRAINT:
     case SQLITE_MISMATCH:
     case SQLITE_RANGE:
+    case SQLITE_TOOBIG:
       return Status::InvalidArgument(msg);
     default:
       return Status::IOError(msg);
@@ -152,6 +172,7 @@ Status Db::Error(int rc, std::string_view context) const {
 Status Db::Exec(std::string_view sql) {
   std::string s(sql);
   char* err = nullptr;
+  ClearVfsError();
   int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, &err);
   if (rc != SQLITE_OK) {
     sqlite3_free(err);
@@ -162,6 +183,7 @@ Status Db::Exec(std::string_view sql) {
 
 Result<Stmt> Db::Prepare(std::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
+  ClearVfsError();
   int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
   if (rc != SQLITE_OK) return Error(rc, sql);
   return Stmt(this, stmt);

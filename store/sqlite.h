@@ -1,11 +1,16 @@
 // A thin RAII layer over SQLite: Db (a connection), Stmt (a prepared
 // statement), Txn (a transaction that rolls back unless committed).
 //
-// Errors come back as Status naming the database file and SQLite's message.
-// SQLITE_BUSY after the busy timeout becomes Busy; SQLITE_CORRUPT and
-// SQLITE_NOTADB become Corruption; SQLITE_FULL and I/O errors become IOError.
+// Errors come back as Status naming the database file and SQLite's message
+// (and, for an I/O error, the Env's own message). SQLITE_BUSY after the busy
+// timeout becomes Busy; SQLITE_CORRUPT and SQLITE_NOTADB become Corruption;
+// SQLITE_FULL and I/O errors become IOError.
+//
+// Every file a Db reads or writes goes through the Env it was opened with
+// (store/sqlite_vfs.h), so fault injection reaches the index too.
 //
 // Thread-safety: a Db and its statements belong to one thread at a time.
+// Statements must be destroyed before their Db.
 #ifndef FQPACK_STORE_SQLITE_H_
 #define FQPACK_STORE_SQLITE_H_
 
@@ -15,6 +20,7 @@
 #include <string_view>
 
 #include "schema/coding.h"
+#include "schema/env.h"
 #include "schema/status.h"
 
 struct sqlite3;
@@ -23,6 +29,7 @@ struct sqlite3_stmt;
 namespace fqpack::store {
 
 class Db;
+class EnvVfs;
 
 class Stmt {
  public:
@@ -34,7 +41,9 @@ class Stmt {
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
 
-  // Binds parameter `i` (1-based). Bind errors are programmer errors.
+  // Binds parameter `i` (1-based). A failed bind (an index out of range, a
+  // value too big) is remembered: the next Step() or Run() returns it
+  // without running the statement, until Reset().
   Stmt& Bind(int i, int64_t v);
   Stmt& Bind(int i, uint64_t v) { return Bind(i, static_cast<int64_t>(v)); }
   Stmt& Bind(int i, int v) { return Bind(i, static_cast<int64_t>(v)); }
@@ -58,6 +67,7 @@ class Stmt {
   Result<bool> Step();
   // Steps to completion (for statements that return no rows) and resets.
   Status Run();
+  // Rewinds the statement and clears its bindings and any bind error.
   void Reset();
 
   int64_t ColumnInt(int col) const;
@@ -67,19 +77,26 @@ class Stmt {
   bool ColumnIsNull(int col) const;
 
  private:
+  // Records the first failed bind.
+  Stmt& Check(int rc, int i);
+
   Db* db_ = nullptr;
   sqlite3_stmt* stmt_ = nullptr;
+  int bind_rc_ = 0;  // SQLITE_OK, or the code of the first failed bind
+  int bind_index_ = 0;
 };
 
 class Db {
  public:
   enum class Mode { kReadWrite, kReadWriteCreate, kReadOnly };
 
-  // Opens the database at `path`. Sets a busy timeout, foreign keys on;
-  // journal mode is the caller's business (the store sets WAL).
-  static Result<std::unique_ptr<Db>> Open(const std::string& path, Mode mode);
-  // Opens a read-only database from an image in memory (sqlite3_deserialize).
-  // `image` must outlive the Db.
+  // Opens the database at `path`, whose files (and those of databases
+  // ATTACHed to it) are read and written through `env`, which must outlive
+  // the Db. Sets a busy timeout, foreign keys on; journal mode is the
+  // caller's business (the store sets WAL).
+  static Result<std::unique_ptr<Db>> Open(Env* env, const std::string& path, Mode mode);
+  // Opens a read-only database from an image in memory (sqlite3_deserialize;
+  // no file I/O). `image` must outlive the Db.
   static Result<std::unique_ptr<Db>> OpenImage(ByteSpan image, const std::string& name);
   ~Db();
   Db(const Db&) = delete;
@@ -102,10 +119,11 @@ class Db {
   const std::string& path() const { return path_; }
 
  private:
-  Db(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  Db(sqlite3* db, std::string path, std::shared_ptr<EnvVfs> vfs);
 
   sqlite3* db_;
   std::string path_;
+  std::shared_ptr<EnvVfs> vfs_;  // kept registered until the connection is closed
 };
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted.

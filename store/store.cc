@@ -71,7 +71,7 @@ Status Store::Init(Env* env, const std::string& dir, bool* created) {
   // either has a complete index or none.
   const std::string tmp = UniqueTempName(IndexPath(dir) + ".init");
   {
-    FQ_ASSIGN_OR_RETURN(auto db, Db::Open(tmp, Db::Mode::kReadWriteCreate));
+    FQ_ASSIGN_OR_RETURN(auto db, Db::Open(env, tmp, Db::Mode::kReadWriteCreate));
     FQ_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL"));
     FQ_RETURN_IF_ERROR(db->Exec("BEGIN"));
     FQ_RETURN_IF_ERROR(db->Exec(schema::kStoreSql));
@@ -98,7 +98,7 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
     return Status::InvalidArgument(dir + ": not an fqpack store (no " + kIndexName +
                                    "; run `fqpack init` to create one)");
   }
-  FQ_ASSIGN_OR_RETURN(auto db, Db::Open(IndexPath(dir), Db::Mode::kReadWrite));
+  FQ_ASSIGN_OR_RETURN(auto db, Db::Open(env, IndexPath(dir), Db::Mode::kReadWrite));
   Result<int64_t> version = db->QueryInt("PRAGMA user_version");
   if (!version.ok()) {
     return Status::InvalidArgument(IndexPath(dir) + ": not an fqpack store index (" +

@@ -4,8 +4,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include "schema/quant_types.h"
 #include "store/gguf_import.h"
+#include "tests/support/crash_loop.h"
 #include "tests/support/store_util.h"
 #include "tests/support/test_util.h"
 
@@ -101,39 +104,43 @@ TEST_F(GcTest, RemoveModelDropsEverything) {
   EXPECT_TRUE(store_->FindModel("g").status().IsNotFound());
 }
 
-// A sweep failed or killed at any file operation leaves a store that
-// verifies with everything still referenced intact; the next sweep finishes.
+// A sweep failed or killed at any file operation (its index transaction's
+// writes and fsyncs included) leaves a store that verifies with everything
+// still referenced intact; the next sweep finishes.
 TEST_F(GcTest, FailOrKillAtEveryStepOfASweep) {
   ASSERT_TRUE(RemoveQm(store_.get(), "g", "Q8_0").ok());
   ASSERT_TRUE(PublishFile(Env::Default(), dir_ + "/tmp/leftover", Bytes{3}).ok());
-  const std::string base = tmp_.Join("base");
-  ASSERT_EQ(std::system(("cp -a " + dir_ + " " + base).c_str()), 0);
   store_.reset();
-  // Count the steps of one sweep.
+  const std::string base = tmp_.Join("base");
+  testing::CopyTree(dir_, base);
+  // Count the steps of one sweep (after the store is open: the faults are
+  // armed there too).
   int64_t total = 0;
   {
     testing::TempDir t;
-    ASSERT_EQ(std::system(("cp -a " + base + " " + t.Join("s")).c_str()), 0);
+    testing::CopyTree(base, t.Join("s"));
     FaultInjectionEnv env(Env::Default());
     auto s = Store::Open(&env, t.Join("s"));
+    env.FailAt(-1);
     ASSERT_TRUE(Sweep(s->get()).ok());
     total = env.steps();
   }
   ASSERT_GT(total, static_cast<int64_t>(unique_to_b_));
+  testing::TempDir t;
+  const std::string copy = t.Join("s");
   for (int64_t step = 1; step <= total; ++step) {
     // A kill at every step; a failure (the error path) at the first, middle
     // and last, which covers the row, file and directory operations.
     std::vector<FaultInjectionEnv::Mode> modes = {FaultInjectionEnv::Mode::kCrash};
     if (step == 1 || step == total / 2 || step == total) modes.push_back(FaultInjectionEnv::Mode::kFail);
     for (auto mode : modes) {
-      testing::TempDir t;
-      const std::string copy = t.Join("s");
-      ASSERT_EQ(std::system(("cp -a " + base + " " + copy).c_str()), 0);
+      testing::ResetTree(base, copy);
       pid_t pid = ::fork();
       if (pid == 0) {
         FaultInjectionEnv env(Env::Default());
-        env.FailAt(step, mode);
+        env.SetRealSyncs(false);
         auto s = Store::Open(&env, copy);
+        env.FailAt(step, mode);
         ::_exit(s.ok() && !Sweep(s->get()).ok() ? 3 : 0);
       }
       int status;
@@ -141,7 +148,7 @@ TEST_F(GcTest, FailOrKillAtEveryStepOfASweep) {
       ASSERT_TRUE(WIFEXITED(status));
       EXPECT_EQ(WEXITSTATUS(status), mode == FaultInjectionEnv::Mode::kCrash ? 99 : 3) << "step " << step;
       EXPECT_EQ(testing::VerifyErrors(copy), "") << "step " << step;
-      auto s = Store::Open(Env::Default(), copy);
+      auto s = Store::Open(testing::FastEnv(), copy);
       ASSERT_TRUE(s.ok());
       ASSERT_TRUE((*s)->PinQm("g", "F16").ok()) << "step " << step;
       auto gc = Sweep(s->get());
@@ -152,6 +159,7 @@ TEST_F(GcTest, FailOrKillAtEveryStepOfASweep) {
       EXPECT_EQ(files->size(), (*s)->Stats()->blobs) << "step " << step;
     }
   }
+  std::printf("gc sweep: %lld kill points\n", static_cast<long long>(total));
 }
 
 // A reader in another process pins its QM, a gc then removes everything

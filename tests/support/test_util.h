@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
@@ -48,36 +50,101 @@ int RunCommand(const std::string& command, std::string* output = nullptr);
 // The fqpack binary under test.
 std::string FqpackBinary();
 
-// Fails or "crashes" file operations on demand. Each mutating operation
-// (append, sync, rename, remove, sync-dir, create) counts as one step; when
-// the count reaches `fail_at`, the operation fails with IOError (or, with
-// crash mode, the process _exits at once, as a kill -9 would leave it).
+// Fails, kills or cuts the power at a chosen file operation, and keeps the
+// model of what is durable that a power cut consults.
+//
+// Steps: every mutating operation counts one: create (NewWritableFile, or an
+// OpenRandomRWFile that creates the file), append, write, truncate, sync (of
+// either kind of file), rename, remove, mkdir, rmdir, sync-dir. SQLite's
+// I/O comes through OpenRandomRWFile (store/sqlite_vfs.h), so it counts too.
+// Sync and sync-dir are also counted as sync steps: with a power cut only
+// they change what survives, so crashing before each of them (and once after
+// the last) reaches every distinct durable state.
+//
+// The operation at the chosen step does not happen. kFail and kDiskFull
+// return an IOError from it; kCrash _exits(99) as kill -9 would (the page
+// cache survives: everything written so far stays); kPowerLoss first puts
+// every file and name back to its durable state (DropUnsyncedData), then
+// _exits(99).
+//
+// The durability model (leveldb's fault_injection_test, extended to renames
+// and removes): a file's content is durable as of its last Sync: appends
+// after it are cut off, and regions overwritten or truncated since are put
+// back from pre-images saved at the write. A create, rename (judged by the
+// target's directory), remove, mkdir or rmdir is durable once SyncDir ran on
+// the directory holding the name: until then a power cut takes a created
+// file away, moves a renamed file back (with the old target, if any, back
+// as it durably was) and brings a removed file back with its durable
+// content. Files that existed before this Env first touched them are
+// durable as they were.
+//
+// Thread-safety: every method may be called from any thread; mutating
+// operations are serialised (so a crash never lands between an operation
+// and its bookkeeping).
 class FaultInjectionEnv : public EnvWrapper {
  public:
-  enum class Mode { kFail, kCrash, kDiskFull };
-  explicit FaultInjectionEnv(Env* target) : EnvWrapper(target) {}
+  enum class Mode { kFail, kCrash, kDiskFull, kPowerLoss };
+  explicit FaultInjectionEnv(Env* target);
+  ~FaultInjectionEnv() override;
 
-  void FailAt(int64_t step, Mode mode = Mode::kFail) {
-    fail_at_ = step;
-    mode_ = mode;
-    steps_ = 0;
-  }
-  void Disarm() { fail_at_ = -1; }
+  // Arms the fault at the `step`-th operation from now (counters restart).
+  void FailAt(int64_t step, Mode mode = Mode::kFail);
+  // Arms it at the `n`-th sync step from now (counters restart).
+  void FailAtSync(int64_t n, Mode mode);
+  void Disarm();
   int64_t steps() const { return steps_; }
+  int64_t sync_steps() const { return sync_steps_; }
+  // What each step since the counters restarted did ("write <path>"...).
+  std::vector<std::string> StepLog() const;
+
+  // Sync() of files whose path contains `substring` (or SyncDir of such
+  // directories) does nothing and is no step: the code behaves as if that
+  // fsync were missing. For tests that prove a crash test has power.
+  void DropFileSyncs(const std::string& substring);
+  void DropDirSyncs(const std::string& substring);
+  // false: Sync and SyncDir update only the durability model, without a
+  // real fsync. Crash loops in forked children use it: what survives their
+  // "power cut" is the model's decision, and real fsyncs would only cost time.
+  void SetRealSyncs(bool real) { real_syncs_ = real; }
+
+  // Puts every file and name this Env changed back to its durable state, as
+  // a power cut would, and forgets what it knew (everything is durable
+  // after). Open files must not be used afterwards.
+  void DropUnsyncedData();
+  // DropUnsyncedData, then _exit(99).
+  [[noreturn]] void PowerLoss();
 
   Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override;
+  Result<std::unique_ptr<RandomRWFile>> OpenRandomRWFile(const std::string& path, OpenMode mode) override;
   Status RenameFile(const std::string& from, const std::string& to) override;
   Status RemoveFile(const std::string& path) override;
+  Status RemoveDir(const std::string& path) override;
   Status SyncDir(const std::string& path) override;
   Status CreateDir(const std::string& path) override;
 
-  // Counts one step; a non-OK Status when this step is the one to fail.
-  Status Step(const std::string& what);
+  struct Model;  // the durability model (test_util.cc)
 
  private:
+  friend class FaultyWritableFile;
+  friend class FaultyRandomRWFile;
+
+  // Counts one step (mu_ held); a non-OK Status, an _exit, or a power cut
+  // when this is the step to fail.
+  Status Step(const std::string& what, bool sync = false);
+  bool SyncDropped(const std::string& path, bool dir) const;
+  void DropUnsyncedDataLocked();
+
+  mutable std::mutex mu_;
   std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> sync_steps_{0};
   int64_t fail_at_ = -1;
+  bool count_syncs_only_ = false;
   Mode mode_ = Mode::kFail;
+  bool real_syncs_ = true;
+  std::vector<std::string> drop_file_syncs_;
+  std::vector<std::string> drop_dir_syncs_;
+  std::vector<std::string> log_;
+  std::unique_ptr<Model> model_;
 };
 
 // Builds small GGUF files for tests.
