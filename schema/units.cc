@@ -52,9 +52,11 @@ Result<uint64_t> ParseBytes(std::string_view text) {
   else if (unit == "g" || unit == "gib") mult = 1024.0 * 1024 * 1024;
   else if (unit == "t" || unit == "tib") mult = 1024.0 * 1024 * 1024 * 1024;
   else return bad();
+  // Below 2^64 a double rounds to a whole number that still fits a uint64
+  // (llround would overflow its signed result from 2^63 on).
   double v = std::strtod(num.c_str(), nullptr) * mult;
-  if (!std::isfinite(v) || v >= 1.8e19) return bad();
-  return static_cast<uint64_t>(std::llround(v));
+  if (!std::isfinite(v) || v >= 18446744073709551616.0) return bad();
+  return static_cast<uint64_t>(std::round(v));
 }
 
 }  // namespace fqpack

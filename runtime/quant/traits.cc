@@ -1,3 +1,5 @@
+#include <cpuid.h>
+
 #include <atomic>
 
 #include "runtime/quant/kernels.h"
@@ -88,8 +90,11 @@ bool IsExecutable(uint32_t type) {
 bool CpuHasAvx2() {
   static const bool has = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    // F16C from CPUID leaf 1 (ECX bit 29): clang before 15 has no "f16c"
+    // for __builtin_cpu_supports, and the sanitizer build uses clang 14.
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
   }();
   return has;
 }

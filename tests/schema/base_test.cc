@@ -117,6 +117,14 @@ TEST(Half, F32ToFp16RoundsToNearestEven) {
   }
 }
 
+// Found by fuzz_budget_trace (tests/fuzz/regressions): sizes from 2^63 on
+// came back as 2^63.
+TEST(Units, ParsesSizesAbove2To63) {
+  EXPECT_EQ(*ParseBytes("10000000000000000000"), 10000000000000000000u);
+  EXPECT_EQ(*ParseBytes("16000000TB"), 16000000000000000000u);
+  EXPECT_FALSE(ParseBytes("18446744073709551616").ok());  // 2^64
+}
+
 TEST(Units, ParsesAndFormatsSizes) {
   EXPECT_EQ(*ParseBytes("300MB"), 300000000u);
   EXPECT_EQ(*ParseBytes("600KB"), 600000u);
