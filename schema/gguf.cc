@@ -47,9 +47,16 @@ Value DecodeScalar(ValueType t, const uint8_t* p) {
     case ValueType::kI64:
       return Value::Int(t, static_cast<int64_t>(DecodeU64(p)));
     case ValueType::kF32:
-      return Value::Float(t, std::bit_cast<float>(DecodeU32(p)));
-    case ValueType::kF64:
-      return Value::Float(t, std::bit_cast<double>(DecodeU64(p)));
+    case ValueType::kF64: {
+      // The bits as stored, beside the value: converting a signalling NaN
+      // quiets it, and encoding must give back the bytes that were read.
+      Value v;
+      v.type = t;
+      v.u = t == ValueType::kF32 ? DecodeU32(p) : DecodeU64(p);
+      v.f = t == ValueType::kF32 ? static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(v.u)))
+                                 : std::bit_cast<double>(v.u);
+      return v;
+    }
     case ValueType::kString:
     case ValueType::kArray:
       break;
@@ -86,10 +93,10 @@ void EncodeScalar(ValueType t, const Value& v, Bytes* out) {
       PutU64(out, static_cast<uint64_t>(v.i));
       break;
     case ValueType::kF32:
-      PutF32(out, static_cast<float>(v.f));
+      PutU32(out, static_cast<uint32_t>(v.u));
       break;
     case ValueType::kF64:
-      PutF64(out, v.f);
+      PutU64(out, v.u);
       break;
     case ValueType::kString:
     case ValueType::kArray:
@@ -322,6 +329,7 @@ Value Value::Float(ValueType t, double v) {
   Value x;
   x.type = t;
   x.f = t == ValueType::kF32 ? static_cast<double>(static_cast<float>(v)) : v;
+  x.u = t == ValueType::kF32 ? std::bit_cast<uint32_t>(static_cast<float>(v)) : std::bit_cast<uint64_t>(v);
   return x;
 }
 Value Value::Bool(bool v) { return Uint(ValueType::kBool, v ? 1 : 0); }
@@ -677,9 +685,14 @@ Result<Header> ParseFile(ByteSpan file, std::string_view name) {
     uint64_t elems = 1;
     for (uint32_t d = 0; d < ti.n_dims; ++d) {
       if (!r.ReadU64(&ti.ne[d])) return p.Error(where + ": truncated shape");
-      if (ti.ne[d] > static_cast<uint64_t>(INT64_MAX) || !CheckedMul(elems, ti.ne[d], &elems) ||
+      if (ti.ne[d] > kMaxTensorExtent || !CheckedMul(elems, ti.ne[d], &elems) ||
           elems > static_cast<uint64_t>(INT64_MAX)) {
-        return p.Error(where + ": shape " + ti.ShapeString() + " overflows");
+        return p.Error(where + ": dimension " + std::to_string(d) + " of " + std::to_string(ti.ne[d]) +
+                       " elements is beyond any real tensor (at most 2^40)");
+      }
+      if (ti.ne[d] == 0) {
+        return Status::NotSupported(std::string(name) + ": " + where + ": dimension " + std::to_string(d) +
+                                    " is empty; fqpack does not store tensors without elements");
       }
     }
     if (!r.ReadU32(&ti.type)) return p.Error(where + ": truncated type");

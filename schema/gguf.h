@@ -58,7 +58,7 @@ const char* ValueTypeName(ValueType t);
 // so an array costs about what it takes on disk, whatever its count says.
 struct Value {
   ValueType type = ValueType::kU8;
-  uint64_t u = 0;    // kU8..kU64, kBool
+  uint64_t u = 0;    // kU8..kU64, kBool; kF32, kF64: the bits as stored
   int64_t i = 0;     // kI8..kI64
   double f = 0;      // kF32, kF64 (kF32 values are exactly representable)
   std::string str;   // kString

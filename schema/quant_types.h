@@ -155,6 +155,11 @@ Result<uint32_t> ParseQTypeName(std::string_view name);
 // multiple of the block size; NotSupported for an unknown type.
 Result<uint64_t> RowBytes(uint32_t type, uint64_t ne0);
 
+// The largest extent of one tensor dimension fqpack accepts from a file
+// (2^40: a trillion elements; no real weight comes near it). Together with
+// "at least 1" it is the one shape rule of GGUF files, store rows and packs.
+constexpr uint64_t kMaxTensorExtent = uint64_t{1} << 40;
+
 // Bytes of a whole tensor (rows = ne1*ne2*ne3), with overflow checks.
 Result<uint64_t> TensorBytes(uint32_t type, std::span<const uint64_t> ne);
 

@@ -21,7 +21,7 @@ ModuleDesc ModuleDescFromRow(int64_t qtype, int64_t n_dims, const int64_t ne[4])
 Status CheckModuleRow(const ModuleDesc& desc, int64_t raw_bytes, const std::string& what) {
   if (desc.n_dims < 1 || desc.n_dims > 4) return Status::Corruption(what + ": bad number of dimensions");
   for (uint32_t i = 0; i < 4; ++i) {
-    if (desc.ne[i] < 1 || desc.ne[i] > kMaxModuleDim || (i >= desc.n_dims && desc.ne[i] != 1)) {
+    if (desc.ne[i] < 1 || desc.ne[i] > kMaxTensorExtent || (i >= desc.n_dims && desc.ne[i] != 1)) {
       return Status::Corruption(what + ": bad shape");
     }
   }

@@ -55,16 +55,12 @@ struct ModuleKeyHash {
 
 ModuleKey ComputeModuleKey(const ModuleDesc& desc, ByteSpan data);
 
-// The largest extent of one dimension an index row may give (2^40): larger
-// ones are damage, whatever the type.
-constexpr uint64_t kMaxModuleDim = uint64_t{1} << 40;
-
 // A module description as read from an index row (a store's or a pack's),
 // from SQLite's signed integers: a value out of range becomes one that
 // CheckModuleRow rejects instead of being truncated into a valid-looking one.
 ModuleDesc ModuleDescFromRow(int64_t qtype, int64_t n_dims, const int64_t ne[4]);
 
-// Checks such a row: 1..4 dimensions, each extent 1..kMaxModuleDim (unused
+// Checks such a row: 1..4 dimensions, each extent 1..kMaxTensorExtent (unused
 // ones 1), a type fqpack knows, and `raw_bytes` equal to what that type and
 // shape take. Corruption naming `what` otherwise.
 Status CheckModuleRow(const ModuleDesc& desc, int64_t raw_bytes, const std::string& what);

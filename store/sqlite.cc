@@ -130,6 +130,7 @@ Result<std::unique_ptr<Db>> Db::OpenImage(ByteSpan image, const std::string& nam
   int rc = sqlite3_open_v2(":memory:", &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
   std::unique_ptr<Db> db(new Db(raw, name, nullptr));
   if (rc != SQLITE_OK) return db->Error(rc, "open");
+  db->image_ = true;
   rc = sqlite3_deserialize(raw, "main", const_cast<uint8_t*>(image.data()),
                            static_cast<sqlite3_int64>(image.size()),
                            static_cast<sqlite3_int64>(image.size()), SQLITE_DESERIALIZE_READONLY);
@@ -150,6 +151,7 @@ Status Db::Error(int rc, std::string_view context) const {
                     (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
   Status io = TakeVfsError();
   if (!io.ok()) msg += " (" + io.message() + ")";
+  if (image_ && (rc & 0xff) != SQLITE_NOMEM) return Status::Corruption(msg);
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:

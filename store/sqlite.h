@@ -112,7 +112,10 @@ class Db {
   // Reads the single integer of "SELECT ..." (e.g. a PRAGMA).
   Result<int64_t> QueryInt(std::string_view sql);
 
-  // A Status for SQLite result code `rc`, naming the file and `context`.
+  // A Status for SQLite result code `rc`, naming the file and `context`. On
+  // an image (OpenImage: the index of a file from anywhere) every failure but
+  // running out of memory is Corruption: fqpack's own statements fail there
+  // only when the image's schema or rows are not what fqpack writes.
   Status Error(int rc, std::string_view context) const;
 
   sqlite3* raw() const { return db_; }
@@ -124,6 +127,7 @@ class Db {
   sqlite3* db_;
   std::string path_;
   std::shared_ptr<EnvVfs> vfs_;  // kept registered until the connection is closed
+  bool image_ = false;
 };
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted.

@@ -32,7 +32,7 @@ Bytes Patched(Bytes b, size_t at, uint64_t v, int width) {
 
 // A header written by hand around one tensor of the given shape and type,
 // with `data` bytes after it.
-Bytes OneTensor(uint32_t type, uint64_t ne0, uint64_t offset, size_t data) {
+Bytes OneTensor(uint32_t type, uint64_t ne0, uint64_t offset, size_t data, uint64_t ne1 = 1) {
   gguf::FileSpec spec;
   gguf::Metadata md;
   md.Set("general.architecture", gguf::Value::String("llama"));
@@ -40,8 +40,9 @@ Bytes OneTensor(uint32_t type, uint64_t ne0, uint64_t offset, size_t data) {
   spec.kv = gguf::EncodeMetadata(md);
   gguf::TensorInfo t;
   t.name = "blk.0.attn_q.weight";
-  t.n_dims = 1;
+  t.n_dims = ne1 == 1 ? 1 : 2;
   t.ne[0] = ne0;
+  t.ne[1] = ne1;
   t.type = type;
   t.offset = offset;
   spec.tensors.push_back(t);
@@ -98,9 +99,15 @@ TEST_F(HostileFiles, CraftedGgufImports) {
       {"absurd-kv-count", [&](const Bytes& g) { return Patched(g, n_kv_at, uint64_t{1} << 60, 8); }, 3,
        "metadata count"},
       {"absurd-key-length", [&](const Bytes& g) { return Patched(g, first_key_at, ~uint64_t{0}, 8); }, 3, "length"},
-      // The tensor whose size wraps a bounds check done by addition.
-      {"wrapping-tensor", [](const Bytes&) { return OneTensor(ToId(QType::kF64), (uint64_t{1} << 61) - 1, 0, 256); },
+      // The tensor whose size wraps a bounds check done by addition: each
+      // extent is allowed, their 2^64 - 2^43 bytes are not.
+      {"wrapping-tensor",
+       [](const Bytes&) {
+         return OneTensor(ToId(QType::kF64), uint64_t{1} << 40, 0, 256, (uint64_t{1} << 21) - 1);
+       },
        3, "past the end"},
+      {"absurd-extent", [](const Bytes&) { return OneTensor(ToId(QType::kF64), (uint64_t{1} << 61) - 1, 0, 256); },
+       3, "beyond any real tensor"},
       {"tensor-past-the-end", [](const Bytes&) { return OneTensor(ToId(QType::kF32), 1024, 0, 64); }, 3,
        "past the end"},
       {"unknown-type", [](const Bytes&) { return OneTensor(77, 32, 0, 256); }, 3, "unknown tensor type 77"},

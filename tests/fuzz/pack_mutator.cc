@@ -368,40 +368,6 @@ bool RelaxSchema(MemDb* db, const Table& t) {
 
 }  // namespace
 
-std::optional<PackParts> SplitPack(ByteSpan file) {
-  if (file.size() < pack::kHeaderSize + pack::kFooterSize) return std::nullopt;
-  const uint8_t* f = file.data() + file.size() - pack::kFooterSize;
-  const uint64_t index_offset = DecodeU64(f), index_size = DecodeU64(f + 8),
-                 payload_end = DecodeU64(f + 24);
-  const uint64_t index_end = file.size() - pack::kFooterSize;
-  if (payload_end < pack::kHeaderSize || payload_end > index_offset || index_offset > index_end ||
-      index_size != index_end - index_offset) {
-    return std::nullopt;
-  }
-  PackParts p;
-  p.payloads = file.subspan(pack::kHeaderSize, payload_end - pack::kHeaderSize);
-  p.gap = file.subspan(payload_end, index_offset - payload_end);
-  p.index = file.subspan(index_offset, index_size);
-  return p;
-}
-
-Bytes JoinPack(ByteSpan payloads, ByteSpan gap, ByteSpan index,
-               std::optional<uint64_t> payload_end) {
-  Bytes out = pack::EncodeHeader();
-  out.insert(out.end(), payloads.begin(), payloads.end());
-  pack::Footer f;
-  f.payload_end = payload_end.value_or(out.size());
-  out.insert(out.end(), gap.begin(), gap.end());
-  f.index_offset = out.size();
-  f.index_size = index.size();
-  f.index_checksum = pack::Checksum(index);
-  out.insert(out.end(), index.begin(), index.end());
-  f.file_size = out.size() + pack::kFooterSize;
-  const Bytes footer = pack::EncodeFooter(f);
-  out.insert(out.end(), footer.begin(), footer.end());
-  return out;
-}
-
 // The changes, by weight: a cell (most), a deleted row, a duplicated row,
 // the schema version, NOT NULL dropped from a table (then a cell of it set),
 // a table emptied.

@@ -18,24 +18,13 @@
 
 #include "schema/coding.h"
 #include "schema/status.h"
+#include "tests/support/pack_util.h"
 
 namespace fqpack::fuzz {
 
-// The parts of a pack between its header and its footer, as the footer
-// places them; no checksum is looked at. nullopt when the footer's offsets
-// do not describe a layout of this file.
-struct PackParts {
-  ByteSpan payloads;  // [64, payload_end)
-  ByteSpan gap;       // [payload_end, index_offset)
-  ByteSpan index;     // [index_offset, file_size - 64)
-};
-std::optional<PackParts> SplitPack(ByteSpan file);
-
-// A pack made of the parts: a fresh header, the payload area, the gap, the
-// index, and a footer with the right offsets and checksums. `payload_end`
-// replaces the footer's end of the payload area when given.
-Bytes JoinPack(ByteSpan payloads, ByteSpan gap, ByteSpan index,
-               std::optional<uint64_t> payload_end = std::nullopt);
+using fqpack::testing::JoinPack;
+using fqpack::testing::PackParts;
+using fqpack::testing::SplitPack;
 
 // One to three random changes to an SQLite database image (see the .cc for
 // the list). NotSupported when `image` is not a database SQLite can open.

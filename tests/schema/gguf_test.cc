@@ -203,8 +203,9 @@ Bytes HeaderOnly(const Metadata& md, std::vector<TensorInfo> tensors) {
 TEST(Gguf, RejectsATensorWhoseSizeWrapsTheBoundsCheck) {
   TensorInfo t;
   t.name = "wrap";
-  t.n_dims = 1;
-  t.ne[0] = (uint64_t{1} << 61) - 1;  // F64: 8 * (2^61 - 1) = 2^64 - 8 bytes
+  t.n_dims = 2;
+  t.ne[0] = uint64_t{1} << 40;  // F64: 8 * 2^40 * (2^21 - 1) = 2^64 - 2^43 bytes
+  t.ne[1] = (uint64_t{1} << 21) - 1;
   t.type = ToId(QType::kF64);
   Bytes file = HeaderOnly(Metadata(), {t});
   file.resize(file.size() + 64, 0);
@@ -221,6 +222,7 @@ TEST(Gguf, RejectsATensorWhoseSizeWrapsTheBoundsCheck) {
   small.type = ToId(QType::kF32);
   small.offset = 32;
   t.offset = 0;
+  ASSERT_EQ(*TensorBytes(t.type, std::span(t.ne.data(), 2)), ~uint64_t{0} - (uint64_t{1} << 43) + 1);
   Bytes two = HeaderOnly(Metadata(), {t, small});
   two.resize(two.size() + 128, 0);
   Result<Header> r2 = ParseFile(two, "wrap2.gguf");
@@ -255,6 +257,39 @@ TEST(Gguf, ArraysCostWhatTheyTakeOnDisk) {
     for (int k = 0; k < 1000; ++k) want.push_back(std::to_string(k));
     return want;
   }());
+}
+
+// A float keeps its stored bits: a signalling NaN is quieted by any trip
+// through a double, and the metadata must encode back to the bytes read.
+TEST(Gguf, FloatValuesKeepTheirBits) {
+  for (uint32_t bits : {0xff9c0000u, 0x7f800001u, 0x80000000u}) {
+    Metadata md;
+    md.Set("f", Value::Float(ValueType::kF32, 0));
+    md.Set("a", Value::Array(ValueType::kF32, {Value::Float(ValueType::kF32, 0)}));
+    Bytes kv = EncodeMetadata(md);
+    EncodeU32(kv.data() + 8 + 1 + 4, bits);
+    EncodeU32(kv.data() + kv.size() - 4, bits);
+    Result<Metadata> r = ParseMetadata(kv, 2, "nan.kv");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(EncodeMetadata(*r), kv) << std::hex << bits;
+  }
+}
+
+TEST(Gguf, RejectsEmptyAndAbsurdExtents) {
+  TensorInfo t;
+  t.name = "empty";
+  t.n_dims = 2;
+  t.ne[0] = 144115188075855888ull;
+  t.ne[1] = 0;
+  t.type = ToId(QType::kF32);
+  Result<Header> r = ParseFile(HeaderOnly(Metadata(), {t}), "empty.gguf");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();  // 2^57 elements come first
+  t.ne[0] = 64;
+  r = ParseFile(HeaderOnly(Metadata(), {t}), "empty.gguf");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsNotSupported()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("empty"), std::string::npos) << r.status().ToString();
 }
 
 // Counts that claim more elements than the bytes left can hold are refused
