@@ -35,9 +35,14 @@ namespace {
 using namespace bench;  // the matrix ring, MatVec, Batched, Memcpy
 
 void RegisterAll() {
-  const QType types[] = {QType::kF32,  QType::kF16,    QType::kBF16, QType::kQ8_0, QType::kQ6_K,
-                         QType::kQ5_K, QType::kQ5_1,   QType::kQ5_0, QType::kQ4_K, QType::kQ4_1,
-                         QType::kQ4_0, QType::kIQ4_NL, QType::kQ3_K, QType::kQ2_K};
+  // Every GGUF weight type of the type table, most bits per weight first.
+  std::vector<const quant::TypeTraits*> types;
+  for (const quant::TypeTraits& t : quant::AllTraits()) {
+    if (t.gguf && t.dot != nullptr) types.push_back(&t);
+  }
+  std::stable_sort(types.begin(), types.end(), [](const auto* a, const auto* b) {
+    return a->bits_per_weight > b->bits_per_weight;
+  });
   for (QType q : {QType::kQ4_K, QType::kQ8_0}) {
     for (int threads : {1, 2}) {
       const std::string name =
@@ -48,8 +53,8 @@ void RegisterAll() {
     }
   }
   // One type at a time, so its ring of copies is built once.
-  for (QType q : types) {
-    const uint32_t type = ToId(q);
+  for (const quant::TypeTraits* t : types) {
+    const uint32_t type = t->type;
     for (int threads : {1, 2}) {
       const std::string name = "MatVec/" + QTypeName(type) + "/threads:" + std::to_string(threads);
       benchmark::RegisterBenchmark(name.c_str(), MatVec, type, threads)

@@ -30,8 +30,8 @@ struct WeightView {
   size_t row_bytes = 0;
 };
 
-// True when MatMul and GetRows can run this type: F32, F16, BF16, Q4_0,
-// Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
+// True when MatMul and GetRows can run this type: a row of the type table
+// with a dot (runtime/quant/quant.h), GGUF or group-int.
 bool CanExecute(uint32_t type);
 // OK, or NotSupported naming the type (and `tensor` when given).
 Status CheckExecutable(uint32_t type, const std::string& tensor);

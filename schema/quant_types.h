@@ -3,8 +3,10 @@
 // reserved for fqpack's own group-wise integer types. Byte layouts, formulas
 // and bits per weight are written down in schema/quant_types.md.
 //
-// This table answers only "how many bytes does a row of n elements take";
-// the block structs, dequantizers and kernels live in runtime/quant/.
+// This table answers only "how many bytes does a row of n elements take", so
+// that store/ and pack/ need no runtime. It is the layout half of the one
+// type table: the runtime's rows (runtime/quant/quant.h) take id, name and
+// sizes from here and add the block structs, kernels and codecs.
 #ifndef FQPACK_SCHEMA_QUANT_TYPES_H_
 #define FQPACK_SCHEMA_QUANT_TYPES_H_
 

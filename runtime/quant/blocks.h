@@ -1,7 +1,10 @@
 // The block layouts of every tensor type the runtime executes, byte for byte
 // those of ggml (ggml-common.h), so that blocks are read in place from a
 // mapped GGUF file or pack. The byte tables, formulas and bits per weight are
-// written down in schema/quant_types.md; each struct below repeats its formula.
+// written down in schema/quant_types.md; each struct below repeats its formula
+// and checks its size against schema's table. The type's row in the traits
+// table (runtime/quant/quant.h, traits.cc) names the struct once more and
+// checks it again.
 //
 // Conventions of the formulas: a block holds `QK` weights x[0..QK); "fp16"
 // fields are IEEE binary16 bit patterns (uint16_t, converted with
@@ -34,6 +37,8 @@ struct BlockQ4_0 {
   uint16_t d;  // fp16
   uint8_t qs[kQK32 / 2];
 };
+static_assert(sizeof(BlockQ4_0) == GgmlBlockBytes(ToId(QType::kQ4_0)) &&
+              GgmlBlockElems(ToId(QType::kQ4_0)) == kQK32);
 
 // Q4_1, 5.0 bits/weight. x[j] = d * q[j] + m, q in [0, 15]; nibbles as Q4_0.
 struct BlockQ4_1 {
@@ -41,6 +46,8 @@ struct BlockQ4_1 {
   uint16_t m;  // fp16
   uint8_t qs[kQK32 / 2];
 };
+static_assert(sizeof(BlockQ4_1) == GgmlBlockBytes(ToId(QType::kQ4_1)) &&
+              GgmlBlockElems(ToId(QType::kQ4_1)) == kQK32);
 
 // Q5_0, 5.5 bits/weight. x[j] = d * (q[j] - 16), q in [0, 31]; the low four
 // bits of q as Q4_0, bit 4 of q[j] is bit j of the little-endian u32 qh.
@@ -49,6 +56,8 @@ struct BlockQ5_0 {
   uint8_t qh[4];
   uint8_t qs[kQK32 / 2];
 };
+static_assert(sizeof(BlockQ5_0) == GgmlBlockBytes(ToId(QType::kQ5_0)) &&
+              GgmlBlockElems(ToId(QType::kQ5_0)) == kQK32);
 
 // Q5_1, 6.0 bits/weight. x[j] = d * q[j] + m, q in [0, 31]; bits as Q5_0.
 struct BlockQ5_1 {
@@ -57,6 +66,8 @@ struct BlockQ5_1 {
   uint8_t qh[4];
   uint8_t qs[kQK32 / 2];
 };
+static_assert(sizeof(BlockQ5_1) == GgmlBlockBytes(ToId(QType::kQ5_1)) &&
+              GgmlBlockElems(ToId(QType::kQ5_1)) == kQK32);
 
 // Q8_0, 8.5 bits/weight. x[j] = d * qs[j]. Also the activation type of
 // Q4_0, Q5_0, Q8_0 and IQ4_NL weights.
@@ -64,6 +75,8 @@ struct BlockQ8_0 {
   uint16_t d;  // fp16
   int8_t qs[kQK32];
 };
+static_assert(sizeof(BlockQ8_0) == GgmlBlockBytes(ToId(QType::kQ8_0)) &&
+              GgmlBlockElems(ToId(QType::kQ8_0)) == kQK32);
 
 // Q8_1, 9.0 bits/weight, activations only (of Q4_1 and Q5_1 weights).
 // x[j] = d * qs[j]; s = fp16(d * sum(qs)) with d the unrounded fp32 scale,
@@ -73,6 +86,8 @@ struct BlockQ8_1 {
   uint16_t s;  // fp16
   int8_t qs[kQK32];
 };
+static_assert(sizeof(BlockQ8_1) == GgmlBlockBytes(ToId(QType::kQ8_1)) &&
+              GgmlBlockElems(ToId(QType::kQ8_1)) == kQK32);
 
 // IQ4_NL, 4.5 bits/weight. x[j] = d * kIq4nlValues[q[j]], q in [0, 15],
 // nibbles as Q4_0: a non-linear 4-bit grid.
@@ -80,6 +95,8 @@ struct BlockIQ4_NL {
   uint16_t d;  // fp16
   uint8_t qs[kQK32 / 2];
 };
+static_assert(sizeof(BlockIQ4_NL) == GgmlBlockBytes(ToId(QType::kIQ4_NL)) &&
+              GgmlBlockElems(ToId(QType::kIQ4_NL)) == kQK32);
 
 inline constexpr int8_t kIq4nlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                             1,    13,   25,  38,  53,  69,  89,  113};
@@ -94,6 +111,8 @@ struct BlockQ2_K {
   uint16_t d;     // fp16, scale of the scales
   uint16_t dmin;  // fp16, scale of the mins
 };
+static_assert(sizeof(BlockQ2_K) == GgmlBlockBytes(ToId(QType::kQ2_K)) &&
+              GgmlBlockElems(ToId(QType::kQ2_K)) == kQKK);
 
 // Q3_K, 3.4375 bits/weight. 16 sub-blocks of 16 weights with signed 6-bit
 // scales sc[s] in [-32, 31] (packed in 12 bytes, see Q3KScale):
@@ -107,6 +126,8 @@ struct BlockQ3_K {
   uint8_t scales[kKScaleBytes];
   uint16_t d;  // fp16
 };
+static_assert(sizeof(BlockQ3_K) == GgmlBlockBytes(ToId(QType::kQ3_K)) &&
+              GgmlBlockElems(ToId(QType::kQ3_K)) == kQKK);
 
 // Q4_K, 4.5 bits/weight. 8 sub-blocks of 32 weights with 6-bit scales and
 // mins (packed in 12 bytes, see K4ScaleMin):
@@ -119,6 +140,8 @@ struct BlockQ4_K {
   uint8_t scales[kKScaleBytes];
   uint8_t qs[kQKK / 2];
 };
+static_assert(sizeof(BlockQ4_K) == GgmlBlockBytes(ToId(QType::kQ4_K)) &&
+              GgmlBlockElems(ToId(QType::kQ4_K)) == kQKK);
 
 // Q5_K, 5.5 bits/weight. As Q4_K with q in [0, 31]: the low four bits as
 // Q4_K, bit 4 of q[64c + l] is bit 2c of qh[l], of q[64c + 32 + l] bit 2c+1.
@@ -129,6 +152,8 @@ struct BlockQ5_K {
   uint8_t qh[kQKK / 8];
   uint8_t qs[kQKK / 2];
 };
+static_assert(sizeof(BlockQ5_K) == GgmlBlockBytes(ToId(QType::kQ5_K)) &&
+              GgmlBlockElems(ToId(QType::kQ5_K)) == kQKK);
 
 // Q6_K, 6.5625 bits/weight. 16 sub-blocks of 16 weights, int8 scales:
 //   x[e] = d * scales[e / 16] * (q[e] - 32),  q in [0, 63].
@@ -141,6 +166,8 @@ struct BlockQ6_K {
   int8_t scales[kQKK / 16];
   uint16_t d;  // fp16
 };
+static_assert(sizeof(BlockQ6_K) == GgmlBlockBytes(ToId(QType::kQ6_K)) &&
+              GgmlBlockElems(ToId(QType::kQ6_K)) == kQKK);
 
 // Q8_K, 9.125 bits/weight, activations only (of the k-quants). x[e] = d * qs[e]
 // with a float d; bsums[s] = sum of qs over sub-block s of 16, which folds
@@ -150,33 +177,9 @@ struct BlockQ8_K {
   int8_t qs[kQKK];
   int16_t bsums[kQKK / 16];
 };
-
-static_assert(sizeof(BlockQ4_0) == GgmlBlockBytes(ToId(QType::kQ4_0)) &&
-              GgmlBlockElems(ToId(QType::kQ4_0)) == kQK32);
-static_assert(sizeof(BlockQ4_1) == GgmlBlockBytes(ToId(QType::kQ4_1)) &&
-              GgmlBlockElems(ToId(QType::kQ4_1)) == kQK32);
-static_assert(sizeof(BlockQ5_0) == GgmlBlockBytes(ToId(QType::kQ5_0)) &&
-              GgmlBlockElems(ToId(QType::kQ5_0)) == kQK32);
-static_assert(sizeof(BlockQ5_1) == GgmlBlockBytes(ToId(QType::kQ5_1)) &&
-              GgmlBlockElems(ToId(QType::kQ5_1)) == kQK32);
-static_assert(sizeof(BlockQ8_0) == GgmlBlockBytes(ToId(QType::kQ8_0)) &&
-              GgmlBlockElems(ToId(QType::kQ8_0)) == kQK32);
-static_assert(sizeof(BlockQ8_1) == GgmlBlockBytes(ToId(QType::kQ8_1)) &&
-              GgmlBlockElems(ToId(QType::kQ8_1)) == kQK32);
-static_assert(sizeof(BlockIQ4_NL) == GgmlBlockBytes(ToId(QType::kIQ4_NL)) &&
-              GgmlBlockElems(ToId(QType::kIQ4_NL)) == kQK32);
-static_assert(sizeof(BlockQ2_K) == GgmlBlockBytes(ToId(QType::kQ2_K)) &&
-              GgmlBlockElems(ToId(QType::kQ2_K)) == kQKK);
-static_assert(sizeof(BlockQ3_K) == GgmlBlockBytes(ToId(QType::kQ3_K)) &&
-              GgmlBlockElems(ToId(QType::kQ3_K)) == kQKK);
-static_assert(sizeof(BlockQ4_K) == GgmlBlockBytes(ToId(QType::kQ4_K)) &&
-              GgmlBlockElems(ToId(QType::kQ4_K)) == kQKK);
-static_assert(sizeof(BlockQ5_K) == GgmlBlockBytes(ToId(QType::kQ5_K)) &&
-              GgmlBlockElems(ToId(QType::kQ5_K)) == kQKK);
-static_assert(sizeof(BlockQ6_K) == GgmlBlockBytes(ToId(QType::kQ6_K)) &&
-              GgmlBlockElems(ToId(QType::kQ6_K)) == kQKK);
 static_assert(sizeof(BlockQ8_K) == GgmlBlockBytes(ToId(QType::kQ8_K)) &&
               GgmlBlockElems(ToId(QType::kQ8_K)) == kQKK);
+
 // The plain float types are one element per "block".
 static_assert(GgmlBlockBytes(ToId(QType::kF32)) == 4 && GgmlBlockBytes(ToId(QType::kF16)) == 2 &&
               GgmlBlockBytes(ToId(QType::kBF16)) == 2);

@@ -3,6 +3,8 @@
 // traits.cc can name the functions that live in several files.
 //
 // dequantize.cc: scalar reference dequantizers.
+// encode.cc:     block encoders: a block from the fields and codes
+//                `fqpack quantize` fitted (the inverse of dequantize.cc).
 // quantize.cc:   reference weight quantizers and llama.cpp's activation
 //                quantizers (quantize_avx2.cc: the same, vectorized).
 // dot.cc:        portable dots.
@@ -16,48 +18,49 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "runtime/quant/quant.h"
+
 namespace fqpack::runtime::quant {
 
-#define FQ_QUANT_DEQUANTIZE(T) void DequantizeRow##T(const uint8_t* src, float* dst, int64_t n);
-#define FQ_QUANT_QUANTIZE(T) void QuantizeRow##T(const float* src, uint8_t* dst, int64_t n);
+// The entry points of one GGUF weight type T whose dot takes activations in
+// its vec_dot type: DequantizeRowT, QuantizeRowT, EncodeBlockT (a fitted
+// block, for `fqpack quantize`), DOT and DOT##Avx2; each weight type below is
+// one such line.
+#define FQ_QUANT_CONVERT(T)                                         \
+  void DequantizeRow##T(const uint8_t* src, float* dst, int64_t n); \
+  void QuantizeRow##T(const float* src, uint8_t* dst, int64_t n);
 #define FQ_QUANT_DOT(NAME)                                                                       \
   void NAME(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, int nt, float* out); \
   void NAME##Avx2(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, int nt,        \
                   float* out);
+#define FQ_QUANT_WEIGHT_TYPE(T, DOT)                                     \
+  FQ_QUANT_CONVERT(T)                                                    \
+  void EncodeBlock##T(const BlockFields& f, const int* q, uint8_t* out); \
+  FQ_QUANT_DOT(DOT)
 
-FQ_QUANT_DEQUANTIZE(F32)
-FQ_QUANT_DEQUANTIZE(F16)
-FQ_QUANT_DEQUANTIZE(BF16)
-FQ_QUANT_DEQUANTIZE(Q4_0)
-FQ_QUANT_DEQUANTIZE(Q4_1)
-FQ_QUANT_DEQUANTIZE(Q5_0)
-FQ_QUANT_DEQUANTIZE(Q5_1)
-FQ_QUANT_DEQUANTIZE(Q8_0)
-FQ_QUANT_DEQUANTIZE(Q8_1)
-FQ_QUANT_DEQUANTIZE(IQ4_NL)
-FQ_QUANT_DEQUANTIZE(Q2_K)
-FQ_QUANT_DEQUANTIZE(Q3_K)
-FQ_QUANT_DEQUANTIZE(Q4_K)
-FQ_QUANT_DEQUANTIZE(Q5_K)
-FQ_QUANT_DEQUANTIZE(Q6_K)
-FQ_QUANT_DEQUANTIZE(Q8_K)
+// Float types: no encoder (`fqpack quantize` converts them directly).
+FQ_QUANT_CONVERT(F32)
+FQ_QUANT_CONVERT(F16)
+FQ_QUANT_CONVERT(BF16)
+FQ_QUANT_DOT(DotF32)
+FQ_QUANT_DOT(DotF16)
+FQ_QUANT_DOT(DotBF16)
 
-FQ_QUANT_QUANTIZE(F32)
-FQ_QUANT_QUANTIZE(F16)
-FQ_QUANT_QUANTIZE(BF16)
-FQ_QUANT_QUANTIZE(Q4_0)
-FQ_QUANT_QUANTIZE(Q4_1)
-FQ_QUANT_QUANTIZE(Q5_0)
-FQ_QUANT_QUANTIZE(Q5_1)
-FQ_QUANT_QUANTIZE(Q8_0)
-FQ_QUANT_QUANTIZE(Q8_1)
-FQ_QUANT_QUANTIZE(IQ4_NL)
-FQ_QUANT_QUANTIZE(Q2_K)
-FQ_QUANT_QUANTIZE(Q3_K)
-FQ_QUANT_QUANTIZE(Q4_K)
-FQ_QUANT_QUANTIZE(Q5_K)
-FQ_QUANT_QUANTIZE(Q6_K)
-FQ_QUANT_QUANTIZE(Q8_K)
+// Activation-only types: no dot.
+FQ_QUANT_CONVERT(Q8_1)
+FQ_QUANT_CONVERT(Q8_K)
+
+FQ_QUANT_WEIGHT_TYPE(Q4_0, DotQ4_0Q8_0)
+FQ_QUANT_WEIGHT_TYPE(Q4_1, DotQ4_1Q8_1)
+FQ_QUANT_WEIGHT_TYPE(Q5_0, DotQ5_0Q8_0)
+FQ_QUANT_WEIGHT_TYPE(Q5_1, DotQ5_1Q8_1)
+FQ_QUANT_WEIGHT_TYPE(Q8_0, DotQ8_0Q8_0)
+FQ_QUANT_WEIGHT_TYPE(IQ4_NL, DotIQ4_NLQ8_0)
+FQ_QUANT_WEIGHT_TYPE(Q2_K, DotQ2_KQ8_K)
+FQ_QUANT_WEIGHT_TYPE(Q3_K, DotQ3_KQ8_K)
+FQ_QUANT_WEIGHT_TYPE(Q4_K, DotQ4_KQ8_K)
+FQ_QUANT_WEIGHT_TYPE(Q5_K, DotQ5_KQ8_K)
+FQ_QUANT_WEIGHT_TYPE(Q6_K, DotQ6_KQ8_K)
 
 // AVX2 activation quantizers: the same bytes as their scalar counterparts.
 void QuantizeRowF16Avx2(const float* src, uint8_t* dst, int64_t n);
@@ -65,24 +68,9 @@ void QuantizeRowQ8_0Avx2(const float* src, uint8_t* dst, int64_t n);
 void QuantizeRowQ8_1Avx2(const float* src, uint8_t* dst, int64_t n);
 void QuantizeRowQ8_KAvx2(const float* src, uint8_t* dst, int64_t n);
 
-FQ_QUANT_DOT(DotF32)
-FQ_QUANT_DOT(DotF16)
-FQ_QUANT_DOT(DotBF16)
-FQ_QUANT_DOT(DotQ4_0Q8_0)
-FQ_QUANT_DOT(DotQ4_1Q8_1)
-FQ_QUANT_DOT(DotQ5_0Q8_0)
-FQ_QUANT_DOT(DotQ5_1Q8_1)
-FQ_QUANT_DOT(DotQ8_0Q8_0)
-FQ_QUANT_DOT(DotIQ4_NLQ8_0)
-FQ_QUANT_DOT(DotQ2_KQ8_K)
-FQ_QUANT_DOT(DotQ3_KQ8_K)
-FQ_QUANT_DOT(DotQ4_KQ8_K)
-FQ_QUANT_DOT(DotQ5_KQ8_K)
-FQ_QUANT_DOT(DotQ6_KQ8_K)
-
-#undef FQ_QUANT_DEQUANTIZE
-#undef FQ_QUANT_QUANTIZE
+#undef FQ_QUANT_CONVERT
 #undef FQ_QUANT_DOT
+#undef FQ_QUANT_WEIGHT_TYPE
 
 // fqpack's group-int types (group_int.cc, group_int_avx2.cc). The entry
 // points take no type id, so every (bits, group) is its own instance.
@@ -96,6 +84,8 @@ template <int kBits, int kGroup>
 void DequantizeRowGroupInt(const uint8_t* src, float* dst, int64_t n);
 template <int kBits, int kGroup>
 void QuantizeRowGroupInt(const float* src, uint8_t* dst, int64_t n);
+template <int kBits>
+void EncodeBlockGroupInt(const BlockFields& f, const int* q, uint8_t* out);
 template <int kBits, int kGroup>
 void DotGroupInt(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, int nt,
                  float* out);
@@ -112,6 +102,12 @@ void DotGroupIntAvx2(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_str
                                              int, float*);
 FQ_GROUP_INT_FOR_EACH(FQ_GROUP_INT_DECLARE)
 #undef FQ_GROUP_INT_DECLARE
+extern template void EncodeBlockGroupInt<2>(const BlockFields&, const int*, uint8_t*);
+extern template void EncodeBlockGroupInt<3>(const BlockFields&, const int*, uint8_t*);
+extern template void EncodeBlockGroupInt<4>(const BlockFields&, const int*, uint8_t*);
+extern template void EncodeBlockGroupInt<5>(const BlockFields&, const int*, uint8_t*);
+extern template void EncodeBlockGroupInt<6>(const BlockFields&, const int*, uint8_t*);
+extern template void EncodeBlockGroupInt<8>(const BlockFields&, const int*, uint8_t*);
 
 // The activation type of group-int dots (int8-act).
 void QuantizeRowGroupIntAct(const float* src, uint8_t* dst, int64_t n);

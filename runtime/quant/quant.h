@@ -1,10 +1,21 @@
-// The traits table of executable tensor types: for each type, the scalar
-// reference dequantizer and quantizer of a row, the activation ("vec_dot")
-// type its dot products take, and the dot kernels (portable and AVX2).
-// MatMul and GetRows (runtime/matmul.h) look everything up here, so a new
-// type (fqpack's group-int types) is plugged in by adding one entry to
-// kTypeTraits in traits.cc; the driver never assumes a row is a whole number
-// of fixed-size blocks, it sizes rows with RowBytes() (schema/quant_types.h).
+// The quant type table: one row per tensor type the runtime handles, and the
+// only per-type list of the runtime and of `fqpack quantize`. A row holds
+// - the layout facts, taken from schema's row (schema/quant_types.h: id,
+//   name, block elements and bytes) and checked at compile time against the
+//   block struct (runtime/quant/blocks.h), plus bits per weight and whether
+//   a GGUF file can hold the type;
+// - the scalar reference dequantizer and quantizer of a row, the activation
+//   ("vec_dot") type its dot products take, and the dot kernels (portable
+//   and AVX2);
+// - the write side's facts: the grid `fqpack quantize` fits a block to
+//   (CodecShape, read by quantize/codec.h), the encoder that packs a fitted
+//   block into the struct, and the type a row falls back to when it is not
+//   a whole number of blocks.
+// MatMul and GetRows (runtime/matmul.h), the codecs and the quantize pipeline
+// look everything up here, so a new type is a block struct, one row in
+// kTypeTraits (traits.cc), its kernels and its byte table in
+// schema/quant_types.md. The driver never assumes a row is a whole number of
+// fixed-size blocks; it sizes rows with RowBytes() (schema/quant_types.h).
 //
 // Thread-safety: the table is immutable; every function is reentrant.
 // SetSimdEnabled is a test and benchmark switch, not for concurrent use with
@@ -14,6 +25,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
+
+#include "schema/quant_types.h"
 
 namespace fqpack::runtime::quant {
 
@@ -34,8 +48,57 @@ constexpr int kMaxDotTokens = 4;
 using DotFn = void (*)(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, int nt,
                        float* out);
 
+// The most sub-blocks (sub-block scales) of one block: Q2_K, Q3_K, Q6_K.
+constexpr int kMaxSubBlocks = 16;
+
+// The stored fields of one block as `fqpack quantize` chose them: what an
+// encoder needs besides the codes.
+struct BlockFields {
+  int n = 0;       // elements in the block (less than block_elems only for a
+                   // group-int row's last group)
+  uint16_t d = 0;  // fp16 bits of the block scale
+  uint16_t m = 0;  // fp16 bits of dmin (k-quants) or of the offset (Q4_1, Q5_1, group-int)
+  int sc[kMaxSubBlocks] = {};  // integer sub-block scales (k-quants)
+  int mn[kMaxSubBlocks] = {};  // integer sub-block mins (Q2_K, Q4_K, Q5_K)
+};
+
+// Writes one block from its fields and codes q[0..f.n), each in the row's
+// [codec.qmin, codec.qmax] (an index into codec.levels for a level grid).
+using EncodeBlockFn = void (*)(const BlockFields& f, const int* q, uint8_t* out);
+
+// The grid `fqpack quantize` fits a block of the type to (quantize/codec.h
+// has the searches): element e's value is
+//   scale[s] * level(q) + offset[s],  s = e / sub_len,  q in [qmin, qmax].
+struct CodecShape {
+  enum class Kind : uint8_t {
+    kNone,          // fqpack cannot quantize to the type
+    kAffine,        // one fp16 scale d and offset m: x = d q + m (Q4_1, Q5_1, group-int)
+    kSymmetric,     // one fp16 scale: x = d q (Q4_0, Q5_0, Q8_0)
+    kLevels,        // one fp16 scale on a non-uniform grid: x = d levels[q] (IQ4_NL)
+    kSubAffine,     // k-quant: x = (d sc) q - (dmin mn), sc and mn in [0, smax]
+    kSubSymmetric,  // k-quant: x = (d sc) q, sc in [smin, smax]
+  };
+  Kind kind = Kind::kNone;
+  int sub_len = 0;  // elements per sub-block (k-quants; one-scale blocks use the block)
+  int qmin = 0;
+  int qmax = 0;
+  int smin = 0;  // integer sub-block scale range (k-quants)
+  int smax = 0;
+  const int8_t* levels = nullptr;  // kLevels: qmax - qmin + 1 ascending values
+};
+
 struct TypeTraits {
   uint32_t type = 0;
+  // Layout facts. For a GGUF type, schema's row (name as ggml spells it,
+  // block elements and bytes); for a group-int type its name ("int4-g64"),
+  // the group size and the bytes of a whole group.
+  const char* name = "";
+  uint32_t block_elems = 0;
+  uint32_t block_bytes = 0;
+  double bits_per_weight = 0;  // of whole blocks: 8 * block_bytes / block_elems
+  // True when a GGUF file can hold the type (a ggml type); fqpack's
+  // group-int types are never written into one.
+  bool gguf = false;
   // The type activations are converted to before a dot (llama.cpp's
   // vec_dot_type; see schema/quant_types.md, "Activations").
   uint32_t vec_dot_type = 0;
@@ -53,7 +116,21 @@ struct TypeTraits {
   // AVX2 version of `quantize` giving the same bytes, or null (activation
   // types, where conversion speed matters).
   QuantizeRowFn quantize_avx2 = nullptr;
+  // The write side: what `fqpack quantize` fits (kind kNone: it cannot make
+  // the type) and the encoder of a fitted block (null exactly when kNone).
+  CodecShape codec = {};
+  EncodeBlockFn encode = nullptr;
+  // The type `fqpack quantize` takes instead when a row is not a whole
+  // number of blocks: llama.cpp's fallback (Q4_K -> Q5_0 ...). F16 unless
+  // said; F16 too when the fallback does not fit either.
+  uint32_t fallback = ToId(QType::kF16);
+  // The GGUF type `fqpack quantize --embed-bits B` gives a GGUF ladder's
+  // embedding and output matrix has embed_bits B; 0 for the others.
+  int embed_bits = 0;
 };
+
+// Every row of the table, in table order.
+std::span<const TypeTraits> AllTraits();
 
 // The entry for `type`, or nullptr when the runtime cannot handle it.
 const TypeTraits* FindTraits(uint32_t type);

@@ -6,18 +6,15 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
-#include "runtime/quant/blocks.h"
 #include "runtime/quant/group_int.h"
 #include "runtime/quant/kernels.h"
-#include "schema/coding.h"
 #include "schema/half.h"
 #include "schema/quant_types.h"
 
 namespace fqpack::runtime::quantize {
 namespace {
-
-using quant::kIq4nlValues;
 
 // Candidate scales per fit: the search steps the grid's end across +-1 code
 // in tenths (as a range is stretched or shrunk), refitting each candidate by
@@ -327,135 +324,6 @@ void StoreScale(const float* x, const float* wt, int n, float s, BlockGrid* g) {
   g->scale[0] = Fp16ToF32(g->d);
 }
 
-class GroupIntCodec : public BlockCodec {
- public:
-  GroupIntCodec(int bits, int group) : BlockCodec(GroupIntId(bits, group), group), bits_(bits) {}
-
-  void FitWeighted(const float* x, const float* wt, int n, BlockGrid* g) const override {
-    *g = BlockGrid();
-    g->n = g->sub_len = n;
-    g->qmax = (1 << bits_) - 1;
-    StoreAffine(x, wt, n, FitAffine(x, wt, n, g->qmax, false), g);
-  }
-
-  void Encode(const BlockGrid& g, const int* q, uint8_t* out) const override {
-    uint8_t codes[kMaxBlockElems];
-    for (int e = 0; e < g.n; ++e) codes[e] = static_cast<uint8_t>(q[e]);
-    quant::EncodeGroup(bits_, g.d, g.m, codes, g.n, out);
-  }
-
- private:
-  int bits_;
-};
-
-// The 32 codes of a Q4_0/Q4_1 block: code j in the low nibble of byte j,
-// code j + 16 in its high nibble.
-template <typename Code>
-void PackNibbles(const Code* q, uint8_t (&qs)[quant::kQK32 / 2]) {
-  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(q[j] | (q[j + 16] << 4));
-}
-
-// The 32 codes of a Q5_0/Q5_1 block: low four bits as PackNibbles, the fifth
-// bit of code j in bit j of the little-endian qh word.
-template <typename Code>
-void PackFiveBits(const Code* q, uint8_t (&qs)[quant::kQK32 / 2], uint8_t (&qh_bytes)[4]) {
-  uint32_t qh = 0;
-  for (int j = 0; j < 16; ++j) {
-    qs[j] = static_cast<uint8_t>((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
-    qh |= static_cast<uint32_t>(q[j] >> 4) << j;
-    qh |= static_cast<uint32_t>(q[j + 16] >> 4) << (j + 16);
-  }
-  EncodeU32(qh_bytes, qh);
-}
-
-// Q8_0, Q4_0, Q5_0: x = d * q, q in [qmin, qmax] (stored biased by -qmin
-// for Q4_0/Q5_0).
-class Symmetric32Codec : public BlockCodec {
- public:
-  Symmetric32Codec(QType type, int qmin, int qmax)
-      : BlockCodec(ToId(type), quant::kQK32), qmin_(qmin), qmax_(qmax) {}
-
-  void FitWeighted(const float* x, const float* wt, int n, BlockGrid* g) const override {
-    *g = BlockGrid();
-    g->n = g->sub_len = n;
-    g->qmin = qmin_;
-    g->qmax = qmax_;
-    StoreScale(x, wt, n, FitSymmetric(x, wt, n, qmin_, qmax_), g);
-  }
-
-  void Encode(const BlockGrid& g, const int* q, uint8_t* out) const override {
-    if (type() == ToId(QType::kQ8_0)) {
-      auto* b = reinterpret_cast<quant::BlockQ8_0*>(out);
-      b->d = g.d;
-      for (int j = 0; j < 32; ++j) b->qs[j] = static_cast<int8_t>(q[j]);
-      return;
-    }
-    uint8_t u[32];
-    for (int j = 0; j < 32; ++j) u[j] = static_cast<uint8_t>(q[j] - qmin_);
-    if (type() == ToId(QType::kQ4_0)) {
-      auto* b = reinterpret_cast<quant::BlockQ4_0*>(out);
-      b->d = g.d;
-      PackNibbles(u, b->qs);
-      return;
-    }
-    auto* b = reinterpret_cast<quant::BlockQ5_0*>(out);
-    b->d = g.d;
-    PackFiveBits(u, b->qs, b->qh);
-  }
-
- private:
-  int qmin_, qmax_;
-};
-
-// Q4_1, Q5_1: x = d * q + m.
-class Affine32Codec : public BlockCodec {
- public:
-  Affine32Codec(QType type, int qmax) : BlockCodec(ToId(type), quant::kQK32), qmax_(qmax) {}
-
-  void FitWeighted(const float* x, const float* wt, int n, BlockGrid* g) const override {
-    *g = BlockGrid();
-    g->n = g->sub_len = n;
-    g->qmax = qmax_;
-    StoreAffine(x, wt, n, FitAffine(x, wt, n, qmax_, false), g);
-  }
-
-  void Encode(const BlockGrid& g, const int* q, uint8_t* out) const override {
-    if (type() == ToId(QType::kQ4_1)) {
-      auto* b = reinterpret_cast<quant::BlockQ4_1*>(out);
-      b->d = g.d;
-      b->m = g.m;
-      PackNibbles(q, b->qs);
-      return;
-    }
-    auto* b = reinterpret_cast<quant::BlockQ5_1*>(out);
-    b->d = g.d;
-    b->m = g.m;
-    PackFiveBits(q, b->qs, b->qh);
-  }
-
- private:
-  int qmax_;
-};
-
-class Iq4NlCodec : public BlockCodec {
- public:
-  Iq4NlCodec() : BlockCodec(ToId(QType::kIQ4_NL), quant::kQK32) {}
-
-  void FitWeighted(const float* x, const float* wt, int n, BlockGrid* g) const override {
-    *g = BlockGrid();
-    g->n = g->sub_len = n;
-    g->qmax = 15;
-    g->levels = kIq4nlValues;
-    StoreScale(x, wt, n, FitLevels(x, wt, n, kIq4nlValues, 16), g);
-  }
-
-  void Encode(const BlockGrid& g, const int* q, uint8_t* out) const override {
-    auto* b = reinterpret_cast<quant::BlockIQ4_NL*>(out);
-    b->d = g.d;
-    for (int j = 0; j < 16; ++j) b->qs[j] = static_cast<uint8_t>(q[j] | (q[j + 16] << 4));
-  }
-};
-
 // ---- k-quants: sub-block scales, themselves quantized against fp16 d.
 
 // Sub-block scales and (non-negative) mins as integers in [0, smax] against
@@ -522,133 +390,6 @@ void QuantizeSignedScales(const float* x, const float* wt, const float* fits, in
   }
 }
 
-// Q2_K (16 x 16, q 0..3, 4-bit scales and mins), Q4_K and Q5_K (8 x 32,
-// q 0..15 / 0..31, 6-bit scales and mins).
-class KAffineCodec : public BlockCodec {
- public:
-  KAffineCodec(QType type, int sub_len, int qmax, int smax)
-      : BlockCodec(ToId(type), quant::kQKK), sub_len_(sub_len), qmax_(qmax), smax_(smax) {}
-
-  void FitWeighted(const float* x, const float* wt, int n, BlockGrid* g) const override {
-    assert(n == quant::kQKK);
-    *g = BlockGrid();
-    g->n = n;
-    g->sub_len = sub_len_;
-    g->qmax = qmax_;
-    const int subs = n / sub_len_;
-    Affine fits[kMaxSubBlocks];
-    for (int s = 0; s < subs; ++s) {
-      fits[s] = FitAffine(x + s * sub_len_, wt + s * sub_len_, sub_len_, qmax_, true);
-    }
-    QuantizeAffineScales(x, wt, fits, subs, smax_, g);
-  }
-
-  void Encode(const BlockGrid& g, const int* q, uint8_t* out) const override {
-    if (type() == ToId(QType::kQ2_K)) {
-      auto* b = reinterpret_cast<quant::BlockQ2_K*>(out);
-      std::memset(b, 0, sizeof(*b));
-      b->d = g.d;
-      b->dmin = g.m;
-      for (int s = 0; s < 16; ++s) b->scales[s] = static_cast<uint8_t>(g.sc[s] | (g.mn[s] << 4));
-      for (int e = 0; e < 256; ++e) {
-        const int h = e / 128, r = e % 128;
-        b->qs[32 * h + r % 32] |= static_cast<uint8_t>(q[e] << (2 * (r / 32)));
-      }
-      return;
-    }
-    uint8_t scales[quant::kKScaleBytes];
-    for (int j = 0; j < 4; ++j) {
-      scales[j] = static_cast<uint8_t>(g.sc[j] | ((g.sc[j + 4] >> 4) << 6));
-      scales[j + 4] = static_cast<uint8_t>(g.mn[j] | ((g.mn[j + 4] >> 4) << 6));
-      scales[j + 8] = static_cast<uint8_t>((g.sc[j + 4] & 0xF) | ((g.mn[j + 4] & 0xF) << 4));
-    }
-    if (type() == ToId(QType::kQ4_K)) {
-      auto* b = reinterpret_cast<quant::BlockQ4_K*>(out);
-      b->d = g.d;
-      b->dmin = g.m;
-      std::memcpy(b->scales, scales, sizeof(scales));
-      for (int c = 0; c < 4; ++c) {
-        for (int l = 0; l < 32; ++l) {
-          b->qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
-        }
-      }
-      return;
-    }
-    auto* b = reinterpret_cast<quant::BlockQ5_K*>(out);
-    b->d = g.d;
-    b->dmin = g.m;
-    std::memcpy(b->scales, scales, sizeof(scales));
-    std::memset(b->qh, 0, sizeof(b->qh));
-    for (int c = 0; c < 4; ++c) {
-      for (int l = 0; l < 32; ++l) {
-        const int lo = q[64 * c + l], hi = q[64 * c + 32 + l];
-        b->qs[32 * c + l] = static_cast<uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
-        b->qh[l] |= static_cast<uint8_t>(((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
-      }
-    }
-  }
-
- private:
-  int sub_len_, qmax_, smax_;
-};
-
-// Q3_K (q -4..3, signed 6-bit scales) and Q6_K (q -32..31, int8 scales):
-// 16 sub-blocks of 16.
-class KSymmetricCodec : public BlockCodec {
- public:
-  KSymmetricCodec(QType type, int qmin, int qmax, int smin, int smax)
-      : BlockCodec(ToId(type), quant::kQKK), qmin_(qmin), qmax_(qmax), smin_(smin), smax_(smax) {}
-
-  void FitWeighted(const float* x, const float* wt, int n, BlockGrid* g) const override {
-    assert(n == quant::kQKK);
-    *g = BlockGrid();
-    g->n = n;
-    g->sub_len = 16;
-    g->qmin = qmin_;
-    g->qmax = qmax_;
-    float fits[kMaxSubBlocks];
-    for (int s = 0; s < 16; ++s) fits[s] = FitSymmetric(x + 16 * s, wt + 16 * s, 16, qmin_, qmax_);
-    QuantizeSignedScales(x, wt, fits, 16, smin_, smax_, g);
-  }
-
-  void Encode(const BlockGrid& g, const int* q, uint8_t* out) const override {
-    if (type() == ToId(QType::kQ3_K)) {
-      auto* b = reinterpret_cast<quant::BlockQ3_K*>(out);
-      std::memset(b, 0, sizeof(*b));
-      b->d = g.d;
-      for (int s = 0; s < 16; ++s) {
-        const int v = g.sc[s] + 32;
-        if (s < 8) {
-          b->scales[s] |= static_cast<uint8_t>(v & 0xF);
-        } else {
-          b->scales[s - 8] |= static_cast<uint8_t>((v & 0xF) << 4);
-        }
-        b->scales[8 + s % 4] |= static_cast<uint8_t>((v >> 4) << (2 * (s / 4)));
-      }
-      for (int e = 0; e < 256; ++e) {
-        const int h = e / 128, r = e % 128, l = r % 32, j = r / 32;
-        const int stored = q[e] + 4;
-        b->qs[32 * h + l] |= static_cast<uint8_t>((stored & 3) << (2 * j));
-        if (stored >= 4) b->hmask[l] |= static_cast<uint8_t>(1 << (4 * h + j));
-      }
-      return;
-    }
-    auto* b = reinterpret_cast<quant::BlockQ6_K*>(out);
-    std::memset(b, 0, sizeof(*b));
-    b->d = g.d;
-    for (int s = 0; s < 16; ++s) b->scales[s] = static_cast<int8_t>(g.sc[s]);
-    for (int e = 0; e < 256; ++e) {
-      const int h = e / 128, r = e % 128, u = r / 32, l = r % 32;
-      const int v = q[e] + 32;
-      b->ql[64 * h + 32 * (u & 1) + l] |= static_cast<uint8_t>((v & 0xF) << (4 * (u >> 1)));
-      b->qh[32 * h + l] |= static_cast<uint8_t>((v >> 4) << (2 * u));
-    }
-  }
-
- private:
-  int qmin_, qmax_, smin_, smax_;
-};
-
 }  // namespace
 
 int BlockGrid::Nearest(int e, float x) const {
@@ -664,48 +405,98 @@ float BlockGrid::Value(int e, int q) const {
 }
 
 void BlockCodec::Fit(const float* x, int n, const float* wt, BlockGrid* grid) const {
-  assert(n >= 1 && n <= block_elems_);
+  assert(n >= 1 && n <= block_elems());
   FitWeighted(x, wt != nullptr ? wt : Unweighted(), n, grid);
 }
 
+void BlockCodec::FitWeighted(const float* x, const float* wt, int n, BlockGrid* g) const {
+  using Kind = quant::CodecShape::Kind;
+  const quant::CodecShape& shape = traits_->codec;
+  *g = BlockGrid();
+  g->n = n;
+  g->qmin = shape.qmin;
+  g->qmax = shape.qmax;
+  switch (shape.kind) {
+    case Kind::kAffine:
+      g->sub_len = n;
+      StoreAffine(x, wt, n, FitAffine(x, wt, n, shape.qmax, false), g);
+      return;
+    case Kind::kSymmetric:
+      g->sub_len = n;
+      StoreScale(x, wt, n, FitSymmetric(x, wt, n, shape.qmin, shape.qmax), g);
+      return;
+    case Kind::kLevels:
+      g->sub_len = n;
+      g->levels = shape.levels;
+      StoreScale(x, wt, n, FitLevels(x, wt, n, shape.levels, shape.qmax - shape.qmin + 1), g);
+      return;
+    case Kind::kSubAffine: {
+      assert(n == block_elems());
+      g->sub_len = shape.sub_len;
+      const int subs = n / shape.sub_len;
+      Affine fits[kMaxSubBlocks];
+      for (int s = 0; s < subs; ++s) {
+        fits[s] = FitAffine(x + s * shape.sub_len, wt + s * shape.sub_len, shape.sub_len,
+                            shape.qmax, true);
+      }
+      QuantizeAffineScales(x, wt, fits, subs, shape.smax, g);
+      return;
+    }
+    case Kind::kSubSymmetric: {
+      assert(n == block_elems());
+      g->sub_len = shape.sub_len;
+      const int subs = n / shape.sub_len;
+      float fits[kMaxSubBlocks];
+      for (int s = 0; s < subs; ++s) {
+        fits[s] = FitSymmetric(x + s * shape.sub_len, wt + s * shape.sub_len, shape.sub_len,
+                               shape.qmin, shape.qmax);
+      }
+      QuantizeSignedScales(x, wt, fits, subs, shape.smin, shape.smax, g);
+      return;
+    }
+    case Kind::kNone:
+      break;
+  }
+  assert(false && "FindCodec gives no codec for a type without a CodecShape");
+}
+
 bool BlockCodec::FitsRow(int64_t cols) const {
-  return IsGroupIntType(type_) || cols % block_elems_ == 0;
+  return IsGroupIntType(type()) || cols % block_elems() == 0;
 }
 
 size_t BlockCodec::BlockBytes(int n) const {
-  if (IsGroupIntType(type_)) return quant::GroupBytes(static_cast<int>(GroupIntBits(type_)), n);
-  return GgmlBlockBytes(type_);
+  if (IsGroupIntType(type())) return quant::GroupBytes(static_cast<int>(GroupIntBits(type())), n);
+  return traits_->block_bytes;
 }
 
 const BlockCodec* FindCodec(uint32_t type) {
-  if (IsGroupIntType(type)) {
-    static const GroupIntCodec kCodecs[] = {
-#define FQ_CODEC(B, G) GroupIntCodec(B, G),
-        FQ_GROUP_INT_FOR_EACH(FQ_CODEC)
-#undef FQ_CODEC
-    };
-    for (const GroupIntCodec& c : kCodecs) {
-      if (c.type() == type) return &c;
+  // One codec per row that has a codec shape, made on first use.
+  static const std::vector<BlockCodec> kCodecs = [] {
+    std::vector<BlockCodec> codecs;
+    for (const quant::TypeTraits& t : quant::AllTraits()) {
+      if (t.codec.kind != quant::CodecShape::Kind::kNone) codecs.emplace_back(&t);
     }
-    return nullptr;
-  }
-  static const Symmetric32Codec kQ8_0(QType::kQ8_0, -127, 127);
-  static const Symmetric32Codec kQ4_0(QType::kQ4_0, -8, 7);
-  static const Symmetric32Codec kQ5_0(QType::kQ5_0, -16, 15);
-  static const Affine32Codec kQ4_1(QType::kQ4_1, 15);
-  static const Affine32Codec kQ5_1(QType::kQ5_1, 31);
-  static const Iq4NlCodec kIq4Nl;
-  static const KAffineCodec kQ2_K(QType::kQ2_K, 16, 3, 15);
-  static const KAffineCodec kQ4_K(QType::kQ4_K, 32, 15, 63);
-  static const KAffineCodec kQ5_K(QType::kQ5_K, 32, 31, 63);
-  static const KSymmetricCodec kQ3_K(QType::kQ3_K, -4, 3, -32, 31);
-  static const KSymmetricCodec kQ6_K(QType::kQ6_K, -32, 31, -128, 127);
-  static const BlockCodec* const kAll[] = {&kQ8_0, &kQ4_0, &kQ5_0, &kQ4_1, &kQ5_1, &kIq4Nl,
-                                           &kQ2_K, &kQ4_K, &kQ5_K, &kQ3_K, &kQ6_K};
-  for (const BlockCodec* c : kAll) {
-    if (c->type() == type) return c;
+    return codecs;
+  }();
+  for (const BlockCodec& c : kCodecs) {
+    if (c.type() == type) return &c;
   }
   return nullptr;
+}
+
+std::string CodecTypeNames() {
+  std::vector<const quant::TypeTraits*> rows;
+  for (const quant::TypeTraits& t : quant::AllTraits()) {
+    if (t.gguf && t.codec.kind != quant::CodecShape::Kind::kNone) rows.push_back(&t);
+  }
+  std::stable_sort(rows.begin(), rows.end(), [](const auto* a, const auto* b) {
+    return a->bits_per_weight > b->bits_per_weight;
+  });
+  std::string names;
+  for (const quant::TypeTraits* t : rows) {
+    names += (names.empty() ? "" : ", ") + std::string(t->name);
+  }
+  return names;
 }
 
 }  // namespace fqpack::runtime::quantize

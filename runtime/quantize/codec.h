@@ -14,50 +14,54 @@
 // Byte layouts are those of schema/quant_types.md (ggml's for the GGUF
 // types), so every block decodes with runtime/quant's dequantizers.
 //
+// Which grid a type takes, its code range and its encoder are the type's row
+// in the quant type table (runtime/quant/quant.h); this file has no list of
+// types of its own.
+//
 // Thread-safety: codecs are immutable singletons; all methods reentrant.
 #ifndef FQPACK_RUNTIME_QUANTIZE_CODEC_H_
 #define FQPACK_RUNTIME_QUANTIZE_CODEC_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+
+#include "runtime/quant/quant.h"
 
 namespace fqpack::runtime::quantize {
 
 constexpr int kMaxBlockElems = 256;
-constexpr int kMaxSubBlocks = 16;
+constexpr int kMaxSubBlocks = quant::kMaxSubBlocks;
 
 // What one block can represent once its scales are chosen: element e takes
 //   scale[s] * level(q) + offset[s],  s = e / sub_len,  q in [qmin, qmax],
 // where level(q) = q, or levels[q - qmin] for a non-uniform grid (IQ4_NL).
 // The products are formed in the order the runtime's dequantizer forms them,
-// so Value() is the weight the runtime will see.
-struct BlockGrid {
-  int n = 0;        // elements in the block
+// so Value() is the weight the runtime will see. The stored fields for the
+// encoder (BlockFields: fp16 bits of the block scale(s), the integer
+// sub-block scales and mins of the k-quants, n) are the base.
+struct BlockGrid : quant::BlockFields {
   int sub_len = 0;  // elements per sub-block (n for one-scale blocks)
   int qmin = 0;
   int qmax = 0;
   const int8_t* levels = nullptr;
   float scale[kMaxSubBlocks] = {};
   float offset[kMaxSubBlocks] = {};
-  // Stored fields for Encode: fp16 bits of the block scale(s), and the
-  // integer sub-block scales and mins of the k-quants.
-  uint16_t d = 0;
-  uint16_t m = 0;  // dmin of the k-quants, the offset of Q4_1/Q5_1/group-int
-  int sc[kMaxSubBlocks] = {};
-  int mn[kMaxSubBlocks] = {};
 
   // The nearest representable value's code for weight x at element e.
   int Nearest(int e, float x) const;
   float Value(int e, int q) const;
 };
 
+// The codec of one type: the searches of its row's CodecShape and the row's
+// encoder (runtime/quant/quant.h).
 class BlockCodec {
  public:
-  virtual ~BlockCodec() = default;
+  explicit BlockCodec(const quant::TypeTraits* traits) : traits_(traits) {}
 
-  uint32_t type() const { return type_; }
+  uint32_t type() const { return traits_->type; }
   // Elements per block: the group size for group-int types, QK otherwise.
-  int block_elems() const { return block_elems_; }
+  int block_elems() const { return static_cast<int>(traits_->block_elems); }
   // True when a row of `cols` weights is a whole number of blocks (always
   // for group-int types, whose last group may be shorter).
   bool FitsRow(int64_t cols) const;
@@ -69,22 +73,25 @@ class BlockCodec {
   // `wt` null weighs every element 1.
   void Fit(const float* x, int n, const float* wt, BlockGrid* grid) const;
   // Writes the block: codes q[0..grid.n) in [grid.qmin, grid.qmax].
-  virtual void Encode(const BlockGrid& grid, const int* q, uint8_t* out) const = 0;
-
- protected:
-  BlockCodec(uint32_t type, int block_elems) : type_(type), block_elems_(block_elems) {}
-  // Fit with importances (never null).
-  virtual void FitWeighted(const float* x, const float* wt, int n, BlockGrid* grid) const = 0;
+  void Encode(const BlockGrid& grid, const int* q, uint8_t* out) const {
+    traits_->encode(grid, q, out);
+  }
 
  private:
-  uint32_t type_;
-  int block_elems_;
+  // Fit with importances (never null).
+  void FitWeighted(const float* x, const float* wt, int n, BlockGrid* grid) const;
+
+  const quant::TypeTraits* traits_;
 };
 
-// The codec of `type`, or nullptr when fqpack cannot quantize to it. Codecs
-// exist for every group-int type and for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-// IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K.
+// The codec of `type`, or nullptr when fqpack cannot quantize to it: codecs
+// exist for every row of the type table whose CodecShape is not kNone (every
+// group-int type and the GGUF types CodecTypeNames lists).
 const BlockCodec* FindCodec(uint32_t type);
+
+// The GGUF types fqpack quantizes to, most bits per weight first:
+// "Q8_0, Q6_K, ...", for messages.
+std::string CodecTypeNames();
 
 }  // namespace fqpack::runtime::quantize
 

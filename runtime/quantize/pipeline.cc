@@ -27,22 +27,13 @@ bool IsFloat(uint32_t type) {
   return t != nullptr && t->is_float;
 }
 
-// The GGUF type for an embedding width, as EmbeddingType documents.
+// The GGUF type for an embedding width, as EmbeddingType documents: the
+// row of the type table that says it is the ladder's type for that width.
 uint32_t GgufTypeOfBits(int bits) {
-  switch (bits) {
-    case 8:
-      return ToId(QType::kQ8_0);
-    case 6:
-      return ToId(QType::kQ6_K);
-    case 5:
-      return ToId(QType::kQ5_K);
-    case 4:
-      return ToId(QType::kQ4_K);
-    case 3:
-      return ToId(QType::kQ3_K);
-    default:
-      return ToId(QType::kQ2_K);
+  for (const quant::TypeTraits& t : quant::AllTraits()) {
+    if (t.gguf && t.embed_bits == bits) return t.type;
   }
+  return ToId(QType::kQ2_K);
 }
 
 std::string ParamsJson(const QuantizeRequest& req, uint32_t type, uint32_t embed_type,
@@ -346,24 +337,8 @@ uint32_t TypeForRow(uint32_t wanted, int64_t cols, std::string* note) {
     return RowBytes(type, static_cast<uint64_t>(cols)).ok();
   };
   if (fits(wanted)) return wanted;
-  uint32_t next = ToId(QType::kF16);
-  switch (static_cast<QType>(wanted)) {
-    case QType::kQ2_K:
-    case QType::kQ3_K:
-      next = ToId(QType::kIQ4_NL);
-      break;
-    case QType::kQ4_K:
-      next = ToId(QType::kQ5_0);
-      break;
-    case QType::kQ5_K:
-      next = ToId(QType::kQ5_1);
-      break;
-    case QType::kQ6_K:
-      next = ToId(QType::kQ8_0);
-      break;
-    default:
-      break;
-  }
+  const quant::TypeTraits* t = quant::FindTraits(wanted);
+  uint32_t next = t != nullptr ? t->fallback : ToId(QType::kF16);
   if (!fits(next)) next = ToId(QType::kF16);
   *note = std::to_string(cols) + " columns are not a multiple of " +
           std::to_string(FindGgmlType(wanted)->block_elems) + " (the " + QTypeName(wanted) +
@@ -380,10 +355,8 @@ Result<QuantizeResult> QuantizeModel(store::Store* store, const QuantizeRequest&
   std::set<std::string> labels;
   for (const QuantizeTarget& target : req.targets) {
     if (!IsGroupIntType(target.type) && FindCodec(target.type) == nullptr) {
-      return Status::InvalidArgument(
-          "fqpack cannot quantize to " + QTypeName(target.type) +
-          "; GGUF types it makes: Q8_0, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_1, Q4_0, IQ4_NL, Q3_K, "
-          "Q2_K");
+      return Status::InvalidArgument("fqpack cannot quantize to " + QTypeName(target.type) +
+                                     "; GGUF types it makes: " + CodecTypeNames());
     }
     TargetState t;
     t.target = target;

@@ -47,14 +47,16 @@ Result<uint32_t> GroupIntTarget(int bits, int group);
 // The type for the token embedding and output matrix of a `target` QM at
 // `embed_bits`: 0 keeps the target type, 16 is F16, 32 F32; other widths
 // take the group-int type of that width and the target's group, or for a
-// GGUF target Q8_0 (8), Q6_K (6), Q5_K (5), Q4_K (4), Q3_K (3), Q2_K (2).
+// GGUF target the type table's row with that embed_bits: Q8_0 (8), Q6_K (6),
+// Q5_K (5), Q4_K (4), Q3_K (3), Q2_K (2).
 // InvalidArgument for any other width.
 Result<uint32_t> EmbeddingType(uint32_t target, int embed_bits);
 
 // The type a matrix with rows of `cols` weights gets when `wanted` is asked
 // for: `wanted` when its blocks divide the rows (always for group-int and
-// float types), else llama.cpp's fallback (Q2_K, Q3_K -> IQ4_NL; Q4_K ->
-// Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0; then F16 when that does not fit either).
+// float types), else its row's fallback in the type table, llama.cpp's
+// (Q2_K, Q3_K -> IQ4_NL; Q4_K -> Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0), then F16
+// when that does not fit either.
 // *note explains a fallback ("" when there is none).
 uint32_t TypeForRow(uint32_t wanted, int64_t cols, std::string* note);
 

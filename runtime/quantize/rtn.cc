@@ -11,8 +11,11 @@
 namespace fqpack::runtime::quantize {
 namespace {
 
+// A float type the runtime converts to (F32, F16, BF16): RTN is its
+// reference quantizer, a rounding.
 bool IsFloatType(uint32_t type) {
-  return type == ToId(QType::kF32) || type == ToId(QType::kF16) || type == ToId(QType::kBF16);
+  const QTypeInfo* info = FindGgmlType(type);
+  return info != nullptr && info->is_float && quant::FindTraits(type) != nullptr;
 }
 
 void ForRows(ThreadPool* pool, int64_t rows, const std::function<void(int64_t, int64_t)>& fn) {

@@ -177,6 +177,25 @@ TEST(QuantTraits, ActivationTypesFollowLlamaCpp) {
   EXPECT_EQ(FindTraits(ToId(QType::kIQ2_XXS)), nullptr);
 }
 
+TEST(QuantTraits, RowsAgreeWithSchemasTable) {
+  // The layout facts of a row are schema's (quant_types.h); names and sizes
+  // must read the same through either table, group-int rows included.
+  for (const TypeTraits& t : AllTraits()) {
+    SCOPED_TRACE(t.name);
+    EXPECT_EQ(QTypeName(t.type), t.name);
+    if (t.type != kGroupIntActType) {
+      EXPECT_EQ(ParseQTypeName(t.name).value(), t.type);
+    }
+    EXPECT_EQ(RowBytes(t.type, t.block_elems).value(), t.block_bytes);
+    EXPECT_EQ(t.gguf, FindGgmlType(t.type) != nullptr);
+    EXPECT_DOUBLE_EQ(t.bits_per_weight, 8.0 * t.block_bytes / t.block_elems);
+    if (t.codec.kind != CodecShape::Kind::kNone) {
+      EXPECT_NE(t.encode, nullptr);
+      EXPECT_TRUE(IsExecutable(t.type)) << "a type fqpack makes must run";
+    }
+  }
+}
+
 TEST(QuantTraits, SimdSwitchSelectsThePortableDot) {
   const TypeTraits* t = FindTraits(ToId(QType::kQ4_K));
   SetSimdEnabled(false);

@@ -16,13 +16,17 @@
 
 namespace fqpack::runtime::quant::testing {
 
-// Every weight type the runtime executes.
+// Every GGUF weight type the runtime executes: the rows of the type table
+// with a dot, in table order (fqpack's group-int types have tests of their
+// own).
 inline const std::vector<uint32_t>& WeightTypes() {
-  static const std::vector<uint32_t> types = {
-      ToId(QType::kF32),    ToId(QType::kF16),  ToId(QType::kBF16), ToId(QType::kQ4_0),
-      ToId(QType::kQ4_1),   ToId(QType::kQ5_0), ToId(QType::kQ5_1), ToId(QType::kQ8_0),
-      ToId(QType::kIQ4_NL), ToId(QType::kQ2_K), ToId(QType::kQ3_K), ToId(QType::kQ4_K),
-      ToId(QType::kQ5_K),   ToId(QType::kQ6_K)};
+  static const std::vector<uint32_t> types = [] {
+    std::vector<uint32_t> v;
+    for (const TypeTraits& t : AllTraits()) {
+      if (t.gguf && t.dot != nullptr) v.push_back(t.type);
+    }
+    return v;
+  }();
   return types;
 }
 

@@ -34,12 +34,12 @@ std::vector<uint32_t> GroupIntTypes() {
   return types;
 }
 
+// The GGUF types fqpack quantizes to: the rows of the type table with a
+// codec. Each needs a bound in kRandomBounds.
 std::vector<uint32_t> GgufTypes() {
   std::vector<uint32_t> types;
-  for (QType q :
-       {QType::kQ8_0, QType::kQ6_K, QType::kQ5_K, QType::kQ5_1, QType::kQ5_0, QType::kQ4_K,
-        QType::kQ4_1, QType::kQ4_0, QType::kIQ4_NL, QType::kQ3_K, QType::kQ2_K}) {
-    types.push_back(ToId(q));
+  for (const quant::TypeTraits& t : quant::AllTraits()) {
+    if (t.gguf && t.codec.kind != quant::CodecShape::Kind::kNone) types.push_back(t.type);
   }
   return types;
 }
