@@ -30,10 +30,10 @@
 #include <vector>
 
 #include "bench/bench_matrix.h"
+#include "quantize/gptq.h"
+#include "quantize/rtn.h"
 #include "runtime/matmul.h"
 #include "runtime/quant/quant.h"
-#include "runtime/quantize/gptq.h"
-#include "runtime/quantize/rtn.h"
 #include "runtime/thread_pool.h"
 #include "schema/quant_types.h"
 

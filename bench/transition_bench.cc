@@ -41,7 +41,7 @@
 
 #include "pack/writer.h"
 #include "runtime/elastic.h"
-#include "runtime/quantize/pipeline.h"
+#include "quantize/pipeline.h"
 #include "schema/gguf.h"
 #include "schema/quant_types.h"
 #include "schema/units.h"
@@ -163,12 +163,12 @@ Case BuildSynthetic(const std::string& root) {
     io.model = "synth";
     io.label = "F16";
     Must(store::ImportGguf(store.get(), f16, io), "import synth");
-    runtime::quantize::QuantizeRequest req;
+    quantize::QuantizeRequest req;
     req.model = "synth";
     req.from = "F16";
     req.embed_bits = 0;  // the embedding and output at each QM's own type: they walk too
     for (QType t : {QType::kQ8_0, QType::kQ4_K, QType::kQ2_K}) req.targets.push_back({ToId(t), QTypeName(ToId(t))});
-    Must(runtime::quantize::QuantizeModel(store.get(), req), "quantize synth");
+    Must(quantize::QuantizeModel(store.get(), req), "quantize synth");
     for (const auto& l : c.labels) Must(store::ExportQmGguf(store.get(), "synth", l, c.gguf[l]), "export " + l);
     Die(Env::Default()->RemoveFile(f16), "rm");
   }

@@ -6,7 +6,7 @@
 
 #include "cli/app.h"
 #include "cli/output.h"
-#include "runtime/quantize/pipeline.h"
+#include "quantize/pipeline.h"
 #include "schema/json.h"
 #include "schema/quant_types.h"
 #include "schema/units.h"
@@ -14,7 +14,7 @@
 namespace fqpack::cli {
 namespace {
 
-namespace rq = runtime::quantize;
+namespace rq = fqpack::quantize;
 
 struct QuantizeArgs {
   std::string model;

@@ -1,5 +1,5 @@
 // A per-thread observer of MatMul's inputs. GPTQ calibration
-// (runtime/quantize/calibration.h) collects the activations entering every
+// (quantize/calibration.h) collects the activations entering every
 // linear layer this way while an unchanged forward pass runs; nothing else
 // installs one, and without one MatMul only checks a thread-local pointer.
 //

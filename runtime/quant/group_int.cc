@@ -180,7 +180,7 @@ void DequantizeRowGroupInt(const uint8_t* src, float* dst, int64_t n) {
 
 // Min/max per group, both ends rounded to fp16 first: a valid row with
 // sensible error for tests and benchmarks. `fqpack quantize` searches scale
-// and offset instead (runtime/quantize/).
+// and offset instead (quantize/).
 template <int kBits, int kGroup>
 void QuantizeRowGroupInt(const float* src, uint8_t* dst, int64_t n) {
   constexpr int kMaxCode = (1 << kBits) - 1;

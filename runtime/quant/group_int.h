@@ -2,7 +2,7 @@
 // {32,64,128}) and their activation type int8-act. The byte layout is
 // specified in schema/quant_types.md ("fqpack's group-int types"); this
 // header is its one implementation of code packing, shared by the kernels
-// (group_int.cc, group_int_avx2.cc) and the quantizers (runtime/quantize/).
+// (group_int.cc, group_int_avx2.cc) and the quantizers (quantize/).
 //
 // A row of n weights is ceil(n / g) groups; each group is
 //   fp16 d | fp16 m | codes of its len elements (len = g, or less for the

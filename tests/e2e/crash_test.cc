@@ -17,7 +17,7 @@
 
 #include "pack/reader.h"
 #include "pack/writer.h"
-#include "runtime/quantize/pipeline.h"
+#include "quantize/pipeline.h"
 #include "search/ensemble.h"
 #include "search/prune.h"
 #include "store/gc.h"
@@ -149,12 +149,12 @@ class CrashLoops : public ::testing::Test {
   // fqpack quantize --from F32 --types Q8_0 --embed-bits 8 --threads 1
   static Status Quantize(Env* env, const std::string& dir) {
     FQ_ASSIGN_OR_RETURN(auto st, OpenStore(env, dir));
-    runtime::quantize::QuantizeRequest req;
+    quantize::QuantizeRequest req;
     req.model = "tiny";
     req.from = "F32";
     req.targets.push_back({ToId(QType::kQ8_0), "Q8_0-rtn"});
     req.threads = 1;
-    return runtime::quantize::QuantizeModel(st.get(), req).status();
+    return quantize::QuantizeModel(st.get(), req).status();
   }
 
   // fqpack search --up Q8_0 --mid Q5_1,Q4_1 --low Q4_0 --tokens 64 -c 32 --stem 1 --branch 2

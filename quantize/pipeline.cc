@@ -1,4 +1,4 @@
-#include "runtime/quantize/pipeline.h"
+#include "quantize/pipeline.h"
 
 #include <chrono>
 #include <cmath>
@@ -6,18 +6,22 @@
 #include <memory>
 #include <set>
 
+#include "quantize/calibration.h"
+#include "quantize/codec.h"
+#include "quantize/rtn.h"
 #include "runtime/model.h"
 #include "runtime/quant/quant.h"
-#include "runtime/quantize/calibration.h"
-#include "runtime/quantize/codec.h"
-#include "runtime/quantize/rtn.h"
 #include "runtime/thread_pool.h"
 #include "runtime/tokenizer.h"
 #include "schema/json.h"
 #include "schema/quant_types.h"
 #include "schema/sha256.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
+using runtime::Model;
+using runtime::ThreadPool;
+using runtime::Tokenizer;
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -30,7 +34,7 @@ bool IsFloat(uint32_t type) {
 // The GGUF type for an embedding width, as EmbeddingType documents: the
 // row of the type table that says it is the ladder's type for that width.
 uint32_t GgufTypeOfBits(int bits) {
-  for (const quant::TypeTraits& t : quant::AllTraits()) {
+  for (const runtime::quant::TypeTraits& t : runtime::quant::AllTraits()) {
     if (t.gguf && t.embed_bits == bits) return t.type;
   }
   return ToId(QType::kQ2_K);
@@ -62,7 +66,7 @@ std::string ParamsJson(const QuantizeRequest& req, uint32_t type, uint32_t embed
 // The float values of a float module.
 std::vector<float> ToFloats(const store::ModuleDesc& desc, const store::ModuleData& data) {
   std::vector<float> out(static_cast<size_t>(desc.n_elements()));
-  quant::FindTraits(desc.qtype)
+  runtime::quant::FindTraits(desc.qtype)
       ->dequantize(data.data(), out.data(), static_cast<int64_t>(out.size()));
   return out;
 }
@@ -337,7 +341,7 @@ uint32_t TypeForRow(uint32_t wanted, int64_t cols, std::string* note) {
     return RowBytes(type, static_cast<uint64_t>(cols)).ok();
   };
   if (fits(wanted)) return wanted;
-  const quant::TypeTraits* t = quant::FindTraits(wanted);
+  const runtime::quant::TypeTraits* t = runtime::quant::FindTraits(wanted);
   uint32_t next = t != nullptr ? t->fallback : ToId(QType::kF16);
   if (!fits(next)) next = ToId(QType::kF16);
   *note = std::to_string(cols) + " columns are not a multiple of " +
@@ -376,4 +380,4 @@ Result<QuantizeResult> QuantizeModel(store::Store* store, const QuantizeRequest&
   return r;
 }
 
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize

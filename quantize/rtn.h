@@ -4,15 +4,15 @@
 // quantize summary reports.
 //
 // Thread-safety: reentrant; parallel over rows on the pool given.
-#ifndef FQPACK_RUNTIME_QUANTIZE_RTN_H_
-#define FQPACK_RUNTIME_QUANTIZE_RTN_H_
+#ifndef FQPACK_QUANTIZE_RTN_H_
+#define FQPACK_QUANTIZE_RTN_H_
 
 #include <cstdint>
 
 #include "runtime/thread_pool.h"
 #include "schema/status.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
 
 // True when `type` can be produced from floats: a float type or a type with
 // a codec (FindCodec).
@@ -24,13 +24,13 @@ bool CanQuantizeTo(uint32_t type);
 // quantize to; InvalidArgument when a row is not a whole number of the
 // type's blocks. `pool` may be null.
 Status QuantizeRtn(uint32_t type, const float* w, int64_t rows, int64_t cols, uint8_t* out,
-                   ThreadPool* pool);
+                   runtime::ThreadPool* pool);
 
 // Root-mean-square of (dequantized `q` - `w`) over all rows x cols weights.
 // REQUIRES: `q` holds rows rows of `type` (one the runtime can dequantize).
 double QuantizationRmse(uint32_t type, const uint8_t* q, const float* w, int64_t rows,
                         int64_t cols);
 
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize
 
-#endif  // FQPACK_RUNTIME_QUANTIZE_RTN_H_
+#endif  // FQPACK_QUANTIZE_RTN_H_

@@ -5,6 +5,8 @@
 // k-quants (Q2_K..Q6_K, Q4_0, Q8_0); stories260K's are the fallback types
 // (Q8_0, Q5_0, Q5_1, IQ4_NL). Also: codec output decodes to exactly the
 // values the codec meant (Encode agrees with the runtime's dequantizers).
+#include "quantize/codec.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,9 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "quantize/rtn.h"
 #include "runtime/quant/quant.h"
-#include "runtime/quantize/codec.h"
-#include "runtime/quantize/rtn.h"
 #include "runtime/thread_pool.h"
 #include "schema/env.h"
 #include "schema/gguf.h"
@@ -23,8 +24,10 @@
 #include "tests/runtime/quant_test_util.h"
 #include "tests/support/test_util.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
 namespace {
+
+using runtime::ThreadPool;
 
 // The bound the quantizers are held to against llama.cpp's files.
 constexpr double kMaxRmseRatioToLlamaCpp = 1.05;
@@ -46,7 +49,7 @@ GgufFile Open(const std::string& relative) {
 std::vector<float> AsFloats(const GgufFile& g, size_t i) {
   const gguf::TensorInfo& t = g.header.tensors[i];
   std::vector<float> out(t.n_elements());
-  const quant::TypeTraits* traits = quant::FindTraits(t.type);
+  const runtime::quant::TypeTraits* traits = runtime::quant::FindTraits(t.type);
   const int64_t cols = static_cast<int64_t>(t.ne[0]);
   const int64_t rows = static_cast<int64_t>(t.n_elements()) / cols;
   const uint64_t row_bytes = RowBytes(t.type, t.ne[0]).value();
@@ -141,4 +144,4 @@ TEST(QuantizeGguf, FallbackTypesAreAsGoodAsLlamaCppOnStories260K) {
 }
 
 }  // namespace
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize

@@ -2,6 +2,8 @@
 // implementation against a plain one-column-at-a-time GPTQ written here,
 // the output error it minimises against RTN's on correlated inputs, the
 // fallback to more damping for a singular H, and determinism.
+#include "quantize/gptq.h"
+
 #include <gtest/gtest.h>
 
 #include <Eigen/Dense>
@@ -9,16 +11,17 @@
 #include <random>
 #include <vector>
 
+#include "quantize/codec.h"
+#include "quantize/rtn.h"
 #include "runtime/quant/quant.h"
-#include "runtime/quantize/codec.h"
-#include "runtime/quantize/gptq.h"
-#include "runtime/quantize/rtn.h"
 #include "runtime/thread_pool.h"
 #include "schema/coding.h"
 #include "schema/quant_types.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
 namespace {
+
+using runtime::ThreadPool;
 
 // Inputs with correlated features (what makes GPTQ's error feedback pay):
 // x = z * A with A a random mixing matrix and per-feature scales.
@@ -63,7 +66,8 @@ double OutputErrorFromInputs(uint32_t type, const Bytes& q, const std::vector<fl
   std::vector<float> deq(static_cast<size_t>(rows * cols));
   const uint64_t row_bytes = RowBytes(type, cols).value();
   for (int64_t r = 0; r < rows; ++r) {
-    quant::FindTraits(type)->dequantize(q.data() + r * row_bytes, deq.data() + r * cols, cols);
+    runtime::quant::FindTraits(type)->dequantize(q.data() + r * row_bytes, deq.data() + r * cols,
+                                                 cols);
   }
   double num = 0, den = 0;
   for (int64_t t = 0; t < n; ++t) {
@@ -256,4 +260,4 @@ TEST(Gptq, BytesDoNotDependOnThreads) {
 }
 
 }  // namespace
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize

@@ -2,6 +2,8 @@
 // dequantizers) to exactly the values the codec chose, round-trip error
 // bounds per type and bit width on random and on real weights, the scale
 // search beats min/max, and the bytes do not depend on threads.
+#include "quantize/rtn.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,9 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "quantize/codec.h"
 #include "runtime/quant/quant.h"
-#include "runtime/quantize/codec.h"
-#include "runtime/quantize/rtn.h"
 #include "runtime/thread_pool.h"
 #include "schema/env.h"
 #include "schema/gguf.h"
@@ -21,10 +22,12 @@
 #include "tests/runtime/quant_test_util.h"
 #include "tests/support/test_util.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
 namespace {
 
-using quant::testing::RandomValues;
+using runtime::ThreadPool;
+
+using runtime::quant::testing::RandomValues;
 
 std::vector<uint32_t> GroupIntTypes() {
   std::vector<uint32_t> types;
@@ -38,8 +41,8 @@ std::vector<uint32_t> GroupIntTypes() {
 // codec. Each needs a bound in kRandomBounds.
 std::vector<uint32_t> GgufTypes() {
   std::vector<uint32_t> types;
-  for (const quant::TypeTraits& t : quant::AllTraits()) {
-    if (t.gguf && t.codec.kind != quant::CodecShape::Kind::kNone) types.push_back(t.type);
+  for (const runtime::quant::TypeTraits& t : runtime::quant::AllTraits()) {
+    if (t.gguf && t.codec.kind != runtime::quant::CodecShape::Kind::kNone) types.push_back(t.type);
   }
   return types;
 }
@@ -91,7 +94,7 @@ TEST(QuantizeCodec, BlocksDecodeToTheValuesTheCodecChose) {
         Bytes block(codec->BlockBytes(n));
         codec->Encode(g, q.data(), block.data());
         std::vector<float> y(n);
-        quant::FindTraits(type)->dequantize(block.data(), y.data(), n);
+        runtime::quant::FindTraits(type)->dequantize(block.data(), y.data(), n);
         for (int e = 0; e < n; ++e) {
           ASSERT_EQ(y[e], g.Value(e, q[e]))
               << QTypeName(type) << " n=" << n << " variant " << variant << " element " << e;
@@ -160,7 +163,7 @@ TEST(QuantizeRtn, SearchBeatsMinMax) {
   const int64_t rows = 16, cols = 172;
   const std::vector<float> w = RandomValues(rows * cols, &rng, 0.02f);
   for (uint32_t type : GroupIntTypes()) {
-    const Bytes minmax = quant::testing::Quantize(type, w, rows, cols);
+    const Bytes minmax = runtime::quant::testing::Quantize(type, w, rows, cols);
     const double minmax_rmse = QuantizationRmse(type, minmax.data(), w.data(), rows, cols);
     const double search = RelativeRmse(type, w, rows, cols) * Rms(w);
     EXPECT_LT(search, minmax_rmse) << QTypeName(type);
@@ -229,4 +232,4 @@ TEST(QuantizeRtn, RoundTripBoundsOnRealWeights) {
 }
 
 }  // namespace
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize

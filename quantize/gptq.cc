@@ -1,4 +1,4 @@
-#include "runtime/quantize/gptq.h"
+#include "quantize/gptq.h"
 
 #include <Eigen/Cholesky>
 #include <algorithm>
@@ -6,11 +6,13 @@
 #include <cstdio>
 #include <numeric>
 
+#include "quantize/codec.h"
 #include "runtime/quant/quant.h"
-#include "runtime/quantize/codec.h"
 #include "schema/quant_types.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
+using runtime::ThreadPool;
+
 namespace {
 
 // Rows quantized together: they share every load of U.
@@ -233,7 +235,7 @@ Status QuantizeGptq(uint32_t type, const float* w, int64_t rows, int64_t cols,
 
 double RelativeOutputError(uint32_t type, const uint8_t* q, const float* w, int64_t rows,
                            int64_t cols, const Hessian& h) {
-  const quant::TypeTraits* t = quant::FindTraits(type);
+  const runtime::quant::TypeTraits* t = runtime::quant::FindTraits(type);
   const uint64_t row_bytes = RowBytes(type, static_cast<uint64_t>(cols)).value();
   const Eigen::MatrixXd hm = h.Matrix();
   Eigen::VectorXd wr(cols), dr(cols);
@@ -251,4 +253,4 @@ double RelativeOutputError(uint32_t type, const uint8_t* q, const float* w, int6
   return den > 0 ? std::sqrt(num / den) : 0.0;
 }
 
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize

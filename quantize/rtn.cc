@@ -1,21 +1,23 @@
-#include "runtime/quantize/rtn.h"
+#include "quantize/rtn.h"
 
 #include <cassert>
 #include <cmath>
 #include <vector>
 
+#include "quantize/codec.h"
 #include "runtime/quant/quant.h"
-#include "runtime/quantize/codec.h"
 #include "schema/quant_types.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
+using runtime::ThreadPool;
+
 namespace {
 
 // A float type the runtime converts to (F32, F16, BF16): RTN is its
 // reference quantizer, a rounding.
 bool IsFloatType(uint32_t type) {
   const QTypeInfo* info = FindGgmlType(type);
-  return info != nullptr && info->is_float && quant::FindTraits(type) != nullptr;
+  return info != nullptr && info->is_float && runtime::quant::FindTraits(type) != nullptr;
 }
 
 void ForRows(ThreadPool* pool, int64_t rows, const std::function<void(int64_t, int64_t)>& fn) {
@@ -34,7 +36,7 @@ Status QuantizeRtn(uint32_t type, const float* w, int64_t rows, int64_t cols, ui
                    ThreadPool* pool) {
   FQ_ASSIGN_OR_RETURN(const uint64_t row_bytes, RowBytes(type, static_cast<uint64_t>(cols)));
   if (IsFloatType(type)) {
-    const quant::TypeTraits* t = quant::FindTraits(type);
+    const runtime::quant::TypeTraits* t = runtime::quant::FindTraits(type);
     ForRows(pool, rows, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) t->quantize(w + r * cols, out + r * row_bytes, cols);
     });
@@ -66,7 +68,7 @@ Status QuantizeRtn(uint32_t type, const float* w, int64_t rows, int64_t cols, ui
 
 double QuantizationRmse(uint32_t type, const uint8_t* q, const float* w, int64_t rows,
                         int64_t cols) {
-  const quant::TypeTraits* t = quant::FindTraits(type);
+  const runtime::quant::TypeTraits* t = runtime::quant::FindTraits(type);
   assert(t != nullptr);
   const uint64_t row_bytes = RowBytes(type, static_cast<uint64_t>(cols)).value();
   std::vector<float> row(static_cast<size_t>(cols));
@@ -82,4 +84,4 @@ double QuantizationRmse(uint32_t type, const uint8_t* q, const float* w, int64_t
   return n > 0 ? std::sqrt(sum / n) : 0.0;
 }
 
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize

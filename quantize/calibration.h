@@ -7,8 +7,8 @@
 //
 // Thread-safety: CollectHessians runs the model on the calling thread (and
 // the pool); the model is only read.
-#ifndef FQPACK_RUNTIME_QUANTIZE_CALIBRATION_H_
-#define FQPACK_RUNTIME_QUANTIZE_CALIBRATION_H_
+#ifndef FQPACK_QUANTIZE_CALIBRATION_H_
+#define FQPACK_QUANTIZE_CALIBRATION_H_
 
 #include <cstdint>
 #include <functional>
@@ -18,12 +18,12 @@
 #include <string>
 #include <vector>
 
+#include "quantize/gptq.h"
 #include "runtime/model.h"
-#include "runtime/quantize/gptq.h"
 #include "runtime/thread_pool.h"
 #include "schema/status.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
 
 struct CalibrationOptions {
   int64_t n_ctx = 256;       // tokens per chunk, each evaluated from an empty cache
@@ -49,16 +49,16 @@ struct LayerInputs {
 
 // The fewest calibration tokens that can give every layer a full-rank H:
 // the widest layer input (a matrix's row length) of the model.
-int64_t MinCalibrationTokens(const Model& model);
+int64_t MinCalibrationTokens(const runtime::Model& model);
 
 // Evaluates `tokens` (already tokenized, BOS included) in chunks of
 // options.n_ctx and collects the layer inputs. A text shorter than one chunk
 // is one chunk. InvalidArgument when it has fewer than
 // MinCalibrationTokens(model) tokens (the message says how many are needed)
 // or n_ctx is outside [16, 512].
-Result<LayerInputs> CollectHessians(const Model& model, std::span<const int32_t> tokens,
-                                    const CalibrationOptions& options, ThreadPool* pool);
+Result<LayerInputs> CollectHessians(const runtime::Model& model, std::span<const int32_t> tokens,
+                                    const CalibrationOptions& options, runtime::ThreadPool* pool);
 
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize
 
-#endif  // FQPACK_RUNTIME_QUANTIZE_CALIBRATION_H_
+#endif  // FQPACK_QUANTIZE_CALIBRATION_H_

@@ -1,4 +1,4 @@
-#include "runtime/quantize/codec.h"
+#include "quantize/codec.h"
 
 #include <algorithm>
 #include <array>
@@ -13,7 +13,7 @@
 #include "schema/half.h"
 #include "schema/quant_types.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
 namespace {
 
 // Candidate scales per fit: the search steps the grid's end across +-1 code
@@ -38,7 +38,7 @@ void Fp16Neighbours(float v, uint16_t out[3]) {
 int ClampCode(float v, int qmin, int qmax) {
   if (!(v > static_cast<float>(qmin))) return qmin;  // also catches NaN
   if (v >= static_cast<float>(qmax)) return qmax;
-  return quant::NearestInt(v);
+  return runtime::quant::NearestInt(v);
 }
 
 // Nearest uniform code of x under value = s * q + o.
@@ -55,7 +55,7 @@ inline int NearestUniformInv(float x, float inv_s, float o, int qmin, int qmax) 
   // Branch-free (min/max, then the rounding trick) so the loops vectorize.
   const float v =
       std::min(std::max((x - o) * inv_s, static_cast<float>(qmin)), static_cast<float>(qmax));
-  return quant::NearestInt(v);
+  return runtime::quant::NearestInt(v);
 }
 
 // Nearest level index of x under value = s * levels[k] (levels ascending).
@@ -410,8 +410,8 @@ void BlockCodec::Fit(const float* x, int n, const float* wt, BlockGrid* grid) co
 }
 
 void BlockCodec::FitWeighted(const float* x, const float* wt, int n, BlockGrid* g) const {
-  using Kind = quant::CodecShape::Kind;
-  const quant::CodecShape& shape = traits_->codec;
+  using Kind = runtime::quant::CodecShape::Kind;
+  const runtime::quant::CodecShape& shape = traits_->codec;
   *g = BlockGrid();
   g->n = n;
   g->qmin = shape.qmin;
@@ -465,7 +465,9 @@ bool BlockCodec::FitsRow(int64_t cols) const {
 }
 
 size_t BlockCodec::BlockBytes(int n) const {
-  if (IsGroupIntType(type())) return quant::GroupBytes(static_cast<int>(GroupIntBits(type())), n);
+  if (IsGroupIntType(type())) {
+    return runtime::quant::GroupBytes(static_cast<int>(GroupIntBits(type())), n);
+  }
   return traits_->block_bytes;
 }
 
@@ -473,8 +475,8 @@ const BlockCodec* FindCodec(uint32_t type) {
   // One codec per row that has a codec shape, made on first use.
   static const std::vector<BlockCodec> kCodecs = [] {
     std::vector<BlockCodec> codecs;
-    for (const quant::TypeTraits& t : quant::AllTraits()) {
-      if (t.codec.kind != quant::CodecShape::Kind::kNone) codecs.emplace_back(&t);
+    for (const runtime::quant::TypeTraits& t : runtime::quant::AllTraits()) {
+      if (t.codec.kind != runtime::quant::CodecShape::Kind::kNone) codecs.emplace_back(&t);
     }
     return codecs;
   }();
@@ -485,18 +487,18 @@ const BlockCodec* FindCodec(uint32_t type) {
 }
 
 std::string CodecTypeNames() {
-  std::vector<const quant::TypeTraits*> rows;
-  for (const quant::TypeTraits& t : quant::AllTraits()) {
-    if (t.gguf && t.codec.kind != quant::CodecShape::Kind::kNone) rows.push_back(&t);
+  std::vector<const runtime::quant::TypeTraits*> rows;
+  for (const runtime::quant::TypeTraits& t : runtime::quant::AllTraits()) {
+    if (t.gguf && t.codec.kind != runtime::quant::CodecShape::Kind::kNone) rows.push_back(&t);
   }
   std::stable_sort(rows.begin(), rows.end(), [](const auto* a, const auto* b) {
     return a->bits_per_weight > b->bits_per_weight;
   });
   std::string names;
-  for (const quant::TypeTraits* t : rows) {
+  for (const runtime::quant::TypeTraits* t : rows) {
     names += (names.empty() ? "" : ", ") + std::string(t->name);
   }
   return names;
 }
 
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize

@@ -15,19 +15,19 @@
 //
 // Thread-safety: QuantizeModel holds the store's writer lock while it runs
 // and uses `threads` threads.
-#ifndef FQPACK_RUNTIME_QUANTIZE_PIPELINE_H_
-#define FQPACK_RUNTIME_QUANTIZE_PIPELINE_H_
+#ifndef FQPACK_QUANTIZE_PIPELINE_H_
+#define FQPACK_QUANTIZE_PIPELINE_H_
 
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
-#include "runtime/quantize/gptq.h"
+#include "quantize/gptq.h"
 #include "schema/status.h"
 #include "store/store.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
 
 enum class Method { kRtn, kGptq };
 
@@ -129,6 +129,6 @@ struct QuantizeResult {
 // are needed) or missing for GPTQ; NotFound for an unknown model or QM.
 Result<QuantizeResult> QuantizeModel(store::Store* store, const QuantizeRequest& request);
 
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize
 
-#endif  // FQPACK_RUNTIME_QUANTIZE_PIPELINE_H_
+#endif  // FQPACK_QUANTIZE_PIPELINE_H_

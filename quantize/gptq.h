@@ -16,8 +16,8 @@
 // Thread-safety: Hessian is not thread-safe; FactorHessian and QuantizeGptq
 // are reentrant (parallel over rows on the pool given; the result does not
 // depend on the pool).
-#ifndef FQPACK_RUNTIME_QUANTIZE_GPTQ_H_
-#define FQPACK_RUNTIME_QUANTIZE_GPTQ_H_
+#ifndef FQPACK_QUANTIZE_GPTQ_H_
+#define FQPACK_QUANTIZE_GPTQ_H_
 
 #include <Eigen/Core>
 #include <cstdint>
@@ -27,7 +27,7 @@
 #include "runtime/thread_pool.h"
 #include "schema/status.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
 
 // H = sum over calibration tokens of x x^T, for one layer input of `cols`
 // features, in double.
@@ -84,7 +84,7 @@ Result<GptqFactor> FactorHessian(const Hessian& h, const GptqOptions& options);
 // type's blocks or the factor is for another width. `pool` may be null.
 Status QuantizeGptq(uint32_t type, const float* w, int64_t rows, int64_t cols,
                     const GptqFactor& factor, const GptqOptions& options, uint8_t* out,
-                    ThreadPool* pool);
+                    runtime::ThreadPool* pool);
 
 // sqrt(sum_r dW_r H dW_r^T / sum_r W_r H W_r^T), dW = dequantized(q) - w:
 // the error of the layer's outputs on the calibration inputs relative to
@@ -92,6 +92,6 @@ Status QuantizeGptq(uint32_t type, const float* w, int64_t rows, int64_t cols,
 double RelativeOutputError(uint32_t type, const uint8_t* q, const float* w, int64_t rows,
                            int64_t cols, const Hessian& h);
 
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize
 
-#endif  // FQPACK_RUNTIME_QUANTIZE_GPTQ_H_
+#endif  // FQPACK_QUANTIZE_GPTQ_H_

@@ -19,8 +19,8 @@
 // types of its own.
 //
 // Thread-safety: codecs are immutable singletons; all methods reentrant.
-#ifndef FQPACK_RUNTIME_QUANTIZE_CODEC_H_
-#define FQPACK_RUNTIME_QUANTIZE_CODEC_H_
+#ifndef FQPACK_QUANTIZE_CODEC_H_
+#define FQPACK_QUANTIZE_CODEC_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -28,10 +28,10 @@
 
 #include "runtime/quant/quant.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
 
 constexpr int kMaxBlockElems = 256;
-constexpr int kMaxSubBlocks = quant::kMaxSubBlocks;
+constexpr int kMaxSubBlocks = runtime::quant::kMaxSubBlocks;
 
 // What one block can represent once its scales are chosen: element e takes
 //   scale[s] * level(q) + offset[s],  s = e / sub_len,  q in [qmin, qmax],
@@ -40,7 +40,7 @@ constexpr int kMaxSubBlocks = quant::kMaxSubBlocks;
 // so Value() is the weight the runtime will see. The stored fields for the
 // encoder (BlockFields: fp16 bits of the block scale(s), the integer
 // sub-block scales and mins of the k-quants, n) are the base.
-struct BlockGrid : quant::BlockFields {
+struct BlockGrid : runtime::quant::BlockFields {
   int sub_len = 0;  // elements per sub-block (n for one-scale blocks)
   int qmin = 0;
   int qmax = 0;
@@ -57,7 +57,7 @@ struct BlockGrid : quant::BlockFields {
 // encoder (runtime/quant/quant.h).
 class BlockCodec {
  public:
-  explicit BlockCodec(const quant::TypeTraits* traits) : traits_(traits) {}
+  explicit BlockCodec(const runtime::quant::TypeTraits* traits) : traits_(traits) {}
 
   uint32_t type() const { return traits_->type; }
   // Elements per block: the group size for group-int types, QK otherwise.
@@ -81,7 +81,7 @@ class BlockCodec {
   // Fit with importances (never null).
   void FitWeighted(const float* x, const float* wt, int n, BlockGrid* grid) const;
 
-  const quant::TypeTraits* traits_;
+  const runtime::quant::TypeTraits* traits_;
 };
 
 // The codec of `type`, or nullptr when fqpack cannot quantize to it: codecs
@@ -93,6 +93,6 @@ const BlockCodec* FindCodec(uint32_t type);
 // "Q8_0, Q6_K, ...", for messages.
 std::string CodecTypeNames();
 
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize
 
-#endif  // FQPACK_RUNTIME_QUANTIZE_CODEC_H_
+#endif  // FQPACK_QUANTIZE_CODEC_H_

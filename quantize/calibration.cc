@@ -1,4 +1,4 @@
-#include "runtime/quantize/calibration.h"
+#include "quantize/calibration.h"
 
 #include <algorithm>
 #include <unordered_map>
@@ -7,7 +7,16 @@
 #include "runtime/matmul_hook.h"
 #include "runtime/perplexity.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
+using runtime::MatMulObserver;
+using runtime::Model;
+using runtime::PerplexityChunks;
+using runtime::ScopedMatMulObserver;
+using runtime::Session;
+using runtime::SlotWeights;
+using runtime::ThreadPool;
+using runtime::WeightView;
+
 namespace {
 
 // The forward pass cuts longer inputs into micro-batches; keeping a chunk
@@ -119,4 +128,4 @@ Result<LayerInputs> CollectHessians(const Model& model, std::span<const int32_t>
   return out;
 }
 
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize

@@ -3,6 +3,8 @@
 // GGUF types), load and run, get worse as bits drop, GPTQ beats RTN at 3 and
 // 2 bits, the same command twice stores nothing new, and bad input is a
 // clear error that leaves the store as it was.
+#include "quantize/pipeline.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -12,7 +14,6 @@
 
 #include "runtime/model.h"
 #include "runtime/perplexity.h"
-#include "runtime/quantize/pipeline.h"
 #include "runtime/thread_pool.h"
 #include "runtime/tokenizer.h"
 #include "schema/env.h"
@@ -22,8 +23,15 @@
 #include "tests/support/store_util.h"
 #include "tests/support/test_util.h"
 
-namespace fqpack::runtime::quantize {
+namespace fqpack::quantize {
 namespace {
+
+using runtime::Model;
+using runtime::Perplexity;
+using runtime::PerplexityOptions;
+using runtime::PerplexityResult;
+using runtime::ThreadPool;
+using runtime::Tokenizer;
 
 using fqpack::testing::TempDir;
 using fqpack::testing::TestDataPath;
@@ -304,4 +312,4 @@ TEST_F(QuantizePipelineTest, CommandLine) {
 }
 
 }  // namespace
-}  // namespace fqpack::runtime::quantize
+}  // namespace fqpack::quantize
