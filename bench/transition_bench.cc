@@ -593,9 +593,8 @@ void ReportSizes(const Case& c) {
   auto m = Must(store->FindModel(c.model), "model");
   auto e = Must(store->FindEnsemble(m.id, "walk"), "ensemble");
   std::map<std::string, uint64_t> stored;  // unique modules of the ensemble and its QMs
-  auto lock = store->LockIndex();
   for (const auto& q : Must(store->ListEqms(e.id), "eqms")) {
-    for (const auto& ref : Must(store->index()->EqmModules(q.id), "eqm modules")) stored[ref.key.Hex()] = ref.stored_bytes;
+    for (const auto& ref : Must(store->catalog().EqmModules(q.id), "eqm modules")) stored[ref.key.Hex()] = ref.stored_bytes;
   }
   uint64_t store_bytes = 0, gguf_bytes = 0;
   for (const auto& [k, b] : stored) store_bytes += b;

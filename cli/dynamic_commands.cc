@@ -87,12 +87,9 @@ Status RunCalibrateDynamic(Context& ctx, const CalibrateDynamicArgs& args) {
   d.hi_qm_id = hi_qm.id;
   d.lo_qm_id = lo_qm.id;
   d.calib_sha256 = Sha256::HexOf(text);
-  {
-    JsonWriter p;
-    p.BeginObject().Key("n_ctx").Int(opts.n_ctx).Key("max_tokens").Int(opts.max_tokens)
-        .Key("metric").String("kl").EndObject();
-    d.params_json = p.str();
-  }
+  d.params.Set("n_ctx", static_cast<int64_t>(opts.n_ctx))
+      .Set("max_tokens", static_cast<int64_t>(opts.max_tokens))
+      .Set("metric", std::string("kl"));
   FQ_ASSIGN_OR_RETURN(d.id, st->PutDynamicModel(d));
 
   if (ctx.json) {

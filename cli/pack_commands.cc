@@ -93,7 +93,7 @@ Status RunInfo(Context& ctx, const std::string& path) {
       .Key("file_bytes").Uint(reader->file_size())
       .Key("model").String(m.name)
       .Key("arch").String(m.arch)
-      .Key("hparams").Raw(m.hparams_json.empty() ? "{}" : m.hparams_json)
+      .Key("hparams").Raw(store::ToJson(m.hparams))
       .Key("modules").Uint(reader->payloads().size())
       .Key("module_bytes").Uint(module_bytes)
       .Key("codecs").BeginObject()
@@ -118,8 +118,8 @@ Status RunInfo(Context& ctx, const std::string& path) {
   if (!qt.empty()) text += qt.Render();
   for (const auto& e : ensembles) {
     FQ_ASSIGN_OR_RETURN(auto eqms, reader->Eqms(e.id));
-    w.BeginObject().Key("name").String(e.name).Key("library").Raw(e.library_json.empty() ? "[]" : e.library_json)
-        .Key("params").Raw(e.params_json.empty() ? "{}" : e.params_json).Key("eqms").BeginArray();
+    w.BeginObject().Key("name").String(e.name).Key("library").Raw(store::ToJson(e.library))
+        .Key("params").Raw(store::ToJson(e.params)).Key("eqms").BeginArray();
     Table et({"EQM", "footprint", "calib metric", "calib ppl", "calib KL"}, "rrrrr");
     for (const auto& q : eqms) {
       w.BeginObject().Key("step").Int(q.step).Key("footprint").Uint(q.footprint).Key("calib_metric")

@@ -100,26 +100,20 @@ struct ModelTotals {
 };
 
 Result<ModelTotals> Totals(Store* store, int64_t model_id) {
-  auto lock = store->LockIndex();
-  ModelTotals t;
-  FQ_ASSIGN_OR_RETURN(store::Stmt st, store->db()->Prepare(
-      "SELECT coalesce(sum(b.raw_bytes),0) FROM qm_module m JOIN qm q ON q.id = m.qm_id "
-      "JOIN blob b ON b.hash = m.hash WHERE q.model_id = ?"));
-  st.BindAll(model_id);
-  FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-  if (row) t.logical = static_cast<uint64_t>(st.ColumnInt(0));
-  FQ_ASSIGN_OR_RETURN(store::Stmt u, store->db()->Prepare(
-      "SELECT coalesce(sum(raw_bytes),0), coalesce(sum(stored_bytes),0) FROM blob WHERE hash IN "
-      "(SELECT m.hash FROM qm_module m JOIN qm q ON q.id = m.qm_id WHERE q.model_id = ? "
-      " UNION SELECT e.hash FROM eqm_module e JOIN eqm x ON x.id = e.eqm_id JOIN ensemble n "
-      " ON n.id = x.ensemble_id WHERE n.model_id = ?)"));
-  u.BindAll(model_id, model_id);
-  FQ_ASSIGN_OR_RETURN(row, u.Step());
-  if (row) {
-    t.unique_raw = static_cast<uint64_t>(u.ColumnInt(0));
-    t.unique_stored = static_cast<uint64_t>(u.ColumnInt(1));
-  }
-  return t;
+  FQ_ASSIGN_OR_RETURN(store::ModelTotals t, store->catalog().Totals(model_id));
+  return ModelTotals{t.logical, t.unique_raw, t.unique_stored};
+}
+
+// A search parameter as `ls` shows it: a string as is, a number or a
+// boolean as written; "" when absent or of another kind.
+std::string ParamText(const store::JsonFields& params, const std::string& key) {
+  const store::JsonValue* v = params.Find(key);
+  if (v == nullptr) return "";
+  if (const std::string* s = std::get_if<std::string>(v)) return *s;
+  if (const int64_t* i = std::get_if<int64_t>(v)) return std::to_string(*i);
+  if (const uint64_t* u = std::get_if<uint64_t>(v)) return std::to_string(*u);
+  if (const bool* b = std::get_if<bool>(v)) return *b ? "true" : "false";
+  return "";
 }
 
 // The tensor types a QM holds, most bytes first: "Q4_K+Q6_K+F32".
@@ -150,8 +144,8 @@ Status ListEnsembles(Store* store, const store::ModelInfo& m, JsonWriter* w, std
     const uint64_t lo = fps.empty() ? 0 : *std::min_element(fps.begin(), fps.end());
     w->BeginObject()
         .Key("name").String(e.name)
-        .Key("library").Raw(e.library_json.empty() ? "[]" : e.library_json)
-        .Key("params").Raw(e.params_json.empty() ? "{}" : e.params_json)
+        .Key("library").Raw(store::ToJson(e.library))
+        .Key("params").Raw(store::ToJson(e.params))
         .Key("eqms").Uint(eqms.size())
         .Key("max_footprint").Uint(hi)
         .Key("min_footprint").Uint(lo)
@@ -159,14 +153,11 @@ Status ListEnsembles(Store* store, const store::ModelInfo& m, JsonWriter* w, std
         .Key("calib_sha256").String(e.calib_sha256)
         .Key("created_at").String(e.created_at)
         .EndObject();
-    Result<std::vector<std::string>> labels = ParseJsonStringArray(e.library_json, "library");
     std::string lib;
-    if (labels.ok()) {
-      for (const std::string& l : *labels) lib += (lib.empty() ? "" : ">") + l;
-    }
+    for (const std::string& l : e.library) lib += (lib.empty() ? "" : ">") + l;
     std::string how;
     for (const char* key : {"metric", "stem", "branch", "tokens"}) {
-      const std::string v = JsonMember(e.params_json, key);
+      const std::string v = ParamText(e.params, key);
       if (!v.empty()) how += (how.empty() ? "" : " ") + std::string(key) + "=" + v;
     }
     table.AddRow({e.name, lib, std::to_string(eqms.size()), FormatBytes(hi) + ".." + FormatBytes(lo),
@@ -194,7 +185,7 @@ Status RunLs(Context& ctx, bool ensembles) {
         .Key("name").String(m.name)
         .Key("arch").String(m.arch)
         .Key("slots").Uint(slots.size())
-        .Key("hparams").Raw(m.hparams_json.empty() ? "{}" : m.hparams_json)
+        .Key("hparams").Raw(store::ToJson(m.hparams))
         .Key("qms").BeginArray();
     Table table({"QM", "bits/w", "size", "types", "origin", "source"}, "lrrlll");
     for (const store::QmInfo& q : qms) {

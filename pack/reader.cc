@@ -10,8 +10,7 @@ namespace fqpack::pack {
 
 PackReader::~PackReader() {
   // The index must close before the mapping its image lives in.
-  index_.reset();
-  db_.reset();
+  catalog_.reset();
 }
 
 Result<std::unique_ptr<PackReader>> PackReader::Open(Env* env, const std::string& path) {
@@ -27,13 +26,10 @@ Result<std::unique_ptr<PackReader>> PackReader::Open(Env* env, const std::string
 
 Status PackReader::Validate() {
   const ByteSpan image = file_->bytes().subspan(footer_.index_offset, footer_.index_size);
-  Result<std::unique_ptr<store::Db>> db = store::Db::OpenImage(image, path_);
-  if (!db.ok()) return Status::Corruption(path_ + ": index is not readable: " + db.status().message());
-  db_ = std::move(*db);
-  index_ = std::make_unique<store::IndexReader>(db_.get(), path_);
+  FQ_ASSIGN_OR_RETURN(catalog_, store::PackCatalog::Open(image, path_));
   auto corrupt = [&](const std::string& what) { return Status::Corruption(path_ + ": index: " + what); };
 
-  Result<int64_t> version = db_->QueryInt("PRAGMA user_version");
+  Result<int64_t> version = catalog_->SchemaVersion();
   if (!version.ok()) return corrupt(version.status().message());
   // Version 1 packs (before dynamic precision) lack only the dynamic tables,
   // whose absence the index reader reports as "no dynamic model".
@@ -43,30 +39,26 @@ Status PackReader::Validate() {
                                       " is newer than this fqpack reads")
                : corrupt("schema version " + std::to_string(*version));
   }
-  Result<std::vector<store::ModelInfo>> models = index_->ListModels();
+  Result<std::vector<store::ModelInfo>> models = catalog_->ListModels();
   if (!models.ok()) return corrupt(models.status().message());
   if (models->size() != 1) return corrupt("holds " + std::to_string(models->size()) + " models, not one");
   model_ = (*models)[0];
 
-  FQ_ASSIGN_OR_RETURN(store::Stmt st, db_->Prepare("SELECT hash, qtype, n_dims, ne0, ne1, ne2, ne3, raw_bytes, "
-                                                   "stored_bytes, codec, pack_offset FROM blob ORDER BY pack_offset"));
+  Result<std::vector<store::PackCatalog::PayloadRow>> rows = catalog_->Payloads();
+  if (!rows.ok()) return corrupt(rows.status().message());
   uint64_t prev_end = kHeaderSize;
-  while (true) {
-    Result<bool> row = st.Step();
-    if (!row.ok()) return corrupt(row.status().message());
-    if (!*row) break;
+  for (const store::PackCatalog::PayloadRow& row : *rows) {
     PayloadInfo p;
-    Result<store::ModuleKey> key = store::ModuleKey::FromHex(st.ColumnText(0));
-    if (!key.ok()) return corrupt("bad module key '" + st.ColumnText(0) + "'");
+    Result<store::ModuleKey> key = store::ModuleKey::FromHex(row.hash);
+    if (!key.ok()) return corrupt("bad module key '" + row.hash + "'");
     p.key = *key;
-    const int64_t ne[4] = {st.ColumnInt(3), st.ColumnInt(4), st.ColumnInt(5), st.ColumnInt(6)};
-    p.desc = store::ModuleDescFromRow(st.ColumnInt(1), st.ColumnInt(2), ne);
-    const int64_t raw = st.ColumnInt(7), stored = st.ColumnInt(8), offset = st.ColumnInt(10);
-    const std::string codec = st.ColumnText(9);
+    p.desc = store::ModuleDescFromRow(row.qtype, row.n_dims, row.ne);
+    const int64_t raw = row.raw_bytes, stored = row.stored_bytes;
+    const std::string& codec = row.codec;
     const std::string what = "module " + p.key.Hex();
     Status row_ok = store::CheckModuleRow(p.desc, raw, what);
     if (!row_ok.ok()) return corrupt(row_ok.message());
-    if (st.ColumnIsNull(10) || !NonNegative(offset, &p.offset)) return corrupt(what + ": no payload offset");
+    if (!row.offset || !NonNegative(*row.offset, &p.offset)) return corrupt(what + ": no payload offset");
     if (!NonNegative(stored, &p.stored_bytes)) return corrupt(what + ": negative stored size");
     if (codec != "raw" && codec != "zstd") return corrupt(what + ": unknown codec '" + codec + "'");
     p.raw_bytes = static_cast<uint64_t>(raw);
@@ -91,52 +83,39 @@ Status PackReader::Validate() {
 }
 
 Result<std::vector<store::QmInfo>> PackReader::Qms() {
-  auto lock = LockIndex();
-  return index_->ListQms(model_.id);
+  return catalog_->ListQms(model_.id);
 }
 
 Result<std::vector<store::EnsembleInfo>> PackReader::Ensembles() {
-  auto lock = LockIndex();
-  return index_->ListEnsembles(model_.id);
+  return catalog_->ListEnsembles(model_.id);
 }
 
 Result<std::vector<store::DynamicModelInfo>> PackReader::DynamicModels() {
-  auto lock = LockIndex();
-  return index_->ListDynamicModels(model_.id);
+  return catalog_->ListDynamicModels(model_.id);
 }
 
 Result<store::DynamicModelInfo> PackReader::FindDynamicModel(const std::string& hi, const std::string& lo) {
-  auto lock = LockIndex();
-  return index_->FindDynamicModel(model_.id, hi, lo);
+  return catalog_->FindDynamicModel(model_.id, hi, lo);
 }
 
 Result<store::EnsembleInfo> PackReader::FindEnsemble(const std::string& name) {
-  auto lock = LockIndex();
-  return index_->FindEnsemble(model_.id, name);
+  return catalog_->FindEnsemble(model_.id, name);
 }
 
 Result<std::vector<store::EqmInfo>> PackReader::Eqms(int64_t ensemble_id) {
-  auto lock = LockIndex();
-  return index_->ListEqms(ensemble_id);
+  return catalog_->ListEqms(ensemble_id);
 }
 
 Result<store::ModelManifest> PackReader::QmManifest(const std::string& label) {
-  auto lock = LockIndex();
-  return index_->QmManifest(model_.name, label);
+  return catalog_->QmManifest(model_.name, label);
 }
 
 Result<store::ModelManifest> PackReader::EqmManifest(int64_t ensemble_id, int step) {
-  auto lock = LockIndex();
-  return index_->EqmManifest(ensemble_id, step);
+  return catalog_->EqmManifest(ensemble_id, step);
 }
 
 Result<std::string> PackReader::Info(const std::string& key) {
-  auto lock = LockIndex();
-  FQ_ASSIGN_OR_RETURN(store::Stmt st, db_->Prepare("SELECT value FROM pack_info WHERE key = ?"));
-  st.BindAll(key);
-  FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-  if (!row) return Status::NotFound(path_ + ": no '" + key + "' in pack_info");
-  return st.ColumnText(0);
+  return catalog_->Info(key);
 }
 
 Result<PayloadInfo> PackReader::Payload(const store::ModuleKey& key) const {
@@ -180,15 +159,9 @@ Result<PackVerifyReport> VerifyPack(Env* env, const std::string& path,
   FQ_ASSIGN_OR_RETURN(auto reader, PackReader::Open(env, path));
   PackVerifyReport report;
   {
-    auto lock = reader->LockIndex();
-    store::Db* db = reader->index()->db();
-    FQ_ASSIGN_OR_RETURN(store::Stmt ic, db->Prepare("PRAGMA integrity_check"));
-    while (true) {
-      FQ_ASSIGN_OR_RETURN(bool row, ic.Step());
-      if (!row) break;
-      if (ic.ColumnText(0) != "ok") report.errors.push_back(path + ": index: " + ic.ColumnText(0));
-    }
-    FQ_ASSIGN_OR_RETURN(int64_t fk, db->QueryInt("SELECT count(*) FROM pragma_foreign_key_check"));
+    FQ_ASSIGN_OR_RETURN(std::vector<std::string> problems, reader->catalog().IntegrityProblems());
+    for (const std::string& p : problems) report.errors.push_back(path + ": index: " + p);
+    FQ_ASSIGN_OR_RETURN(int64_t fk, reader->catalog().BrokenReferences());
     if (fk != 0) report.errors.push_back(path + ": index: " + std::to_string(fk) + " broken references");
   }
   // Every QM and EQM resolves to a full manifest.

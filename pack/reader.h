@@ -5,7 +5,7 @@
 // module's key is checked the first time it is loaded.
 //
 // Thread-safety: Load and the Payload/manifest look-ups may be called from
-// several threads; the index is read under an internal lock.
+// several threads; the index's catalog serialises its own reads.
 #ifndef FQPACK_PACK_READER_H_
 #define FQPACK_PACK_READER_H_
 
@@ -18,9 +18,8 @@
 
 #include "pack/format.h"
 #include "schema/env.h"
-#include "store/index.h"
+#include "store/catalog.h"
 #include "store/module_source.h"
-#include "store/sqlite.h"
 
 namespace fqpack::pack {
 
@@ -53,7 +52,7 @@ class PackReader : public store::ModuleSource {
   Result<store::ModelManifest> QmManifest(const std::string& label);
   Result<store::ModelManifest> EqmManifest(int64_t ensemble_id, int step);
   Result<std::string> Info(const std::string& key);  // pack_info
-  // Dynamic precision models (store::IndexReader::FindDynamicModel).
+  // Dynamic precision models (store::CatalogReader::FindDynamicModel).
   Result<std::vector<store::DynamicModelInfo>> DynamicModels();
   Result<store::DynamicModelInfo> FindDynamicModel(const std::string& hi, const std::string& lo);
 
@@ -67,9 +66,8 @@ class PackReader : public store::ModuleSource {
 
   Result<store::ModuleData> Load(const store::ModuleKey& key) override;
 
-  // Locks the index for direct queries through index().
-  std::unique_lock<std::mutex> LockIndex() { return std::unique_lock(mu_); }
-  store::IndexReader* index() { return index_.get(); }
+  // The pack's index: every other query of its rows (store/catalog.h).
+  store::PackCatalog& catalog() { return *catalog_; }
 
  private:
   PackReader() = default;
@@ -78,9 +76,7 @@ class PackReader : public store::ModuleSource {
   std::string path_;
   std::shared_ptr<MappedFile> file_;
   Footer footer_;
-  std::unique_ptr<store::Db> db_;
-  std::unique_ptr<store::IndexReader> index_;
-  std::mutex mu_;
+  std::unique_ptr<store::PackCatalog> catalog_;
   store::ModelInfo model_;
   std::vector<PayloadInfo> payloads_;
   std::unordered_map<store::ModuleKey, size_t, store::ModuleKeyHash> by_key_;

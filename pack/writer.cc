@@ -5,7 +5,6 @@
 #include <set>
 
 #include "pack/format.h"
-#include "schema/store_sql.h"
 #include "store/blob_store.h"
 
 namespace fqpack::pack {
@@ -14,12 +13,6 @@ namespace {
 using store::ModuleKey;
 using store::ModuleRef;
 
-std::string IdList(const std::vector<int64_t>& ids) {
-  std::string s = "(";
-  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
-  return s + ")";
-}
-
 struct Placed {
   ModuleRef ref;
   uint64_t offset = 0;
@@ -27,6 +20,69 @@ struct Placed {
   bool zstd = false;
   int first_slot = 0;
 };
+
+// The index: the store's rows for what was packed, read from its catalog
+// as records and written into a new image in the order of
+// schema/fqpack_format.md (which keeps the image's bytes those of earlier
+// versions for the same store).
+Result<Bytes> WriteIndex(store::Store* store, const store::ModelInfo& model, const std::vector<Placed>& placed,
+                         std::vector<int64_t> qm_ids, std::vector<int64_t> ensemble_ids, PackResult* result) {
+  store::Catalog& cat = store->catalog();
+  FQ_ASSIGN_OR_RETURN(auto w, store::PackIndexWriter::Create(store->env()));
+  FQ_ASSIGN_OR_RETURN(std::vector<store::SlotInfo> slots, cat.Slots(model.id));
+  FQ_RETURN_IF_ERROR(w->AddModel(model, slots));
+  for (const Placed& p : placed) FQ_RETURN_IF_ERROR(w->AddBlob(p.ref, p.stored, p.zstd, p.offset));
+  std::sort(qm_ids.begin(), qm_ids.end());
+  std::sort(ensemble_ids.begin(), ensemble_ids.end());
+  FQ_ASSIGN_OR_RETURN(std::vector<store::QmInfo> qms, cat.ListQms(model.id));
+  std::sort(qms.begin(), qms.end(), [](const store::QmInfo& a, const store::QmInfo& b) { return a.id < b.id; });
+  auto packed_qm = [&](int64_t id) { return std::binary_search(qm_ids.begin(), qm_ids.end(), id); };
+  for (const store::QmInfo& q : qms) {
+    if (!packed_qm(q.id)) continue;
+    FQ_ASSIGN_OR_RETURN(std::optional<store::QmGgufLayout> layout, cat.QmLayout(q.id));
+    FQ_RETURN_IF_ERROR(w->AddQm(q, layout));
+  }
+  for (int64_t id : qm_ids) {
+    FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, cat.QmModules(id));
+    FQ_RETURN_IF_ERROR(w->AddQmModules(id, mods));
+  }
+  std::vector<store::EqmInfo> eqms;
+  for (int64_t id : ensemble_ids) {
+    FQ_ASSIGN_OR_RETURN(store::EnsembleInfo e, cat.EnsembleById(id));
+    FQ_RETURN_IF_ERROR(w->AddEnsemble(e));
+  }
+  for (int64_t id : ensemble_ids) {
+    FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> rows, cat.ListEqms(id));
+    for (const store::EqmInfo& q : rows) FQ_RETURN_IF_ERROR(w->AddEqm(q));
+    eqms.insert(eqms.end(), rows.begin(), rows.end());
+  }
+  std::sort(eqms.begin(), eqms.end(), [](const store::EqmInfo& a, const store::EqmInfo& b) { return a.id < b.id; });
+  for (const store::EqmInfo& q : eqms) {
+    FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, cat.EqmModules(q.id));
+    FQ_RETURN_IF_ERROR(w->AddEqmModules(q.id, mods));
+  }
+  if (!qm_ids.empty()) {
+    // The dynamic models whose two QMs are in the pack (ids kept, so the
+    // units follow them).
+    FQ_ASSIGN_OR_RETURN(std::vector<store::DynamicModelInfo> dynamic, cat.ListDynamicModels(model.id));
+    std::vector<store::DynamicModelInfo> taken;
+    for (store::DynamicModelInfo& d : dynamic) {
+      if (packed_qm(d.hi_qm_id) && packed_qm(d.lo_qm_id)) taken.push_back(std::move(d));
+    }
+    std::sort(taken.begin(), taken.end(), [](const store::DynamicModelInfo& a, const store::DynamicModelInfo& b) {
+      return std::pair(a.hi_qm_id, a.lo_qm_id) < std::pair(b.hi_qm_id, b.lo_qm_id);
+    });
+    for (const store::DynamicModelInfo& d : taken) FQ_RETURN_IF_ERROR(w->AddDynamicModel(d));
+    std::sort(taken.begin(), taken.end(),
+              [](const store::DynamicModelInfo& a, const store::DynamicModelInfo& b) { return a.id < b.id; });
+    for (const store::DynamicModelInfo& d : taken) FQ_RETURN_IF_ERROR(w->AddDynamicUnits(d));
+    result->dynamic_models = taken.size();
+  }
+  FQ_RETURN_IF_ERROR(w->AddInfo("format_version", std::to_string(kFormatVersion)));
+  FQ_RETURN_IF_ERROR(w->AddInfo("model", model.name));
+  FQ_RETURN_IF_ERROR(w->AddCreatedAt());
+  return w->Finish();
+}
 
 }  // namespace
 
@@ -60,8 +116,7 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
     FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, store->ListEqms(e.id));
     for (const store::EqmInfo& q : eqms) {
       eqm_ids.push_back(q.id);
-      auto lock = store->LockIndex();
-      FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, store->index()->EqmModules(q.id));
+      FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, store->catalog().EqmModules(q.id));
       for (const ModuleRef& m : mods) modules.emplace(m.key, m);
     }
   }
@@ -130,18 +185,9 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
     placed.push_back(p);
   }
   {
-    auto lock = store->LockIndex();
-    FQ_ASSIGN_OR_RETURN(store::Stmt st, store->db()->Prepare(
-        "SELECT hash, min(slot_idx) FROM (SELECT hash, slot_idx FROM qm_module UNION ALL "
-        "SELECT hash, slot_idx FROM eqm_module) GROUP BY hash"));
-    std::map<std::string, int> first;
-    while (true) {
-      FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-      if (!row) break;
-      first[st.ColumnText(0)] = static_cast<int>(st.ColumnInt(1));
-    }
+    FQ_ASSIGN_OR_RETURN(auto first, store->catalog().FirstSlots());
     for (Placed& p : placed) {
-      auto it = first.find(p.ref.key.Hex());
+      auto it = first.find(p.ref.key);
       if (it != first.end()) p.first_slot = it->second;
     }
   }
@@ -193,72 +239,7 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
     }
     footer.payload_end = pos;
 
-    // The index: the store's schema, filled from the store's own rows. The
-    // store's index is ATTACHed, and ATTACH reads through the connection's
-    // VFS: the store's Env.
-    FQ_ASSIGN_OR_RETURN(auto db, store::Db::Open(store->env(), ":memory:", store::Db::Mode::kReadWriteCreate));
-    FQ_RETURN_IF_ERROR(db->Exec(schema::kStoreSql));
-    FQ_RETURN_IF_ERROR(db->Exec("PRAGMA user_version = " + std::to_string(schema::kStoreSchemaVersion)));
-    FQ_RETURN_IF_ERROR(db->Exec("CREATE TABLE pack_info (key TEXT PRIMARY KEY, value TEXT NOT NULL)"));
-    {
-      FQ_ASSIGN_OR_RETURN(store::Stmt att, db->Prepare("ATTACH DATABASE ? AS src"));
-      att.BindAll(JoinPath(store->dir(), "index.sqlite"));
-      FQ_RETURN_IF_ERROR(att.Run());
-    }
-    const std::string m = std::to_string(model.id);
-    FQ_RETURN_IF_ERROR(db->Exec("BEGIN"));
-    FQ_RETURN_IF_ERROR(db->Exec("INSERT INTO model SELECT * FROM src.model WHERE id = " + m));
-    FQ_RETURN_IF_ERROR(db->Exec("INSERT INTO slot SELECT * FROM src.slot WHERE model_id = " + m));
-    {
-      FQ_ASSIGN_OR_RETURN(store::Stmt ins, db->Prepare(
-          "INSERT INTO blob (hash, qtype, n_dims, ne0, ne1, ne2, ne3, raw_bytes, stored_bytes, codec, pack_offset) "
-          "VALUES (?,?,?,?,?,?,?,?,?,?,?)"));
-      for (const Placed& p : placed) {
-        const store::ModuleDesc& d = p.ref.desc;
-        ins.BindAll(p.ref.key.Hex(), d.qtype, d.n_dims, d.ne[0], d.ne[1], d.ne[2], d.ne[3], p.ref.raw_bytes, p.stored,
-                    p.zstd ? "zstd" : "raw", p.offset);
-        FQ_RETURN_IF_ERROR(ins.Run());
-      }
-    }
-    if (!qm_ids.empty()) {
-      FQ_RETURN_IF_ERROR(db->Exec("INSERT INTO qm SELECT * FROM src.qm WHERE id IN " + IdList(qm_ids)));
-      FQ_RETURN_IF_ERROR(db->Exec("INSERT INTO qm_module SELECT * FROM src.qm_module WHERE qm_id IN " + IdList(qm_ids)));
-    }
-    if (!ensemble_ids.empty()) {
-      FQ_RETURN_IF_ERROR(db->Exec(
-          "INSERT INTO ensemble (id, model_id, name, up_qm_id, low_qm_id, library, params, calib_sha256, calib_text, "
-          "created_at) SELECT id, model_id, name, up_qm_id, low_qm_id, library, params, calib_sha256, NULL, "
-          "created_at FROM src.ensemble WHERE id IN " + IdList(ensemble_ids)));
-      FQ_RETURN_IF_ERROR(db->Exec("INSERT INTO eqm SELECT * FROM src.eqm WHERE ensemble_id IN " + IdList(ensemble_ids)));
-      FQ_RETURN_IF_ERROR(db->Exec(
-          "INSERT INTO eqm_module SELECT eqm_id, slot_idx, hash, CASE WHEN qm_id IN (SELECT id FROM main.qm) "
-          "THEN qm_id END FROM src.eqm_module WHERE eqm_id IN (SELECT id FROM main.eqm)"));
-    }
-    if (!qm_ids.empty()) {
-      // The dynamic models whose two QMs are in the pack (ids kept, so the
-      // units follow them).
-      const std::string ids = IdList(qm_ids);
-      FQ_RETURN_IF_ERROR(db->Exec("INSERT INTO dynamic_model SELECT * FROM src.dynamic_model WHERE model_id = " + m +
-                                  " AND hi_qm_id IN " + ids + " AND lo_qm_id IN " + ids));
-      FQ_RETURN_IF_ERROR(db->Exec(
-          "INSERT INTO dynamic_unit SELECT * FROM src.dynamic_unit WHERE dynamic_id IN (SELECT id FROM main.dynamic_model)"));
-      FQ_ASSIGN_OR_RETURN(int64_t n, db->QueryInt("SELECT count(*) FROM main.dynamic_model"));
-      result.dynamic_models = static_cast<uint64_t>(n);
-    }
-    {
-      FQ_ASSIGN_OR_RETURN(store::Stmt info, db->Prepare("INSERT INTO pack_info (key, value) VALUES (?, ?)"));
-      for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
-               {"format_version", std::to_string(kFormatVersion)}, {"model", model.name}}) {
-        info.BindAll(k, v);
-        FQ_RETURN_IF_ERROR(info.Run());
-      }
-      FQ_RETURN_IF_ERROR(db->Exec("INSERT INTO pack_info VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%SZ','now'))"));
-    }
-    FQ_RETURN_IF_ERROR(db->Exec("COMMIT"));
-    FQ_RETURN_IF_ERROR(db->Exec("DETACH DATABASE src"));
-    Result<int64_t> fk = db->QueryInt("SELECT count(*) FROM pragma_foreign_key_check");
-    if (!fk.ok() || *fk != 0) return Status::Corruption("pack index would break its own references");
-    FQ_ASSIGN_OR_RETURN(index_image, db->Serialize());
+    FQ_ASSIGN_OR_RETURN(index_image, WriteIndex(store, model, placed, qm_ids, ensemble_ids, &result));
 
     footer.index_offset = pos;
     footer.index_size = index_image.size();

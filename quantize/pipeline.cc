@@ -40,27 +40,25 @@ uint32_t GgufTypeOfBits(int bits) {
   return ToId(QType::kQ2_K);
 }
 
-std::string ParamsJson(const QuantizeRequest& req, uint32_t type, uint32_t embed_type,
-                       const std::string& calib_sha) {
-  JsonWriter w;
+store::JsonFields ParamsJson(const QuantizeRequest& req, uint32_t type, uint32_t embed_type,
+                             const std::string& calib_sha) {
+  store::JsonFields p;
   // clang-format off
-  w.BeginObject()
-      .Key("method").String(req.method == Method::kGptq ? "gptq" : "rtn")
-      .Key("type").String(QTypeName(type));
+  p.Set("method", std::string(req.method == Method::kGptq ? "gptq" : "rtn"))
+      .Set("type", QTypeName(type));
   if (IsGroupIntType(type)) {
-    w.Key("bits").Uint(GroupIntBits(type)).Key("group").Uint(GroupIntGroup(type));
+    p.Set("bits", static_cast<int64_t>(GroupIntBits(type))).Set("group", static_cast<int64_t>(GroupIntGroup(type)));
   }
-  w.Key("embed_type").String(QTypeName(embed_type)).Key("from").String(req.from);
+  p.Set("embed_type", QTypeName(embed_type)).Set("from", req.from);
   if (req.method == Method::kGptq) {
-    w.Key("calib_sha256").String(calib_sha)
-        .Key("calib_ctx").Int(req.calib_ctx)
-        .Key("calib_chunks").Int(req.calib_chunks)
-        .Key("damp").Double(req.gptq.damp)
-        .Key("act_order").Bool(req.gptq.act_order);
+    p.Set("calib_sha256", calib_sha)
+        .Set("calib_ctx", static_cast<int64_t>(req.calib_ctx))
+        .Set("calib_chunks", static_cast<int64_t>(req.calib_chunks))
+        .Set("damp", static_cast<double>(req.gptq.damp))
+        .Set("act_order", static_cast<bool>(req.gptq.act_order));
   }
-  w.EndObject();
   // clang-format on
-  return w.str();
+  return p;
 }
 
 // The float values of a float module.
@@ -74,7 +72,7 @@ std::vector<float> ToFloats(const store::ModuleDesc& desc, const store::ModuleDa
 struct TargetState {
   QuantizeTarget target;
   uint32_t embed_type = 0;
-  std::string params;
+  store::JsonFields params;
   // Set when the label exists with the same params: its module per slot.
   bool compare = false;
   int64_t existing_id = 0;
@@ -123,14 +121,14 @@ Result<QuantizeResult> QuantizeLocked(store::Store* store, const QuantizeRequest
     t.params = ParamsJson(req, t.target.type, t.embed_type, out.calib_sha256);
     t.result.label = t.target.label;
     t.result.type = t.target.type;
-    t.result.params_json = t.params;
+    t.result.params_json = store::ToJson(t.params);
     Result<store::QmInfo> existing = store->FindQm(model.id, t.target.label);
     if (existing.ok()) {
-      if (existing->origin != "quantize" || existing->params_json != t.params) {
+      if (existing->origin != "quantize" || existing->params != t.params) {
         return Status::InvalidArgument(
             "model '" + model.name + "' already has a QM labelled '" + t.target.label + "' (" +
             (existing->origin == "quantize"
-                 ? "quantized with other settings: " + existing->params_json
+                 ? "quantized with other settings: " + store::ToJson(existing->params)
                  : "origin " + existing->origin) +
             "); choose another label with --label, or remove it with `fqpack rm`");
       }
@@ -279,7 +277,7 @@ Result<QuantizeResult> QuantizeLocked(store::Store* store, const QuantizeRequest
       store::QmWriter::NewQm qm;
       qm.label = t.target.label;
       qm.origin = "quantize";
-      qm.params_json = t.params;
+      qm.params = t.params;
       qm.source_name = model.name + "/" + req.from;
       qm.source_sha256 = source->source_sha256;
       qm.source_bytes = source->source_bytes;

@@ -58,7 +58,7 @@
 #include "runtime/perplexity.h"
 #include "runtime/residency.h"
 #include "runtime/thread_pool.h"
-#include "store/index.h"
+#include "store/catalog.h"
 #include "store/module_source.h"
 
 namespace fqpack::runtime {

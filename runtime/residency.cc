@@ -230,15 +230,14 @@ Result<std::unique_ptr<ResidencyManager>> ResidencyManager::Open(pack::PackReade
     FQ_ASSIGN_OR_RETURN(store::EnsembleInfo e, pack->FindEnsemble(options.ensemble));
     r->ensemble_name_ = e.name;
     {
-      auto lock = pack->LockIndex();
-      FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, pack->index()->ListEqms(e.id));
+      FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, pack->catalog().ListEqms(e.id));
       for (const store::EqmInfo& q : eqms) {
         ResidencyLevel level;
         level.label = "eqm:" + std::to_string(q.step);
         level.step = q.step;
         level.calib_metric = q.calib_metric;
         r->levels_.push_back(level);
-        FQ_ASSIGN_OR_RETURN(std::vector<store::ModuleRef> mods, pack->index()->EqmModules(q.id));
+        FQ_ASSIGN_OR_RETURN(std::vector<store::ModuleRef> mods, pack->catalog().EqmModules(q.id));
         rows.push_back(std::move(mods));
       }
     }
@@ -252,13 +251,12 @@ Result<std::unique_ptr<ResidencyManager>> ResidencyManager::Open(pack::PackReade
     }
     r->qms_only_ = true;
     FQ_ASSIGN_OR_RETURN(std::vector<store::QmInfo> qms, pack->Qms());
-    auto lock = pack->LockIndex();
     for (const store::QmInfo& q : qms) {
       if (q.partial) continue;
       ResidencyLevel level;
       level.label = q.label;
       r->levels_.push_back(level);
-      FQ_ASSIGN_OR_RETURN(std::vector<store::ModuleRef> mods, pack->index()->QmModules(q.id));
+      FQ_ASSIGN_OR_RETURN(std::vector<store::ModuleRef> mods, pack->catalog().QmModules(q.id));
       rows.push_back(std::move(mods));
     }
   }

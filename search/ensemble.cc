@@ -51,31 +51,26 @@ std::vector<store::NewEqm> EqmRows(const Library& lib, const SearchResult& resul
   return rows;
 }
 
-std::string SearchParamsJson(const Library& lib, const SearchRequest& request,
-                             const SearchOutcome& outcome) {
-  JsonWriter w;
-  w.BeginObject()
-      .Key("metric").String(MetricName(request.search.metric))
-      .Key("stem").Int(request.search.stem)
-      .Key("branch").Int(request.search.branch)
-      .Key("tokens").Int(outcome.chunks * outcome.n_ctx)
-      .Key("n_ctx").Int(outcome.n_ctx)
-      .Key("chunks").Int(outcome.chunks)
-      .Key("scored_per_chunk").Int(outcome.n_ctx - 1)
-      .Key("include_embed").Bool(lib.options().include_embed)
-      .Key("objective").String("area")
-      .Key("steps").Int(static_cast<int64_t>(outcome.result.steps.size()) - 1)
-      .Key("evaluations").Int(outcome.eval_stats.evaluations)
-      .Key("slots").BeginArray();
+store::JsonFields SearchParams(const Library& lib, const SearchRequest& request, const SearchOutcome& outcome) {
+  std::vector<std::string> slots, held_back;
   for (const SlotChain& c : lib.chains()) {
-    if (c.searched && c.moves() > 0) w.String(c.name);
+    if (c.moves() > 0) (c.searched ? slots : held_back).push_back(c.name);
   }
-  w.EndArray().Key("held_back").BeginArray();
-  for (const SlotChain& c : lib.chains()) {
-    if (!c.searched && c.moves() > 0) w.String(c.name);
-  }
-  w.EndArray().EndObject();
-  return w.str();
+  store::JsonFields p;
+  p.Set("metric", std::string(MetricName(request.search.metric)))
+      .Set("stem", static_cast<int64_t>(request.search.stem))
+      .Set("branch", static_cast<int64_t>(request.search.branch))
+      .Set("tokens", static_cast<int64_t>(outcome.chunks * outcome.n_ctx))
+      .Set("n_ctx", static_cast<int64_t>(outcome.n_ctx))
+      .Set("chunks", static_cast<int64_t>(outcome.chunks))
+      .Set("scored_per_chunk", static_cast<int64_t>(outcome.n_ctx - 1))
+      .Set("include_embed", static_cast<bool>(lib.options().include_embed))
+      .Set("objective", std::string("area"))
+      .Set("steps", static_cast<int64_t>(outcome.result.steps.size()) - 1)
+      .Set("evaluations", static_cast<int64_t>(outcome.eval_stats.evaluations))
+      .Set("slots", std::move(slots))
+      .Set("held_back", std::move(held_back));
+  return p;
 }
 
 Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& request) {
@@ -144,7 +139,7 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
   }
   if (request.search.cancelled && request.search.cancelled()) return Status::Aborted("interrupted");
   out.rows = EqmRows(lib, out.result);
-  out.params_json = SearchParamsJson(lib, request, out);
+  out.params = SearchParams(lib, request, out);
   if (!request.write) return out;
 
   store::NewEnsemble e;
@@ -152,8 +147,8 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
   e.name = out.name;
   e.up_qm_id = lib.up().qm_id;
   e.low_qm_id = lib.low().qm_id;
-  e.library_json = lib.LabelsJson();
-  e.params_json = out.params_json;
+  e.library = out.library;
+  e.params = out.params;
   e.calib_sha256 = out.calib_sha256;
   e.calib_text = request.calib_text;
   FQ_ASSIGN_OR_RETURN(out.ensemble_id, store->AddEnsemble(e, out.rows));

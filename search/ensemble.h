@@ -65,7 +65,7 @@ struct SearchOutcome {
   EvalStats eval_stats;
   double setup_seconds = 0;  // loading modules and running QM(n_up)
   std::vector<store::NewEqm> rows;  // the EQMs as index rows
-  std::string params_json;          // the ensemble row's parameters
+  store::JsonFields params;          // the ensemble row's parameters (keys: schema/store.md)
 };
 
 // The default ensemble name for a library.

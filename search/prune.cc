@@ -2,33 +2,18 @@
 
 #include <chrono>
 
-#include "schema/json.h"
 #include "search/report.h"
 
 namespace fqpack::search {
 namespace {
 
-Result<int64_t> IntParam(const std::string& json, const std::string& key) {
-  const std::string v = JsonMember(json, key);
-  char* end = nullptr;
-  const long long n = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || end == nullptr || *end != '\0') {
-    return Status::Corruption("the ensemble's search parameters have no integer '" + key + "': " + json);
+Result<int64_t> IntParam(const store::JsonFields& params, const std::string& key) {
+  std::optional<int64_t> v = params.Int(key);
+  if (!v) {
+    return Status::Corruption("the ensemble's search parameters have no integer '" + key +
+                              "': " + store::ToJson(params));
   }
-  return static_cast<int64_t>(n);
-}
-
-Result<Bytes> CalibText(store::Store* store, int64_t ensemble_id) {
-  auto lock = store->LockIndex();
-  FQ_ASSIGN_OR_RETURN(store::Stmt st, store->db()->Prepare("SELECT calib_text FROM ensemble WHERE id = ?"));
-  st.BindAll(ensemble_id);
-  FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-  if (!row || st.ColumnIsNull(0)) {
-    return Status::NotFound("ensemble " + std::to_string(ensemble_id) +
-                            " keeps no calibration text, so it cannot be searched again");
-  }
-  const ByteSpan b = st.ColumnBlob(0);
-  return Bytes(b.begin(), b.end());
+  return *v;
 }
 
 struct Point {
@@ -61,11 +46,10 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
   } else {
     FQ_ASSIGN_OR_RETURN(out.plan, store::PlanPrune(store, ensemble, request.fraction));
   }
-  out.metric = JsonMember(ensemble.params_json, "metric");
+  out.metric = ensemble.params.String("metric");
 
   // The quality at the library's footprints, before.
-  FQ_ASSIGN_OR_RETURN(std::vector<std::string> labels,
-                      ParseJsonStringArray(ensemble.library_json, "ensemble '" + ensemble.name + "': library"));
+  const std::vector<std::string>& labels = ensemble.library;
   FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, store->ListEqms(ensemble.id));
   std::vector<Point> before;
   for (const store::EqmInfo& q : eqms) {
@@ -88,18 +72,21 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
   std::vector<Point> after = before;
   if (out.plan.n_pruned > 0) {
     // Search the library again, without the modules that go.
+    if (labels.size() < 2) {
+      return Status::Corruption("ensemble '" + ensemble.name + "': its library names fewer than two QMs");
+    }
     SearchRequest req;
     req.model = model.name;
     req.up = labels.front();
     req.low = labels.back();
     req.mids.assign(labels.begin() + 1, labels.end() - 1);
     req.name = ensemble.name;
-    req.include_embed = JsonMember(ensemble.params_json, "include_embed") == "true";
-    FQ_ASSIGN_OR_RETURN(req.calib_text, CalibText(store, ensemble.id));
-    FQ_ASSIGN_OR_RETURN(req.tokens, IntParam(ensemble.params_json, "tokens"));
-    FQ_ASSIGN_OR_RETURN(req.n_ctx, IntParam(ensemble.params_json, "n_ctx"));
-    FQ_ASSIGN_OR_RETURN(int64_t stem, IntParam(ensemble.params_json, "stem"));
-    FQ_ASSIGN_OR_RETURN(int64_t branch, IntParam(ensemble.params_json, "branch"));
+    req.include_embed = ensemble.params.Bool("include_embed");
+    FQ_ASSIGN_OR_RETURN(req.calib_text, store->catalog().CalibText(ensemble.id));
+    FQ_ASSIGN_OR_RETURN(req.tokens, IntParam(ensemble.params, "tokens"));
+    FQ_ASSIGN_OR_RETURN(req.n_ctx, IntParam(ensemble.params, "n_ctx"));
+    FQ_ASSIGN_OR_RETURN(int64_t stem, IntParam(ensemble.params, "stem"));
+    FQ_ASSIGN_OR_RETURN(int64_t branch, IntParam(ensemble.params, "branch"));
     req.search.stem = static_cast<int>(stem);
     req.search.branch = static_cast<int>(branch);
     FQ_ASSIGN_OR_RETURN(req.search.metric, ParseMetric(out.metric));
@@ -116,7 +103,7 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
     after.clear();
     for (const store::NewEqm& q : repaired.rows) after.push_back({q.step, q.footprint, q.calib_metric, q.calib_ppl});
     if (!request.dry_run) {
-      FQ_RETURN_IF_ERROR(store::ApplyPrune(store, out.plan, repaired.rows, repaired.params_json));
+      FQ_RETURN_IF_ERROR(store::ApplyPrune(store, out.plan, repaired.rows, repaired.params));
       out.applied = true;
     }
   }

@@ -105,7 +105,7 @@ struct QualityRow {
 struct EnsembleReport {
   std::string name;
   std::vector<std::string> library;  // labels, up first
-  std::string params_json;
+  store::JsonFields params;
   std::string metric;  // the search metric ("kl" or "ppl")
   std::vector<EqmPoint> eqms;
   Granularity granularity;

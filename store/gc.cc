@@ -6,34 +6,11 @@
 namespace fqpack::store {
 namespace {
 
-Result<int64_t> Count(Db* db, const std::string& sql, int64_t id) {
-  FQ_ASSIGN_OR_RETURN(Stmt st, db->Prepare(sql));
-  st.BindAll(id);
-  FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-  return row ? st.ColumnInt(0) : 0;
-}
-
-Status Exec1(Db* db, const std::string& sql, int64_t id, size_t* changed = nullptr) {
-  FQ_ASSIGN_OR_RETURN(Stmt st, db->Prepare(sql));
-  st.BindAll(id);
-  FQ_RETURN_IF_ERROR(st.Run());
-  if (changed != nullptr) *changed += static_cast<size_t>(db->Changes());
-  return Status::OK();
-}
-
-Status DropEnsembleRows(Db* db, int64_t ensemble_id, RemoveResult* r) {
-  FQ_RETURN_IF_ERROR(Exec1(db, "DELETE FROM eqm_module WHERE eqm_id IN (SELECT id FROM eqm WHERE ensemble_id = ?)",
-                           ensemble_id, &r->references));
-  FQ_RETURN_IF_ERROR(Exec1(db, "DELETE FROM eqm WHERE ensemble_id = ?", ensemble_id, &r->eqms));
-  FQ_RETURN_IF_ERROR(Exec1(db, "DELETE FROM ensemble WHERE id = ?", ensemble_id, &r->ensembles));
-  return Status::OK();
-}
-
-Status DropQmRows(Db* db, int64_t qm_id, RemoveResult* r) {
-  FQ_RETURN_IF_ERROR(Exec1(db, "UPDATE eqm_module SET qm_id = NULL WHERE qm_id = ?", qm_id));
-  FQ_RETURN_IF_ERROR(Exec1(db, "DELETE FROM qm_module WHERE qm_id = ?", qm_id, &r->references));
-  FQ_RETURN_IF_ERROR(Exec1(db, "DELETE FROM qm WHERE id = ?", qm_id, &r->qms));
-  return Status::OK();
+void Add(const RemovedRows& rows, RemoveResult* r) {
+  r->qms += rows.qms;
+  r->ensembles += rows.ensembles;
+  r->eqms += rows.eqms;
+  r->references += rows.references;
 }
 
 }  // namespace
@@ -42,17 +19,15 @@ Result<RemoveResult> RemoveQm(Store* store, const std::string& model, const std:
   FQ_ASSIGN_OR_RETURN(auto lock, store->WriterLock());
   FQ_ASSIGN_OR_RETURN(ModelInfo m, store->ResolveModel(model));
   FQ_ASSIGN_OR_RETURN(QmInfo q, store->FindQm(m.id, label));
-  auto index_lock = store->LockIndex();
-  Db* db = store->db();
-  FQ_ASSIGN_OR_RETURN(int64_t users, Count(db, "SELECT count(*) FROM ensemble WHERE up_qm_id = ?1 OR low_qm_id = ?1", q.id));
+  FQ_ASSIGN_OR_RETURN(int64_t users, store->catalog().EnsemblesOnQm(q.id));
   if (users > 0) {
     return Status::InvalidArgument("QM '" + label + "' is the n_up or n_low of " + std::to_string(users) +
                                    " ensemble(s); remove them first (fqpack rm --ensemble NAME)");
   }
+  RemovedRows rows;
+  FQ_RETURN_IF_ERROR(store->catalog().RemoveQm(q.id, &rows));
   RemoveResult r;
-  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db));
-  FQ_RETURN_IF_ERROR(DropQmRows(db, q.id, &r));
-  FQ_RETURN_IF_ERROR(txn->Commit());
+  Add(rows, &r);
   return r;
 }
 
@@ -61,11 +36,10 @@ Result<RemoveResult> RemoveEnsemble(Store* store, const std::string& model, cons
   FQ_ASSIGN_OR_RETURN(ModelInfo m, store->ResolveModel(model));
   if (name.empty()) return Status::InvalidArgument("name the ensemble to remove");
   FQ_ASSIGN_OR_RETURN(EnsembleInfo e, store->FindEnsemble(m.id, name));
-  auto index_lock = store->LockIndex();
+  RemovedRows rows;
+  FQ_RETURN_IF_ERROR(store->catalog().RemoveEnsemble(e.id, &rows));
   RemoveResult r;
-  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(store->db()));
-  FQ_RETURN_IF_ERROR(DropEnsembleRows(store->db(), e.id, &r));
-  FQ_RETURN_IF_ERROR(txn->Commit());
+  Add(rows, &r);
   return r;
 }
 
@@ -75,15 +49,13 @@ Result<RemoveResult> RemoveModel(Store* store, const std::string& model) {
   FQ_ASSIGN_OR_RETURN(ModelInfo m, store->FindModel(model));
   FQ_ASSIGN_OR_RETURN(std::vector<EnsembleInfo> ensembles, store->ListEnsembles(m.id));
   FQ_ASSIGN_OR_RETURN(std::vector<QmInfo> qms, store->ListQms(m.id));
-  auto index_lock = store->LockIndex();
-  Db* db = store->db();
+  std::vector<int64_t> ensemble_ids, qm_ids;
+  for (const EnsembleInfo& e : ensembles) ensemble_ids.push_back(e.id);
+  for (const QmInfo& q : qms) qm_ids.push_back(q.id);
+  RemovedRows rows;
+  FQ_RETURN_IF_ERROR(store->catalog().RemoveModel(m.id, ensemble_ids, qm_ids, &rows));
   RemoveResult r;
-  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db));
-  for (const EnsembleInfo& e : ensembles) FQ_RETURN_IF_ERROR(DropEnsembleRows(db, e.id, &r));
-  for (const QmInfo& q : qms) FQ_RETURN_IF_ERROR(DropQmRows(db, q.id, &r));
-  FQ_RETURN_IF_ERROR(Exec1(db, "DELETE FROM slot WHERE model_id = ?", m.id));
-  FQ_RETURN_IF_ERROR(Exec1(db, "DELETE FROM model WHERE id = ?", m.id));
-  FQ_RETURN_IF_ERROR(txn->Commit());
+  Add(rows, &r);
   r.model = true;
   return r;
 }
@@ -98,35 +70,15 @@ Result<SweepResult> Sweep(Store* store, const SweepOptions& options) {
   std::vector<ModuleKey> dead;
   std::set<ModuleKey> live;
   {
-    auto index_lock = store->LockIndex();
-    Db* db = store->db();
-    FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db));
-    FQ_ASSIGN_OR_RETURN(Stmt st, db->Prepare(
-        "SELECT hash, stored_bytes FROM blob WHERE hash NOT IN "
-        "(SELECT hash FROM qm_module UNION SELECT hash FROM eqm_module) ORDER BY hash"));
-    while (true) {
-      FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-      if (!row) break;
-      FQ_ASSIGN_OR_RETURN(ModuleKey k, ModuleKey::FromHex(st.ColumnText(0)));
+    std::vector<std::pair<ModuleKey, uint64_t>> dead_rows;
+    std::vector<ModuleKey> live_keys;
+    FQ_RETURN_IF_ERROR(store->catalog().SweepBlobRows(!options.dry_run, &dead_rows, &live_keys));
+    for (const auto& [k, bytes] : dead_rows) {
       dead.push_back(k);
-      r.blob_bytes += static_cast<uint64_t>(st.ColumnInt(1));
+      r.blob_bytes += bytes;
     }
     r.blobs = dead.size();
-    if (!options.dry_run && !dead.empty()) {
-      FQ_ASSIGN_OR_RETURN(Stmt del, db->Prepare("DELETE FROM blob WHERE hash = ?"));
-      for (const ModuleKey& k : dead) {
-        del.BindAll(k.Hex());
-        FQ_RETURN_IF_ERROR(del.Run());
-      }
-      FQ_RETURN_IF_ERROR(txn->Commit());
-    }
-    FQ_ASSIGN_OR_RETURN(Stmt all, db->Prepare("SELECT hash FROM blob"));
-    while (true) {
-      FQ_ASSIGN_OR_RETURN(bool row, all.Step());
-      if (!row) break;
-      FQ_ASSIGN_OR_RETURN(ModuleKey k, ModuleKey::FromHex(all.ColumnText(0)));
-      live.insert(k);
-    }
+    live.insert(live_keys.begin(), live_keys.end());
   }
   if (options.dry_run) {
     // Still count the orphans that a real sweep would remove.

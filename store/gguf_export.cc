@@ -109,29 +109,18 @@ Result<ExportResult> ExportQmGguf(Store* store, const std::string& model, const 
   std::vector<std::pair<int64_t, int64_t>> layout;  // (file_pos, file_offset) per slot
   bool has_layout = false;
   {
-    auto lock = store->LockIndex();
-    FQ_ASSIGN_OR_RETURN(Stmt st, store->db()->Prepare(
-        "SELECT gguf_version, alignment, n_kv, metadata, source_bytes FROM qm WHERE id = ?"));
-    st.BindAll(qm.id);
-    FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (row && !st.ColumnIsNull(0)) {
+    FQ_ASSIGN_OR_RETURN(std::optional<QmGgufLayout> l, store->catalog().QmLayout(qm.id));
+    if (l) {
       has_layout = true;
-      spec.version = static_cast<uint32_t>(st.ColumnInt(0));
-      spec.alignment = static_cast<uint64_t>(st.ColumnInt(1));
-      spec.n_kv = static_cast<uint64_t>(st.ColumnInt(2));
-      ByteSpan kv = st.ColumnBlob(3);
-      spec.kv.assign(kv.begin(), kv.end());
-      spec.file_size = static_cast<uint64_t>(st.ColumnInt(4));
-    }
-    if (has_layout) {
-      FQ_ASSIGN_OR_RETURN(Stmt mods, store->db()->Prepare(
-          "SELECT file_pos, file_offset FROM qm_module WHERE qm_id = ? ORDER BY slot_idx"));
-      mods.BindAll(qm.id);
-      while (true) {
-        FQ_ASSIGN_OR_RETURN(bool r, mods.Step());
-        if (!r) break;
-        if (mods.ColumnIsNull(0) || mods.ColumnIsNull(1)) has_layout = false;
-        layout.emplace_back(mods.ColumnInt(0), mods.ColumnInt(1));
+      spec.version = l->gguf_version;
+      spec.alignment = l->alignment;
+      spec.n_kv = l->n_kv;
+      spec.kv = std::move(l->metadata);
+      spec.file_size = qm.source_bytes;
+      FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, store->catalog().QmModules(qm.id));
+      for (const ModuleRef& r : mods) {
+        if (r.file_pos < 0 || r.file_offset < 0) has_layout = false;
+        layout.emplace_back(r.file_pos, r.file_offset);
       }
     }
   }

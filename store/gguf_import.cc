@@ -6,36 +6,33 @@
 #include <thread>
 
 #include "schema/gguf.h"
-#include "schema/json.h"
 #include "schema/sha256.h"
 #include "store/naming.h"
 
 namespace fqpack::store {
 namespace {
 
-std::string HparamsJson(const std::string& arch, const gguf::Metadata& md) {
-  JsonWriter w;
-  w.BeginObject();
+JsonFields Hparams(const std::string& arch, const gguf::Metadata& md) {
+  JsonFields w;
   const std::string prefix = arch + ".";
   for (const gguf::KeyValue& kv : md.entries) {
     if (kv.key.rfind(prefix, 0) != 0) continue;
     const gguf::Value& v = kv.value;
     const std::string key = kv.key.substr(prefix.size());
     if (v.type == gguf::ValueType::kString) {
-      w.Key(key).String(v.str);
+      w.Set(key, v.str);
     } else if (v.type == gguf::ValueType::kBool) {
-      w.Key(key).Bool(v.u != 0);
+      w.Set(key, v.u != 0);
     } else if (v.type == gguf::ValueType::kF32 || v.type == gguf::ValueType::kF64) {
-      w.Key(key).Double(v.f);
+      w.Set(key, static_cast<double>(v.f));
     } else if (v.is_integer()) {
       int64_t i;
       uint64_t u;
-      if (v.AsInt(&i)) w.Key(key).Int(i);
-      else if (v.AsUint(&u)) w.Key(key).Uint(u);
+      if (v.AsInt(&i)) w.Set(key, i);
+      else if (v.AsUint(&u)) w.Set(key, u);
     }
   }
-  w.EndObject();
-  return w.str();
+  return w;
 }
 
 // Checks that a checkpoint has exactly the slots of an existing model;
@@ -154,7 +151,7 @@ Result<ImportResult> ImportLocked(Store* store, const std::string& path, const I
     QmWriter::NewModel nm;
     nm.name = result.model;
     nm.arch = arch;
-    nm.hparams_json = HparamsJson(arch, h.metadata);
+    nm.hparams = Hparams(arch, h.metadata);
     nm.gguf_version = h.version;
     nm.n_kv = h.n_kv;
     ByteSpan kv = h.KvBytes(file.bytes());

@@ -5,16 +5,13 @@
 #include <map>
 #include <set>
 
-#include "schema/json.h"
-
 namespace fqpack::store {
 namespace {
 
 Result<std::vector<int64_t>> MidQmIds(Store* store, const EnsembleInfo& e) {
   // Library labels (JSON array) minus up and low.
   FQ_ASSIGN_OR_RETURN(std::vector<QmInfo> qms, store->ListQms(e.model_id));
-  FQ_ASSIGN_OR_RETURN(std::vector<std::string> library,
-                      ParseJsonStringArray(e.library_json, "ensemble '" + e.name + "': library"));
+  const std::vector<std::string>& library = e.library;
   std::vector<int64_t> mids;
   for (const QmInfo& q : qms) {
     if (q.id == e.up_qm_id || q.id == e.low_qm_id) continue;
@@ -23,11 +20,7 @@ Result<std::vector<int64_t>> MidQmIds(Store* store, const EnsembleInfo& e) {
   return mids;
 }
 
-Result<uint64_t> StoredBytes(Store* store) {
-  auto lock = store->LockIndex();
-  FQ_ASSIGN_OR_RETURN(int64_t n, store->db()->QueryInt("SELECT coalesce(sum(stored_bytes), 0) FROM blob"));
-  return static_cast<uint64_t>(n);
-}
+Result<uint64_t> StoredBytes(Store* store) { return store->catalog().StoredBytes(); }
 
 }  // namespace
 
@@ -61,19 +54,13 @@ Result<std::vector<PruneCandidate>> RankMidModules(Store* store, const EnsembleI
   // Held by any QM outside the mids (up, low, other QMs or models): not a
   // candidate, pruning it would free nothing.
   {
-    auto lock = store->LockIndex();
-    FQ_ASSIGN_OR_RETURN(Stmt st, store->db()->Prepare("SELECT DISTINCT hash, qm_id FROM qm_module"));
-    while (true) {
-      FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-      if (!row) break;
-      if (mid_set.count(st.ColumnInt(1)) != 0) continue;
-      FQ_ASSIGN_OR_RETURN(ModuleKey k, ModuleKey::FromHex(st.ColumnText(0)));
-      cands.erase(k);
+    FQ_ASSIGN_OR_RETURN(auto pairs, store->catalog().QmModulePairs());
+    for (const auto& [k, qm_id] : pairs) {
+      if (mid_set.count(qm_id) == 0) cands.erase(k);
     }
   }
   for (const EqmInfo& q : eqms) {
-    auto lock = store->LockIndex();
-    FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, store->index()->EqmModules(q.id));
+    FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, store->catalog().EqmModules(q.id));
     const double low_weight = (f_up - static_cast<double>(q.footprint)) / span;
     for (const ModuleRef& m : mods) {
       auto it = cands.find(m.key);
@@ -137,7 +124,7 @@ Result<PrunePlan> PlanCap(Store* store, const EnsembleInfo& e, uint64_t cap) {
 }
 
 Status ApplyPrune(Store* store, const PrunePlan& plan, const std::vector<NewEqm>& repaired,
-                  const std::string& params_json) {
+                  const JsonFields& params) {
   const std::vector<ModuleKey> pruned = plan.pruned_keys();
   const std::set<ModuleKey> gone(pruned.begin(), pruned.end());
   for (const NewEqm& q : repaired) {
@@ -149,57 +136,11 @@ Status ApplyPrune(Store* store, const PrunePlan& plan, const std::vector<NewEqm>
   }
   FQ_ASSIGN_OR_RETURN(auto writer_lock, store->WriterLock());
   FQ_ASSIGN_OR_RETURN(std::vector<SlotInfo> slots, store->Slots(plan.ensemble.model_id));
-  auto lock = store->LockIndex();
-  Db* db = store->db();
-  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db));
-  {
-    FQ_ASSIGN_OR_RETURN(Stmt del, db->Prepare("DELETE FROM qm_module WHERE hash = ? AND qm_id = ?"));
-    for (size_t i = 0; i < plan.n_pruned; ++i) {
-      for (int64_t q : plan.ranked[i].qm_ids) {
-        del.BindAll(plan.ranked[i].key.Hex(), q);
-        FQ_RETURN_IF_ERROR(del.Run());
-      }
-    }
-    FQ_ASSIGN_OR_RETURN(Stmt mark, db->Prepare("UPDATE qm SET partial = 1 WHERE id = ?"));
-    for (int64_t q : plan.partial_qm_ids) {
-      mark.BindAll(q);
-      FQ_RETURN_IF_ERROR(mark.Run());
-    }
+  std::vector<std::pair<ModuleKey, int64_t>> dropped;
+  for (size_t i = 0; i < plan.n_pruned; ++i) {
+    for (int64_t q : plan.ranked[i].qm_ids) dropped.emplace_back(plan.ranked[i].key, q);
   }
-  // The repaired EQMs replace the old ones of the same ensemble.
-  const int64_t e = plan.ensemble.id;
-  for (const char* sql : {"DELETE FROM eqm_module WHERE eqm_id IN (SELECT id FROM eqm WHERE ensemble_id = ?)",
-                          "DELETE FROM eqm WHERE ensemble_id = ?"}) {
-    FQ_ASSIGN_OR_RETURN(Stmt st, db->Prepare(sql));
-    st.BindAll(e);
-    FQ_RETURN_IF_ERROR(st.Run());
-  }
-  {
-    FQ_ASSIGN_OR_RETURN(Stmt st, db->Prepare("UPDATE ensemble SET params = ? WHERE id = ?"));
-    st.BindAll(params_json, e);
-    FQ_RETURN_IF_ERROR(st.Run());
-  }
-  FQ_ASSIGN_OR_RETURN(Stmt eqm, db->Prepare("INSERT INTO eqm (ensemble_id, step, footprint, calib_metric, calib_ppl, "
-                                            "calib_kl) VALUES (?,?,?,?,?,?)"));
-  FQ_ASSIGN_OR_RETURN(Stmt mod, db->Prepare("INSERT INTO eqm_module (eqm_id, slot_idx, hash, qm_id) VALUES (?,?,?,?)"));
-  for (const NewEqm& q : repaired) {
-    if (q.modules.size() != slots.size() || q.source_qm_ids.size() != slots.size()) {
-      return Status::InvalidArgument("repaired EQM " + std::to_string(q.step) + " does not cover every slot");
-    }
-    eqm.BindAll(e, q.step, q.footprint);
-    for (int c = 0; c < 3; ++c) {
-      const double v = c == 0 ? q.calib_metric : (c == 1 ? q.calib_ppl : q.calib_kl);
-      if (std::isnan(v)) eqm.BindNull(4 + c); else eqm.Bind(4 + c, v);
-    }
-    FQ_RETURN_IF_ERROR(eqm.Run());
-    const int64_t id = db->LastInsertRowid();
-    for (size_t i = 0; i < slots.size(); ++i) {
-      mod.BindAll(id, slots[i].idx, q.modules[i].Hex());
-      if (q.source_qm_ids[i] > 0) mod.Bind(4, q.source_qm_ids[i]); else mod.BindNull(4);
-      FQ_RETURN_IF_ERROR(mod.Run());
-    }
-  }
-  return txn->Commit();
+  return store->catalog().ReplaceEqms(plan.ensemble.id, dropped, plan.partial_qm_ids, params, slots, repaired);
 }
 
 }  // namespace fqpack::store

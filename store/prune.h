@@ -60,7 +60,7 @@ Result<PrunePlan> PlanCap(Store* store, const EnsembleInfo& ensemble, uint64_t c
 // `repaired` (which must not use a pruned module). The bytes are freed by
 // the next Sweep.
 Status ApplyPrune(Store* store, const PrunePlan& plan, const std::vector<NewEqm>& repaired,
-                  const std::string& params_json);
+                  const JsonFields& params);
 
 }  // namespace fqpack::store
 

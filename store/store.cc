@@ -5,6 +5,7 @@
 #include <condition_variable>
 
 #include "schema/store_sql.h"
+#include "store/sqlite.h"
 
 namespace fqpack::store {
 namespace {
@@ -34,12 +35,11 @@ Status Upgrade(Db* db, int from) {
 
 }  // namespace
 
-Store::Store(Env* env, std::string dir, StoreOptions options, std::unique_ptr<Db> db)
+Store::Store(Env* env, std::string dir, StoreOptions options, std::unique_ptr<Catalog> catalog)
     : env_(env),
       dir_(std::move(dir)),
       options_(std::move(options)),
-      db_(std::move(db)),
-      index_(db_.get(), dir_),
+      catalog_(std::move(catalog)),
       blobs_(env, dir_, options_.zstd_level, options_.key_fn) {}
 
 Store::~Store() = default;
@@ -122,7 +122,7 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
     FQ_RETURN_IF_ERROR(Upgrade(db.get(), static_cast<int>(*version)).WithContext(IndexPath(dir)));
   }
   FQ_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL"));
-  return std::unique_ptr<Store>(new Store(env, dir, options, std::move(db)));
+  return std::unique_ptr<Store>(new Store(env, dir, options, std::make_unique<Catalog>(std::move(db), dir)));
 }
 
 Result<std::unique_ptr<FileLock>> Store::WriterLock(bool wait) {
@@ -138,172 +138,36 @@ Result<std::unique_ptr<FileLock>> Store::GcLock(bool wait) {
   return lock;
 }
 
-Result<std::vector<ModelInfo>> Store::ListModels() {
-  auto lock = LockIndex();
-  return index_.ListModels();
-}
-Result<ModelInfo> Store::FindModel(const std::string& name) {
-  auto lock = LockIndex();
-  return index_.FindModel(name);
-}
-Result<ModelInfo> Store::ResolveModel(const std::string& name) {
-  auto lock = LockIndex();
-  return index_.ResolveModel(name);
-}
-Result<std::vector<SlotInfo>> Store::Slots(int64_t model_id) {
-  auto lock = LockIndex();
-  return index_.Slots(model_id);
-}
-Result<std::vector<QmInfo>> Store::ListQms(int64_t model_id) {
-  auto lock = LockIndex();
-  return index_.ListQms(model_id);
-}
-Result<QmInfo> Store::FindQm(int64_t model_id, const std::string& label) {
-  auto lock = LockIndex();
-  return index_.FindQm(model_id, label);
-}
-Result<std::vector<ModuleRef>> Store::QmModules(int64_t qm_id) {
-  auto lock = LockIndex();
-  return index_.QmModules(qm_id);
-}
-Result<ModuleRef> Store::FindBlob(const ModuleKey& key) {
-  auto lock = LockIndex();
-  return index_.FindBlob(key);
-}
-Result<std::vector<EnsembleInfo>> Store::ListEnsembles(int64_t model_id) {
-  auto lock = LockIndex();
-  return index_.ListEnsembles(model_id);
-}
+Result<std::vector<ModelInfo>> Store::ListModels() { return catalog_->ListModels(); }
+Result<ModelInfo> Store::FindModel(const std::string& name) { return catalog_->FindModel(name); }
+Result<ModelInfo> Store::ResolveModel(const std::string& name) { return catalog_->ResolveModel(name); }
+Result<std::vector<SlotInfo>> Store::Slots(int64_t model_id) { return catalog_->Slots(model_id); }
+Result<std::vector<QmInfo>> Store::ListQms(int64_t model_id) { return catalog_->ListQms(model_id); }
+Result<QmInfo> Store::FindQm(int64_t model_id, const std::string& label) { return catalog_->FindQm(model_id, label); }
+Result<std::vector<ModuleRef>> Store::QmModules(int64_t qm_id) { return catalog_->QmModules(qm_id); }
+Result<ModuleRef> Store::FindBlob(const ModuleKey& key) { return catalog_->FindBlob(key); }
+Result<std::vector<EnsembleInfo>> Store::ListEnsembles(int64_t model_id) { return catalog_->ListEnsembles(model_id); }
 Result<EnsembleInfo> Store::FindEnsemble(int64_t model_id, const std::string& name) {
-  auto lock = LockIndex();
-  return index_.FindEnsemble(model_id, name);
+  return catalog_->FindEnsemble(model_id, name);
 }
-Result<std::vector<EqmInfo>> Store::ListEqms(int64_t ensemble_id) {
-  auto lock = LockIndex();
-  return index_.ListEqms(ensemble_id);
-}
+Result<std::vector<EqmInfo>> Store::ListEqms(int64_t ensemble_id) { return catalog_->ListEqms(ensemble_id); }
 Result<ModelManifest> Store::QmManifest(const std::string& model, const std::string& label) {
-  auto lock = LockIndex();
-  return index_.QmManifest(model, label);
+  return catalog_->QmManifest(model, label);
 }
 Result<ModelManifest> Store::EqmManifest(int64_t ensemble_id, int step) {
-  auto lock = LockIndex();
-  return index_.EqmManifest(ensemble_id, step);
+  return catalog_->EqmManifest(ensemble_id, step);
 }
-
-Result<StoreStats> Store::Stats() {
-  auto lock = LockIndex();
-  StoreStats s;
-  FQ_ASSIGN_OR_RETURN(Stmt st, db_->Prepare("SELECT count(*), coalesce(sum(raw_bytes),0), "
-                                            "coalesce(sum(stored_bytes),0) FROM blob"));
-  FQ_ASSIGN_OR_RETURN(bool row, st.Step());
-  if (row) {
-    s.blobs = static_cast<uint64_t>(st.ColumnInt(0));
-    s.unique_raw_bytes = static_cast<uint64_t>(st.ColumnInt(1));
-    s.stored_bytes = static_cast<uint64_t>(st.ColumnInt(2));
-  }
-  FQ_ASSIGN_OR_RETURN(int64_t logical,
-                      db_->QueryInt("SELECT coalesce(sum(b.raw_bytes),0) FROM qm_module m "
-                                    "JOIN blob b ON b.hash = m.hash"));
-  s.logical_bytes = static_cast<uint64_t>(logical);
-  FQ_ASSIGN_OR_RETURN(int64_t refs, db_->QueryInt("SELECT (SELECT count(*) FROM qm_module) + "
-                                                  "(SELECT count(*) FROM eqm_module)"));
-  s.references = static_cast<uint64_t>(refs);
-  return s;
-}
-
+Result<StoreStats> Store::Stats() { return catalog_->Stats(); }
 Result<int64_t> Store::AddEnsemble(const NewEnsemble& e, const std::vector<NewEqm>& eqms) {
-  auto lock = LockIndex();
-  FQ_ASSIGN_OR_RETURN(std::vector<SlotInfo> slots, index_.Slots(e.model_id));
-  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db_.get()));
-  FQ_ASSIGN_OR_RETURN(Stmt ins, db_->Prepare("INSERT INTO ensemble (model_id, name, up_qm_id, low_qm_id, library, "
-                                             "params, calib_sha256, calib_text) VALUES (?,?,?,?,?,?,?,?)"));
-  ins.BindAll(e.model_id, e.name, e.up_qm_id, e.low_qm_id, e.library_json, e.params_json, e.calib_sha256)
-      .BindBlob(8, e.calib_text);
-  Status s = ins.Run();
-  if (!s.ok()) {
-    if (s.IsInvalidArgument()) return Status::InvalidArgument("an ensemble named '" + e.name + "' already exists");
-    return s;
-  }
-  const int64_t ensemble_id = db_->LastInsertRowid();
-  FQ_ASSIGN_OR_RETURN(Stmt eqm, db_->Prepare("INSERT INTO eqm (ensemble_id, step, footprint, calib_metric, calib_ppl, "
-                                             "calib_kl) VALUES (?,?,?,?,?,?)"));
-  FQ_ASSIGN_OR_RETURN(Stmt mod, db_->Prepare("INSERT INTO eqm_module (eqm_id, slot_idx, hash, qm_id) VALUES (?,?,?,?)"));
-  auto bind_metric = [](Stmt& st, int i, double v) {
-    if (std::isnan(v)) st.BindNull(i); else st.Bind(i, v);
-  };
-  for (const NewEqm& q : eqms) {
-    if (q.modules.size() != slots.size() || q.source_qm_ids.size() != slots.size()) {
-      return Status::InvalidArgument("EQM " + std::to_string(q.step) + " has " + std::to_string(q.modules.size()) +
-                                     " modules for " + std::to_string(slots.size()) + " slots");
-    }
-    eqm.BindAll(ensemble_id, q.step, q.footprint);
-    bind_metric(eqm, 4, q.calib_metric);
-    bind_metric(eqm, 5, q.calib_ppl);
-    bind_metric(eqm, 6, q.calib_kl);
-    FQ_RETURN_IF_ERROR(eqm.Run());
-    const int64_t eqm_id = db_->LastInsertRowid();
-    for (size_t i = 0; i < slots.size(); ++i) {
-      mod.BindAll(eqm_id, slots[i].idx, q.modules[i].Hex());
-      if (q.source_qm_ids[i] > 0) mod.Bind(4, q.source_qm_ids[i]); else mod.BindNull(4);
-      Status ms = mod.Run();
-      if (!ms.ok()) {
-        return ms.IsInvalidArgument()
-                   ? Status::InvalidArgument("EQM " + std::to_string(q.step) + " slot '" + slots[i].name +
-                                             "': module " + q.modules[i].Hex() + " is not in the store")
-                   : ms;
-      }
-    }
-  }
-  FQ_RETURN_IF_ERROR(txn->Commit());
-  return ensemble_id;
+  return catalog_->AddEnsemble(e, eqms);
 }
-
 Result<std::vector<DynamicModelInfo>> Store::ListDynamicModels(int64_t model_id) {
-  auto lock = LockIndex();
-  return index_.ListDynamicModels(model_id);
+  return catalog_->ListDynamicModels(model_id);
 }
-
 Result<DynamicModelInfo> Store::FindDynamicModel(int64_t model_id, const std::string& hi, const std::string& lo) {
-  auto lock = LockIndex();
-  return index_.FindDynamicModel(model_id, hi, lo);
+  return catalog_->FindDynamicModel(model_id, hi, lo);
 }
-
-Result<int64_t> Store::PutDynamicModel(const DynamicModelInfo& d) {
-  auto lock = LockIndex();
-  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db_.get()));
-  {
-    FQ_ASSIGN_OR_RETURN(Stmt del, db_->Prepare("DELETE FROM dynamic_model WHERE hi_qm_id = ? AND lo_qm_id = ?"));
-    del.BindAll(d.hi_qm_id, d.lo_qm_id);
-    FQ_RETURN_IF_ERROR(del.Run());
-  }
-  Bytes entropies;
-  entropies.reserve(d.entropies.size() * 8);
-  for (double h : d.entropies) PutF64(&entropies, h);
-  FQ_ASSIGN_OR_RETURN(Stmt ins, db_->Prepare(
-      "INSERT INTO dynamic_model (model_id, hi_qm_id, lo_qm_id, n_weights, hi_bytes, lo_bytes, target_bits, "
-      "calib_bits, calib_tokens, calib_starts, entropies, calib_sha256, params) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"));
-  ins.BindAll(d.model_id, d.hi_qm_id, d.lo_qm_id, d.n_weights, d.hi_bytes, d.lo_bytes, d.target_bits, d.calib_bits,
-              d.calib_tokens, d.calib_starts)
-      .BindBlob(11, entropies)
-      .Bind(12, d.calib_sha256)
-      .Bind(13, d.params_json);
-  FQ_RETURN_IF_ERROR(ins.Run());
-  const int64_t id = db_->LastInsertRowid();
-  FQ_ASSIGN_OR_RETURN(Stmt unit, db_->Prepare(
-      "INSERT INTO dynamic_unit (dynamic_id, rank, name, layer, sensitivity, extra_bytes, threshold) "
-      "VALUES (?,?,?,?,?,?,?)"));
-  for (size_t r = 0; r < d.units.size(); ++r) {
-    const DynamicUnitInfo& u = d.units[r];
-    unit.BindAll(id, static_cast<int64_t>(r), u.name);
-    if (u.layer >= 0) unit.Bind(4, u.layer); else unit.BindNull(4);
-    unit.Bind(5, u.sensitivity).Bind(6, u.extra_bytes);
-    if (std::isfinite(u.threshold)) unit.Bind(7, u.threshold); else unit.BindNull(7);
-    FQ_RETURN_IF_ERROR(unit.Run());
-  }
-  FQ_RETURN_IF_ERROR(txn->Commit());
-  return id;
-}
+Result<int64_t> Store::PutDynamicModel(const DynamicModelInfo& d) { return catalog_->PutDynamicModel(d); }
 
 Result<std::shared_ptr<PinnedModules>> Store::Pin(const std::vector<ModuleKey>& keys) {
   auto pinned = std::make_shared<PinnedModules>();
@@ -469,79 +333,34 @@ Result<int64_t> QmWriter::Commit(const NewQm& qm) {
       return Status::InvalidArgument("QM '" + qm.label + "': slot " + std::to_string(i) + " has no module");
     }
   }
-  auto lock = store_->LockIndex();
-  Db* db = store_->db();
-  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db));
-  int64_t model_id = model_id_;
-  if (new_model_) {
-    const NewModel& m = *new_model_;
-    FQ_ASSIGN_OR_RETURN(Stmt ins, db->Prepare("INSERT INTO model (name, arch, hparams, gguf_version, "
-                                              "n_kv, metadata) VALUES (?, ?, ?, ?, ?, ?)"));
-    ins.BindAll(m.name, m.arch, m.hparams_json, m.gguf_version, m.n_kv).BindBlob(6, m.metadata);
-    Status s = ins.Run();
-    if (!s.ok()) {
-      if (s.IsInvalidArgument()) return Status::InvalidArgument("a model named '" + m.name + "' already exists");
-      return s;
-    }
-    model_id = db->LastInsertRowid();
-    FQ_ASSIGN_OR_RETURN(Stmt slot, db->Prepare("INSERT INTO slot (model_id, idx, name, kind, layer, "
-                                               "n_dims, ne0, ne1, ne2, ne3) VALUES (?,?,?,?,?,?,?,?,?,?)"));
-    for (const SlotInfo& si : m.slots) {
-      slot.BindAll(model_id, si.idx, si.name, si.kind);
-      if (si.layer >= 0) slot.Bind(5, si.layer); else slot.BindNull(5);
-      slot.Bind(6, si.shape.n_dims);
-      for (int d = 0; d < 4; ++d) slot.Bind(7 + d, si.shape.ne[d]);
-      FQ_RETURN_IF_ERROR(slot.Run());
-    }
-  }
-  FQ_ASSIGN_OR_RETURN(Stmt blob, db->Prepare("INSERT OR IGNORE INTO blob (hash, qtype, n_dims, ne0, ne1, "
-                                             "ne2, ne3, raw_bytes, stored_bytes, codec) "
-                                             "VALUES (?,?,?,?,?,?,?,?,?,'zstd')"));
-  for (const Entry& e : entries_) {
-    if (e.staged.reused) continue;
-    blob.BindAll(e.staged.key.Hex(), e.desc.qtype, e.desc.n_dims, e.desc.ne[0], e.desc.ne[1],
-                 e.desc.ne[2], e.desc.ne[3], e.staged.raw_bytes, e.staged.stored_bytes);
-    FQ_RETURN_IF_ERROR(blob.Run());
-  }
-  uint64_t weight_bytes = 0, elements = 0;
-  for (const Entry& e : entries_) {
-    weight_bytes += e.staged.raw_bytes;
-    elements += e.desc.n_elements();
-  }
-  const double bpw = elements == 0 ? 0.0 : 8.0 * static_cast<double>(weight_bytes) / static_cast<double>(elements);
-  FQ_ASSIGN_OR_RETURN(Stmt ins, db->Prepare(
-      "INSERT INTO qm (model_id, label, origin, bits_per_weight, weight_bytes, params, source_name, "
-      "source_sha256, source_bytes, gguf_version, alignment, n_kv, metadata) "
-      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"));
-  ins.BindAll(model_id, qm.label, qm.origin, bpw, weight_bytes);
-  if (qm.params_json.empty()) ins.BindNull(6); else ins.Bind(6, qm.params_json);
-  if (qm.source_name.empty()) ins.BindNull(7); else ins.Bind(7, qm.source_name);
-  if (qm.source_sha256.empty()) ins.BindNull(8); else ins.Bind(8, qm.source_sha256);
-  ins.Bind(9, qm.source_bytes);
-  if (qm.has_gguf_layout) {
-    ins.Bind(10, qm.gguf_version).Bind(11, qm.alignment).Bind(12, qm.n_kv).BindBlob(13, qm.metadata);
-  } else {
-    ins.BindNull(10).BindNull(11).BindNull(12).BindNull(13);
-  }
-  Status s = ins.Run();
-  if (!s.ok()) {
-    if (s.IsInvalidArgument()) {
-      return Status::InvalidArgument("the model already has a QM labelled '" + qm.label +
-                                     "' (choose another with --label)");
-    }
-    return s;
-  }
-  const int64_t qm_id = db->LastInsertRowid();
-  FQ_ASSIGN_OR_RETURN(Stmt mod, db->Prepare("INSERT INTO qm_module (qm_id, slot_idx, hash, file_pos, "
-                                            "file_offset) VALUES (?,?,?,?,?)"));
+  NewQmRows rows;
+  rows.label = qm.label;
+  rows.origin = qm.origin;
+  rows.params = qm.params;
+  rows.source_name = qm.source_name;
+  rows.source_sha256 = qm.source_sha256;
+  rows.source_bytes = qm.source_bytes;
+  if (qm.has_gguf_layout) rows.layout = QmGgufLayout{qm.gguf_version, qm.alignment, qm.n_kv, qm.metadata};
   for (size_t i = 0; i < entries_.size(); ++i) {
     const Entry& e = entries_[i];
-    mod.BindAll(qm_id, static_cast<int64_t>(i), e.staged.key.Hex());
-    if (e.file_pos >= 0) mod.Bind(4, e.file_pos); else mod.BindNull(4);
-    if (e.file_offset >= 0) mod.Bind(5, e.file_offset); else mod.BindNull(5);
-    FQ_RETURN_IF_ERROR(mod.Run());
+    ModuleRef r;
+    r.slot_idx = static_cast<int>(i);
+    r.key = e.staged.key;
+    r.desc = e.desc;
+    r.raw_bytes = e.staged.raw_bytes;
+    r.stored_bytes = e.staged.stored_bytes;
+    r.file_pos = e.file_pos;
+    r.file_offset = e.file_offset;
+    rows.modules.push_back(r);
+    if (!e.staged.reused) rows.new_blobs.push_back(r);
   }
-  FQ_RETURN_IF_ERROR(txn->Commit());
+  std::optional<NewModelRows> model;
+  if (new_model_) {
+    const NewModel& m = *new_model_;
+    model = NewModelRows{m.name, m.arch, m.hparams, m.gguf_version, m.n_kv, m.metadata, m.slots};
+  }
+  FQ_ASSIGN_OR_RETURN(auto ids, store_->catalog().AddQm(model ? &*model : nullptr, model_id_, rows));
+  const int64_t model_id = ids.first, qm_id = ids.second;
   model_id_ = model_id;
   return qm_id;
 }

@@ -11,8 +11,9 @@
 // transaction, so a kill at any moment leaves either the old or the new
 // index, plus at worst orphan files that `verify` reports and gc removes.
 //
-// Thread-safety: a Store may be used from several threads; index access is
-// serialised internally. Several processes may open the same store.
+// Thread-safety: a Store may be used from several threads; its catalog
+// serialises index access internally. Several processes may open the same
+// store.
 #ifndef FQPACK_STORE_STORE_H_
 #define FQPACK_STORE_STORE_H_
 
@@ -27,9 +28,8 @@
 
 #include "schema/env.h"
 #include "store/blob_store.h"
-#include "store/index.h"
+#include "store/catalog.h"
 #include "store/module_source.h"
-#include "store/sqlite.h"
 
 namespace fqpack::store {
 
@@ -39,16 +39,6 @@ struct StoreOptions {
   int zstd_level = 1;
   // Replaces XXH3-128 as the module key function (tests plant collisions).
   KeyFunction key_fn;
-};
-
-// Totals for `ls`: what the QMs would take stored whole, and what the store
-// holds.
-struct StoreStats {
-  uint64_t logical_bytes = 0;  // sum over QMs of their module bytes
-  uint64_t unique_raw_bytes = 0;
-  uint64_t stored_bytes = 0;   // sum of blob file sizes
-  uint64_t blobs = 0;
-  uint64_t references = 0;     // qm_module + eqm_module rows
 };
 
 class Store;
@@ -96,17 +86,15 @@ class Store : public ModuleSource {
   BlobStore* blobs() { return &blobs_; }
   const StoreOptions& options() const { return options_; }
 
-  // The index connection, for code in this layer and above that runs its
-  // own queries (search, gc). Hold the returned lock while using it.
-  std::unique_lock<std::recursive_mutex> LockIndex() { return std::unique_lock(mu_); }
-  Db* db() { return db_.get(); }
+  // The index: every query and write of its rows (store/catalog.h).
+  Catalog& catalog() { return *catalog_; }
 
   // Process-level locks on <dir>/LOCK: writers (import, quantize, search,
   // rm) share it; gc holds it exclusively.
   Result<std::unique_ptr<FileLock>> WriterLock(bool wait = true);
   Result<std::unique_ptr<FileLock>> GcLock(bool wait = false);
 
-  // Look-ups (see IndexReader); serialised on the index lock.
+  // Look-ups (see CatalogReader), forwarded to the catalog.
   Result<std::vector<ModelInfo>> ListModels();
   Result<ModelInfo> FindModel(const std::string& name);
   // The only model, when `name` is empty and the store holds exactly one.
@@ -130,14 +118,12 @@ class Store : public ModuleSource {
   // Every module must be in the store already.
   Result<int64_t> AddEnsemble(const NewEnsemble& ensemble, const std::vector<NewEqm>& eqms);
 
-  // Dynamic precision models (see IndexReader). PutDynamicModel stores one,
+  // Dynamic precision models (see CatalogReader). PutDynamicModel stores one,
   // replacing the model of the same (hi, lo) pair, in one transaction; its
   // units in rank order. Returns its id.
   Result<std::vector<DynamicModelInfo>> ListDynamicModels(int64_t model_id);
   Result<DynamicModelInfo> FindDynamicModel(int64_t model_id, const std::string& hi, const std::string& lo);
   Result<int64_t> PutDynamicModel(const DynamicModelInfo& model);
-
-  IndexReader* index() { return &index_; }
 
   // Pins the modules of `keys` (see PinnedModules).
   Result<std::shared_ptr<PinnedModules>> Pin(const std::vector<ModuleKey>& keys);
@@ -150,15 +136,13 @@ class Store : public ModuleSource {
   Result<ModuleData> Load(const ModuleKey& key) override;
 
  private:
-  Store(Env* env, std::string dir, StoreOptions options, std::unique_ptr<Db> db);
+  Store(Env* env, std::string dir, StoreOptions options, std::unique_ptr<Catalog> catalog);
   Result<PinnedModel> PinManifest(const std::function<Result<ModelManifest>()>& read);
 
   Env* env_;
   std::string dir_;
   StoreOptions options_;
-  std::recursive_mutex mu_;
-  std::unique_ptr<Db> db_;
-  IndexReader index_;
+  std::unique_ptr<Catalog> catalog_;
   BlobStore blobs_;
 };
 
@@ -174,7 +158,7 @@ class QmWriter {
   struct NewModel {
     std::string name;
     std::string arch;
-    std::string hparams_json;
+    JsonFields hparams;
     uint32_t gguf_version = 3;
     uint64_t n_kv = 0;
     Bytes metadata;
@@ -183,7 +167,7 @@ class QmWriter {
   struct NewQm {
     std::string label;
     std::string origin = "import";
-    std::string params_json;
+    JsonFields params;
     std::string source_name;
     std::string source_sha256;
     uint64_t source_bytes = 0;

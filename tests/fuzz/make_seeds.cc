@@ -274,9 +274,9 @@ Bytes EnsemblePack() {
   e.name = "walk";
   e.up_qm_id = up.id;
   e.low_qm_id = low.id;
-  e.library_json = R"(["F16","Q8_0"])";
-  e.params_json =
-      R"({"stem":1,"branch":2,"metric":"kl","tokens":64,"n_ctx":32,"include_embed":false})";
+  e.library = {"F16", "Q8_0"};
+  e.params.Set("stem", int64_t{1}).Set("branch", int64_t{2}).Set("metric", std::string("kl"))
+      .Set("tokens", int64_t{64}).Set("n_ctx", int64_t{32}).Set("include_embed", false);
   std::vector<store::NewEqm> eqms;
   std::vector<bool> lowered(up_mods.size(), false);
   for (size_t step = 0;; ++step) {
@@ -313,7 +313,7 @@ Bytes EnsemblePack() {
   d.calib_tokens = 4;
   d.calib_starts = 1;
   d.entropies = {0.5, 1.0, 2.0};
-  d.params_json = R"({"n_ctx":32,"tokens":4,"metric":"kl"})";
+  d.params.Set("n_ctx", int64_t{32}).Set("tokens", int64_t{4}).Set("metric", std::string("kl"));
   d.units = {{0, "blk.0", 0, 0.25, 1000, 1.0}, {1, "output.weight", -1, 0.125, 100, INFINITY}};
   Must(st->PutDynamicModel(d).status());
   return SmallPack(st.get(), pack::Codec::kAuto);

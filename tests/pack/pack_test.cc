@@ -46,8 +46,7 @@ class PackTest : public ::testing::Test {
     e.name = "walk";
     e.up_qm_id = up->id;
     e.low_qm_id = low->id;
-    e.library_json = R"(["F16","Q8_0"])";
-    e.params_json = "{}";
+    e.library = {"F16", "Q8_0"};
     std::vector<store::NewEqm> eqms;
     std::vector<bool> lowered(up_mods->size(), false);
     for (size_t step = 0; step <= up_mods->size(); ++step) {

@@ -170,7 +170,7 @@ TEST_F(QuantizePipelineTest, LadderFollowsTheRulesAndRuns) {
   }
   Result<store::QmInfo> info = store_->FindQm(store_->FindModel(model_)->id, "int4-g64");
   EXPECT_EQ(info->origin, "quantize");
-  EXPECT_NE(info->params_json.find("\"method\":\"rtn\""), std::string::npos) << info->params_json;
+  EXPECT_NE(store::ToJson(info->params).find("\"method\":\"rtn\""), std::string::npos) << store::ToJson(info->params);
 
   // They run, and lose quality in order.
   const double f32 = Ppl("F32"), q8 = Ppl("Q8_0"), i4 = Ppl("int4-g64"), i2 = Ppl("int2-g64");

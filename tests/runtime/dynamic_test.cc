@@ -274,7 +274,6 @@ TEST_F(DynamicTest, StorePackAndResidencyCarryTheModelAndAgree) {
   d.model_id = m->id;
   d.hi_qm_id = store_->FindQm(m->id, "F16")->id;
   d.lo_qm_id = store_->FindQm(m->id, "Q4_K_M")->id;
-  d.params_json = "{}";
   // No model yet: a clear error that says what to run.
   auto missing = store_->FindDynamicModel(m->id, "F16", "Q4_K_M");
   ASSERT_FALSE(missing.ok());

@@ -71,10 +71,12 @@ TEST_F(SearchEnsembleTest, WritesTheEnsembleAsRows) {
   ASSERT_TRUE(model.ok());
   auto e = store_->FindEnsemble(model->id, out->name);
   ASSERT_TRUE(e.ok());
-  EXPECT_EQ(e->library_json, "[\"Q8_0\",\"Q5_0\",\"Q4_0\"]");
+  EXPECT_EQ(store::ToJson(e->library), "[\"Q8_0\",\"Q5_0\",\"Q4_0\"]");
   EXPECT_EQ(e->calib_sha256, Sha256::HexOf(req.calib_text));
-  EXPECT_NE(e->params_json.find("\"stem\":2"), std::string::npos) << e->params_json;
-  EXPECT_NE(e->params_json.find("\"metric\":\"kl\""), std::string::npos);
+  EXPECT_NE(store::ToJson(e->params).find("\"stem\":2"), std::string::npos) << store::ToJson(e->params);
+  EXPECT_NE(store::ToJson(e->params).find("\"metric\":\"kl\""), std::string::npos);
+  EXPECT_EQ(e->params.Int("stem"), 2);
+  EXPECT_EQ(e->params.String("metric"), "kl");
   auto up = store_->FindQm(model->id, "Q8_0");
   auto low = store_->FindQm(model->id, "Q4_0");
   ASSERT_TRUE(up.ok() && low.ok());
@@ -110,17 +112,11 @@ TEST_F(SearchEnsembleTest, WritesTheEnsembleAsRows) {
   for (size_t s = 0; s < prev.slots.size(); ++s) EXPECT_EQ(prev.slots[s].key, low_m->slots[s].key);
 
   // Each module row names the first library QM that holds it.
-  {
-    auto lock = store_->LockIndex();
-    auto st = store_->db()->Prepare(
-        "SELECT count(*) FROM eqm_module m JOIN eqm x ON x.id = m.eqm_id "
-        "LEFT JOIN qm_module q ON q.qm_id = m.qm_id AND q.slot_idx = m.slot_idx "
-        "WHERE x.ensemble_id = ? AND (q.hash IS NULL OR q.hash != m.hash)");
-    ASSERT_TRUE(st.ok());
-    st->BindAll(e->id);
-    ASSERT_TRUE(st->Step().ok());
-    EXPECT_EQ(st->ColumnInt(0), 0);
-  }
+  EXPECT_EQ(testing::IndexQueryInt(dir_, "SELECT count(*) FROM eqm_module m JOIN eqm x ON x.id = m.eqm_id "
+                                         "LEFT JOIN qm_module q ON q.qm_id = m.qm_id AND q.slot_idx = m.slot_idx "
+                                         "WHERE x.ensemble_id = " + std::to_string(e->id) +
+                                         " AND (q.hash IS NULL OR q.hash != m.hash)"),
+            0);
   EXPECT_EQ(testing::VerifyErrors(dir_), "");
 }
 
@@ -160,8 +156,7 @@ TEST_F(SearchEnsembleTest, AFailedWriteLeavesNoRows) {
   e.name = "broken";
   e.up_qm_id = lib->up().qm_id;
   e.low_qm_id = lib->low().qm_id;
-  e.library_json = lib->LabelsJson();
-  e.params_json = "{}";
+  for (const LibraryQm& q : lib->qms()) e.library.push_back(q.label);
   store_.reset();
   const std::string before = testing::SnapshotStore(dir_);
   auto st = store::Store::Open(Env::Default(), dir_);

@@ -64,8 +64,7 @@ class PruneTest : public ::testing::Test {
     e.name = "e";
     e.up_qm_id = qm_["F16"].id;
     e.low_qm_id = qm_["Q4_0"].id;
-    e.library_json = R"(["F16","Q8_0","Q4_0"])";
-    e.params_json = "{}";
+    e.library = {"F16", "Q8_0", "Q4_0"};
     ASSERT_TRUE(store_->AddEnsemble(e, eqms).ok());
     ensemble_ = *store_->FindEnsemble(model_.id, "e");
   }
@@ -117,7 +116,7 @@ TEST_F(PruneTest, PruneMarksPartialReplacesTheEnsembleAndGcFrees) {
     q.step = static_cast<int>(kept.size());
     kept.push_back(q);
   }
-  ASSERT_TRUE(ApplyPrune(store_.get(), *plan, kept, R"({"pruned":0.5})").ok());
+  ASSERT_TRUE(ApplyPrune(store_.get(), *plan, kept, JsonFields().Set("pruned", 0.5)).ok());
   EXPECT_TRUE(store_->FindQm(model_.id, "Q8_0")->partial);
   EXPECT_FALSE(store_->FindQm(model_.id, "F16")->partial);
   EXPECT_EQ(store_->ListEqms(ensemble_.id)->size(), kept.size());
@@ -129,7 +128,7 @@ TEST_F(PruneTest, PruneMarksPartialReplacesTheEnsembleAndGcFrees) {
   // A repair that still uses a pruned module is refused.
   auto plan2 = PlanPrune(store_.get(), ensemble_, 1.0);
   ASSERT_TRUE(plan2.ok());
-  EXPECT_FALSE(ApplyPrune(store_.get(), *plan2, eqms_, "{}").ok());
+  EXPECT_FALSE(ApplyPrune(store_.get(), *plan2, eqms_, JsonFields()).ok());
 }
 
 TEST_F(PruneTest, CapFindsTheSmallestPruningOrSaysByHowMuchItFails) {

@@ -41,7 +41,6 @@ DynamicModelInfo SmallModel(Store* st, int64_t model_id, const std::string& hi, 
   d.calib_tokens = 4;
   d.calib_starts = 1;
   d.entropies = {0.5, 1.25, 3.0};
-  d.params_json = "{}";
   DynamicUnitInfo a;
   a.name = "blk.0";
   a.layer = 0;
@@ -76,8 +75,8 @@ TEST(SchemaUpgrade, AVersion1StoreOpensUpgradedWithItsRowsIntact) {
 
   auto st = Store::Open(Env::Default(), dir);
   ASSERT_TRUE(st.ok()) << st.status().ToString();
-  EXPECT_EQ(*(*st)->db()->QueryInt("PRAGMA user_version"), schema::kStoreSchemaVersion);
-  EXPECT_EQ(*(*st)->db()->QueryInt("SELECT count(*) FROM sqlite_master WHERE name IN ('dynamic_model','dynamic_unit')"), 2);
+  EXPECT_EQ(testing::IndexQueryInt(dir, "PRAGMA user_version"), schema::kStoreSchemaVersion);
+  EXPECT_EQ(testing::IndexQueryInt(dir, "SELECT count(*) FROM sqlite_master WHERE name IN ('dynamic_model','dynamic_unit')"), 2);
   auto m = (*st)->FindModel("stories260K");
   ASSERT_TRUE(m.ok());
   EXPECT_EQ((*st)->ListQms(m->id)->size(), 2u);
@@ -118,12 +117,12 @@ TEST(SchemaUpgrade, RemovingAQmRemovesTheDynamicModelsBuiltOnIt) {
   auto left = (*st)->ListDynamicModels(model);
   ASSERT_EQ(left->size(), 1u);
   EXPECT_EQ(left->front().hi_label, "Q4_K_M");
-  EXPECT_EQ(*(*st)->db()->QueryInt("SELECT count(*) FROM dynamic_unit"), 2) << "its units went with it";
+  EXPECT_EQ(testing::IndexQueryInt(dir, "SELECT count(*) FROM dynamic_unit"), 2) << "its units went with it";
   auto missing = (*st)->FindDynamicModel(model, "Q6_K", "Q2_K");
   EXPECT_TRUE(missing.status().IsNotFound());
   EXPECT_NE(missing.status().message().find("hi=Q4_K_M,lo=Q2_K"), std::string::npos) << "names what there is";
   ASSERT_TRUE(RemoveModel(st->get(), "stories260K").ok());
-  EXPECT_EQ(*(*st)->db()->QueryInt("SELECT count(*) FROM dynamic_model"), 0);
+  EXPECT_EQ(testing::IndexQueryInt(dir, "SELECT count(*) FROM dynamic_model"), 0);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "tests/support/store_util.h"
 
+#include "store/sqlite.h"
 #include "store/verify.h"
 
 namespace fqpack::testing {
@@ -8,7 +9,10 @@ std::string SnapshotStore(const std::string& dir, bool include_files) {
   auto store = store::Store::Open(Env::Default(), dir);
   if (!store.ok()) return "open failed: " + store.status().ToString();
   std::string out;
-  store::Db* db = (*store)->db();
+  // A second connection of its own: the catalog hands none out.
+  auto conn = store::Db::Open(Env::Default(), dir + "/index.sqlite", store::Db::Mode::kReadWrite);
+  if (!conn.ok()) return conn.status().ToString();
+  store::Db* db = conn->get();
   for (const char* table : {"model", "slot", "qm", "qm_module", "blob", "ensemble", "eqm", "eqm_module"}) {
     auto st = db->Prepare(std::string("SELECT * FROM ") + table + " ORDER BY 1, 2");
     if (!st.ok()) return st.status().ToString();
@@ -29,6 +33,13 @@ std::string SnapshotStore(const std::string& dir, bool include_files) {
     }
   }
   return out;
+}
+
+int64_t IndexQueryInt(const std::string& dir, const std::string& sql) {
+  auto db = store::Db::Open(Env::Default(), dir + "/index.sqlite", store::Db::Mode::kReadWrite);
+  if (!db.ok()) return -1;
+  Result<int64_t> v = (*db)->QueryInt(sql);
+  return v.ok() ? *v : -1;
 }
 
 std::string VerifyErrors(const std::string& dir) {

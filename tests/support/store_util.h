@@ -13,6 +13,11 @@ namespace fqpack::testing {
 // blob files, as text.
 std::string SnapshotStore(const std::string& dir, bool include_files = true);
 
+// The single integer a query of the store's index gives (-1 on failure),
+// through a connection of its own: for tests that check rows the catalog
+// has no reader for.
+int64_t IndexQueryInt(const std::string& dir, const std::string& sql);
+
 // Opens the store, runs VerifyStore and returns its error messages joined
 // ("" when verify passed).
 std::string VerifyErrors(const std::string& dir);

@@ -24,15 +24,12 @@ inline Result<int> AddWalkEnsemble(store::Store* store, const std::string& model
   FQ_ASSIGN_OR_RETURN(store::ModelInfo m, store->FindModel(model));
   std::vector<int64_t> qm_ids;
   std::vector<std::vector<store::ModuleRef>> qm_modules;
-  std::string library = "[";
   for (const std::string& label : labels) {
     FQ_ASSIGN_OR_RETURN(store::QmInfo q, store->FindQm(m.id, label));
     FQ_ASSIGN_OR_RETURN(std::vector<store::ModuleRef> mods, store->QmModules(q.id));
     qm_ids.push_back(q.id);
     qm_modules.push_back(std::move(mods));
-    library += (library.size() > 1 ? ",\"" : "\"") + label + "\"";
   }
-  library += "]";
   const size_t n_slots = qm_modules[0].size();
   if (order.empty()) {
     for (size_t i = 0; i < n_slots; ++i) order.push_back(static_cast<int>(i));
@@ -67,8 +64,8 @@ inline Result<int> AddWalkEnsemble(store::Store* store, const std::string& model
   e.name = name;
   e.up_qm_id = qm_ids.front();
   e.low_qm_id = qm_ids.back();
-  e.library_json = library;
-  e.params_json = R"({"method":"walk in a fixed slot order"})";
+  e.library = labels;
+  e.params.Set("method", std::string("walk in a fixed slot order"));
   FQ_RETURN_IF_ERROR(store->AddEnsemble(e, eqms).status());
   return static_cast<int>(eqms.size());
 }

@@ -1,3 +1,6 @@
+// search/report.h, the evaluation half: reads the ensembles and their
+// static QMs from the store's catalog, and measures perplexity on the
+// evaluation text. The output half (JSON, plot) is report_output.cc.
 #include "search/report.h"
 
 #include <algorithm>
@@ -11,7 +14,6 @@
 #include "runtime/perplexity.h"
 #include "runtime/thread_pool.h"
 #include "runtime/tokenizer.h"
-#include "schema/json.h"
 #include "schema/units.h"
 
 namespace fqpack::search {
@@ -51,85 +53,15 @@ Result<Storage> ComputeStorage(store::Store* store, const store::EnsembleInfo& e
                                const std::vector<store::EqmInfo>& eqms,
                                const std::vector<std::string>& library) {
   Storage st;
-  {
-    auto lock = store->LockIndex();
-    FQ_ASSIGN_OR_RETURN(store::Stmt q,
-                        store->db()->Prepare(
-                            "SELECT coalesce(sum(raw_bytes),0), coalesce(sum(stored_bytes),0) "
-                            "FROM blob WHERE hash IN (SELECT m.hash FROM eqm_module m JOIN eqm x "
-                            "ON x.id = m.eqm_id WHERE x.ensemble_id = ?)"));
-    q.BindAll(e.id);
-    FQ_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (row) {
-      st.ensemble_bytes = static_cast<uint64_t>(q.ColumnInt(0));
-      st.ensemble_stored_bytes = static_cast<uint64_t>(q.ColumnInt(1));
-    }
-  }
+  FQ_ASSIGN_OR_RETURN(auto bytes, store->catalog().EnsembleModuleBytes(e.id));
+  st.ensemble_bytes = bytes.first;
+  st.ensemble_stored_bytes = bytes.second;
   for (const std::string& label : library) {
     Result<store::QmInfo> qm = store->FindQm(e.model_id, label);
     if (qm.ok()) st.library_bytes += qm->weight_bytes;
   }
   for (const store::EqmInfo& q : eqms) st.per_footprint_bytes += q.footprint;
   return st;
-}
-
-void WriteOptionalDouble(JsonWriter* w, const char* key, double v) {
-  if (std::isfinite(v)) w->Key(key).Double(v);
-}
-
-void WriteEnsemble(JsonWriter* w, const EnsembleReport& e, bool with_name) {
-  if (with_name) w->Key("name").String(e.name);
-  w->Key("library").BeginArray();
-  for (const std::string& l : e.library) w->String(l);
-  w->EndArray();
-  w->Key("metric").String(e.metric);
-  w->Key("params").Raw(e.params_json.empty() ? "{}" : e.params_json);
-  w->Key("eqms").BeginArray();
-  for (const EqmPoint& p : e.eqms) {
-    w->BeginObject().Key("step").Int(p.step).Key("footprint").Uint(p.footprint);
-    w->Key("calib_metric").Double(p.calib_metric);
-    w->Key("calib_kl").Double(p.calib_kl);
-    w->Key("calib_ppl").Double(p.calib_ppl);
-    if (p.evaluated) {
-      w->Key("eval_ppl").Double(p.eval_ppl);
-      w->Key("eval_ppl_err").Double(p.eval_ppl_err);
-    }
-    w->EndObject();
-  }
-  w->EndArray();
-  const Granularity& g = e.granularity;
-  w->Key("granularity").BeginObject()
-      .Key("steps").Uint(g.ensemble.steps)
-      .Key("median_step").Double(g.ensemble.median)
-      .Key("max_step").Uint(g.ensemble.max)
-      .Key("median_step_pct").Double(g.median_pct())
-      .Key("max_step_pct").Double(g.max_pct())
-      .Key("static_steps").Uint(g.library.steps)
-      .Key("static_median_step").Double(g.library.median)
-      .Key("static_max_step").Uint(g.library.max)
-      .Key("static_median_step_pct").Double(g.static_median_pct())
-      .Key("up_footprint").Uint(g.up_footprint)
-      .Key("ratio").Double(g.ratio())
-      .EndObject();
-  const Storage& s = e.storage;
-  w->Key("storage").BeginObject()
-      .Key("ensemble_bytes").Uint(s.ensemble_bytes)
-      .Key("ensemble_stored_bytes").Uint(s.ensemble_stored_bytes)
-      .Key("library_bytes").Uint(s.library_bytes)
-      .Key("per_footprint_bytes").Uint(s.per_footprint_bytes)
-      .Key("ratio").Double(s.ratio())
-      .Key("library_ratio").Double(s.library_ratio())
-      .EndObject();
-  w->Key("quality").BeginArray();
-  for (const QualityRow& q : e.quality) {
-    w->BeginObject().Key("label").String(q.label).Key("static_footprint").Uint(q.static_footprint);
-    WriteOptionalDouble(w, "static_ppl", q.static_ppl);
-    w->Key("eqm_step").Int(q.eqm_step).Key("eqm_footprint").Uint(q.eqm_footprint);
-    WriteOptionalDouble(w, "eqm_ppl", q.eqm_ppl);
-    WriteOptionalDouble(w, "delta_pct", q.delta_pct());
-    w->EndObject();
-  }
-  w->EndArray();
 }
 
 }  // namespace
@@ -205,9 +137,9 @@ Result<Report> BuildReport(store::Store* store, const std::string& model_name,
   for (const store::EnsembleInfo& e : infos) {
     EnsembleReport er;
     er.name = e.name;
-    er.params_json = e.params_json;
-    er.metric = JsonMember(e.params_json, "metric");
-    FQ_ASSIGN_OR_RETURN(er.library, ParseJsonStringArray(e.library_json, "ensemble '" + e.name + "': library"));
+    er.params = e.params;
+    er.metric = e.params.String("metric");
+    er.library = e.library;
     FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, store->ListEqms(e.id));
     if (eqms.empty()) return Status::Corruption("ensemble '" + e.name + "' has no EQMs");
     std::vector<uint64_t> eqm_fp, static_fp;
@@ -261,14 +193,11 @@ Result<Report> BuildReport(store::Store* store, const std::string& model_name,
       text = BlankEndOfText(options.eval_text);
       report.eval_text = options.eval_name;
     } else {
-      auto lock = store->LockIndex();
-      FQ_ASSIGN_OR_RETURN(store::Stmt q, store->db()->Prepare(
-                                             "SELECT calib_text FROM ensemble WHERE id = ?"));
-      q.BindAll(infos.front().id);
-      FQ_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (row) {
-        ByteSpan b = q.ColumnBlob(0);
-        text = BlankEndOfText(b);
+      Result<Bytes> calib = store->catalog().CalibText(infos.front().id);
+      if (calib.ok()) {
+        text = BlankEndOfText(*calib);
+      } else if (!calib.status().IsNotFound()) {
+        return calib.status();
       }
       if (text.empty()) {
         return Status::InvalidArgument("ensemble '" + infos.front().name +
@@ -395,86 +324,6 @@ Result<Report> BuildReport(store::Store* store, const std::string& model_name,
   report.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
-}
-
-std::string ReportJson(const Report& report) {
-  JsonWriter w(true);
-  w.BeginObject().Key("model").String(report.model);
-  w.Key("eval_text").String(report.eval_text);
-  w.Key("n_ctx").Int(report.n_ctx).Key("eval_tokens").Int(report.eval_tokens);
-  w.Key("chunks").Int(report.chunks);
-  w.Key("static").BeginArray();
-  for (const StaticPoint& s : report.statics) {
-    w.BeginObject().Key("label").String(s.label).Key("footprint").Uint(s.footprint);
-    w.Key("bits_per_weight").Double(s.bits_per_weight);
-    if (s.partial) w.Key("partial").Bool(true);
-    if (s.evaluated) w.Key("eval_ppl").Double(s.eval_ppl).Key("eval_ppl_err").Double(s.eval_ppl_err);
-    w.EndObject();
-  }
-  w.EndArray();
-  if (!report.ensembles.empty()) {
-    w.Key("ensemble").String(report.ensembles.front().name);
-    WriteEnsemble(&w, report.ensembles.front(), false);
-  }
-  w.Key("curves").BeginArray();
-  for (const EnsembleReport& e : report.ensembles) {
-    w.BeginObject();
-    WriteEnsemble(&w, e, true);
-    w.EndObject();
-  }
-  w.EndArray();
-  w.Key("evaluations").Int(report.evaluations).Key("seconds").Double(report.seconds);
-  w.EndObject();
-  return w.str();
-}
-
-PlotSpec ReportPlot(const Report& report) {
-  PlotSpec spec;
-  uint64_t max_fp = 0;
-  for (const StaticPoint& s : report.statics) max_fp = std::max(max_fp, s.footprint);
-  for (const EnsembleReport& e : report.ensembles) {
-    for (const EqmPoint& p : e.eqms) max_fp = std::max(max_fp, p.footprint);
-  }
-  const bool kib = max_fp < (uint64_t{1} << 20);
-  const double unit = kib ? 1024.0 : 1024.0 * 1024.0;
-  bool evaluated = false;
-  for (const StaticPoint& s : report.statics) evaluated |= s.evaluated;
-  for (const EnsembleReport& e : report.ensembles) {
-    for (const EqmPoint& p : e.eqms) evaluated |= p.evaluated;
-  }
-  spec.x_label = std::string("footprint: bytes of weights (") + (kib ? "KiB" : "MiB") + ")";
-  if (evaluated) {
-    spec.y_label = "perplexity (-c " + std::to_string(report.n_ctx) + ")";
-    spec.title = report.model + ": perplexity vs footprint on " + report.eval_text;
-  } else {
-    spec.y_label = "calibration perplexity";
-    spec.title = report.model + ": calibration perplexity vs footprint";
-  }
-  for (const EnsembleReport& e : report.ensembles) {
-    PlotSeries s;
-    s.name = "ensemble " + e.name + " (" + std::to_string(e.eqms.size()) + " EQMs)";
-    s.style = PlotSeries::Style::kLine;
-    for (const EqmPoint& p : e.eqms) {
-      const double y = evaluated ? p.eval_ppl : p.calib_ppl;
-      if (evaluated && !p.evaluated) continue;
-      if (!std::isfinite(y)) continue;
-      s.points.push_back({static_cast<double>(p.footprint) / unit, y, ""});
-    }
-    std::sort(s.points.begin(), s.points.end(),
-              [](const PlotPoint& a, const PlotPoint& b) { return a.x < b.x; });
-    spec.series.push_back(std::move(s));
-  }
-  PlotSeries st;
-  st.name = "static QMs";
-  st.style = PlotSeries::Style::kMarkers;
-  st.color = 0xff7f0e;
-  st.label_points = true;
-  for (const StaticPoint& p : report.statics) {
-    if (!p.evaluated) continue;
-    st.points.push_back({static_cast<double>(p.footprint) / unit, p.eval_ppl, p.label});
-  }
-  if (!st.points.empty()) spec.series.push_back(std::move(st));
-  return spec;
 }
 
 }  // namespace fqpack::search
