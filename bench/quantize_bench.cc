@@ -34,8 +34,8 @@
 #include "runtime/quant/quant.h"
 #include "runtime/quantize/gptq.h"
 #include "runtime/quantize/rtn.h"
-#include "runtime/thread_pool.h"
 #include "schema/quant_types.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::runtime {
 namespace {
