@@ -563,8 +563,8 @@ Bytes EncodePng(int width, int height, const std::vector<uint8_t>& rgb) {
                rgb.begin() + static_cast<ptrdiff_t>((y + 1) * stride));
   }
   // The IDAT data is one zlib stream (RFC 1950: header, deflate, Adler-32),
-  // which is what compress2 writes. Plots are mostly flat colour, so the
-  // default level shrinks them about 30-fold.
+  // which is what compress2 writes. Plots are mostly flat colour, so even the
+  // default level shrinks them more than 10-fold (tests/plot/plot_test.cc).
   uLongf z_len = ::compressBound(raw.size());
   Bytes z(z_len);
   const int rc = ::compress2(z.data(), &z_len, raw.data(), raw.size(), Z_DEFAULT_COMPRESSION);
