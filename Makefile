@@ -10,7 +10,7 @@ FQPACK    := $(BUILD)/cli/fqpack
 # libclang-rt-14-dev (ASan, UBSan and libFuzzer runtimes) and llvm-14
 # (llvm-symbolizer, for readable sanitizer stacks) serve `make sanitize` and
 # `make fuzz`.
-DEBS      := cmake make g++ pkg-config libsqlite3-dev libzstd-dev libxxhash-dev libeigen3-dev \
+DEBS      := cmake make g++ pkg-config libsqlite3-dev libzstd-dev libxxhash-dev zlib1g-dev libssl-dev libeigen3-dev \
              libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev zstd xxhash python3 \
              clang-14 libclang-rt-14-dev llvm-14
 

@@ -16,8 +16,8 @@
 
 #include "runtime/matmul.h"
 #include "runtime/quant/quant.h"
-#include "runtime/thread_pool.h"
 #include "schema/quant_types.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::runtime::bench {
 

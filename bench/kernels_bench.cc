@@ -26,8 +26,8 @@
 #include "bench/bench_matrix.h"
 #include "runtime/matmul.h"
 #include "runtime/quant/quant.h"
-#include "runtime/thread_pool.h"
 #include "schema/quant_types.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::runtime {
 namespace {

@@ -15,10 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include "plot/plot.h"
 #include "schema/env.h"
 #include "schema/json.h"
 #include "schema/units.h"
-#include "search/plot.h"
 #include "search/prune.h"
 #include "search/report.h"
 #include "store/gc.h"
@@ -118,13 +118,13 @@ int main(int argc, char** argv) {
   for (const search::StaticPoint& s : r0.statics) std::printf(" %15s", Num(s.eval_ppl, 4).c_str());
   std::printf("\n");
   const uint64_t ensemble0 = r0.ensembles[0].storage.ensemble_stored_bytes;
-  search::PlotSpec plot;
+  plot::PlotSpec plot;
   plot.title = r0.model + ": perplexity vs footprint, ensemble pruned at P";
   plot.x_label = "footprint (KiB)";
   plot.y_label = "perplexity";
-  search::PlotSeries statics;
+  plot::PlotSeries statics;
   statics.name = "static QMs";
-  statics.style = search::PlotSeries::Style::kMarkers;
+  statics.style = plot::PlotSeries::Style::kMarkers;
   statics.label_points = true;
   for (const search::StaticPoint& s : r0.statics) {
     if (s.evaluated) statics.points.push_back({s.footprint / 1024.0, s.eval_ppl, s.label});
@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
     std::printf("%-5.2f %8zu %10s %10s %9.1f%% %8zu", run.p, run.prune.plan.n_pruned,
                 FormatBytes(stored).c_str(), FormatBytes(run.store_bytes).c_str(),
                 100.0 * (1.0 - static_cast<double>(stored) / static_cast<double>(ensemble0)), e.eqms.size());
-    search::PlotSeries curve;
+    plot::PlotSeries curve;
     curve.name = "P = " + Num(run.p, 2);
     for (const search::EqmPoint& q : e.eqms) {
       if (q.evaluated) curve.points.push_back({q.footprint / 1024.0, q.eval_ppl, ""});
@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
   }
   w.EndArray().EndObject();
   plot.series.push_back(statics);
-  Status s = search::WritePlot(plot, prefix + ".svg");
+  Status s = plot::WritePlot(plot, prefix + ".svg");
   if (s.ok()) s = PublishFile(Env::Default(), prefix + ".json", ByteSpan(reinterpret_cast<const uint8_t*>(w.str().data()), w.str().size()));
   if (!s.ok()) {
     std::fprintf(stderr, "error: %s\n", s.ToString().c_str());

@@ -34,8 +34,9 @@
 #include "quantize/rtn.h"
 #include "runtime/matmul.h"
 #include "runtime/quant/quant.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "schema/quant_types.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::runtime {
 namespace {

@@ -54,7 +54,6 @@ namespace fqpack::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using runtime::ThreadPool;
 
 int EnvInt(const char* name, int fallback) {
   const char* v = std::getenv(name);

@@ -67,7 +67,9 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
 
   RegisterStoreCommands(app, ctx);
-  RegisterRuntimeCommands(app, ctx);
+  RegisterPplCommand(app, ctx);
+  RegisterRunCommand(app, ctx);
+  RegisterTokenizeCommand(app, ctx);
   RegisterPackCommands(app, ctx);
   RegisterGcCommands(app, ctx);
   RegisterSearchCommands(app, ctx);

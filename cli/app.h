@@ -46,16 +46,18 @@ struct Context {
 // Set once Ctrl-C was pressed; long tasks poll it and stop cleanly.
 std::atomic<bool>& InterruptFlag();
 
-// Registration of the subcommand groups (one function per cli/*.cc file).
+// Registration of the subcommands (one function per cli/*_command(s).cc file).
 void RegisterStoreCommands(CLI::App& app, Context& ctx);
-void RegisterRuntimeCommands(CLI::App& app, Context& ctx);
+void RegisterPplCommand(CLI::App& app, Context& ctx);
+void RegisterRunCommand(CLI::App& app, Context& ctx);
+void RegisterTokenizeCommand(CLI::App& app, Context& ctx);
 void RegisterPackCommands(CLI::App& app, Context& ctx);
 void RegisterGcCommands(CLI::App& app, Context& ctx);
 void RegisterSearchCommands(CLI::App& app, Context& ctx);
 void RegisterQuantizeCommands(CLI::App& app, Context& ctx);
 void RegisterDynamicCommands(CLI::App& app, Context& ctx);
 
-// `fqpack export FILE.fqpack --eqm K | --qm LABEL -o OUT.gguf` (runtime_commands.cc).
+// `fqpack export FILE.fqpack --eqm K | --qm LABEL -o OUT.gguf` (export_command.cc).
 Status ExportPackGguf(Context& ctx, const std::string& pack, const std::string& ensemble, int eqm,
                       const std::string& qm, const std::string& out);
 

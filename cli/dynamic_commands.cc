@@ -45,7 +45,7 @@ class PinnedPair : public store::ModuleSource {
 std::string Threshold(double t) { return std::isfinite(t) ? FormatDouble(t, 4) : "never"; }
 
 Status RunCalibrateDynamic(Context& ctx, const CalibrateDynamicArgs& args) {
-  runtime::ThreadPool pool(ctx.Threads());
+  ThreadPool pool(ctx.Threads());
   FQ_ASSIGN_OR_RETURN(std::unique_ptr<store::Store> st, ctx.OpenStore());
   FQ_ASSIGN_OR_RETURN(auto lock, st->WriterLock());
   FQ_ASSIGN_OR_RETURN(store::ModelInfo m, st->ResolveModel(args.model));

@@ -4,10 +4,10 @@
 
 #include "cli/app.h"
 #include "cli/output.h"
+#include "plot/plot.h"
 #include "schema/json.h"
 #include "schema/units.h"
 #include "search/ensemble.h"
-#include "search/plot.h"
 #include "search/report.h"
 
 namespace fqpack::cli {
@@ -214,7 +214,7 @@ Status RunReport(Context& ctx, const ReportArgs& args) {
     FQ_RETURN_IF_ERROR(PublishFile(
         ctx.env, args.csv, ByteSpan(reinterpret_cast<const uint8_t*>(csv.data()), csv.size())));
   }
-  if (!args.plot.empty()) FQ_RETURN_IF_ERROR(search::WritePlot(search::ReportPlot(r), args.plot));
+  if (!args.plot.empty()) FQ_RETURN_IF_ERROR(plot::WritePlot(search::ReportPlot(r), args.plot));
   if (ctx.json) {
     ctx.Print(search::ReportJson(r));
     return Status::OK();

@@ -9,7 +9,7 @@
 namespace fqpack {
 
 struct ElasticModel::Impl {
-  std::unique_ptr<runtime::ThreadPool> pool;
+  std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<runtime::ElasticRuntime> rt;
   // Held by Generate and Perplexity for their whole run, and by SetBudget
   // when it applies a budget itself: whoever holds it is the owner thread of
@@ -53,7 +53,7 @@ ElasticModel::~ElasticModel() = default;
 
 Result<std::unique_ptr<ElasticModel>> ElasticModel::Open(const std::string& path, const OpenOptions& options) {
   auto impl = std::make_unique<Impl>();
-  impl->pool = std::make_unique<runtime::ThreadPool>(options.threads);
+  impl->pool = std::make_unique<ThreadPool>(options.threads);
   runtime::ElasticOptions eo;
   eo.residency.ensemble = options.ensemble;
   eo.n_ctx = options.context;

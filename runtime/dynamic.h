@@ -57,7 +57,7 @@
 #include "runtime/model.h"
 #include "runtime/perplexity.h"
 #include "runtime/residency.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "store/catalog.h"
 #include "store/module_source.h"
 

@@ -14,8 +14,8 @@
 #include <cstdint>
 #include <string>
 
-#include "runtime/thread_pool.h"
 #include "schema/status.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::runtime {
 

@@ -24,9 +24,9 @@
 #include <vector>
 
 #include "runtime/matmul.h"
-#include "runtime/thread_pool.h"
 #include "schema/gguf.h"
 #include "schema/status.h"
+#include "schema/thread_pool.h"
 #include "store/module_source.h"
 
 namespace fqpack::runtime {

@@ -30,8 +30,8 @@
 #include <vector>
 
 #include "runtime/model.h"
-#include "runtime/thread_pool.h"
 #include "schema/status.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::runtime {
 

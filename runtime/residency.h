@@ -64,8 +64,9 @@
 
 #include "pack/reader.h"
 #include "runtime/model.h"
-#include "runtime/thread_pool.h"
+#include "runtime/os_memory.h"
 #include "schema/status.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::runtime {
 
@@ -285,15 +286,6 @@ class ResidencyManager {
   ResidencyStats published_;
   std::vector<std::pair<int, uint64_t>> copy_snapshot_;
 };
-
-// Memory measured from the kernel's page tables, for benchmarks and stats.
-// Bytes of [addr, addr + size) mapped into this process now
-// (/proc/self/pagemap "present" bits).
-Result<uint64_t> PresentBytes(const void* addr, size_t size);
-// The process's resident set (/proc/self/statm).
-Result<uint64_t> ProcessRssBytes();
-// Bytes of the pack's payload area mapped into this process.
-Result<uint64_t> PackPayloadPresentBytes(const pack::PackReader& pack);
 
 }  // namespace fqpack::runtime
 

@@ -48,7 +48,7 @@ Result<CalibSet> MakeCalibSet(std::span<const int32_t> text_tokens, int64_t n_ct
 }
 
 struct Evaluator::Worker {
-  std::unique_ptr<runtime::ThreadPool> pool;  // one thread: the worker's own
+  std::unique_ptr<ThreadPool> pool;  // one thread: the worker's own
   std::unique_ptr<runtime::Model> model;
   std::unique_ptr<runtime::BatchEvaluator> eval;
   EqmState state;  // what `model` holds now
@@ -103,7 +103,7 @@ Result<std::unique_ptr<Evaluator>> Evaluator::Create(const Library* library,
   ev->library_ = library;
   ev->calib_ = std::move(calib);
   ev->reuse_ = options.reuse;
-  ev->pool_ = std::make_unique<runtime::ThreadPool>(std::max(1, options.threads));
+  ev->pool_ = std::make_unique<ThreadPool>(std::max(1, options.threads));
   if (ev->calib_.chunks() == 0) return Status::InvalidArgument("no calibration chunks");
   FQ_ASSIGN_OR_RETURN(ev->model_,
                       runtime::Model::Load(library->up().manifest, source, ev->pool_.get()));
@@ -153,7 +153,7 @@ Result<std::unique_ptr<Evaluator>> Evaluator::Create(const Library* library,
 
   for (int t = 0; t < ev->pool_->size(); ++t) {
     auto w = std::make_unique<Worker>();
-    w->pool = std::make_unique<runtime::ThreadPool>(1);
+    w->pool = std::make_unique<ThreadPool>(1);
     w->model = ev->model_->Clone();
     if (w->model == nullptr) return Status::Corruption("cannot clone the up model");
     w->eval = std::make_unique<runtime::BatchEvaluator>(w->model.get(), w->pool.get());

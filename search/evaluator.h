@@ -41,7 +41,7 @@
 
 #include "runtime/llama.h"
 #include "runtime/model.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "search/ladder.h"
 
 namespace fqpack::search {
@@ -148,7 +148,7 @@ class Evaluator {
   const Library* library_ = nullptr;
   CalibSet calib_;
   bool reuse_ = true;
-  std::unique_ptr<runtime::ThreadPool> pool_;
+  std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<runtime::Model> model_;  // QM(n_up), the template of the workers' clones
   // The module of every rung: data_[chain][rung].
   std::vector<std::vector<store::ModuleData>> data_;

@@ -1,7 +1,7 @@
 // What `fqpack report` shows about ensembles: perplexity versus footprint of
 // the EQMs and of the library's static QMs, granularity, storage and
 // quality at the static footprints, as numbers (Report), as JSON, and as a
-// plot with one curve per ensemble (ReportPlot; see search/plot.h).
+// plot with one curve per ensemble (ReportPlot; plot/plot.h draws it).
 //
 // Perplexity is llama.cpp's method (runtime/perplexity.h) on an evaluation
 // text, by default with chunks of 256 tokens; EQMs can be thinned to every
@@ -19,12 +19,17 @@
 #include <string>
 #include <vector>
 
+#include "plot/plot.h"
 #include "schema/coding.h"
 #include "schema/status.h"
-#include "search/plot.h"
 #include "store/store.h"
 
 namespace fqpack::search {
+
+// A report's plot is described in plot/'s terms; plot/ draws it.
+using plot::PlotPoint;
+using plot::PlotSeries;
+using plot::PlotSpec;
 
 // Footprint differences between neighbours, in bytes.
 struct StepStats {

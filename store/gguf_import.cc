@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "schema/gguf.h"
 #include "schema/sha256.h"
+#include "schema/thread_pool.h"
 #include "store/naming.h"
 
 namespace fqpack::store {
@@ -96,16 +98,6 @@ Result<ImportResult> ImportLocked(Store* store, const std::string& path, const I
   result.file = path;
   result.tensors = h.tensors.size();
 
-  // The file's fingerprint, computed beside the rest.
-  std::string sha;
-  std::thread sha_thread([&] { sha = Sha256::HexOf(file.bytes()); });
-  struct Joiner {
-    std::thread& t;
-    ~Joiner() {
-      if (t.joinable()) t.join();
-    }
-  } joiner{sha_thread};
-
   std::string arch = "unknown";
   if (Result<std::string> a = h.metadata.GetString("general.architecture"); a.ok()) arch = *a;
 
@@ -134,7 +126,8 @@ Result<ImportResult> ImportLocked(Store* store, const std::string& path, const I
     for (const SlotInfo& s : slots) slot_of[s.name] = s.idx;
     Result<QmInfo> existing = store->FindQm(model->id, result.label);
     if (existing.ok()) {
-      sha_thread.join();
+      // Nothing to stage: the fingerprint alone decides.
+      const std::string sha = Sha256::HexOf(file.bytes());
       if (existing->source_sha256 == sha) {
         result.already_imported = true;
         result.qm_id = existing->id;
@@ -197,18 +190,23 @@ Result<ImportResult> ImportLocked(Store* store, const std::string& path, const I
     }
   }
 
-  // Stage the modules on a few threads (hash, compare or compress, publish).
+  // Stage the modules on a pool of `threads` stagers (hash, compare or
+  // compress, publish) plus one more thread that computes the file's
+  // fingerprint meanwhile. ParallelFor hands out one task per thread; each
+  // stager then takes tensors one at a time until none are left, so uneven
+  // tensors balance, and a stager that starts late finds the queue empty.
   uint64_t total = 0;
   for (const gguf::TensorInfo& t : h.tensors) total += t.nbytes;
   result.tensor_bytes = total;
   int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   threads = std::clamp(threads, 1, static_cast<int>(h.tensors.size()));
+  std::string sha;
   std::atomic<size_t> next{0}, done{0};
   std::atomic<uint64_t> bytes_done{0};
   std::atomic<size_t> reused{0};
   std::mutex err_mu, progress_mu;
   Status first_error;
-  auto worker = [&] {
+  auto stage = [&] {
     while (true) {
       size_t i = next.fetch_add(1);
       if (i >= h.tensors.size()) return;
@@ -237,15 +235,21 @@ Result<ImportResult> ImportLocked(Store* store, const std::string& path, const I
       }
     }
   };
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
-  for (std::thread& t : pool) t.join();
+  ThreadPool pool(threads + 1);
+  pool.ParallelFor(threads + 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      if (task == 0) {
+        sha = Sha256::HexOf(file.bytes());
+      } else {
+        stage();
+      }
+    }
+  });
   FQ_RETURN_IF_ERROR(first_error);
   result.reused_modules = reused.load();
   result.new_modules = h.tensors.size() - result.reused_modules;
   result.new_stored_bytes = writer->new_stored_bytes();
 
-  sha_thread.join();
   result.sha256 = sha;
   QmWriter::NewQm qm;
   qm.label = result.label;

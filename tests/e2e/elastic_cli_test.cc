@@ -68,7 +68,7 @@ class ElasticCliTest : public ::testing::Test {
     return path;
   }
   // Levels and overhead of a generating run with -t 2, as the CLI sees them.
-  std::unique_ptr<runtime::ElasticRuntime> Runtime(runtime::ThreadPool* pool) {
+  std::unique_ptr<runtime::ElasticRuntime> Runtime(ThreadPool* pool) {
     runtime::ElasticOptions o;
     auto rt = runtime::ElasticRuntime::Open(Env::Default(), *pack_, o, pool);
     EXPECT_TRUE(rt.ok());
@@ -85,7 +85,7 @@ std::string* ElasticCliTest::pack_ = nullptr;
 std::string* ElasticCliTest::text_ = nullptr;
 
 TEST_F(ElasticCliTest, BudgetRunsTheLargestEqmThatFits) {
-  runtime::ThreadPool pool(2);
+  ThreadPool pool(2);
   auto rt = Runtime(&pool);
   const auto& levels = rt->residency()->levels();
   const uint64_t overhead = rt->overhead().total();
@@ -112,7 +112,7 @@ TEST_F(ElasticCliTest, BudgetRunsTheLargestEqmThatFits) {
 }
 
 TEST_F(ElasticCliTest, BudgetTraceLogsEveryTransitionAndWritesThemAsJson) {
-  runtime::ThreadPool pool(2);
+  ThreadPool pool(2);
   auto rt = Runtime(&pool);
   const auto& levels = rt->residency()->levels();
   const uint64_t overhead = rt->overhead().total();
@@ -174,7 +174,7 @@ TEST_F(ElasticCliTest, PerplexityOfAnEqmEqualsTheStoreQmAndItsExportedGguf) {
 }
 
 TEST_F(ElasticCliTest, PerplexityFollowsATraceBetweenChunks) {
-  runtime::ThreadPool pool(2);
+  ThreadPool pool(2);
   runtime::ElasticOptions o;
   o.workload = runtime::Workload::kPerplexity;
   o.n_ctx = 16;

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "runtime/quant/quant.h"
-#include "runtime/thread_pool.h"
 #include "schema/quant_types.h"
+#include "schema/thread_pool.h"
 #include "tests/runtime/quant_test_util.h"
 
 namespace fqpack::runtime {

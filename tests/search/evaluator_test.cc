@@ -58,7 +58,7 @@ class EvaluatorTest : public ::testing::Test {
   // Score of `state` computed independently: a freshly loaded model per
   // EQM, the KV-cache session, and perplexity.h's TokenKl / TokenNll.
   Score Reference(const EqmState& state) {
-    runtime::ThreadPool pool(1);
+    ThreadPool pool(1);
     auto up = runtime::Model::Load(lib_->up().manifest, &tiny_->source, &pool);
     auto m = runtime::Model::Load(lib_->Manifest(state, "ref"), &tiny_->source, &pool);
     EXPECT_TRUE(up.ok() && m.ok());

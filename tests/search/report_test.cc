@@ -94,7 +94,7 @@ class ReportTest : public ::testing::Test {
   }
 
   double Ppl(const store::ModelManifest& m) {
-    runtime::ThreadPool pool(1);
+    ThreadPool pool(1);
     auto model = runtime::Model::Load(m, store_.get(), &pool);
     EXPECT_TRUE(model.ok());
     auto md = gguf::ParseMetadata(m.metadata, m.n_kv, "tiny");

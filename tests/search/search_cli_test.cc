@@ -2,7 +2,7 @@
 // them: messages, exit codes, --json, plot files, and Ctrl-C.
 #include <gtest/gtest.h>
 
-#include "search/plot.h"
+#include "plot/plot.h"
 #include "tests/search/search_fixture.h"
 #include "tests/support/store_util.h"
 

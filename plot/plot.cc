@@ -1,14 +1,17 @@
-#include "search/plot.h"
+#include "plot/plot.h"
+
+#include <zlib.h>
 
 #include <algorithm>
-#include <array>
+#include <cassert>
 #include <cmath>
 #include <cstdio>
+#include <new>
 #include <string_view>
 
 #include "schema/env.h"
 
-namespace fqpack::search {
+namespace fqpack::plot {
 namespace {
 
 // A 5x7 bitmap font for printable ASCII (32..126): seven rows per glyph, top
@@ -442,12 +445,16 @@ void PutU32Be(Bytes* out, uint32_t v) {
   out->push_back(static_cast<uint8_t>(v));
 }
 
+// Length, type, data, then the CRC-32 of type and data (zlib's crc32 is
+// the one PNG specifies).
 void PngChunk(Bytes* out, const char type[4], const Bytes& data) {
   PutU32Be(out, static_cast<uint32_t>(data.size()));
-  Bytes typed(type, type + 4);
-  typed.insert(typed.end(), data.begin(), data.end());
-  out->insert(out->end(), typed.begin(), typed.end());
-  PutU32Be(out, Crc32(typed));
+  const size_t typed_at = out->size();
+  out->insert(out->end(), type, type + 4);
+  out->insert(out->end(), data.begin(), data.end());
+  uLong crc = ::crc32(0L, Z_NULL, 0);
+  crc = ::crc32_z(crc, out->data() + typed_at, out->size() - typed_at);
+  PutU32Be(out, static_cast<uint32_t>(crc));
 }
 
 }  // namespace
@@ -537,31 +544,6 @@ Bytes RenderPng(const PlotSpec& spec) {
   return EncodePng(spec.width, spec.height, r.rgb());
 }
 
-uint32_t Crc32(ByteSpan data, uint32_t crc) {
-  static const auto table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t n = 0; n < 256; ++n) {
-      uint32_t c = n;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-      t[n] = c;
-    }
-    return t;
-  }();
-  crc = ~crc;
-  for (uint8_t b : data) crc = table[(crc ^ b) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
-
-uint32_t Adler32(ByteSpan data) {
-  // 65521 is the largest prime below 2^16 (RFC 1950).
-  uint32_t a = 1, b = 0;
-  for (uint8_t x : data) {
-    a = (a + x) % 65521;
-    b = (b + a) % 65521;
-  }
-  return (b << 16) | a;
-}
-
 Bytes EncodePng(int width, int height, const std::vector<uint8_t>& rgb) {
   Bytes png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   Bytes ihdr;
@@ -580,24 +562,16 @@ Bytes EncodePng(int width, int height, const std::vector<uint8_t>& rgb) {
     raw.insert(raw.end(), rgb.begin() + static_cast<ptrdiff_t>(y * stride),
                rgb.begin() + static_cast<ptrdiff_t>((y + 1) * stride));
   }
-  // zlib stream (RFC 1950): CMF 0x78 (deflate, 32K window), FLG 0x01 (fastest,
-  // 0x7801 % 31 == 0), stored deflate blocks (RFC 1951 BTYPE 00) of at most
-  // 65535 bytes, then the Adler-32 of the raw data, big-endian.
-  Bytes z = {0x78, 0x01};
-  size_t pos = 0;
-  do {
-    const size_t n = std::min<size_t>(65535, raw.size() - pos);
-    const bool final = pos + n == raw.size();
-    z.push_back(final ? 1 : 0);
-    z.push_back(static_cast<uint8_t>(n));
-    z.push_back(static_cast<uint8_t>(n >> 8));
-    z.push_back(static_cast<uint8_t>(~n));
-    z.push_back(static_cast<uint8_t>(~n >> 8));
-    z.insert(z.end(), raw.begin() + static_cast<ptrdiff_t>(pos),
-             raw.begin() + static_cast<ptrdiff_t>(pos + n));
-    pos += n;
-  } while (pos < raw.size());
-  PutU32Be(&z, Adler32(raw));
+  // The IDAT data is one zlib stream (RFC 1950: header, deflate, Adler-32),
+  // which is what compress2 writes. Plots are mostly flat colour, so even the
+  // default level shrinks them more than 10-fold (tests/plot/plot_test.cc).
+  uLongf z_len = ::compressBound(raw.size());
+  Bytes z(z_len);
+  const int rc = ::compress2(z.data(), &z_len, raw.data(), raw.size(), Z_DEFAULT_COMPRESSION);
+  // compress2 fails only without memory (or with a buffer under compressBound).
+  if (rc == Z_MEM_ERROR) throw std::bad_alloc();
+  assert(rc == Z_OK);
+  z.resize(z_len);
   PngChunk(&png, "IDAT", z);
   PngChunk(&png, "IEND", Bytes());
   return png;
@@ -622,4 +596,4 @@ Status WritePlot(const PlotSpec& spec, const std::string& path) {
   return Status::InvalidArgument("--plot " + path + ": give a .svg or .png file name");
 }
 
-}  // namespace fqpack::search
+}  // namespace fqpack::plot

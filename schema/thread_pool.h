@@ -1,11 +1,13 @@
 // A fixed pool of worker threads for data-parallel loops (rows of a matmul,
-// heads of attention, candidates of a search). The calling thread takes part
-// in every loop, so a pool of size 1 runs everything inline.
+// heads of attention, candidates of a search, the tensors of an import). The
+// calling thread takes part in every loop, so a pool of size 1 runs
+// everything inline. It lives in the base layer so that every layer above
+// (the store's importer as much as the runtime) shares one implementation.
 //
 // Thread-safety: ParallelFor may be called from one thread at a time per
 // pool; it blocks until the whole range is done.
-#ifndef FQPACK_RUNTIME_THREAD_POOL_H_
-#define FQPACK_RUNTIME_THREAD_POOL_H_
+#ifndef FQPACK_SCHEMA_THREAD_POOL_H_
+#define FQPACK_SCHEMA_THREAD_POOL_H_
 
 #include <condition_variable>
 #include <cstdint>
@@ -14,7 +16,7 @@
 #include <thread>
 #include <vector>
 
-namespace fqpack::runtime {
+namespace fqpack {
 
 class ThreadPool {
  public:
@@ -48,6 +50,6 @@ class ThreadPool {
   bool stop_ = false;
 };
 
-}  // namespace fqpack::runtime
+}  // namespace fqpack
 
-#endif  // FQPACK_RUNTIME_THREAD_POOL_H_
+#endif  // FQPACK_SCHEMA_THREAD_POOL_H_

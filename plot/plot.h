@@ -2,15 +2,14 @@
 // laid out once (axes with 1-2-5 ticks, labels, legend) into drawing
 // primitives, which an SVG writer or a small rasterizer turns into a file.
 // The PNG path has its own 5x7 bitmap font (printable ASCII), anti-aliased
-// lines and discs, and a PNG encoder with stored (uncompressed) deflate
-// blocks, CRC-32 and Adler-32.
+// lines and discs; zlib compresses the scanlines and checksums the chunks.
 //
 // Several curves go in one plot (one PlotSeries each): an ensemble per
 // pruning level, say, against the same static points.
 //
 // Thread-safety: the functions are reentrant.
-#ifndef FQPACK_SEARCH_PLOT_H_
-#define FQPACK_SEARCH_PLOT_H_
+#ifndef FQPACK_PLOT_PLOT_H_
+#define FQPACK_PLOT_PLOT_H_
 
 #include <cstdint>
 #include <string>
@@ -19,7 +18,7 @@
 #include "schema/coding.h"
 #include "schema/status.h"
 
-namespace fqpack::search {
+namespace fqpack::plot {
 
 struct PlotPoint {
   double x = 0;
@@ -54,14 +53,12 @@ Bytes RenderPng(const PlotSpec& spec);
 Status WritePlot(const PlotSpec& spec, const std::string& path);
 
 // PNG building blocks, exposed for tests.
-uint32_t Crc32(ByteSpan data, uint32_t crc = 0);
-uint32_t Adler32(ByteSpan data);
 // An 8-bit RGB image (rows top to bottom) as a PNG file.
 Bytes EncodePng(int width, int height, const std::vector<uint8_t>& rgb);
 // Tick positions covering [lo, hi] at a 1, 2 or 5 times power-of-ten spacing,
 // about `target` of them.
 std::vector<double> NiceTicks(double lo, double hi, int target);
 
-}  // namespace fqpack::search
+}  // namespace fqpack::plot
 
-#endif  // FQPACK_SEARCH_PLOT_H_
+#endif  // FQPACK_PLOT_PLOT_H_

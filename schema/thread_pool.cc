@@ -1,8 +1,8 @@
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 
 #include <algorithm>
 
-namespace fqpack::runtime {
+namespace fqpack {
 
 ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -68,4 +68,4 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   fn_ = nullptr;
 }
 
-}  // namespace fqpack::runtime
+}  // namespace fqpack
