@@ -35,7 +35,10 @@ export UBSAN_SYMBOLIZER_PATH ?= /usr/lib/llvm-14/bin/llvm-symbolizer
 
 .PHONY: demo test deps build bench clean format sanitize fuzz asan-build
 
-demo: build
+# The demo builds only the command it runs (no tests, no benchmarks).
+demo: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS) --target fqpack
 	@bash .ci/demo.sh $(FQPACK)
 
 test: build

@@ -10,6 +10,7 @@ uint64_t Checksum(ByteSpan bytes) { return XXH3_64bits(bytes.data(), bytes.size(
 
 Bytes EncodeHeader() {
   Bytes h;
+  h.reserve(kHeaderSize);
   PutRaw(&h, kHeaderMagic, sizeof(kHeaderMagic));
   PutU32(&h, kFormatVersion);
   PutU32(&h, kEndianMarker);

@@ -14,7 +14,6 @@ using runtime::PerplexityChunks;
 using runtime::ScopedMatMulObserver;
 using runtime::Session;
 using runtime::SlotWeights;
-using runtime::ThreadPool;
 using runtime::WeightView;
 
 namespace {

@@ -20,7 +20,7 @@
 
 #include "quantize/gptq.h"
 #include "runtime/model.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "schema/status.h"
 
 namespace fqpack::quantize {
@@ -57,7 +57,7 @@ int64_t MinCalibrationTokens(const runtime::Model& model);
 // MinCalibrationTokens(model) tokens (the message says how many are needed)
 // or n_ctx is outside [16, 512].
 Result<LayerInputs> CollectHessians(const runtime::Model& model, std::span<const int32_t> tokens,
-                                    const CalibrationOptions& options, runtime::ThreadPool* pool);
+                                    const CalibrationOptions& options, ThreadPool* pool);
 
 }  // namespace fqpack::quantize
 

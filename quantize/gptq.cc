@@ -11,7 +11,6 @@
 #include "schema/quant_types.h"
 
 namespace fqpack::quantize {
-using runtime::ThreadPool;
 
 namespace {
 

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "schema/status.h"
 
 namespace fqpack::quantize {
@@ -84,7 +84,7 @@ Result<GptqFactor> FactorHessian(const Hessian& h, const GptqOptions& options);
 // type's blocks or the factor is for another width. `pool` may be null.
 Status QuantizeGptq(uint32_t type, const float* w, int64_t rows, int64_t cols,
                     const GptqFactor& factor, const GptqOptions& options, uint8_t* out,
-                    runtime::ThreadPool* pool);
+                    ThreadPool* pool);
 
 // sqrt(sum_r dW_r H dW_r^T / sum_r W_r H W_r^T), dW = dequantized(q) - w:
 // the error of the layer's outputs on the calibration inputs relative to

@@ -11,7 +11,7 @@
 #include "quantize/rtn.h"
 #include "runtime/model.h"
 #include "runtime/quant/quant.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "runtime/tokenizer.h"
 #include "schema/json.h"
 #include "schema/quant_types.h"
@@ -19,7 +19,6 @@
 
 namespace fqpack::quantize {
 using runtime::Model;
-using runtime::ThreadPool;
 using runtime::Tokenizer;
 
 namespace {

@@ -9,7 +9,6 @@
 #include "schema/quant_types.h"
 
 namespace fqpack::quantize {
-using runtime::ThreadPool;
 
 namespace {
 

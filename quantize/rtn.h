@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "schema/status.h"
 
 namespace fqpack::quantize {
@@ -24,7 +24,7 @@ bool CanQuantizeTo(uint32_t type);
 // quantize to; InvalidArgument when a row is not a whole number of the
 // type's blocks. `pool` may be null.
 Status QuantizeRtn(uint32_t type, const float* w, int64_t rows, int64_t cols, uint8_t* out,
-                   runtime::ThreadPool* pool);
+                   ThreadPool* pool);
 
 // Root-mean-square of (dequantized `q` - `w`) over all rows x cols weights.
 // REQUIRES: `q` holds rows rows of `type` (one the runtime can dequantize).

@@ -225,7 +225,12 @@ Result<store::DynamicModelInfo> CalibrateDynamic(const store::ModelManifest& hi,
     if (h.key == lo.slots[i].key) continue;
     const std::string name = DynamicUnitName(h);
     auto [it, added] = unit_of_name.emplace(name, units.size());
-    if (added) units.push_back(Unit{name, h.layer});
+    if (added) {
+      Unit unit;
+      unit.name = name;
+      unit.layer = h.layer;
+      units.push_back(std::move(unit));
+    }
     Unit& u = units[it->second];
     u.slots.push_back(i);
     u.embed = u.embed || h.kind == "embed";

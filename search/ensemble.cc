@@ -83,7 +83,7 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
   FQ_ASSIGN_OR_RETURN(Library lib, LoadLibrary(store, request.model, request.up, request.mids,
                                                request.low, lib_options));
   SearchOutcome out;
-  for (const LibraryQm& q : lib.qms()) out.library.push_back(q.label);
+  out.library = lib.Labels();
   out.name = request.name.empty() ? DefaultEnsembleName(out.library) : request.name;
   FQ_ASSIGN_OR_RETURN(store::ModelInfo model, store->ResolveModel(request.model));
   // A repair (request.write false) searches an existing ensemble again.

@@ -4,7 +4,6 @@
 #include <set>
 
 #include "runtime/model.h"
-#include "schema/json.h"
 #include "schema/quant_types.h"
 
 namespace fqpack::search {
@@ -215,12 +214,10 @@ std::vector<int> Library::MovableChains(const EqmState& state) const {
   return searched.empty() ? held : searched;
 }
 
-std::string Library::LabelsJson() const {
-  JsonWriter w;
-  w.BeginArray();
-  for (const LibraryQm& q : qms_) w.String(q.label);
-  w.EndArray();
-  return w.str();
+std::vector<std::string> Library::Labels() const {
+  std::vector<std::string> labels;
+  for (const LibraryQm& q : qms_) labels.push_back(q.label);
+  return labels;
 }
 
 Result<Library> LoadLibrary(store::Store* store, const std::string& model, const std::string& up,

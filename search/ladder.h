@@ -115,8 +115,8 @@ class Library {
   // chain's end, or, once there are none, the held-back ones.
   std::vector<int> MovableChains(const EqmState& state) const;
 
-  // Labels, highest precision first, as a JSON array.
-  std::string LabelsJson() const;
+  // Labels, highest precision first (an ensemble's library).
+  std::vector<std::string> Labels() const;
 
  private:
   std::vector<LibraryQm> qms_;

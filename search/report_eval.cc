@@ -12,7 +12,7 @@
 
 #include "runtime/model.h"
 #include "runtime/perplexity.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "runtime/tokenizer.h"
 #include "schema/units.h"
 
@@ -259,7 +259,7 @@ Result<Report> BuildReport(store::Store* store, const std::string& model_name,
       }
     }
 
-    runtime::ThreadPool pool(std::max(1, options.threads));
+    ThreadPool pool(std::max(1, options.threads));
     CachingSource cache(store);
     runtime::PerplexityOptions popts;
     popts.n_ctx = options.n_ctx;

@@ -104,7 +104,9 @@ TEST_F(DynamicCliTest, ABudgetHoldsOnlyTheHiCopiesThatFit) {
     EXPECT_EQ(JsonNumber(out, "resident_bytes"), JsonNumber(out, "lo_bytes") + copies);
     EXPECT_GE(units, previous_units);
     EXPECT_GE(copies, previous_bytes);
-    if (extra == 0) EXPECT_EQ(units, 0);
+    if (extra == 0) {
+      EXPECT_EQ(units, 0);
+    }
     previous_units = units;
     previous_bytes = copies;
   }

@@ -106,14 +106,20 @@ TEST_F(PackTest, ReaderGivesBackWhatTheStoreHolds) {
         auto db = store_->Load(b->slots[i].key);
         ASSERT_TRUE(da.ok() && db.ok());
         ASSERT_TRUE(std::equal(da->bytes().begin(), da->bytes().end(), db->bytes().begin(), db->bytes().end()));
-        if (codec == Codec::kRaw) EXPECT_FALSE(da->owned()) << "raw payloads are mapped in place";
+        if (codec == Codec::kRaw) {
+          EXPECT_FALSE(da->owned()) << "raw payloads are mapped in place";
+        }
       }
     }
     for (const PayloadInfo& p : (*reader)->payloads()) {
       const uint64_t align = p.stored_bytes >= kPageAlignFrom ? kPageAlign : kSmallAlign;
       EXPECT_EQ(p.offset % align, 0u);
-      if (codec == Codec::kRaw) EXPECT_FALSE(p.zstd);
-      if (codec == Codec::kZstd) EXPECT_TRUE(p.zstd);
+      if (codec == Codec::kRaw) {
+        EXPECT_FALSE(p.zstd);
+      }
+      if (codec == Codec::kZstd) {
+        EXPECT_TRUE(p.zstd);
+      }
     }
     auto v = VerifyPack(Env::Default(), path);
     ASSERT_TRUE(v.ok());

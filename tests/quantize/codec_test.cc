@@ -17,7 +17,7 @@
 
 #include "quantize/rtn.h"
 #include "runtime/quant/quant.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "schema/env.h"
 #include "schema/gguf.h"
 #include "schema/quant_types.h"
@@ -27,7 +27,6 @@
 namespace fqpack::quantize {
 namespace {
 
-using runtime::ThreadPool;
 
 // The bound the quantizers are held to against llama.cpp's files.
 constexpr double kMaxRmseRatioToLlamaCpp = 1.05;

@@ -14,14 +14,13 @@
 #include "quantize/codec.h"
 #include "quantize/rtn.h"
 #include "runtime/quant/quant.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "schema/coding.h"
 #include "schema/quant_types.h"
 
 namespace fqpack::quantize {
 namespace {
 
-using runtime::ThreadPool;
 
 // Inputs with correlated features (what makes GPTQ's error feedback pay):
 // x = z * A with A a random mixing matrix and per-feature scales.
@@ -109,7 +108,9 @@ TEST(Gptq, FactorIsTheCholeskyFactorOfTheDampedInverse) {
   for (int64_t i = 0; i < cols; ++i) {
     for (int64_t j = 0; j < cols; ++j) {
       u(i, j) = f->u[i * cols + j];
-      if (j < i) EXPECT_EQ(f->u[i * cols + j], 0.0f);
+      if (j < i) {
+        EXPECT_EQ(f->u[i * cols + j], 0.0f);
+      }
     }
   }
   Eigen::MatrixXd damped = hm;

@@ -14,7 +14,7 @@
 
 #include "runtime/model.h"
 #include "runtime/perplexity.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "runtime/tokenizer.h"
 #include "schema/env.h"
 #include "schema/quant_types.h"
@@ -30,7 +30,6 @@ using runtime::Model;
 using runtime::Perplexity;
 using runtime::PerplexityOptions;
 using runtime::PerplexityResult;
-using runtime::ThreadPool;
 using runtime::Tokenizer;
 
 using fqpack::testing::TempDir;

@@ -15,7 +15,7 @@
 
 #include "quantize/codec.h"
 #include "runtime/quant/quant.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "schema/env.h"
 #include "schema/gguf.h"
 #include "schema/quant_types.h"
@@ -25,7 +25,6 @@
 namespace fqpack::quantize {
 namespace {
 
-using runtime::ThreadPool;
 
 using runtime::quant::testing::RandomValues;
 

@@ -153,7 +153,9 @@ TEST_F(DynamicTest, UnitsAreTheBlocksAndHeadsRankedBySensitivity) {
   for (size_t r = 0; r < m.units.size(); ++r) {
     EXPECT_EQ(m.units[r].rank, static_cast<int>(r));
     EXPECT_GT(m.units[r].sensitivity, 0) << m.units[r].name;
-    if (r > 0) EXPECT_LE(m.units[r].sensitivity, m.units[r - 1].sensitivity);
+    if (r > 0) {
+      EXPECT_LE(m.units[r].sensitivity, m.units[r - 1].sensitivity);
+    }
     extra += m.units[r].extra_bytes;
   }
   EXPECT_EQ(static_cast<uint64_t>(static_cast<int64_t>(m.lo_bytes) + extra), m.hi_bytes);

@@ -13,7 +13,7 @@
 
 #include "runtime/matmul.h"
 #include "runtime/quant/quant.h"
-#include "runtime/thread_pool.h"
+#include "schema/thread_pool.h"
 #include "schema/env.h"
 #include "schema/gguf.h"
 #include "schema/quant_types.h"

@@ -113,7 +113,9 @@ class PowerLoss : public ::testing::Test {
     auto f = env_.NewWritableFile(dir_.Join(name));
     ASSERT_TRUE(f.ok());
     ASSERT_TRUE((*f)->Append(ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size())).ok());
-    if (sync) ASSERT_TRUE((*f)->Sync().ok());
+    if (sync) {
+      ASSERT_TRUE((*f)->Sync().ok());
+    }
     ASSERT_TRUE((*f)->Close().ok());
   }
   static Bytes B(const std::string& s) { return Bytes(s.begin(), s.end()); }

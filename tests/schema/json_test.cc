@@ -52,7 +52,30 @@ TEST(JsonRead, DeepNestingIsRefusedNotRecursedInto) {
 TEST(JsonRead, InvalidUtf8InANestedValueDoesNotThrow) {
   auto o = ParseJsonObject("{\"a\":[\"\xff\xfe\"]}", "utf8");
   // Either refused by the parser or printed with a replacement: never thrown.
-  if (o.ok()) EXPECT_FALSE(o->at("a").empty());
+  if (o.ok()) {
+    EXPECT_FALSE(o->at("a").empty());
+  }
+}
+
+// A GGUF string may hold any bytes; what the writer makes of it must be
+// JSON a strict reader accepts, with valid UTF-8 kept as it is.
+TEST(JsonWrite, InvalidUtf8BecomesReplacementCharacters) {
+  EXPECT_EQ(JsonWriter::Escape("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"),
+            "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+  // A lone continuation byte, a truncated sequence, an overlong '/', a
+  // surrogate, and a code point above U+10FFFF.
+  EXPECT_EQ(JsonWriter::Escape("a\x80z"), "\"a\\ufffdz\"");
+  EXPECT_EQ(JsonWriter::Escape("\xe2\x82"), "\"\\ufffd\\ufffd\"");
+  EXPECT_EQ(JsonWriter::Escape("\xc0\xaf"), "\"\\ufffd\\ufffd\"");
+  EXPECT_EQ(JsonWriter::Escape("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");
+  EXPECT_EQ(JsonWriter::Escape("\xf4\x90\x80\x80"), "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+  const std::string hostile = "k\xff\xfe\xc3";
+  JsonWriter w;
+  w.BeginArray().String(hostile).EndArray();
+  Result<std::vector<std::string>> back = ParseJsonStringArray(w.str(), "test");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->size(), 1u);
+  EXPECT_EQ((*back)[0], "k\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
 }
 
 }  // namespace

@@ -189,7 +189,7 @@ TEST_F(LoadLibraryTest, LoadsTheNamedQms) {
   auto lib = LoadLibrary(store_.get(), "tiny", "Q8_0", {"Q5_0"}, "Q4_0", {});
   ASSERT_TRUE(lib.ok()) << lib.status().ToString();
   ASSERT_EQ(lib->qms().size(), 3u);
-  EXPECT_EQ(lib->LabelsJson(), "[\"Q8_0\",\"Q5_0\",\"Q4_0\"]");
+  EXPECT_EQ(lib->Labels(), (std::vector<std::string>{"Q8_0", "Q5_0", "Q4_0"}));
   auto qm = store_->FindQm(1, "Q8_0");
   ASSERT_TRUE(qm.ok());
   EXPECT_EQ(lib->up().qm_id, qm->id);
