@@ -49,13 +49,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   for (const fqpack::TransitionInfo& t : (*model)->Transitions()) {
-    std::printf("token %lld: %s -> %s, %d modules, %llu bytes read, %.2f ms\n", static_cast<long long>(t.token),
-                t.from.c_str(), t.to.c_str(), t.modules_swapped, static_cast<unsigned long long>(t.bytes_read),
-                t.milliseconds);
+    std::printf("token %lld: %s -> %s, %d modules, %llu bytes read, %.2f ms\n",
+                static_cast<long long>(t.token), t.from.c_str(), t.to.c_str(), t.modules_swapped,
+                static_cast<unsigned long long>(t.bytes_read), t.milliseconds);
   }
   const fqpack::ElasticStats s = (*model)->Stats();
-  std::printf("now %s: %llu bytes of weights + %llu of KV cache and scratch; %lld transitions\n", s.eqm.c_str(),
-              static_cast<unsigned long long>(s.weight_bytes), static_cast<unsigned long long>(s.overhead_bytes),
+  std::printf("now %s: %llu bytes of weights + %llu of KV cache and scratch; %lld transitions\n",
+              s.eqm.c_str(), static_cast<unsigned long long>(s.weight_bytes),
+              static_cast<unsigned long long>(s.overhead_bytes),
               static_cast<long long>(s.transitions));
   return 0;
 }

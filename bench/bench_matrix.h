@@ -5,14 +5,14 @@
 #ifndef FQPACK_BENCH_BENCH_MATRIX_H_
 #define FQPACK_BENCH_BENCH_MATRIX_H_
 
+#include <benchmark/benchmark.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "runtime/matmul.h"
 #include "runtime/quant/quant.h"

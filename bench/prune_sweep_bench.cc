@@ -35,7 +35,8 @@ struct Run {
   search::Report report;
 };
 
-Status Sweep1(const std::string& base, double p, const Bytes& eval, int64_t chunks, int every, Run* run) {
+Status Sweep1(const std::string& base, double p, const Bytes& eval, int64_t chunks, int every,
+              Run* run) {
   const std::string dir = base + ".p" + std::to_string(static_cast<int>(p * 100 + 0.5));
   std::error_code ec;
   fs::remove_all(dir, ec);
@@ -72,7 +73,8 @@ std::string Num(double v, int decimals) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s STORE EVAL_TEXT OUT_PREFIX [P,P,...] [MAX_CHUNKS] [EVERY]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s STORE EVAL_TEXT OUT_PREFIX [P,P,...] [MAX_CHUNKS] [EVERY]\n",
+                 argv[0]);
     return 2;
   }
   const std::string base = argv[1];
@@ -110,8 +112,8 @@ int main(int argc, char** argv) {
 
   // The static QMs, measured whole on the unpruned store (P = 0 first).
   const search::Report& r0 = runs.front().report;
-  std::printf("model %s, %lld chunks of %lld tokens\n", r0.model.c_str(), static_cast<long long>(r0.chunks),
-              static_cast<long long>(r0.n_ctx));
+  std::printf("model %s, %lld chunks of %lld tokens\n", r0.model.c_str(),
+              static_cast<long long>(r0.chunks), static_cast<long long>(r0.n_ctx));
   std::printf("%-5s %8s %10s %10s %10s %8s", "P", "pruned", "ensemble", "store", "saved", "EQMs");
   for (const search::StaticPoint& s : r0.statics) std::printf(" %15s", ("ppl@" + s.label).c_str());
   std::printf("\n%-5s %8s %10s %10s %10s %8s", "static", "", "", "", "", "");
@@ -136,26 +138,49 @@ int main(int argc, char** argv) {
     const uint64_t stored = e.storage.ensemble_stored_bytes;
     std::printf("%-5.2f %8zu %10s %10s %9.1f%% %8zu", run.p, run.prune.plan.n_pruned,
                 FormatBytes(stored).c_str(), FormatBytes(run.store_bytes).c_str(),
-                100.0 * (1.0 - static_cast<double>(stored) / static_cast<double>(ensemble0)), e.eqms.size());
+                100.0 * (1.0 - static_cast<double>(stored) / static_cast<double>(ensemble0)),
+                e.eqms.size());
     plot::PlotSeries curve;
     curve.name = "P = " + Num(run.p, 2);
     for (const search::EqmPoint& q : e.eqms) {
       if (q.evaluated) curve.points.push_back({q.footprint / 1024.0, q.eval_ppl, ""});
     }
     plot.series.push_back(curve);
-    w.BeginObject().Key("p").Double(run.p).Key("pruned").Uint(run.prune.plan.n_pruned)
-        .Key("ensemble_stored_bytes").Uint(stored).Key("ensemble_bytes").Uint(e.storage.ensemble_bytes)
-        .Key("store_bytes").Uint(run.store_bytes).Key("eqms").Uint(e.eqms.size())
-        .Key("repair_seconds").Double(run.prune.search_seconds).Key("quality").BeginArray();
+    w.BeginObject()
+        .Key("p")
+        .Double(run.p)
+        .Key("pruned")
+        .Uint(run.prune.plan.n_pruned)
+        .Key("ensemble_stored_bytes")
+        .Uint(stored)
+        .Key("ensemble_bytes")
+        .Uint(e.storage.ensemble_bytes)
+        .Key("store_bytes")
+        .Uint(run.store_bytes)
+        .Key("eqms")
+        .Uint(e.eqms.size())
+        .Key("repair_seconds")
+        .Double(run.prune.search_seconds)
+        .Key("quality")
+        .BeginArray();
     for (const search::QualityRow& q : e.quality) {
       double change = 0;
       for (const search::StaticPoint& st : r0.statics) {
         if (st.label == q.label) change = 100.0 * (q.eqm_ppl / st.eval_ppl - 1.0);
       }
       std::printf(" %7s %+5.1f%%", Num(q.eqm_ppl, 3).c_str(), change);
-      w.BeginObject().Key("label").String(q.label).Key("static_footprint").Uint(q.static_footprint)
-          .Key("eqm_step").Int(q.eqm_step).Key("eqm_footprint").Uint(q.eqm_footprint)
-          .Key("eqm_ppl").Double(q.eqm_ppl).EndObject();
+      w.BeginObject()
+          .Key("label")
+          .String(q.label)
+          .Key("static_footprint")
+          .Uint(q.static_footprint)
+          .Key("eqm_step")
+          .Int(q.eqm_step)
+          .Key("eqm_footprint")
+          .Uint(q.eqm_footprint)
+          .Key("eqm_ppl")
+          .Double(q.eqm_ppl)
+          .EndObject();
     }
     w.EndArray().EndObject();
     std::printf("\n");
@@ -163,13 +188,16 @@ int main(int argc, char** argv) {
   w.EndArray().EndObject();
   plot.series.push_back(statics);
   Status s = plot::WritePlot(plot, prefix + ".svg");
-  if (s.ok()) s = PublishFile(Env::Default(), prefix + ".json", ByteSpan(reinterpret_cast<const uint8_t*>(w.str().data()), w.str().size()));
+  if (s.ok())
+    s = PublishFile(Env::Default(), prefix + ".json",
+                    ByteSpan(reinterpret_cast<const uint8_t*>(w.str().data()), w.str().size()));
   if (!s.ok()) {
     std::fprintf(stderr, "error: %s\n", s.ToString().c_str());
     return 1;
   }
-  std::printf("(ppl columns: the EQM at or below each static QM's footprint, and its change against that "
-              "static QM)\nplot: %s.svg, numbers: %s.json\n",
-              prefix.c_str(), prefix.c_str());
+  std::printf(
+      "(ppl columns: the EQM at or below each static QM's footprint, and its change against that "
+      "static QM)\nplot: %s.svg, numbers: %s.json\n",
+      prefix.c_str(), prefix.c_str());
   return 0;
 }

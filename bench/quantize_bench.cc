@@ -34,7 +34,6 @@
 #include "quantize/rtn.h"
 #include "runtime/matmul.h"
 #include "runtime/quant/quant.h"
-#include "schema/thread_pool.h"
 #include "schema/quant_types.h"
 #include "schema/thread_pool.h"
 

@@ -40,8 +40,8 @@
 #include <vector>
 
 #include "pack/writer.h"
-#include "runtime/elastic.h"
 #include "quantize/pipeline.h"
+#include "runtime/elastic.h"
 #include "schema/gguf.h"
 #include "schema/quant_types.h"
 #include "schema/units.h"
@@ -63,7 +63,9 @@ std::string EnvStr(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v == nullptr || *v == 0 ? fallback : v;
 }
-double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double Seconds(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -103,7 +105,8 @@ Case Finish(Case c, const std::string& dir, bool fresh) {
   if (!fresh) return c;
   auto store = Must(store::Store::Open(Env::Default(), c.store_dir), "open store");
   Must(testing::AddWalkEnsemble(store.get(), c.model, c.labels, "walk"), "walk ensemble");
-  for (auto [codec, path] : {std::pair{pack::Codec::kRaw, c.pack_raw}, std::pair{pack::Codec::kAuto, c.pack_auto}}) {
+  for (auto [codec, path] :
+       {std::pair{pack::Codec::kRaw, c.pack_raw}, std::pair{pack::Codec::kAuto, c.pack_auto}}) {
     pack::PackOptions po;
     po.codec = codec;
     Must(pack::WritePack(store.get(), po, path), "pack " + path);
@@ -126,7 +129,8 @@ Case BuildTinystories(const std::string& root) {
     Die(Env::Default()->CreateDir(dir), "mkdir");
     Die(store::Store::Init(Env::Default(), c.store_dir), "init");
     auto store = Must(store::Store::Open(Env::Default(), c.store_dir), "open");
-    for (const auto& l : c.labels) Must(store::ImportGguf(store.get(), c.gguf[l], {}), "import " + l);
+    for (const auto& l : c.labels)
+      Must(store::ImportGguf(store.get(), c.gguf[l], {}), "import " + l);
   }
   c = Finish(c, dir, fresh);
   if (fresh) Die(PublishFile(Env::Default(), JoinPath(dir, "done"), {}), "done");
@@ -166,9 +170,11 @@ Case BuildSynthetic(const std::string& root) {
     req.model = "synth";
     req.from = "F16";
     req.embed_bits = 0;  // the embedding and output at each QM's own type: they walk too
-    for (QType t : {QType::kQ8_0, QType::kQ4_K, QType::kQ2_K}) req.targets.push_back({ToId(t), QTypeName(ToId(t))});
+    for (QType t : {QType::kQ8_0, QType::kQ4_K, QType::kQ2_K})
+      req.targets.push_back({ToId(t), QTypeName(ToId(t))});
     Must(quantize::QuantizeModel(store.get(), req), "quantize synth");
-    for (const auto& l : c.labels) Must(store::ExportQmGguf(store.get(), "synth", l, c.gguf[l]), "export " + l);
+    for (const auto& l : c.labels)
+      Must(store::ExportQmGguf(store.get(), "synth", l, c.gguf[l]), "export " + l);
     Die(Env::Default()->RemoveFile(f16), "rm");
   }
   c = Finish(c, dir, fresh);
@@ -254,8 +260,8 @@ StaticModel LoadGguf(const std::string& path, bool use_mmap) {
   if (use_mmap) {
     const ByteSpan data = source.data_section();
     const uintptr_t begin = reinterpret_cast<uintptr_t>(data.data()) & ~uintptr_t{4095};
-    ::madvise(reinterpret_cast<void*>(begin), reinterpret_cast<uintptr_t>(data.data()) + data.size() - begin,
-              MADV_POPULATE_READ);
+    ::madvise(reinterpret_cast<void*>(begin),
+              reinterpret_cast<uintptr_t>(data.data()) + data.size() - begin, MADV_POPULATE_READ);
   }
   return out;
 }
@@ -292,8 +298,10 @@ void BM_Step(benchmark::State& state, const std::string& path) {
     swaps += rec.modules_swapped;
   }
   state.SetBytesProcessed(static_cast<int64_t>(bytes));
-  state.counters["KB_in"] = benchmark::Counter(static_cast<double>(bytes) / 1e3, benchmark::Counter::kAvgIterations);
-  state.counters["modules"] = benchmark::Counter(static_cast<double>(swaps), benchmark::Counter::kAvgIterations);
+  state.counters["KB_in"] =
+      benchmark::Counter(static_cast<double>(bytes) / 1e3, benchmark::Counter::kAvgIterations);
+  state.counters["modules"] =
+      benchmark::Counter(static_cast<double>(swaps), benchmark::Counter::kAvgIterations);
 }
 
 void BM_Walk(benchmark::State& state, const std::string& path) {
@@ -312,7 +320,8 @@ void BM_Walk(benchmark::State& state, const std::string& path) {
   }
   state.SetBytesProcessed(static_cast<int64_t>(bytes));
   state.counters["steps"] = n - 1;
-  state.counters["MB_in"] = benchmark::Counter(static_cast<double>(bytes) / 1e6, benchmark::Counter::kAvgIterations);
+  state.counters["MB_in"] =
+      benchmark::Counter(static_cast<double>(bytes) / 1e6, benchmark::Counter::kAvgIterations);
 }
 
 void BM_Reload(benchmark::State& state, const std::string& gguf, bool use_mmap) {
@@ -351,8 +360,8 @@ void ReportWalk(const Case& c) {
   for (const auto& l : c.labels) {
     reload[l] = ReloadSeconds(c.gguf.at(l));
     qm_bytes[l] = LoadGguf(c.gguf.at(l), true).tensor_bytes;
-    std::printf("reload of %s (%s of tensors, mmap + parse + build + fault in): %.2f ms\n", l.c_str(),
-                FormatBytes(qm_bytes[l]).c_str(), reload[l] * 1e3);
+    std::printf("reload of %s (%s of tensors, mmap + parse + build + fault in): %.2f ms\n",
+                l.c_str(), FormatBytes(qm_bytes[l]).c_str(), reload[l] * 1e3);
   }
   for (const std::string& path : {c.pack_raw, c.pack_auto}) {
     Opened o = OpenManager(path);
@@ -367,7 +376,8 @@ void ReportWalk(const Case& c) {
         ms[static_cast<size_t>(l)].push_back(rec.seconds * 1e3);
         in[static_cast<size_t>(l)] = rec.bytes_in;
         for (size_t p = 0; p < o.mgr->levels()[static_cast<size_t>(l)].modules.size(); ++p) {
-          if (o.mgr->levels()[static_cast<size_t>(l)].modules[p] != o.mgr->levels()[static_cast<size_t>(l) - 1].modules[p]) {
+          if (o.mgr->levels()[static_cast<size_t>(l)].modules[p] !=
+              o.mgr->levels()[static_cast<size_t>(l) - 1].modules[p]) {
             slot[static_cast<size_t>(l)] = o.mgr->manifest().slots[p].name;
           }
         }
@@ -375,8 +385,10 @@ void ReportWalk(const Case& c) {
       Must(o.mgr->TransitionTo(0), "back");
     }
     const bool raw = path == c.pack_raw;
-    std::printf("\n%s pack (%s): step, slot lowered, bytes in, ms (median of %d walks), reload of the nearest QM, ratio\n",
-                raw ? "raw" : "auto", path.c_str(), repeats);
+    std::printf(
+        "\n%s pack (%s): step, slot lowered, bytes in, ms (median of %d walks), reload of the "
+        "nearest QM, ratio\n",
+        raw ? "raw" : "auto", path.c_str(), repeats);
     std::vector<double> ratios, step_ms, per_mb;
     double total_ms = 0;
     uint64_t total_in = 0;
@@ -386,7 +398,8 @@ void ReportWalk(const Case& c) {
       std::string nearest = c.labels.front();
       for (const auto& q : c.labels) {
         if (std::llabs(static_cast<long long>(qm_bytes[q]) - static_cast<long long>(footprint)) <
-            std::llabs(static_cast<long long>(qm_bytes[nearest]) - static_cast<long long>(footprint))) {
+            std::llabs(static_cast<long long>(qm_bytes[nearest]) -
+                       static_cast<long long>(footprint))) {
           nearest = q;
         }
       }
@@ -396,30 +409,35 @@ void ReportWalk(const Case& c) {
       per_mb.push_back(t / (static_cast<double>(in[static_cast<size_t>(l)]) / 1e6));
       total_ms += t;
       total_in += in[static_cast<size_t>(l)];
-      std::printf("  %3d  %-26s %10s %8.3f ms   %-7s %7.2f ms  %7.0fx\n", l, slot[static_cast<size_t>(l)].c_str(),
-                  FormatBytes(in[static_cast<size_t>(l)]).c_str(), t, nearest.c_str(), reload[nearest] * 1e3, ratio);
+      std::printf("  %3d  %-26s %10s %8.3f ms   %-7s %7.2f ms  %7.0fx\n", l,
+                  slot[static_cast<size_t>(l)].c_str(),
+                  FormatBytes(in[static_cast<size_t>(l)]).c_str(), t, nearest.c_str(),
+                  reload[nearest] * 1e3, ratio);
     }
-    std::printf("  %s: %d steps, %s swapped in %.2f ms (%.3f ms per MB); median step %.3f ms (%.3f ms per MB); "
-                "reload / step: median %.0fx, min %.0fx\n",
-                raw ? "raw" : "auto", n - 1, FormatBytes(total_in).c_str(), total_ms,
-                total_ms / (static_cast<double>(total_in) / 1e6), Median(step_ms), Median(per_mb), Median(ratios),
-                *std::min_element(ratios.begin(), ratios.end()));
+    std::printf(
+        "  %s: %d steps, %s swapped in %.2f ms (%.3f ms per MB); median step %.3f ms (%.3f ms per "
+        "MB); "
+        "reload / step: median %.0fx, min %.0fx\n",
+        raw ? "raw" : "auto", n - 1, FormatBytes(total_in).c_str(), total_ms,
+        total_ms / (static_cast<double>(total_in) / 1e6), Median(step_ms), Median(per_mb),
+        Median(ratios), *std::min_element(ratios.begin(), ratios.end()));
   }
 }
 
 void ReportMemory(const Case& c) {
-  std::printf("\n== %s: resident memory at several budgets (after 8 decoded tokens) ==\n", c.name.c_str());
+  std::printf("\n== %s: resident memory at several budgets (after 8 decoded tokens) ==\n",
+              c.name.c_str());
   for (const std::string& path : {c.pack_raw, c.pack_auto}) {
     runtime::ElasticOptions eo;
     auto rt = Must(runtime::ElasticRuntime::Open(Env::Default(), path, eo, &Pool()), path);
     Die(rt->Start({}), "start");
     const auto& levels = rt->residency()->levels();
     const uint64_t overhead = rt->overhead().total();
-    std::printf("%s pack; KV cache + scratch counted in each budget: %s\n", path == c.pack_raw ? "raw" : "auto",
-                FormatBytes(overhead).c_str());
+    std::printf("%s pack; KV cache + scratch counted in each budget: %s\n",
+                path == c.pack_raw ? "raw" : "auto", FormatBytes(overhead).c_str());
     const uint64_t opened = Must(runtime::PackPayloadPresentBytes(*rt->pack()), "pagemap");
-    std::printf("  %-10s %-8s %12s %14s %12s %14s %14s %12s\n", "budget", "EQM", "footprint", "mapped (pages)",
-                "decoded", "measured/foot", "reader's map", "process RSS");
+    std::printf("  %-10s %-8s %12s %14s %12s %14s %14s %12s\n", "budget", "EQM", "footprint",
+                "mapped (pages)", "decoded", "measured/foot", "reader's map", "process RSS");
     const size_t n = levels.size();
     for (size_t l : {size_t{0}, n / 4, n / 2, 3 * n / 4, n - 1, size_t{0}}) {
       const uint64_t budget = levels[l].footprint + overhead;
@@ -427,16 +445,20 @@ void ReportMemory(const Case& c) {
       runtime::GenerateOptions go;
       go.n_predict = 8;
       go.sampling.temperature = 0;
-      Die(rt->Generate(std::vector<int32_t>{1, 5, 9}, go, {}, [](int32_t) { return Status::OK(); }).status(), "gen");
+      Die(rt->Generate(std::vector<int32_t>{1, 5, 9}, go, {}, [](int32_t) { return Status::OK(); })
+              .status(),
+          "gen");
       const uint64_t mapped = Must(rt->residency()->MappedPresentBytes(), "pagemap");
       const uint64_t reader = Must(runtime::PackPayloadPresentBytes(*rt->pack()), "pagemap");
       const uint64_t owned = rt->residency()->owned_bytes();
       const uint64_t rss = Must(runtime::ProcessRssBytes(), "statm");
       std::printf("  %-10s %-8s %12s %14s %12s %13.3fx %14s %12s\n", FormatBytes(budget).c_str(),
-                  levels[l].label.c_str(), FormatBytes(levels[l].footprint).c_str(), FormatBytes(mapped).c_str(),
-                  FormatBytes(owned).c_str(),
+                  levels[l].label.c_str(), FormatBytes(levels[l].footprint).c_str(),
+                  FormatBytes(mapped).c_str(), FormatBytes(owned).c_str(),
                   static_cast<double>(mapped + owned) / static_cast<double>(levels[l].footprint),
-                  (FormatBytes(reader) + (reader > opened ? " (+" + FormatBytes(reader - opened) + ")" : "")).c_str(),
+                  (FormatBytes(reader) +
+                   (reader > opened ? " (+" + FormatBytes(reader - opened) + ")" : ""))
+                      .c_str(),
                   FormatBytes(rss).c_str());
     }
   }
@@ -450,11 +472,13 @@ void ReportReplay(const Case& c) {
   eo.workload = runtime::Workload::kPerplexity;
   auto rt = Must(runtime::ElasticRuntime::Open(Env::Default(), c.pack_raw, eo, &Pool()), "replay");
   const int64_t n_ctx = rt->n_ctx();
-  const Bytes text = Must(ReadFileBytes(Env::Default(), EnvStr("FQ_TESTDATA", "") + "/text/tinystories_val.ppl.txt"),
-                          "text");
-  const std::vector<int32_t> tokens =
-      rt->tokenizer().Encode(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);
-  const int64_t chunks = std::min<int64_t>(want_chunks, static_cast<int64_t>(tokens.size()) / n_ctx);
+  const Bytes text = Must(
+      ReadFileBytes(Env::Default(), EnvStr("FQ_TESTDATA", "") + "/text/tinystories_val.ppl.txt"),
+      "text");
+  const std::vector<int32_t> tokens = rt->tokenizer().Encode(
+      std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);
+  const int64_t chunks =
+      std::min<int64_t>(want_chunks, static_cast<int64_t>(tokens.size()) / n_ctx);
   const auto& levels = rt->residency()->levels();
   const uint64_t overhead = rt->overhead().total();
   // The static ladder: the QMs of the library, largest first.
@@ -475,10 +499,13 @@ void ReportReplay(const Case& c) {
     } else {
       avail = std::clamp(avail + (u(rng) - 0.5) * 0.2, 0.0, 1.0);  // drift
     }
-    const int64_t token = i == 0 ? 0 : i * n_ctx - static_cast<int64_t>(u(rng) * static_cast<double>(n_ctx));
-    trace.push_back({token, lo + static_cast<uint64_t>(avail * static_cast<double>(hi - lo)), static_cast<int>(i + 1)});
+    const int64_t token =
+        i == 0 ? 0 : i * n_ctx - static_cast<int64_t>(u(rng) * static_cast<double>(n_ctx));
+    trace.push_back({token, lo + static_cast<uint64_t>(avail * static_cast<double>(hi - lo)),
+                     static_cast<int>(i + 1)});
   }
-  std::sort(trace.begin(), trace.end(), [](const auto& a, const auto& b) { return a.token < b.token; });
+  std::sort(trace.begin(), trace.end(),
+            [](const auto& a, const auto& b) { return a.token < b.token; });
   Die(rt->Start({.budget = trace.front().budget}), "start");
 
   // Elastic.
@@ -533,23 +560,26 @@ void ReportReplay(const Case& c) {
         current_label = pick;
       }
       session->Reset();
-      Die(session->Eval(inputs[static_cast<size_t>(ch)], static_cast<size_t>(n_ctx / 2), &logits), "eval");
+      Die(session->Eval(inputs[static_cast<size_t>(ch)], static_cast<size_t>(n_ctx / 2), &logits),
+          "eval");
       runtime::MeanAccumulator acc;
       for (int64_t j = n_ctx / 2; j < n_ctx - 1; ++j) {
-        acc.Add(runtime::TokenNll(std::span<const float>(logits.data() + static_cast<size_t>(j - n_ctx / 2) * v, v),
-                                  tokens[static_cast<size_t>(ch * n_ctx + j + 1)]));
+        acc.Add(runtime::TokenNll(
+            std::span<const float>(logits.data() + static_cast<size_t>(j - n_ctx / 2) * v, v),
+            tokens[static_cast<size_t>(ch * n_ctx + j + 1)]));
       }
       static_nll[static_cast<size_t>(ch)] = acc.mean();
       static_foot[static_cast<size_t>(ch)] = foot;
     }
   }
 
-  std::printf("\n== %s: trace replay, %zu budget changes over %lld chunks of %lld tokens (%s .. %s)%s ==\n",
-              c.name.c_str(), trace.size(), static_cast<long long>(chunks), static_cast<long long>(n_ctx),
-              FormatBytes(lo).c_str(), FormatBytes(hi).c_str(),
-              real ? "" : "; random weights: its perplexities mean nothing, its stalls do");
-  std::printf("  %-12s %10s %12s %12s %10s %10s\n", "chunks", "budget", "EQM weights", "QM weights", "ppl EQM",
-              "ppl QM");
+  std::printf(
+      "\n== %s: trace replay, %zu budget changes over %lld chunks of %lld tokens (%s .. %s)%s ==\n",
+      c.name.c_str(), trace.size(), static_cast<long long>(chunks), static_cast<long long>(n_ctx),
+      FormatBytes(lo).c_str(), FormatBytes(hi).c_str(),
+      real ? "" : "; random weights: its perplexities mean nothing, its stalls do");
+  std::printf("  %-12s %10s %12s %12s %10s %10s\n", "chunks", "budget", "EQM weights", "QM weights",
+              "ppl EQM", "ppl QM");
   const int64_t seg = std::max<int64_t>(1, chunks / 10);
   for (int64_t s = 0; s < chunks; s += seg) {
     const int64_t e = std::min(chunks, s + seg);
@@ -563,9 +593,11 @@ void ReportReplay(const Case& c) {
     }
     const double k = static_cast<double>(e - s);
     std::printf("  %5lld-%-6lld %10s %12s %12s %10.4f %10.4f\n", static_cast<long long>(s),
-                static_cast<long long>(e - 1), FormatBytes(static_cast<uint64_t>(budget / k)).c_str(),
-                FormatBytes(static_cast<uint64_t>(fe / k)).c_str(), FormatBytes(static_cast<uint64_t>(fs / k)).c_str(),
-                std::exp(nll_e / k), std::exp(nll_s / k));
+                static_cast<long long>(e - 1),
+                FormatBytes(static_cast<uint64_t>(budget / k)).c_str(),
+                FormatBytes(static_cast<uint64_t>(fe / k)).c_str(),
+                FormatBytes(static_cast<uint64_t>(fs / k)).c_str(), std::exp(nll_e / k),
+                std::exp(nll_s / k));
   }
   double all_s = 0, mean_fe = 0, mean_fs = 0;
   for (int64_t ch = 0; ch < chunks; ++ch) {
@@ -573,18 +605,25 @@ void ReportReplay(const Case& c) {
     mean_fe += static_cast<double>(er.chunks[static_cast<size_t>(ch)].footprint);
     mean_fs += static_cast<double>(static_foot[static_cast<size_t>(ch)]);
   }
-  std::printf("  elastic ensemble: ppl %.4f, mean weights %s, %zu transitions, %s swapped, stalls %.1f ms in all "
-              "(%.3f ms each), run %.1f s\n",
-              er.total.ppl, FormatBytes(static_cast<uint64_t>(mean_fe / static_cast<double>(chunks))).c_str(),
-              er.transitions.size(), FormatBytes(elastic_bytes).c_str(), elastic_stall * 1e3,
-              er.transitions.empty() ? 0.0 : elastic_stall * 1e3 / static_cast<double>(er.transitions.size()),
-              elastic_seconds);
-  std::printf("  static ladder:    ppl %.4f, mean weights %s, %lld switches, %s reloaded, stalls %.1f ms in all "
-              "(%.3f ms each)\n",
-              std::exp(all_s / static_cast<double>(chunks)),
-              FormatBytes(static_cast<uint64_t>(mean_fs / static_cast<double>(chunks))).c_str(),
-              static_cast<long long>(static_switches), FormatBytes(static_bytes).c_str(), static_stall * 1e3,
-              static_switches == 0 ? 0.0 : static_stall * 1e3 / static_cast<double>(static_switches));
+  std::printf(
+      "  elastic ensemble: ppl %.4f, mean weights %s, %zu transitions, %s swapped, stalls %.1f ms "
+      "in all "
+      "(%.3f ms each), run %.1f s\n",
+      er.total.ppl,
+      FormatBytes(static_cast<uint64_t>(mean_fe / static_cast<double>(chunks))).c_str(),
+      er.transitions.size(), FormatBytes(elastic_bytes).c_str(), elastic_stall * 1e3,
+      er.transitions.empty() ? 0.0
+                             : elastic_stall * 1e3 / static_cast<double>(er.transitions.size()),
+      elastic_seconds);
+  std::printf(
+      "  static ladder:    ppl %.4f, mean weights %s, %lld switches, %s reloaded, stalls %.1f ms "
+      "in all "
+      "(%.3f ms each)\n",
+      std::exp(all_s / static_cast<double>(chunks)),
+      FormatBytes(static_cast<uint64_t>(mean_fs / static_cast<double>(chunks))).c_str(),
+      static_cast<long long>(static_switches), FormatBytes(static_bytes).c_str(),
+      static_stall * 1e3,
+      static_switches == 0 ? 0.0 : static_stall * 1e3 / static_cast<double>(static_switches));
 }
 
 void ReportSizes(const Case& c) {
@@ -593,18 +632,23 @@ void ReportSizes(const Case& c) {
   auto e = Must(store->FindEnsemble(m.id, "walk"), "ensemble");
   std::map<std::string, uint64_t> stored;  // unique modules of the ensemble and its QMs
   for (const auto& q : Must(store->ListEqms(e.id), "eqms")) {
-    for (const auto& ref : Must(store->catalog().EqmModules(q.id), "eqm modules")) stored[ref.key.Hex()] = ref.stored_bytes;
+    for (const auto& ref : Must(store->catalog().EqmModules(q.id), "eqm modules"))
+      stored[ref.key.Hex()] = ref.stored_bytes;
   }
   uint64_t store_bytes = 0, gguf_bytes = 0;
   for (const auto& [k, b] : stored) store_bytes += b;
-  for (const auto& l : c.labels) gguf_bytes += Must(Env::Default()->GetFileSize(c.gguf.at(l)), "size");
+  for (const auto& l : c.labels)
+    gguf_bytes += Must(Env::Default()->GetFileSize(c.gguf.at(l)), "size");
   const uint64_t raw = Must(Env::Default()->GetFileSize(c.pack_raw), "size");
   const uint64_t aut = Must(Env::Default()->GetFileSize(c.pack_auto), "size");
-  std::printf("\n== %s: sizes ==\n  the three GGUF files: %s; the store's blobs of the ensemble (%zu modules): %s; "
-              "pack --codec raw: %s (%.3fx the store); --codec auto: %s (%.3fx)\n",
-              c.name.c_str(), FormatBytes(gguf_bytes).c_str(), stored.size(), FormatBytes(store_bytes).c_str(),
-              FormatBytes(raw).c_str(), static_cast<double>(raw) / static_cast<double>(store_bytes),
-              FormatBytes(aut).c_str(), static_cast<double>(aut) / static_cast<double>(store_bytes));
+  std::printf(
+      "\n== %s: sizes ==\n  the three GGUF files: %s; the store's blobs of the ensemble (%zu "
+      "modules): %s; "
+      "pack --codec raw: %s (%.3fx the store); --codec auto: %s (%.3fx)\n",
+      c.name.c_str(), FormatBytes(gguf_bytes).c_str(), stored.size(),
+      FormatBytes(store_bytes).c_str(), FormatBytes(raw).c_str(),
+      static_cast<double>(raw) / static_cast<double>(store_bytes), FormatBytes(aut).c_str(),
+      static_cast<double>(aut) / static_cast<double>(store_bytes));
 }
 
 }  // namespace
@@ -639,18 +683,22 @@ int main(int argc, char** argv) {
   }
   if (models.find("synth") != std::string::npos) cases.push_back(BuildSynthetic(root));
   for (const Case& c : cases) {
-    for (const auto& [codec, path] : {std::pair{"raw", c.pack_raw}, std::pair{"auto", c.pack_auto}}) {
-      benchmark::RegisterBenchmark(("transition/step/" + c.name + "/" + codec).c_str(), BM_Step, path)
+    for (const auto& [codec, path] :
+         {std::pair{"raw", c.pack_raw}, std::pair{"auto", c.pack_auto}}) {
+      benchmark::RegisterBenchmark(("transition/step/" + c.name + "/" + codec).c_str(), BM_Step,
+                                   path)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("transition/walk/" + c.name + "/" + codec).c_str(), BM_Walk, path)
+      benchmark::RegisterBenchmark(("transition/walk/" + c.name + "/" + codec).c_str(), BM_Walk,
+                                   path)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
     }
     for (const auto& l : c.labels) {
       for (bool mm : {true, false}) {
-        benchmark::RegisterBenchmark(("reload/" + c.name + "/" + l + (mm ? "/mmap" : "/read")).c_str(), BM_Reload,
-                                     c.gguf.at(l), mm)
+        benchmark::RegisterBenchmark(
+            ("reload/" + c.name + "/" + l + (mm ? "/mmap" : "/read")).c_str(), BM_Reload,
+            c.gguf.at(l), mm)
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
       }

@@ -53,13 +53,15 @@ void Context::Note(std::string_view text) const {
 int Main(int argc, char** argv) {
   CLI::App app{
       "fqpack: elastic quantized LLMs. Stores the modules of several quantized checkpoints of one\n"
-      "model once, builds FlexQuant ensembles of elastic models, and runs them under a memory budget."};
+      "model once, builds FlexQuant ensembles of elastic models, and runs them under a memory "
+      "budget."};
   app.name("fqpack");
   app.require_subcommand(1);
   app.fallthrough();
   app.set_version_flag("--version", "fqpack 0.1.0");
   Context ctx;
-  app.add_option("--store", ctx.store_flag, "Store directory (default: $FQPACK_STORE or ./.fqpack-store)")
+  app.add_option("--store", ctx.store_flag,
+                 "Store directory (default: $FQPACK_STORE or ./.fqpack-store)")
       ->type_name("DIR");
   app.add_flag("--json", ctx.json, "Print one JSON document on stdout instead of tables");
   app.add_flag("-q,--quiet", ctx.quiet, "No progress or notes on stderr");

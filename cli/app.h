@@ -10,9 +10,9 @@
 #include <string>
 #include <string_view>
 
+#include "cli/output.h"
 #include "schema/env.h"
 #include "schema/status.h"
-#include "cli/output.h"
 #include "store/store.h"
 
 namespace fqpack::search {

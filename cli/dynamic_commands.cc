@@ -68,8 +68,9 @@ Status RunCalibrateDynamic(Context& ctx, const CalibrateDynamicArgs& args) {
   opts.bos = tok.add_bos() ? tok.bos() : -1;
   opts.max_tokens = args.tokens;
   opts.target_bits = args.target_bits;
-  const int64_t chunks = std::max<int64_t>(
-      1, std::min<int64_t>(args.tokens / opts.n_ctx, static_cast<int64_t>(tokens.size()) / opts.n_ctx));
+  const int64_t chunks =
+      std::max<int64_t>(1, std::min<int64_t>(args.tokens / opts.n_ctx,
+                                             static_cast<int64_t>(tokens.size()) / opts.n_ctx));
   Progress progress("calibrate-dynamic " + m.name + " hi=" + args.hi + ",lo=" + args.lo,
                     static_cast<uint64_t>(chunks), ctx.ShowProgress());
   opts.progress = [&](int64_t done, int64_t) {
@@ -110,8 +111,15 @@ Status RunCalibrateDynamic(Context& ctx, const CalibrateDynamicArgs& args) {
         .Key("units").BeginArray();
     // clang-format on
     for (const store::DynamicUnitInfo& u : d.units) {
-      w.BeginObject().Key("rank").Int(u.rank).Key("unit").String(u.name).Key("sensitivity").Double(u.sensitivity)
-          .Key("extra_bytes").Int(u.extra_bytes);
+      w.BeginObject()
+          .Key("rank")
+          .Int(u.rank)
+          .Key("unit")
+          .String(u.name)
+          .Key("sensitivity")
+          .Double(u.sensitivity)
+          .Key("extra_bytes")
+          .Int(u.extra_bytes);
       if (std::isfinite(u.threshold)) {
         w.Key("threshold").Double(u.threshold);
       } else {
@@ -125,14 +133,15 @@ Status RunCalibrateDynamic(Context& ctx, const CalibrateDynamicArgs& args) {
   }
   Table t({"rank", "unit", "KL if lo (nats)", "extra", "hi when H >="}, "rlrrr");
   for (const store::DynamicUnitInfo& u : d.units) {
-    t.AddRow({std::to_string(u.rank), u.name, FormatDouble(u.sensitivity, 6), FormatBytesSigned(u.extra_bytes),
-              Threshold(u.threshold)});
+    t.AddRow({std::to_string(u.rank), u.name, FormatDouble(u.sensitivity, 6),
+              FormatBytesSigned(u.extra_bytes), Threshold(u.threshold)});
   }
-  ctx.Print("dynamic precision model " + m.name + " hi=" + args.hi + " (" + FormatDouble(d.hi_bits(), 3) +
-            " bits/w), lo=" + args.lo + " (" + FormatDouble(d.lo_bits(), 3) + " bits/w): target " +
-            FormatDouble(d.target_bits, 3) + " bits/w, " + FormatDouble(d.calib_bits, 3) +
-            " on the calibration text (" + std::to_string(d.calib_tokens) + " tokens in " +
-            std::to_string(d.calib_starts) + " chunks of " + std::to_string(opts.n_ctx) + ")\n" + t.Render("  "));
+  ctx.Print("dynamic precision model " + m.name + " hi=" + args.hi + " (" +
+            FormatDouble(d.hi_bits(), 3) + " bits/w), lo=" + args.lo + " (" +
+            FormatDouble(d.lo_bits(), 3) + " bits/w): target " + FormatDouble(d.target_bits, 3) +
+            " bits/w, " + FormatDouble(d.calib_bits, 3) + " on the calibration text (" +
+            std::to_string(d.calib_tokens) + " tokens in " + std::to_string(d.calib_starts) +
+            " chunks of " + std::to_string(opts.n_ctx) + ")\n" + t.Render("  "));
   return Status::OK();
 }
 
@@ -140,10 +149,11 @@ Status RunCalibrateDynamic(Context& ctx, const CalibrateDynamicArgs& args) {
 
 void RegisterDynamicCommands(CLI::App& app, Context& ctx) {
   auto a = std::make_shared<CalibrateDynamicArgs>();
-  CLI::App* c = app.add_subcommand(
-      "calibrate-dynamic",
-      "Calibrate per-token dynamic precision between two QMs (layer sensitivity by KL, an entropy-to-precision "
-      "model meeting a target of bits per weight); stored for run/ppl --dynamic and carried by pack");
+  CLI::App* c = app.add_subcommand("calibrate-dynamic",
+                                   "Calibrate per-token dynamic precision between two QMs (layer "
+                                   "sensitivity by KL, an entropy-to-precision "
+                                   "model meeting a target of bits per weight); stored for run/ppl "
+                                   "--dynamic and carried by pack");
   c->add_option("-m,--model", a->model, "Model (needed when the store holds several)");
   c->add_option("--hi", a->hi, "High-precision QM, e.g. Q8_0")->required();
   c->add_option("--lo", a->lo, "Low-precision QM, e.g. Q4_K_M")->required();
@@ -152,7 +162,8 @@ void RegisterDynamicCommands(CLI::App& app, Context& ctx) {
       ->check(CLI::ExistingFile);
   c->add_option("--target-bits", a->target_bits,
                 "Average bits per weight to meet (default: halfway between lo and hi)");
-  c->add_option("-c,--ctx-size", a->n_ctx, "Tokens per calibration chunk (default: the model's context length)")
+  c->add_option("-c,--ctx-size", a->n_ctx,
+                "Tokens per calibration chunk (default: the model's context length)")
       ->check(CLI::Range(int64_t{4}, int64_t{1} << 20));
   c->add_option("--tokens", a->tokens, "Calibration tokens at most (whole chunks; default 8192)")
       ->check(CLI::Range(int64_t{4}, int64_t{1} << 30));

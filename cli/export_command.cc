@@ -13,9 +13,10 @@
 
 namespace fqpack::cli {
 
-Status ExportPackGguf(Context& ctx, const std::string& pack_path, const std::string& ensemble, int eqm,
-                      const std::string& qm, const std::string& out) {
-  if ((eqm >= 0) == !qm.empty()) return Status::InvalidArgument("export from a .fqpack needs one of --eqm K and --qm LABEL");
+Status ExportPackGguf(Context& ctx, const std::string& pack_path, const std::string& ensemble,
+                      int eqm, const std::string& qm, const std::string& out) {
+  if ((eqm >= 0) == !qm.empty())
+    return Status::InvalidArgument("export from a .fqpack needs one of --eqm K and --qm LABEL");
   FQ_ASSIGN_OR_RETURN(auto reader, pack::PackReader::Open(ctx.env, pack_path));
   store::ModelManifest manifest;
   if (eqm >= 0) {
@@ -31,19 +32,31 @@ Status ExportPackGguf(Context& ctx, const std::string& pack_path, const std::str
   }
   Progress progress("export " + manifest.label, 1000, ctx.ShowProgress());
   Result<store::ExportResult> r = store::ExportManifestGguf(
-      ctx.env, reader.get(), manifest, out,
-      [&](size_t done, size_t total) { progress.Update(done * 1000 / std::max<size_t>(total, 1)); });
+      ctx.env, reader.get(), manifest, out, [&](size_t done, size_t total) {
+        progress.Update(done * 1000 / std::max<size_t>(total, 1));
+      });
   if (!r.ok()) return r.status().WithContext(pack_path + ": " + manifest.label);
   progress.Finish();
   if (ctx.json) {
     JsonWriter w;
-    w.BeginObject().Key("file").String(out).Key("pack").String(pack_path).Key("level").String(manifest.label)
-        .Key("bytes").Uint(r->bytes).Key("tensors").Uint(r->tensors).Key("weight_bytes").Uint(manifest.weight_bytes())
+    w.BeginObject()
+        .Key("file")
+        .String(out)
+        .Key("pack")
+        .String(pack_path)
+        .Key("level")
+        .String(manifest.label)
+        .Key("bytes")
+        .Uint(r->bytes)
+        .Key("tensors")
+        .Uint(r->tensors)
+        .Key("weight_bytes")
+        .Uint(manifest.weight_bytes())
         .EndObject();
     ctx.Print(w.str());
   } else {
-    ctx.Print("wrote " + out + ": " + manifest.model + " " + manifest.label + ", " + std::to_string(r->tensors) +
-              " tensors, " + FormatBytes(r->bytes));
+    ctx.Print("wrote " + out + ": " + manifest.model + " " + manifest.label + ", " +
+              std::to_string(r->tensors) + " tensors, " + FormatBytes(r->bytes));
   }
   return Status::OK();
 }

@@ -21,8 +21,9 @@ void ModelSourceArgs::AddOptions(CLI::App* cmd, bool with_qm, bool elastic) {
   cmd->add_option("--budget-trace", budget_trace,
                   "File of 'token_index,budget' lines: the budget changes while it runs")
       ->check(CLI::ExistingFile);
-  cmd->add_option("--transitions-json", transitions_json,
-                  "Write every transition (from, to, modules swapped, bytes read, ms) to this file as JSON");
+  cmd->add_option(
+      "--transitions-json", transitions_json,
+      "Write every transition (from, to, modules swapped, bytes read, ms) to this file as JSON");
   cmd->add_flag("--static-ladder", static_ladder,
                 "Use only the pack's whole QMs (what switching static checkpoints gives)");
   cmd->add_option("-b,--batch-size", n_batch,
@@ -37,22 +38,26 @@ Status CheckSourceArgs(const ModelSourceArgs& args) {
   if (args.pack.empty()) {
     if (args.elastic_flags()) {
       return Status::InvalidArgument(
-          "--budget, --budget-trace, --eqm, --ensemble, --transitions-json, --static-ladder and -b run a "
+          "--budget, --budget-trace, --eqm, --ensemble, --transitions-json, --static-ladder and -b "
+          "run a "
           ".fqpack file; a QM of the store has one fixed size (write a pack with `fqpack pack -o "
           "model.fqpack`, then `fqpack run model.fqpack --budget ...`)");
     }
     return Status::OK();
   }
   if (!args.model.empty()) {
-    return Status::InvalidArgument("--model picks a model of the store; a .fqpack file holds one model");
+    return Status::InvalidArgument(
+        "--model picks a model of the store; a .fqpack file holds one model");
   }
   int choices = (args.eqm >= 0) + !args.qm.empty() + !args.budget.empty();
   if (choices > 1) return Status::InvalidArgument("choose one of --eqm, --qm and --budget");
   if (!args.budget_trace.empty() && (args.eqm >= 0 || !args.qm.empty())) {
-    return Status::InvalidArgument("--budget-trace moves between EQMs; it cannot be combined with --eqm or --qm");
+    return Status::InvalidArgument(
+        "--budget-trace moves between EQMs; it cannot be combined with --eqm or --qm");
   }
   if (args.static_ladder && args.eqm >= 0) {
-    return Status::InvalidArgument("--static-ladder runs the pack's whole QMs; choose one with --qm, not --eqm");
+    return Status::InvalidArgument(
+        "--static-ladder runs the pack's whole QMs; choose one with --qm, not --eqm");
   }
   return Status::OK();
 }
@@ -77,13 +82,15 @@ Result<ModelSource> OpenPackSource(Context& ctx, const ModelSourceArgs& args, bo
   opts.n_ctx = setup.n_ctx;
   opts.n_batch = setup.n_batch;
   opts.workload = setup.workload;
-  FQ_ASSIGN_OR_RETURN(src.elastic, runtime::ElasticRuntime::Open(ctx.env, args.pack, opts, setup.pool));
+  FQ_ASSIGN_OR_RETURN(src.elastic,
+                      runtime::ElasticRuntime::Open(ctx.env, args.pack, opts, setup.pool));
   runtime::LevelChoice choice;
   choice.eqm = args.eqm;
   choice.qm = args.qm;
   if (!args.budget.empty()) {
     Result<uint64_t> b = ParseBytes(args.budget);
-    if (!b.ok()) return Status::InvalidArgument("--budget '" + args.budget + "': " + b.status().message());
+    if (!b.ok())
+      return Status::InvalidArgument("--budget '" + args.budget + "': " + b.status().message());
     if (*b == 0) return Status::InvalidArgument("--budget must be more than 0 bytes");
     choice.budget = *b;
   }
@@ -105,7 +112,8 @@ Result<ModelSource> OpenPackSource(Context& ctx, const ModelSourceArgs& args, bo
 }
 
 Status ParseDynamicSpec(const std::string& spec, std::string* hi, std::string* lo) {
-  const std::string bad = "--dynamic '" + spec + "': expected hi=LABEL,lo=LABEL (e.g. hi=Q8_0,lo=Q4_K_M)";
+  const std::string bad =
+      "--dynamic '" + spec + "': expected hi=LABEL,lo=LABEL (e.g. hi=Q8_0,lo=Q4_K_M)";
   const size_t comma = spec.find(',');
   if (comma == std::string::npos || spec.find(',', comma + 1) != std::string::npos) {
     return Status::InvalidArgument(bad);
@@ -160,8 +168,7 @@ Result<ModelSource> ResolveModelSource(Context& ctx, const ModelSourceArgs& args
   return src;
 }
 
-Result<std::unique_ptr<runtime::Model>> LoadModel(const ModelSource& src,
-                                                  ThreadPool* pool) {
+Result<std::unique_ptr<runtime::Model>> LoadModel(const ModelSource& src, ThreadPool* pool) {
   return runtime::Model::Load(src.manifest, src.modules, pool);
 }
 
@@ -188,16 +195,19 @@ Status CheckInterrupt() {
 }
 
 void DynamicArgs::AddOptions(CLI::App* cmd) {
-  cmd->add_option("--dynamic", spec,
-                  "Switch precision per token between two QMs, e.g. hi=Q8_0,lo=Q4_K_M (needs `fqpack "
-                  "calibrate-dynamic` for that pair)");
+  cmd->add_option(
+      "--dynamic", spec,
+      "Switch precision per token between two QMs, e.g. hi=Q8_0,lo=Q4_K_M (needs `fqpack "
+      "calibrate-dynamic` for that pair)");
   cmd->add_option("--target-bits", target_bits,
                   "Average bits per weight --dynamic aims at (default: the calibrated target)");
 }
 
-Status CheckDynamicArgs(const ModelSourceArgs& source, const DynamicArgs& dyn, const std::string& kl_base) {
+Status CheckDynamicArgs(const ModelSourceArgs& source, const DynamicArgs& dyn,
+                        const std::string& kl_base) {
   if (!dyn.on()) {
-    if (!std::isnan(dyn.target_bits)) return Status::InvalidArgument("--target-bits goes with --dynamic hi=...,lo=...");
+    if (!std::isnan(dyn.target_bits))
+      return Status::InvalidArgument("--target-bits goes with --dynamic hi=...,lo=...");
     return Status::OK();
   }
   ModelSourceArgs others = source;
@@ -211,13 +221,14 @@ Status CheckDynamicArgs(const ModelSourceArgs& source, const DynamicArgs& dyn, c
     return Status::InvalidArgument("--budget with --dynamic runs a .fqpack file");
   }
   if (!source.pack.empty() && !source.model.empty()) {
-    return Status::InvalidArgument("--model picks a model of the store; a .fqpack file holds one model");
+    return Status::InvalidArgument(
+        "--model picks a model of the store; a .fqpack file holds one model");
   }
   return Status::OK();
 }
 
-Result<DynamicRun> OpenDynamic(Context& ctx, const ModelSourceArgs& args, const DynamicArgs& dargs, ModelSource* src,
-                               ThreadPool* pool, int64_t n_ctx) {
+Result<DynamicRun> OpenDynamic(Context& ctx, const ModelSourceArgs& args, const DynamicArgs& dargs,
+                               ModelSource* src, ThreadPool* pool, int64_t n_ctx) {
   DynamicRun d;
   FQ_RETURN_IF_ERROR(ParseDynamicSpec(dargs.spec, &d.hi, &d.lo));
   store::ModelManifest hi;
@@ -233,7 +244,8 @@ Result<DynamicRun> OpenDynamic(Context& ctx, const ModelSourceArgs& args, const 
     opts.residency.qms_only = true;
     opts.n_ctx = n_ctx;
     opts.workload = runtime::Workload::kGenerate;  // every token goes alone
-    FQ_ASSIGN_OR_RETURN(src->elastic, runtime::ElasticRuntime::Open(ctx.env, args.pack, opts, pool));
+    FQ_ASSIGN_OR_RETURN(src->elastic,
+                        runtime::ElasticRuntime::Open(ctx.env, args.pack, opts, pool));
     pack::PackReader* pack = src->elastic->pack();
     FQ_ASSIGN_OR_RETURN(hi, pack->QmManifest(d.hi));
     FQ_ASSIGN_OR_RETURN(src->manifest, pack->QmManifest(d.lo));
@@ -250,14 +262,16 @@ Result<DynamicRun> OpenDynamic(Context& ctx, const ModelSourceArgs& args, const 
     // The lo QM, the KV cache and scratch first; the hi copies of the most
     // sensitive units in what is left.
     Result<uint64_t> budget = ParseBytes(args.budget);
-    if (!budget.ok()) return Status::InvalidArgument("--budget '" + args.budget + "': " + budget.status().message());
+    if (!budget.ok())
+      return Status::InvalidArgument("--budget '" + args.budget +
+                                     "': " + budget.status().message());
     const uint64_t floor = d.lo_bytes + src->elastic->overhead().total();
     if (*budget < floor) {
-      return Status::InvalidArgument("budget " + std::to_string(*budget) + " bytes (" + FormatBytes(*budget) +
-                                     ") is below what --dynamic needs for " + d.lo + " alone: " +
-                                     std::to_string(floor) + " bytes (" + FormatBytes(floor) + "): weights " +
-                                     FormatBytes(d.lo_bytes) + " + KV cache and scratch " +
-                                     FormatBytes(src->elastic->overhead().total()));
+      return Status::InvalidArgument(
+          "budget " + std::to_string(*budget) + " bytes (" + FormatBytes(*budget) +
+          ") is below what --dynamic needs for " + d.lo + " alone: " + std::to_string(floor) +
+          " bytes (" + FormatBytes(floor) + "): weights " + FormatBytes(d.lo_bytes) +
+          " + KV cache and scratch " + FormatBytes(src->elastic->overhead().total()));
     }
     runtime::CapPlanHiBytes(d.info, hi, src->manifest, *budget - floor, &d.plan);
     d.budget = *budget;
@@ -267,14 +281,16 @@ Result<DynamicRun> OpenDynamic(Context& ctx, const ModelSourceArgs& args, const 
     choice.qm = d.lo;
     FQ_RETURN_IF_ERROR(src->elastic->Start(choice));
     src->modules = src->elastic->pack();
-    FQ_ASSIGN_OR_RETURN(d.runner, runtime::DynamicRunner::OverResidency(src->elastic->residency(), hi, src->manifest,
-                                                                        d.info, d.plan));
+    FQ_ASSIGN_OR_RETURN(d.runner,
+                        runtime::DynamicRunner::OverResidency(src->elastic->residency(), hi,
+                                                              src->manifest, d.info, d.plan));
     d.resident_bytes = src->elastic->residency()->resident_bytes();
   } else {
     src->modules = src->store.get();
     FQ_ASSIGN_OR_RETURN(d.model, runtime::Model::Load(src->manifest, src->modules, pool));
-    FQ_ASSIGN_OR_RETURN(d.runner, runtime::DynamicRunner::OverModel(d.model.get(), hi, src->manifest, src->modules,
-                                                                    d.info, d.plan));
+    FQ_ASSIGN_OR_RETURN(
+        d.runner, runtime::DynamicRunner::OverModel(d.model.get(), hi, src->manifest, src->modules,
+                                                    d.info, d.plan));
     d.resident_bytes = d.lo_bytes + d.runner->hi_copy_bytes();
   }
   src->display = src->manifest.model + " dynamic hi=" + d.hi + ",lo=" + d.lo;

@@ -100,18 +100,19 @@ struct DynamicRun {
   runtime::DynamicPlan plan;
   std::unique_ptr<runtime::Model> model;  // a store's lo QM (a pack's lives in its runtime)
   std::unique_ptr<runtime::DynamicRunner> runner;
-  uint64_t lo_bytes = 0;       // the lo QM's weights, resident
-  uint64_t resident_bytes = 0; // lo weights plus the hi copies held next to them
-  uint64_t budget = 0;         // --budget, 0: none
+  uint64_t lo_bytes = 0;        // the lo QM's weights, resident
+  uint64_t resident_bytes = 0;  // lo weights plus the hi copies held next to them
+  uint64_t budget = 0;          // --budget, 0: none
 };
 
 // The --dynamic flags against the others: InvalidArgument naming the clash.
-Status CheckDynamicArgs(const ModelSourceArgs& source, const DynamicArgs& dyn, const std::string& kl_base);
+Status CheckDynamicArgs(const ModelSourceArgs& source, const DynamicArgs& dyn,
+                        const std::string& kl_base);
 // Opens the pair and its dynamic model, loads the lo QM and holds the hi
 // copies of the units that may run hi. Fills *src (the lo QM's manifest; a
 // pack's ElasticRuntime at the lo QM, or the store).
-Result<DynamicRun> OpenDynamic(Context& ctx, const ModelSourceArgs& args, const DynamicArgs& dargs, ModelSource* src,
-                               ThreadPool* pool, int64_t n_ctx);
+Result<DynamicRun> OpenDynamic(Context& ctx, const ModelSourceArgs& args, const DynamicArgs& dargs,
+                               ModelSource* src, ThreadPool* pool, int64_t n_ctx);
 
 }  // namespace fqpack::cli
 

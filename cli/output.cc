@@ -9,14 +9,22 @@ namespace fqpack::cli {
 
 int ExitCodeFor(const Status& s) {
   switch (s.code()) {
-    case Status::Code::kOk: return kExitOk;
-    case Status::Code::kInvalidArgument: return kExitUsage;
-    case Status::Code::kCorruption: return kExitCorrupt;
-    case Status::Code::kNotFound: return kExitNotFound;
-    case Status::Code::kNotSupported: return kExitNotSupported;
-    case Status::Code::kBusy: return kExitBusy;
-    case Status::Code::kAborted: return kExitInterrupted;
-    case Status::Code::kIOError: return kExitFailure;
+    case Status::Code::kOk:
+      return kExitOk;
+    case Status::Code::kInvalidArgument:
+      return kExitUsage;
+    case Status::Code::kCorruption:
+      return kExitCorrupt;
+    case Status::Code::kNotFound:
+      return kExitNotFound;
+    case Status::Code::kNotSupported:
+      return kExitNotSupported;
+    case Status::Code::kBusy:
+      return kExitBusy;
+    case Status::Code::kAborted:
+      return kExitInterrupted;
+    case Status::Code::kIOError:
+      return kExitFailure;
   }
   return kExitFailure;
 }
@@ -61,7 +69,8 @@ void Progress::Update(uint64_t done, std::string_view detail) {
     last_tenth_ = tenth;
     const double secs = std::chrono::duration<double>(now - start_).count();
     std::fprintf(stderr, "%s: %d%% (%llu/%llu) %.1fs\n", task_.c_str(), tenth * 10,
-                 static_cast<unsigned long long>(done), static_cast<unsigned long long>(total_), secs);
+                 static_cast<unsigned long long>(done), static_cast<unsigned long long>(total_),
+                 secs);
   }
 }
 
@@ -99,8 +108,10 @@ std::string Table::Render(std::string_view indent) const {
     for (size_t c = 0; c < cells.size(); ++c) {
       const size_t pad = width[c] - cells[c].size();
       if (c > 0) l += "  ";
-      if (right_[c] == 'r') l += std::string(pad, ' ') + cells[c];
-      else l += cells[c] + (c + 1 < cells.size() ? std::string(pad, ' ') : "");
+      if (right_[c] == 'r')
+        l += std::string(pad, ' ') + cells[c];
+      else
+        l += cells[c] + (c + 1 < cells.size() ? std::string(pad, ' ') : "");
     }
     while (!l.empty() && l.back() == ' ') l.pop_back();
     out += l + "\n";

@@ -19,13 +19,13 @@ namespace fqpack::cli {
 // Exit codes (README, "Exit codes").
 enum ExitCode : int {
   kExitOk = 0,
-  kExitFailure = 1,       // I/O and other failures
-  kExitUsage = 2,         // bad command line or argument
-  kExitCorrupt = 3,       // corruption found (verify, a damaged input file)
-  kExitNotFound = 4,      // no such store, model, QM, file
-  kExitNotSupported = 5,  // a version, type or architecture fqpack does not handle
-  kExitBusy = 6,          // the store is locked by another process
-  kExitInterrupted = 130, // Ctrl-C
+  kExitFailure = 1,        // I/O and other failures
+  kExitUsage = 2,          // bad command line or argument
+  kExitCorrupt = 3,        // corruption found (verify, a damaged input file)
+  kExitNotFound = 4,       // no such store, model, QM, file
+  kExitNotSupported = 5,   // a version, type or architecture fqpack does not handle
+  kExitBusy = 6,           // the store is locked by another process
+  kExitInterrupted = 130,  // Ctrl-C
 };
 
 int ExitCodeFor(const Status& s);

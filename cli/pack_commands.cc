@@ -30,24 +30,38 @@ Status RunPack(Context& ctx, const PackArgs& args) {
   opts.qms = args.qms;
   FQ_ASSIGN_OR_RETURN(opts.codec, pack::ParseCodec(args.codec));
   Progress progress("pack", 1000, ctx.ShowProgress());
-  opts.progress = [&](size_t done, size_t total) { progress.Update(done * 1000 / std::max<size_t>(total, 1)); };
+  opts.progress = [&](size_t done, size_t total) {
+    progress.Update(done * 1000 / std::max<size_t>(total, 1));
+  };
   FQ_ASSIGN_OR_RETURN(pack::PackResult r, pack::WritePack(store.get(), opts, args.out));
   progress.Finish();
   if (ctx.json) {
     JsonWriter w(true);
     w.BeginObject()
-        .Key("file").String(args.out)
-        .Key("model").String(r.model)
-        .Key("file_bytes").Uint(r.file_bytes)
-        .Key("module_bytes").Uint(r.module_bytes)
-        .Key("payload_bytes").Uint(r.payload_bytes)
-        .Key("index_bytes").Uint(r.index_bytes)
-        .Key("padding_bytes").Uint(r.padding_bytes)
-        .Key("modules").Uint(r.modules)
-        .Key("raw_modules").Uint(r.raw_modules)
-        .Key("zstd_modules").Uint(r.zstd_modules)
-        .Key("eqms").Uint(r.eqms)
-        .Key("qms").BeginArray();
+        .Key("file")
+        .String(args.out)
+        .Key("model")
+        .String(r.model)
+        .Key("file_bytes")
+        .Uint(r.file_bytes)
+        .Key("module_bytes")
+        .Uint(r.module_bytes)
+        .Key("payload_bytes")
+        .Uint(r.payload_bytes)
+        .Key("index_bytes")
+        .Uint(r.index_bytes)
+        .Key("padding_bytes")
+        .Uint(r.padding_bytes)
+        .Key("modules")
+        .Uint(r.modules)
+        .Key("raw_modules")
+        .Uint(r.raw_modules)
+        .Key("zstd_modules")
+        .Uint(r.zstd_modules)
+        .Key("eqms")
+        .Uint(r.eqms)
+        .Key("qms")
+        .BeginArray();
     for (const auto& q : r.qms) w.String(q);
     w.EndArray().Key("ensembles").BeginArray();
     for (const auto& e : r.ensembles) w.String(e);
@@ -89,43 +103,91 @@ Status RunInfo(Context& ctx, const std::string& path) {
   }
   JsonWriter w(true);
   w.BeginObject()
-      .Key("file").String(path)
-      .Key("file_bytes").Uint(reader->file_size())
-      .Key("model").String(m.name)
-      .Key("arch").String(m.arch)
-      .Key("hparams").Raw(store::ToJson(m.hparams))
-      .Key("modules").Uint(reader->payloads().size())
-      .Key("module_bytes").Uint(module_bytes)
-      .Key("codecs").BeginObject()
-      .Key("raw").BeginObject().Key("modules").Uint(raw_n).Key("bytes").Uint(raw_bytes).EndObject()
-      .Key("zstd").BeginObject().Key("modules").Uint(zstd_n).Key("bytes").Uint(zstd_bytes)
-      .Key("raw_bytes").Uint(zstd_raw).EndObject()
+      .Key("file")
+      .String(path)
+      .Key("file_bytes")
+      .Uint(reader->file_size())
+      .Key("model")
+      .String(m.name)
+      .Key("arch")
+      .String(m.arch)
+      .Key("hparams")
+      .Raw(store::ToJson(m.hparams))
+      .Key("modules")
+      .Uint(reader->payloads().size())
+      .Key("module_bytes")
+      .Uint(module_bytes)
+      .Key("codecs")
+      .BeginObject()
+      .Key("raw")
+      .BeginObject()
+      .Key("modules")
+      .Uint(raw_n)
+      .Key("bytes")
+      .Uint(raw_bytes)
       .EndObject()
-      .Key("index_bytes").Uint(reader->footer().index_size)
-      .Key("qms").BeginArray();
-  std::string text = path + ": " + FormatBytes(reader->file_size()) + ", model " + m.name + " (" + m.arch + ")\n";
-  text += "modules: " + std::to_string(reader->payloads().size()) + " (" + FormatBytes(module_bytes) + "): " +
-          std::to_string(raw_n) + " raw " + FormatBytes(raw_bytes) + ", " + std::to_string(zstd_n) + " zstd " +
+      .Key("zstd")
+      .BeginObject()
+      .Key("modules")
+      .Uint(zstd_n)
+      .Key("bytes")
+      .Uint(zstd_bytes)
+      .Key("raw_bytes")
+      .Uint(zstd_raw)
+      .EndObject()
+      .EndObject()
+      .Key("index_bytes")
+      .Uint(reader->footer().index_size)
+      .Key("qms")
+      .BeginArray();
+  std::string text =
+      path + ": " + FormatBytes(reader->file_size()) + ", model " + m.name + " (" + m.arch + ")\n";
+  text += "modules: " + std::to_string(reader->payloads().size()) + " (" +
+          FormatBytes(module_bytes) + "): " + std::to_string(raw_n) + " raw " +
+          FormatBytes(raw_bytes) + ", " + std::to_string(zstd_n) + " zstd " +
           FormatBytes(zstd_raw) + " -> " + FormatBytes(zstd_bytes) + "; index " +
           FormatBytes(reader->footer().index_size) + "\n";
   Table qt({"QM", "bits/w", "size"}, "lrr");
   for (const auto& q : qms) {
-    w.BeginObject().Key("label").String(q.label).Key("bits_per_weight").Double(q.bits_per_weight)
-        .Key("bytes").Uint(q.weight_bytes).EndObject();
+    w.BeginObject()
+        .Key("label")
+        .String(q.label)
+        .Key("bits_per_weight")
+        .Double(q.bits_per_weight)
+        .Key("bytes")
+        .Uint(q.weight_bytes)
+        .EndObject();
     qt.AddRow({q.label, FormatDouble(q.bits_per_weight, 2), FormatBytes(q.weight_bytes)});
   }
   w.EndArray().Key("ensembles").BeginArray();
   if (!qt.empty()) text += qt.Render();
   for (const auto& e : ensembles) {
     FQ_ASSIGN_OR_RETURN(auto eqms, reader->Eqms(e.id));
-    w.BeginObject().Key("name").String(e.name).Key("library").Raw(store::ToJson(e.library))
-        .Key("params").Raw(store::ToJson(e.params)).Key("eqms").BeginArray();
+    w.BeginObject()
+        .Key("name")
+        .String(e.name)
+        .Key("library")
+        .Raw(store::ToJson(e.library))
+        .Key("params")
+        .Raw(store::ToJson(e.params))
+        .Key("eqms")
+        .BeginArray();
     Table et({"EQM", "footprint", "calib metric", "calib ppl", "calib KL"}, "rrrrr");
     for (const auto& q : eqms) {
-      w.BeginObject().Key("step").Int(q.step).Key("footprint").Uint(q.footprint).Key("calib_metric")
-          .Double(q.calib_metric).Key("calib_ppl").Double(q.calib_ppl).Key("calib_kl").Double(q.calib_kl).EndObject();
-      et.AddRow({std::to_string(q.step), FormatBytes(q.footprint), Metric(q.calib_metric), Metric(q.calib_ppl),
-                 Metric(q.calib_kl)});
+      w.BeginObject()
+          .Key("step")
+          .Int(q.step)
+          .Key("footprint")
+          .Uint(q.footprint)
+          .Key("calib_metric")
+          .Double(q.calib_metric)
+          .Key("calib_ppl")
+          .Double(q.calib_ppl)
+          .Key("calib_kl")
+          .Double(q.calib_kl)
+          .EndObject();
+      et.AddRow({std::to_string(q.step), FormatBytes(q.footprint), Metric(q.calib_metric),
+                 Metric(q.calib_ppl), Metric(q.calib_kl)});
     }
     w.EndArray().EndObject();
     text += "ensemble " + e.name + ": " + std::to_string(eqms.size()) + " EQMs\n" + et.Render("  ");
@@ -133,11 +195,22 @@ Status RunInfo(Context& ctx, const std::string& path) {
   w.EndArray().Key("dynamic").BeginArray();
   FQ_ASSIGN_OR_RETURN(auto dynamic, reader->DynamicModels());
   for (const auto& d : dynamic) {
-    w.BeginObject().Key("hi").String(d.hi_label).Key("lo").String(d.lo_label).Key("target_bits").Double(d.target_bits)
-        .Key("calib_bits").Double(d.calib_bits).Key("units").Uint(d.units.size()).EndObject();
-    text += "dynamic precision hi=" + d.hi_label + ",lo=" + d.lo_label + ": " + std::to_string(d.units.size()) +
-            " units, calibrated to " + FormatDouble(d.target_bits, 2) + " bits/weight (" +
-            FormatDouble(d.calib_bits, 2) + " on its calibration text)\n";
+    w.BeginObject()
+        .Key("hi")
+        .String(d.hi_label)
+        .Key("lo")
+        .String(d.lo_label)
+        .Key("target_bits")
+        .Double(d.target_bits)
+        .Key("calib_bits")
+        .Double(d.calib_bits)
+        .Key("units")
+        .Uint(d.units.size())
+        .EndObject();
+    text += "dynamic precision hi=" + d.hi_label + ",lo=" + d.lo_label + ": " +
+            std::to_string(d.units.size()) + " units, calibrated to " +
+            FormatDouble(d.target_bits, 2) + " bits/weight (" + FormatDouble(d.calib_bits, 2) +
+            " on its calibration text)\n";
   }
   w.EndArray().EndObject();
   ctx.Print(ctx.json ? w.str() : text);
@@ -148,19 +221,25 @@ Status RunInfo(Context& ctx, const std::string& path) {
 
 void RegisterPackCommands(CLI::App& app, Context& ctx) {
   auto pack_args = std::make_shared<PackArgs>();
-  CLI::App* p = app.add_subcommand("pack", "Write one .fqpack file: a model's ensembles and QMs, ready to ship");
+  CLI::App* p = app.add_subcommand(
+      "pack", "Write one .fqpack file: a model's ensembles and QMs, ready to ship");
   p->add_option("-m,--model", pack_args->model, "Model (needed when the store holds several)");
-  p->add_option("-e,--ensemble", pack_args->ensembles, "Ensemble(s) to carry (default: all of the model's)");
-  p->add_option("--qm", pack_args->qms, "QM(s) to carry whole (default: those the ensembles build on)");
+  p->add_option("-e,--ensemble", pack_args->ensembles,
+                "Ensemble(s) to carry (default: all of the model's)");
+  p->add_option("--qm", pack_args->qms,
+                "QM(s) to carry whole (default: those the ensembles build on)");
   p->add_option("--codec", pack_args->codec, "Payload codec: auto (zstd where it saves), raw, zstd")
       ->capture_default_str();
   p->add_option("-o,--output", pack_args->out, "Output .fqpack file")->required();
-  p->callback([&ctx, pack_args] { ctx.action = [&ctx, pack_args] { return RunPack(ctx, *pack_args); }; });
+  p->callback(
+      [&ctx, pack_args] { ctx.action = [&ctx, pack_args] { return RunPack(ctx, *pack_args); }; });
 
   auto info_path = std::make_shared<std::string>();
-  CLI::App* info = app.add_subcommand("info", "Describe a .fqpack file: model, EQMs with footprint and quality, codecs");
+  CLI::App* info = app.add_subcommand(
+      "info", "Describe a .fqpack file: model, EQMs with footprint and quality, codecs");
   info->add_option("file", *info_path, "The .fqpack file")->required()->check(CLI::ExistingFile);
-  info->callback([&ctx, info_path] { ctx.action = [&ctx, info_path] { return RunInfo(ctx, *info_path); }; });
+  info->callback(
+      [&ctx, info_path] { ctx.action = [&ctx, info_path] { return RunInfo(ctx, *info_path); }; });
 }
 
 }  // namespace fqpack::cli

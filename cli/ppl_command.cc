@@ -31,13 +31,14 @@ struct PplPlan {
   runtime::PerplexityOptions opts;
   std::unique_ptr<Progress> progress;
 };
-PplPlan PlanPerplexity(Context& ctx, const runtime::Tokenizer& tok, size_t n_tokens, int64_t n_ctx, int64_t chunks,
-                       const std::string& display, bool show_progress = true) {
+PplPlan PlanPerplexity(Context& ctx, const runtime::Tokenizer& tok, size_t n_tokens, int64_t n_ctx,
+                       int64_t chunks, const std::string& display, bool show_progress = true) {
   PplPlan plan;
   plan.opts.n_ctx = n_ctx;
   plan.opts.bos = tok.add_bos() ? tok.bos() : -1;
   plan.opts.max_chunks = chunks;
-  const int64_t total = std::min<int64_t>(static_cast<int64_t>(n_tokens) / n_ctx, chunks < 0 ? INT64_MAX : chunks);
+  const int64_t total =
+      std::min<int64_t>(static_cast<int64_t>(n_tokens) / n_ctx, chunks < 0 ? INT64_MAX : chunks);
   plan.progress = std::make_unique<Progress>("perplexity " + display, static_cast<uint64_t>(total),
                                              show_progress && ctx.ShowProgress());
   plan.opts.progress = [bar = plan.progress.get()](int64_t done, int64_t) {
@@ -63,7 +64,8 @@ Status RunPplPack(Context& ctx, const PplArgs& args);
 Status RunPplDynamic(Context& ctx, const PplArgs& args) {
   ThreadPool pool(ctx.Threads());
   ModelSource src;
-  FQ_ASSIGN_OR_RETURN(DynamicRun d, OpenDynamic(ctx, args.source, args.dynamic, &src, &pool, args.n_ctx));
+  FQ_ASSIGN_OR_RETURN(DynamicRun d,
+                      OpenDynamic(ctx, args.source, args.dynamic, &src, &pool, args.n_ctx));
   runtime::Model* model = src.elastic != nullptr ? src.elastic->model() : d.model.get();
   FQ_ASSIGN_OR_RETURN(runtime::Tokenizer tok, TokenizerOf(src.manifest));
   FQ_ASSIGN_OR_RETURN(int64_t n_ctx, ContextSize(ctx, *model, args.n_ctx));
@@ -79,7 +81,8 @@ Status RunPplDynamic(Context& ctx, const PplArgs& args) {
   PplPlan plan = PlanPerplexity(ctx, tok, tokens.size(), n_ctx, args.chunks, src.display);
   d.runner->ResetStats();
   const Clock::time_point t0 = Clock::now();
-  Result<runtime::PerplexityResult> r = runtime::DynamicPerplexity(session, d.runner.get(), tokens, plan.opts);
+  Result<runtime::PerplexityResult> r =
+      runtime::DynamicPerplexity(session, d.runner.get(), tokens, plan.opts);
   if (!r.ok()) return r.status().WithContext(args.text_file);
   const double secs = SecondsSince(t0);
   plan.progress->Finish();
@@ -107,11 +110,12 @@ Status RunPplDynamic(Context& ctx, const PplArgs& args) {
   }
   char line[256];
   std::snprintf(line, sizeof(line), "PPL = %.4f +/- %.5f", r->ppl, r->ppl_err);
-  ctx.Print(std::string(line) + "  (" + src.display + ", " + std::to_string(r->chunks) + " chunks of " +
-            std::to_string(r->n_ctx) + " tokens, " + std::to_string(r->scored) + " scored of " +
-            std::to_string(r->tokens) + ")");
+  ctx.Print(std::string(line) + "  (" + src.display + ", " + std::to_string(r->chunks) +
+            " chunks of " + std::to_string(r->n_ctx) + " tokens, " + std::to_string(r->scored) +
+            " scored of " + std::to_string(r->tokens) + ")");
   NoteDynamic(ctx, d, tps);
-  ctx.Note(FormatSeconds(secs) + ", a token at a time; " + std::to_string(ctx.Threads()) + " threads");
+  ctx.Note(FormatSeconds(secs) + ", a token at a time; " + std::to_string(ctx.Threads()) +
+           " threads");
   return Status::OK();
 }
 
@@ -143,7 +147,8 @@ Status RunPpl(Context& ctx, const PplArgs& args) {
 
   PplPlan plan = PlanPerplexity(ctx, tok, tokens.size(), n_ctx, args.chunks, src.display);
   const Clock::time_point t0 = Clock::now();
-  Result<runtime::PerplexityResult> r = runtime::Perplexity(*model, tokens, plan.opts, &pool, base.get());
+  Result<runtime::PerplexityResult> r =
+      runtime::Perplexity(*model, tokens, plan.opts, &pool, base.get());
   if (!r.ok()) return r.status().WithContext(args.text_file);
   const double secs = SecondsSince(t0);
   plan.progress->Finish();
@@ -209,7 +214,8 @@ Status RunPplPack(Context& ctx, const PplArgs& args) {
   FQ_ASSIGN_OR_RETURN(int64_t n_ctx, ContextSize(ctx, *rt->model(), args.n_ctx));
   std::unique_ptr<runtime::Model> base;
   if (!args.kl_base.empty()) {
-    if (!src.trace.empty()) return Status::InvalidArgument("--kl-base needs a fixed EQM; drop --budget-trace");
+    if (!src.trace.empty())
+      return Status::InvalidArgument("--kl-base needs a fixed EQM; drop --budget-trace");
     FQ_ASSIGN_OR_RETURN(store::ModelManifest base_manifest, rt->pack()->QmManifest(args.kl_base));
     FQ_ASSIGN_OR_RETURN(base, runtime::Model::Load(base_manifest, rt->pack(), &pool));
   }
@@ -219,12 +225,13 @@ Status RunPplPack(Context& ctx, const PplArgs& args) {
       std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);
   const double tokenize_seconds = SecondsSince(t_tok);
   // Transition notes would tear a progress bar: none with a trace.
-  PplPlan plan = PlanPerplexity(ctx, rt->tokenizer(), tokens.size(), n_ctx, args.chunks, src.display,
-                                src.trace.empty());
+  PplPlan plan = PlanPerplexity(ctx, rt->tokenizer(), tokens.size(), n_ctx, args.chunks,
+                                src.display, src.trace.empty());
   const Clock::time_point t0 = Clock::now();
   runtime::ElasticPerplexityResult er;
   if (base != nullptr) {
-    Result<runtime::PerplexityResult> r = runtime::Perplexity(*rt->model(), tokens, plan.opts, &pool, base.get());
+    Result<runtime::PerplexityResult> r =
+        runtime::Perplexity(*rt->model(), tokens, plan.opts, &pool, base.get());
     if (!r.ok()) return r.status().WithContext(args.text_file);
     er.total = *r;
   } else {
@@ -276,23 +283,25 @@ Status RunPplPack(Context& ctx, const PplArgs& args) {
   }
   char line[256];
   std::snprintf(line, sizeof(line), "PPL = %.4f +/- %.5f", r.ppl, r.ppl_err);
-  const std::string what = src.trace.empty() ? src.display
-                                             : src.manifest.model + " following " + args.source.budget_trace;
-  std::string out = std::string(line) + "  (" + what + ", " + std::to_string(r.chunks) + " chunks of " +
-                    std::to_string(r.n_ctx) + " tokens, " + std::to_string(r.scored) + " scored of " +
-                    std::to_string(r.tokens) + ")";
+  const std::string what = src.trace.empty()
+                               ? src.display
+                               : src.manifest.model + " following " + args.source.budget_trace;
+  std::string out = std::string(line) + "  (" + what + ", " + std::to_string(r.chunks) +
+                    " chunks of " + std::to_string(r.n_ctx) + " tokens, " +
+                    std::to_string(r.scored) + " scored of " + std::to_string(r.tokens) + ")";
   if (r.has_kl) {
-    std::snprintf(line, sizeof(line),
-                  "\nKL(%s || %s) = %.6f +/- %.6f nats/token; same top token %.2f%%; base PPL = %.4f",
-                  args.kl_base.c_str(), src.display.c_str(), r.kl, r.kl_err, 100 * r.same_top, r.base_ppl);
+    std::snprintf(
+        line, sizeof(line),
+        "\nKL(%s || %s) = %.6f +/- %.6f nats/token; same top token %.2f%%; base PPL = %.4f",
+        args.kl_base.c_str(), src.display.c_str(), r.kl, r.kl_err, 100 * r.same_top, r.base_ppl);
     out += line;
   }
   ctx.Print(out);
   ctx.Note(ResidencySummary(rt));
   const double evaluated = static_cast<double>(r.chunks * r.n_ctx) * (base ? 2 : 1);
-  ctx.Note(FormatSeconds(secs) + " for " + std::to_string(static_cast<int64_t>(evaluated)) + " tokens (" +
-           FormatDouble(evaluated / std::max(secs, 1e-9), 1) + " tokens/s, " + std::to_string(ctx.Threads()) +
-           " threads)");
+  ctx.Note(FormatSeconds(secs) + " for " + std::to_string(static_cast<int64_t>(evaluated)) +
+           " tokens (" + FormatDouble(evaluated / std::max(secs, 1e-9), 1) + " tokens/s, " +
+           std::to_string(ctx.Threads()) + " threads)");
   return Status::OK();
 }
 

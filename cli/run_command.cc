@@ -31,9 +31,14 @@ std::string ValidUtf8(std::string_view text) {
   size_t i = 0;
   while (i < text.size()) {
     const auto c = static_cast<unsigned char>(text[i]);
-    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    const size_t n = c < 0x80           ? 1
+                     : (c >> 5) == 0x6  ? 2
+                     : (c >> 4) == 0xE  ? 3
+                     : (c >> 3) == 0x1E ? 4
+                                        : 0;
     bool ok = n > 0 && i + n <= text.size() && !(n == 2 && c < 0xC2) && c <= 0xF4;
-    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
+    for (size_t k = 1; ok && k < n; ++k)
+      ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
     if (ok && n >= 3) {  // no overlong forms, surrogates or code points above U+10FFFF
       const auto c1 = static_cast<unsigned char>(text[i + 1]);
       ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0) && !(c == 0xF0 && c1 < 0x90) &&
@@ -78,7 +83,8 @@ Status RunRun(Context& ctx, const RunArgs& args) {
     FQ_ASSIGN_OR_RETURN(model, LoadModel(src, &pool));
   }
   FQ_ASSIGN_OR_RETURN(runtime::Tokenizer tok, TokenizerOf(src.manifest));
-  FQ_ASSIGN_OR_RETURN(int64_t n_ctx, ContextSize(ctx, rt != nullptr ? *rt->model() : *model, args.n_ctx));
+  FQ_ASSIGN_OR_RETURN(int64_t n_ctx,
+                      ContextSize(ctx, rt != nullptr ? *rt->model() : *model, args.n_ctx));
 
   std::vector<int32_t> prompt = tok.Encode(args.prompt, true);
   if (prompt.empty()) {
@@ -101,7 +107,9 @@ Status RunRun(Context& ctx, const RunArgs& args) {
   opts.bos = tok.bos();
   opts.eos = tok.eos();
   if (dyn.runner != nullptr) {
-    opts.before_token = [&dyn](std::span<const float> previous) { return dyn.runner->BeforeToken(previous); };
+    opts.before_token = [&dyn](std::span<const float> previous) {
+      return dyn.runner->BeforeToken(previous);
+    };
   }
   FQ_RETURN_IF_ERROR(runtime::Sampler::Check(opts.sampling));
   if (args.temperature > 0 && args.seed < 0) {
@@ -128,10 +136,12 @@ Status RunRun(Context& ctx, const RunArgs& args) {
     const bool one_terminal = ::isatty(STDOUT_FILENO) && ::isatty(STDERR_FILENO);
     auto on_transition = [&](const runtime::TransitionRecord& t) {
       std::fflush(stdout);
-      if (one_terminal && !ctx.json && !text.empty() && text.back() != '\n') std::fputc('\n', stderr);
+      if (one_terminal && !ctx.json && !text.empty() && text.back() != '\n')
+        std::fputc('\n', stderr);
       log(t);
     };
-    Result<runtime::ElasticGenerateResult> er = rt->Generate(prompt, opts, src.trace, on_token, on_transition);
+    Result<runtime::ElasticGenerateResult> er =
+        rt->Generate(prompt, opts, src.trace, on_token, on_transition);
     if (er.ok()) {
       transitions = std::move(er->transitions);
       r = std::move(er->generate);
@@ -146,7 +156,8 @@ Status RunRun(Context& ctx, const RunArgs& args) {
     std::fflush(stdout);
     return r.status();
   }
-  if (rt != nullptr) FQ_RETURN_IF_ERROR(WriteTransitionsFile(ctx, args.source.transitions_json, transitions));
+  if (rt != nullptr)
+    FQ_RETURN_IF_ERROR(WriteTransitionsFile(ctx, args.source.transitions_json, transitions));
   if (ctx.json) {
     JsonWriter w(true);
     // clang-format off
@@ -197,10 +208,10 @@ Status RunRun(Context& ctx, const RunArgs& args) {
 
 void RegisterRunCommand(CLI::App& app, Context& ctx) {
   auto run = std::make_shared<RunArgs>();
-  CLI::App* r =
-      app.add_subcommand("run",
-                         "Generate text from a prompt (a QM, or a .fqpack under a memory budget that may "
-                         "change while it runs); the text streams to stdout");
+  CLI::App* r = app.add_subcommand(
+      "run",
+      "Generate text from a prompt (a QM, or a .fqpack under a memory budget that may "
+      "change while it runs); the text streams to stdout");
   run->source.AddOptions(r, true);
   r->add_option("-p,--prompt", run->prompt, "Prompt text (empty: start from BOS alone)");
   r->add_option("-n,--n-predict", run->n_predict,

@@ -13,7 +13,8 @@ namespace {
 std::string HiUnitsHistogram(const runtime::DynamicStats& s) {
   std::string out;
   for (size_t k = 0; k < s.hi_units_tokens.size(); ++k) {
-    const double share = s.tokens == 0 ? 0 : 100.0 * static_cast<double>(s.hi_units_tokens[k]) / s.tokens;
+    const double share =
+        s.tokens == 0 ? 0 : 100.0 * static_cast<double>(s.hi_units_tokens[k]) / s.tokens;
     out += (k ? ", " : "") + std::to_string(k) + ": " + FormatDouble(share, 1) + "%";
   }
   return out;
@@ -22,7 +23,9 @@ std::string HiUnitsHistogram(const runtime::DynamicStats& s) {
 }  // namespace
 
 runtime::TransitionCallback LogTransitions(Context& ctx) {
-  return [&ctx](const runtime::TransitionRecord& t) { ctx.Note("transition " + runtime::DescribeTransition(t)); };
+  return [&ctx](const runtime::TransitionRecord& t) {
+    ctx.Note("transition " + runtime::DescribeTransition(t));
+  };
 }
 
 Status WriteTransitionsFile(Context& ctx, const std::string& path,
@@ -33,7 +36,8 @@ Status WriteTransitionsFile(Context& ctx, const std::string& path,
   for (const auto& t : transitions) runtime::WriteTransitionJson(&w, t);
   w.EndArray();
   std::string text = w.str() + "\n";
-  return PublishFile(ctx.env, path, ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  return PublishFile(ctx.env, path,
+                     ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 
 void WriteResidencyJson(JsonWriter* w, runtime::ElasticRuntime* rt,
@@ -62,13 +66,15 @@ void WriteResidencyJson(JsonWriter* w, runtime::ElasticRuntime* rt,
 
 std::string ResidencySummary(runtime::ElasticRuntime* rt) {
   const runtime::ResidencyStats s = rt->residency()->stats();
-  std::string out = "ran " + s.label + " at the end (" + FormatBytes(s.resident_bytes) + " of weights + " +
-                    FormatBytes(rt->overhead().total()) + " KV cache and scratch" +
+  std::string out = "ran " + s.label + " at the end (" + FormatBytes(s.resident_bytes) +
+                    " of weights + " + FormatBytes(rt->overhead().total()) +
+                    " KV cache and scratch" +
                     (s.budget > 0 ? ", budget " + FormatBytes(s.budget) : "") + ")";
   if (s.transitions > 0) {
-    out += "; " + std::to_string(s.transitions) + " transitions: " + std::to_string(s.modules_swapped) +
-           " modules swapped, " + FormatBytes(s.bytes_read) + " read, " +
-           FormatDouble(s.transition_seconds * 1e3, 1) + " ms";
+    out += "; " + std::to_string(s.transitions) +
+           " transitions: " + std::to_string(s.modules_swapped) + " modules swapped, " +
+           FormatBytes(s.bytes_read) + " read, " + FormatDouble(s.transition_seconds * 1e3, 1) +
+           " ms";
   }
   return out;
 }
@@ -99,7 +105,11 @@ void WriteDynamicJson(JsonWriter* w, const DynamicRun& d, double tokens_per_seco
   for (int64_t n : s.hi_units_tokens) w->Int(n);
   w->EndArray().Key("thresholds").BeginArray();
   for (size_t u = 0; u < d.plan.thresholds.size(); ++u) {
-    w->BeginObject().Key("unit").String(d.info.units[u].name).Key("sensitivity").Double(d.info.units[u].sensitivity);
+    w->BeginObject()
+        .Key("unit")
+        .String(d.info.units[u].name)
+        .Key("sensitivity")
+        .Double(d.info.units[u].sensitivity);
     if (std::isfinite(d.plan.thresholds[u])) {
       w->Key("threshold").Double(d.plan.thresholds[u]);
     } else {
@@ -112,18 +122,21 @@ void WriteDynamicJson(JsonWriter* w, const DynamicRun& d, double tokens_per_seco
 
 void NoteDynamic(Context& ctx, const DynamicRun& d, double tokens_per_second) {
   const runtime::DynamicStats& s = d.runner->stats();
-  ctx.Note("dynamic hi=" + d.hi + " (" + FormatDouble(d.info.hi_bits(), 3) + " bits/w), lo=" + d.lo + " (" +
-           FormatDouble(d.info.lo_bits(), 3) + "): target " + FormatDouble(d.plan.target_bits, 3) +
-           " bits/w (calibration text: " + FormatDouble(d.plan.calib_bits, 3) + "); read " +
-           FormatDouble(s.mean_bits(), 3) + " bits per weight per token over " + std::to_string(s.tokens) +
-           " tokens, " + FormatDouble(tokens_per_second, 1) + " tokens/s");
-  ctx.Note("hi units per token (of " + std::to_string(d.runner->units()) + ", " + std::to_string(d.plan.max_hi) +
-           " switchable; mean share " + FormatDouble(100 * s.mean_hi_share(), 1) + "%): " + HiUnitsHistogram(s));
-  ctx.Note("resident weights " + FormatBytes(d.resident_bytes) + ": lo " + FormatBytes(d.lo_bytes) + " + hi copies " +
-           FormatBytes(d.runner->hi_copy_bytes()) +
-           (d.budget == 0 ? std::string()
-                          : " (budget " + FormatBytes(d.budget) + ": " + std::to_string(d.plan.max_hi) + " of " +
-                                std::to_string(d.runner->units()) + " units may run hi)"));
+  ctx.Note("dynamic hi=" + d.hi + " (" + FormatDouble(d.info.hi_bits(), 3) +
+           " bits/w), lo=" + d.lo + " (" + FormatDouble(d.info.lo_bits(), 3) + "): target " +
+           FormatDouble(d.plan.target_bits, 3) + " bits/w (calibration text: " +
+           FormatDouble(d.plan.calib_bits, 3) + "); read " + FormatDouble(s.mean_bits(), 3) +
+           " bits per weight per token over " + std::to_string(s.tokens) + " tokens, " +
+           FormatDouble(tokens_per_second, 1) + " tokens/s");
+  ctx.Note("hi units per token (of " + std::to_string(d.runner->units()) + ", " +
+           std::to_string(d.plan.max_hi) + " switchable; mean share " +
+           FormatDouble(100 * s.mean_hi_share(), 1) + "%): " + HiUnitsHistogram(s));
+  ctx.Note("resident weights " + FormatBytes(d.resident_bytes) + ": lo " + FormatBytes(d.lo_bytes) +
+           " + hi copies " + FormatBytes(d.runner->hi_copy_bytes()) +
+           (d.budget == 0
+                ? std::string()
+                : " (budget " + FormatBytes(d.budget) + ": " + std::to_string(d.plan.max_hi) +
+                      " of " + std::to_string(d.runner->units()) + " units may run hi)"));
 }
 
 }  // namespace fqpack::cli

@@ -65,38 +65,68 @@ Status RunSearch(Context& ctx, SearchArgs args) {
   if (ctx.json) {
     JsonWriter w(true);
     w.BeginObject()
-        .Key("ensemble").String(o.name)
-        .Key("ensemble_id").Int(o.ensemble_id)
-        .Key("library").BeginArray();
+        .Key("ensemble")
+        .String(o.name)
+        .Key("ensemble_id")
+        .Int(o.ensemble_id)
+        .Key("library")
+        .BeginArray();
     for (const std::string& l : o.library) w.String(l);
     w.EndArray()
-        .Key("metric").String(metric)
-        .Key("stem").Int(req.search.stem)
-        .Key("branch").Int(req.search.branch)
-        .Key("n_ctx").Int(o.n_ctx)
-        .Key("chunks").Int(o.chunks)
-        .Key("calib_tokens").Int(o.calib_tokens)
-        .Key("calib_sha256").String(o.calib_sha256)
-        .Key("searched_slots").Int(o.searched_slots)
-        .Key("held_back_slots").Int(o.held_back_slots)
-        .Key("eqms").Uint(res.steps.size())
-        .Key("area").Double(res.area)
-        .Key("median_step").Double(g.ensemble.median)
-        .Key("max_step").Uint(g.ensemble.max)
-        .Key("static_median_step").Double(g.library.median)
-        .Key("granularity_ratio").Double(g.ratio())
-        .Key("sensitivity_evaluations").Int(res.sensitivity.evaluations)
-        .Key("search_evaluations").Int(res.search_evaluations)
-        .Key("evaluations").Int(es.evaluations)
-        .Key("evaluations_per_second").Double(rate)
-        .Key("blocks_run").Int(es.blocks_run)
-        .Key("blocks_full").Int(es.blocks_full)
-        .Key("reuse").Bool(req.reuse)
-        .Key("threads").Int(req.threads)
-        .Key("setup_seconds").Double(o.setup_seconds)
-        .Key("sensitivity_seconds").Double(res.sensitivity_seconds)
-        .Key("search_seconds").Double(res.search_seconds)
-        .Key("steps").BeginArray();
+        .Key("metric")
+        .String(metric)
+        .Key("stem")
+        .Int(req.search.stem)
+        .Key("branch")
+        .Int(req.search.branch)
+        .Key("n_ctx")
+        .Int(o.n_ctx)
+        .Key("chunks")
+        .Int(o.chunks)
+        .Key("calib_tokens")
+        .Int(o.calib_tokens)
+        .Key("calib_sha256")
+        .String(o.calib_sha256)
+        .Key("searched_slots")
+        .Int(o.searched_slots)
+        .Key("held_back_slots")
+        .Int(o.held_back_slots)
+        .Key("eqms")
+        .Uint(res.steps.size())
+        .Key("area")
+        .Double(res.area)
+        .Key("median_step")
+        .Double(g.ensemble.median)
+        .Key("max_step")
+        .Uint(g.ensemble.max)
+        .Key("static_median_step")
+        .Double(g.library.median)
+        .Key("granularity_ratio")
+        .Double(g.ratio())
+        .Key("sensitivity_evaluations")
+        .Int(res.sensitivity.evaluations)
+        .Key("search_evaluations")
+        .Int(res.search_evaluations)
+        .Key("evaluations")
+        .Int(es.evaluations)
+        .Key("evaluations_per_second")
+        .Double(rate)
+        .Key("blocks_run")
+        .Int(es.blocks_run)
+        .Key("blocks_full")
+        .Int(es.blocks_full)
+        .Key("reuse")
+        .Bool(req.reuse)
+        .Key("threads")
+        .Int(req.threads)
+        .Key("setup_seconds")
+        .Double(o.setup_seconds)
+        .Key("sensitivity_seconds")
+        .Double(res.sensitivity_seconds)
+        .Key("search_seconds")
+        .Double(res.search_seconds)
+        .Key("steps")
+        .BeginArray();
     for (size_t i = 0; i < res.steps.size(); ++i) {
       const search::EnsembleStep& s = res.steps[i];
       w.BeginObject().Key("step").Uint(i).Key("footprint").Uint(s.footprint);
@@ -120,14 +150,14 @@ Status RunSearch(Context& ctx, SearchArgs args) {
               : "") +
          "\n";
   out += "  steps        median " + FormatBytes(static_cast<uint64_t>(g.ensemble.median)) + " (" +
-         Pct(g.median_pct()) + " of " + o.library.front() + "), max " + FormatBytes(g.ensemble.max) +
-         "; static ladder median " + FormatBytes(static_cast<uint64_t>(g.library.median)) + " (" +
-         FormatRatio(g.ratio()) + " coarser)\n";
+         Pct(g.median_pct()) + " of " + o.library.front() + "), max " +
+         FormatBytes(g.ensemble.max) + "; static ladder median " +
+         FormatBytes(static_cast<uint64_t>(g.library.median)) + " (" + FormatRatio(g.ratio()) +
+         " coarser)\n";
   char line[256];
   std::snprintf(line, sizeof(line), "%.6f -> %.6f nats/token; calibration ppl %.4f -> %.4f",
                 first.score.kl, last.score.kl, first.score.ppl(), last.score.ppl());
-  out += "  quality      KL from " + o.library.front() + " " + line + " (metric " + metric +
-         ")\n";
+  out += "  quality      KL from " + o.library.front() + " " + line + " (metric " + metric + ")\n";
   out += "  calibration  " + std::to_string(o.chunks) + " chunks of " + std::to_string(o.n_ctx) +
          " tokens from " + args.calib_file + " (" + std::to_string(o.calib_tokens) +
          " tokens, sha256 " + o.calib_sha256.substr(0, 16) + "...)\n";
@@ -162,7 +192,8 @@ std::string PplCell(bool evaluated, double v) {
 }
 
 std::string ReportCsv(const search::Report& r) {
-  std::string csv = "curve,kind,label,step,footprint,calib_metric,calib_kl,calib_ppl,eval_ppl,eval_ppl_err\n";
+  std::string csv =
+      "curve,kind,label,step,footprint,calib_metric,calib_kl,calib_ppl,eval_ppl,eval_ppl_err\n";
   auto num = [](double v) { return std::isfinite(v) ? FormatDouble(v, 6) : std::string(); };
   for (const search::StaticPoint& s : r.statics) {
     csv += ",static," + s.label + ",," + std::to_string(s.footprint) + ",,,," +
@@ -190,8 +221,9 @@ Status RunReport(Context& ctx, const ReportArgs& args) {
     FQ_ASSIGN_OR_RETURN(opts.eval_text, ReadFileBytes(ctx.env, args.eval_text));
     opts.eval_name = BaseName(args.eval_text);
   } else if (opts.evaluate) {
-    ctx.Note("note: no --eval-text; perplexities are on the ensemble's calibration text, which "
-             "flatters the ensemble");
+    ctx.Note(
+        "note: no --eval-text; perplexities are on the ensemble's calibration text, which "
+        "flatters the ensemble");
   }
   opts.n_ctx = args.n_ctx;
   opts.every = args.every;
@@ -259,8 +291,7 @@ Status RunReport(Context& ctx, const ReportArgs& args) {
       out += "  quality at the static footprints\n";
       Table q({"QM", "footprint", "ppl", "EQM", "footprint", "ppl", "change"}, "lrrrrrr");
       for (const search::QualityRow& row : e.quality) {
-        q.AddRow({row.label, FormatBytes(row.static_footprint),
-                  PplCell(true, row.static_ppl),
+        q.AddRow({row.label, FormatBytes(row.static_footprint), PplCell(true, row.static_ppl),
                   row.eqm_step < 0 ? "-" : std::to_string(row.eqm_step),
                   row.eqm_step < 0 ? "-" : FormatBytes(row.eqm_footprint),
                   PplCell(row.eqm_step >= 0, row.eqm_ppl),
@@ -283,8 +314,10 @@ void SearchBars::Update(const search::SearchProgress& p) {
   if (static_cast<int>(p.phase) != phase_) {
     Finish();
     phase_ = static_cast<int>(p.phase);
-    const char* what = p.phase == search::SearchProgress::Phase::kSensitivity ? "sensitivity" : "search";
-    bar_ = std::make_unique<Progress>(prefix_ + what, static_cast<uint64_t>(p.total), ctx_.ShowProgress());
+    const char* what =
+        p.phase == search::SearchProgress::Phase::kSensitivity ? "sensitivity" : "search";
+    bar_ = std::make_unique<Progress>(prefix_ + what, static_cast<uint64_t>(p.total),
+                                      ctx_.ShowProgress());
   }
   bar_->Update(static_cast<uint64_t>(p.done));
 }

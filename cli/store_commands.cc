@@ -64,26 +64,39 @@ Status RunImport(Context& ctx, const ImportArgs& args) {
     progress.Finish();
     for (const std::string& warning : r->warnings) ctx.Note("warning: " + warning);
     w.BeginObject()
-        .Key("file").String(file)
-        .Key("model").String(r->model)
-        .Key("label").String(r->label)
-        .Key("new_model").Bool(r->new_model)
-        .Key("already_imported").Bool(r->already_imported)
-        .Key("tensors").Uint(r->tensors)
-        .Key("new_modules").Uint(r->new_modules)
-        .Key("reused_modules").Uint(r->reused_modules)
-        .Key("tensor_bytes").Uint(r->tensor_bytes)
-        .Key("new_stored_bytes").Uint(r->new_stored_bytes)
-        .Key("sha256").String(r->sha256)
+        .Key("file")
+        .String(file)
+        .Key("model")
+        .String(r->model)
+        .Key("label")
+        .String(r->label)
+        .Key("new_model")
+        .Bool(r->new_model)
+        .Key("already_imported")
+        .Bool(r->already_imported)
+        .Key("tensors")
+        .Uint(r->tensors)
+        .Key("new_modules")
+        .Uint(r->new_modules)
+        .Key("reused_modules")
+        .Uint(r->reused_modules)
+        .Key("tensor_bytes")
+        .Uint(r->tensor_bytes)
+        .Key("new_stored_bytes")
+        .Uint(r->new_stored_bytes)
+        .Key("sha256")
+        .String(r->sha256)
         .EndObject();
     if (!ctx.json) {
       if (r->already_imported) {
-        ctx.Print(file + ": already in the store as " + r->model + "/" + r->label + " (nothing to do)");
+        ctx.Print(file + ": already in the store as " + r->model + "/" + r->label +
+                  " (nothing to do)");
       } else {
-        ctx.Print(file + " -> " + r->model + "/" + r->label + (r->new_model ? " (new model)" : "") + ": " +
-                  std::to_string(r->tensors) + " tensors, " + std::to_string(r->new_modules) + " new, " +
-                  std::to_string(r->reused_modules) + " already stored; " + FormatBytes(r->tensor_bytes) +
-                  " of tensors took " + FormatBytes(r->new_stored_bytes) + " more");
+        ctx.Print(file + " -> " + r->model + "/" + r->label + (r->new_model ? " (new model)" : "") +
+                  ": " + std::to_string(r->tensors) + " tensors, " +
+                  std::to_string(r->new_modules) + " new, " + std::to_string(r->reused_modules) +
+                  " already stored; " + FormatBytes(r->tensor_bytes) + " of tensors took " +
+                  FormatBytes(r->new_stored_bytes) + " more");
       }
     }
   }
@@ -94,9 +107,9 @@ Status RunImport(Context& ctx, const ImportArgs& args) {
 
 // Per-model numbers for `ls`.
 struct ModelTotals {
-  uint64_t logical = 0;       // QMs stored whole
-  uint64_t unique_raw = 0;    // distinct modules
-  uint64_t unique_stored = 0; // their blob files
+  uint64_t logical = 0;        // QMs stored whole
+  uint64_t unique_raw = 0;     // distinct modules
+  uint64_t unique_stored = 0;  // their blob files
 };
 
 Result<ModelTotals> Totals(Store* store, int64_t model_id) {
@@ -143,15 +156,24 @@ Status ListEnsembles(Store* store, const store::ModelInfo& m, JsonWriter* w, std
     const uint64_t hi = fps.empty() ? 0 : *std::max_element(fps.begin(), fps.end());
     const uint64_t lo = fps.empty() ? 0 : *std::min_element(fps.begin(), fps.end());
     w->BeginObject()
-        .Key("name").String(e.name)
-        .Key("library").Raw(store::ToJson(e.library))
-        .Key("params").Raw(store::ToJson(e.params))
-        .Key("eqms").Uint(eqms.size())
-        .Key("max_footprint").Uint(hi)
-        .Key("min_footprint").Uint(lo)
-        .Key("median_step").Double(steps.median)
-        .Key("calib_sha256").String(e.calib_sha256)
-        .Key("created_at").String(e.created_at)
+        .Key("name")
+        .String(e.name)
+        .Key("library")
+        .Raw(store::ToJson(e.library))
+        .Key("params")
+        .Raw(store::ToJson(e.params))
+        .Key("eqms")
+        .Uint(eqms.size())
+        .Key("max_footprint")
+        .Uint(hi)
+        .Key("min_footprint")
+        .Uint(lo)
+        .Key("median_step")
+        .Double(steps.median)
+        .Key("calib_sha256")
+        .String(e.calib_sha256)
+        .Key("created_at")
+        .String(e.created_at)
         .EndObject();
     std::string lib;
     for (const std::string& l : e.library) lib += (lib.empty() ? "" : ">") + l;
@@ -160,12 +182,15 @@ Status ListEnsembles(Store* store, const store::ModelInfo& m, JsonWriter* w, std
       const std::string v = ParamText(e.params, key);
       if (!v.empty()) how += (how.empty() ? "" : " ") + std::string(key) + "=" + v;
     }
-    table.AddRow({e.name, lib, std::to_string(eqms.size()), FormatBytes(hi) + ".." + FormatBytes(lo),
+    table.AddRow({e.name, lib, std::to_string(eqms.size()),
+                  FormatBytes(hi) + ".." + FormatBytes(lo),
                   FormatBytes(static_cast<uint64_t>(steps.median)), how, e.created_at});
   }
   w->EndArray();
-  if (!table.empty()) *text += table.Render("  ");
-  else *text += "  (no ensembles; build one with `fqpack search`)\n";
+  if (!table.empty())
+    *text += table.Render("  ");
+  else
+    *text += "  (no ensembles; build one with `fqpack search`)\n";
   return Status::OK();
 }
 
@@ -180,62 +205,97 @@ Status RunLs(Context& ctx, bool ensembles) {
     FQ_ASSIGN_OR_RETURN(std::vector<store::SlotInfo> slots, store->Slots(m.id));
     FQ_ASSIGN_OR_RETURN(std::vector<store::QmInfo> qms, store->ListQms(m.id));
     FQ_ASSIGN_OR_RETURN(ModelTotals t, Totals(store.get(), m.id));
-    const double dedup = t.unique_stored == 0 ? 0 : static_cast<double>(t.logical) / t.unique_stored;
+    const double dedup =
+        t.unique_stored == 0 ? 0 : static_cast<double>(t.logical) / t.unique_stored;
     w.BeginObject()
-        .Key("name").String(m.name)
-        .Key("arch").String(m.arch)
-        .Key("slots").Uint(slots.size())
-        .Key("hparams").Raw(store::ToJson(m.hparams))
-        .Key("qms").BeginArray();
+        .Key("name")
+        .String(m.name)
+        .Key("arch")
+        .String(m.arch)
+        .Key("slots")
+        .Uint(slots.size())
+        .Key("hparams")
+        .Raw(store::ToJson(m.hparams))
+        .Key("qms")
+        .BeginArray();
     Table table({"QM", "bits/w", "size", "types", "origin", "source"}, "lrrlll");
     for (const store::QmInfo& q : qms) {
       FQ_ASSIGN_OR_RETURN(std::string mix, TypeMix(store.get(), q.id));
       w.BeginObject()
-          .Key("label").String(q.label)
-          .Key("bits_per_weight").Double(q.bits_per_weight)
-          .Key("bytes").Uint(q.weight_bytes)
-          .Key("types").String(mix)
-          .Key("origin").String(q.origin)
-          .Key("partial").Bool(q.partial)
-          .Key("source").String(q.source_name)
-          .Key("source_sha256").String(q.source_sha256)
+          .Key("label")
+          .String(q.label)
+          .Key("bits_per_weight")
+          .Double(q.bits_per_weight)
+          .Key("bytes")
+          .Uint(q.weight_bytes)
+          .Key("types")
+          .String(mix)
+          .Key("origin")
+          .String(q.origin)
+          .Key("partial")
+          .Bool(q.partial)
+          .Key("source")
+          .String(q.source_name)
+          .Key("source_sha256")
+          .String(q.source_sha256)
           .EndObject();
       table.AddRow({q.label + (q.partial ? " (partial)" : ""), FormatDouble(q.bits_per_weight, 2),
                     FormatBytes(q.weight_bytes), mix, q.origin, q.source_name});
     }
     w.EndArray()
-        .Key("logical_bytes").Uint(t.logical)
-        .Key("unique_bytes").Uint(t.unique_raw)
-        .Key("stored_bytes").Uint(t.unique_stored)
-        .Key("dedup_ratio").Double(dedup);
+        .Key("logical_bytes")
+        .Uint(t.logical)
+        .Key("unique_bytes")
+        .Uint(t.unique_raw)
+        .Key("stored_bytes")
+        .Uint(t.unique_stored)
+        .Key("dedup_ratio")
+        .Double(dedup);
     std::string ensemble_text;
     if (ensembles) FQ_RETURN_IF_ERROR(ListEnsembles(store.get(), m, &w, &ensemble_text));
-    FQ_ASSIGN_OR_RETURN(std::vector<store::DynamicModelInfo> dynamic, store->ListDynamicModels(m.id));
+    FQ_ASSIGN_OR_RETURN(std::vector<store::DynamicModelInfo> dynamic,
+                        store->ListDynamicModels(m.id));
     w.Key("dynamic").BeginArray();
     for (const store::DynamicModelInfo& d : dynamic) {
-      w.BeginObject().Key("hi").String(d.hi_label).Key("lo").String(d.lo_label).Key("target_bits")
-          .Double(d.target_bits).Key("units").Uint(d.units.size()).EndObject();
+      w.BeginObject()
+          .Key("hi")
+          .String(d.hi_label)
+          .Key("lo")
+          .String(d.lo_label)
+          .Key("target_bits")
+          .Double(d.target_bits)
+          .Key("units")
+          .Uint(d.units.size())
+          .EndObject();
       ensemble_text += "  dynamic precision hi=" + d.hi_label + ",lo=" + d.lo_label + " (" +
-                       std::to_string(d.units.size()) + " units, " + FormatDouble(d.target_bits, 2) +
-                       " bits/weight)\n";
+                       std::to_string(d.units.size()) + " units, " +
+                       FormatDouble(d.target_bits, 2) + " bits/weight)\n";
     }
     w.EndArray();
     w.EndObject();
     text += "model " + m.name + " (" + m.arch + ", " + std::to_string(slots.size()) + " tensors, " +
             std::to_string(qms.size()) + " QMs)\n";
     if (!table.empty()) text += table.Render("  ");
-    text += "  QMs stored whole: " + FormatBytes(t.logical) + "; stored once: " + FormatBytes(t.unique_raw) +
-            " in " + FormatBytes(t.unique_stored) + " of blobs (" + FormatRatio(dedup) + " smaller)\n";
+    text += "  QMs stored whole: " + FormatBytes(t.logical) +
+            "; stored once: " + FormatBytes(t.unique_raw) + " in " + FormatBytes(t.unique_stored) +
+            " of blobs (" + FormatRatio(dedup) + " smaller)\n";
     text += ensemble_text + "\n";
   }
-  const double dedup = stats.stored_bytes == 0 ? 0 : static_cast<double>(stats.logical_bytes) / stats.stored_bytes;
+  const double dedup =
+      stats.stored_bytes == 0 ? 0 : static_cast<double>(stats.logical_bytes) / stats.stored_bytes;
   w.EndArray()
-      .Key("totals").BeginObject()
-      .Key("logical_bytes").Uint(stats.logical_bytes)
-      .Key("unique_bytes").Uint(stats.unique_raw_bytes)
-      .Key("stored_bytes").Uint(stats.stored_bytes)
-      .Key("blobs").Uint(stats.blobs)
-      .Key("dedup_ratio").Double(dedup)
+      .Key("totals")
+      .BeginObject()
+      .Key("logical_bytes")
+      .Uint(stats.logical_bytes)
+      .Key("unique_bytes")
+      .Uint(stats.unique_raw_bytes)
+      .Key("stored_bytes")
+      .Uint(stats.stored_bytes)
+      .Key("blobs")
+      .Uint(stats.blobs)
+      .Key("dedup_ratio")
+      .Double(dedup)
       .EndObject()
       .EndObject();
   if (ctx.json) {
@@ -252,9 +312,10 @@ Status RunLs(Context& ctx, bool ensembles) {
 
 Status RunVerifyPack(Context& ctx, const std::string& path) {
   Progress progress("verify", 1000, ctx.ShowProgress());
-  Result<pack::PackVerifyReport> r = pack::VerifyPack(ctx.env, path, [&](size_t done, size_t total) {
-    progress.Update(done * 1000 / std::max<size_t>(total, 1));
-  });
+  Result<pack::PackVerifyReport> r =
+      pack::VerifyPack(ctx.env, path, [&](size_t done, size_t total) {
+        progress.Update(done * 1000 / std::max<size_t>(total, 1));
+      });
   // A pack that does not even open is one problem: for a script, reported
   // like the others (--json); for a person, one line naming the defect.
   pack::PackVerifyReport report;
@@ -268,20 +329,30 @@ Status RunVerifyPack(Context& ctx, const std::string& path) {
   progress.Finish();
   if (ctx.json) {
     JsonWriter w(true);
-    w.BeginObject().Key("file").String(path).Key("ok").Bool(report.ok())
-        .Key("modules_checked").Uint(report.modules_checked).Key("bytes_checked").Uint(report.bytes_checked)
-        .Key("errors").BeginArray();
+    w.BeginObject()
+        .Key("file")
+        .String(path)
+        .Key("ok")
+        .Bool(report.ok())
+        .Key("modules_checked")
+        .Uint(report.modules_checked)
+        .Key("bytes_checked")
+        .Uint(report.bytes_checked)
+        .Key("errors")
+        .BeginArray();
     for (const auto& e : report.errors) w.String(e);
     w.EndArray().EndObject();
     ctx.Print(w.str());
   } else {
     for (const auto& e : report.errors) std::fprintf(stderr, "error: %s\n", e.c_str());
     ctx.Print(std::string(report.ok() ? "OK" : "FAILED") + ": " + path + ": " +
-              std::to_string(report.modules_checked) + " modules (" + FormatBytes(report.bytes_checked) +
-              ") re-hashed, " + std::to_string(report.errors.size()) + " errors");
+              std::to_string(report.modules_checked) + " modules (" +
+              FormatBytes(report.bytes_checked) + ") re-hashed, " +
+              std::to_string(report.errors.size()) + " errors");
   }
   if (!report.ok()) {
-    return Status::Corruption(path + ": verify found " + std::to_string(report.errors.size()) + " problem(s)");
+    return Status::Corruption(path + ": verify found " + std::to_string(report.errors.size()) +
+                              " problem(s)");
   }
   return Status::OK();
 }
@@ -298,32 +369,50 @@ Status RunVerify(Context& ctx, const std::string& target) {
   if (ctx.json) {
     JsonWriter w(true);
     w.BeginObject()
-        .Key("store").String(ctx.StoreDir())
-        .Key("ok").Bool(r->ok())
-        .Key("blobs_checked").Uint(r->blobs_checked)
-        .Key("bytes_checked").Uint(r->bytes_checked)
-        .Key("references_checked").Uint(r->references_checked)
-        .Key("orphan_files").Uint(r->orphan_files)
-        .Key("orphan_bytes").Uint(r->orphan_bytes)
-        .Key("errors").Uint(r->errors())
-        .Key("issues").BeginArray();
+        .Key("store")
+        .String(ctx.StoreDir())
+        .Key("ok")
+        .Bool(r->ok())
+        .Key("blobs_checked")
+        .Uint(r->blobs_checked)
+        .Key("bytes_checked")
+        .Uint(r->bytes_checked)
+        .Key("references_checked")
+        .Uint(r->references_checked)
+        .Key("orphan_files")
+        .Uint(r->orphan_files)
+        .Key("orphan_bytes")
+        .Uint(r->orphan_bytes)
+        .Key("errors")
+        .Uint(r->errors())
+        .Key("issues")
+        .BeginArray();
     for (const auto& i : r->issues) {
-      w.BeginObject().Key("severity").String(i.error ? "error" : "warning").Key("where").String(i.where)
-          .Key("message").String(i.message).EndObject();
+      w.BeginObject()
+          .Key("severity")
+          .String(i.error ? "error" : "warning")
+          .Key("where")
+          .String(i.where)
+          .Key("message")
+          .String(i.message)
+          .EndObject();
     }
     w.EndArray().EndObject();
     ctx.Print(w.str());
   } else {
     for (const auto& i : r->issues) {
-      std::fprintf(stderr, "%s: %s: %s\n", i.error ? "error" : "warning", i.where.c_str(), i.message.c_str());
+      std::fprintf(stderr, "%s: %s: %s\n", i.error ? "error" : "warning", i.where.c_str(),
+                   i.message.c_str());
     }
-    ctx.Print(std::string(r->ok() ? "OK" : "FAILED") + ": " + std::to_string(r->blobs_checked) + " modules (" +
-              FormatBytes(r->bytes_checked) + ") re-hashed, " + std::to_string(r->references_checked) +
-              " references checked, " + std::to_string(r->errors()) + " errors, " +
+    ctx.Print(std::string(r->ok() ? "OK" : "FAILED") + ": " + std::to_string(r->blobs_checked) +
+              " modules (" + FormatBytes(r->bytes_checked) + ") re-hashed, " +
+              std::to_string(r->references_checked) + " references checked, " +
+              std::to_string(r->errors()) + " errors, " +
               std::to_string(r->issues.size() - r->errors()) + " warnings");
   }
   if (!r->ok()) {
-    return Status::Corruption(ctx.StoreDir() + ": verify found " + std::to_string(r->errors()) + " problem(s)");
+    return Status::Corruption(ctx.StoreDir() + ": verify found " + std::to_string(r->errors()) +
+                              " problem(s)");
   }
   return Status::OK();
 }
@@ -339,28 +428,42 @@ struct ExportArgs {
 
 Status RunExport(Context& ctx, const ExportArgs& args) {
   if (!args.pack.empty()) {
-    if (!args.model.empty()) return Status::InvalidArgument("--model picks a model of the store; a .fqpack holds one");
+    if (!args.model.empty())
+      return Status::InvalidArgument("--model picks a model of the store; a .fqpack holds one");
     return ExportPackGguf(ctx, args.pack, args.ensemble, args.eqm, args.qm, args.out);
   }
   if (args.eqm >= 0 || !args.ensemble.empty()) {
-    return Status::InvalidArgument("--eqm and --ensemble export from a .fqpack file: fqpack export FILE.fqpack --eqm K -o OUT");
+    return Status::InvalidArgument(
+        "--eqm and --ensemble export from a .fqpack file: fqpack export FILE.fqpack --eqm K -o "
+        "OUT");
   }
-  if (args.qm.empty()) return Status::InvalidArgument("export needs --qm LABEL (or a .fqpack file and --eqm K)");
+  if (args.qm.empty())
+    return Status::InvalidArgument("export needs --qm LABEL (or a .fqpack file and --eqm K)");
   FQ_ASSIGN_OR_RETURN(auto store, ctx.OpenStore());
   FQ_ASSIGN_OR_RETURN(store::ModelInfo m, store->ResolveModel(args.model));
   Progress progress("export " + args.qm, 1000, ctx.ShowProgress());
-  Result<store::ExportResult> r = store::ExportQmGguf(
-      store.get(), m.name, args.qm, args.out,
-      [&](size_t done, size_t total) { progress.Update(done * 1000 / std::max<size_t>(total, 1)); });
+  Result<store::ExportResult> r =
+      store::ExportQmGguf(store.get(), m.name, args.qm, args.out, [&](size_t done, size_t total) {
+        progress.Update(done * 1000 / std::max<size_t>(total, 1));
+      });
   if (!r.ok()) return r.status();
   progress.Finish();
   if (ctx.json) {
     JsonWriter w;
-    w.BeginObject().Key("file").String(args.out).Key("bytes").Uint(r->bytes).Key("tensors").Uint(r->tensors)
-        .Key("source_layout").Bool(r->byte_exact_layout).EndObject();
+    w.BeginObject()
+        .Key("file")
+        .String(args.out)
+        .Key("bytes")
+        .Uint(r->bytes)
+        .Key("tensors")
+        .Uint(r->tensors)
+        .Key("source_layout")
+        .Bool(r->byte_exact_layout)
+        .EndObject();
     ctx.Print(w.str());
   } else {
-    ctx.Print("wrote " + args.out + ": " + std::to_string(r->tensors) + " tensors, " + FormatBytes(r->bytes) +
+    ctx.Print("wrote " + args.out + ": " + std::to_string(r->tensors) + " tensors, " +
+              FormatBytes(r->bytes) +
               (r->byte_exact_layout ? " (layout of the imported file)" : ""));
   }
   return Status::OK();
@@ -376,24 +479,30 @@ Status RunSynth(Context& ctx, SynthArgs args) {
   FQ_ASSIGN_OR_RETURN(args.spec.type, ParseQTypeName(args.type));
   FQ_RETURN_IF_ERROR(store::WriteSyntheticLlama(ctx.env, args.out, args.spec));
   FQ_ASSIGN_OR_RETURN(uint64_t size, ctx.env->GetFileSize(args.out));
-  ctx.Print("wrote " + args.out + ": synthetic llama (random weights), " + std::to_string(args.spec.n_layers) +
-            " layers, n_embd " + std::to_string(args.spec.n_embd) + ", " + args.type + ", " + FormatBytes(size));
+  ctx.Print("wrote " + args.out + ": synthetic llama (random weights), " +
+            std::to_string(args.spec.n_layers) + " layers, n_embd " +
+            std::to_string(args.spec.n_embd) + ", " + args.type + ", " + FormatBytes(size));
   return Status::OK();
 }
 
 }  // namespace
 
 void RegisterStoreCommands(CLI::App& app, Context& ctx) {
-  CLI::App* init = app.add_subcommand("init", "Create an empty store (./.fqpack-store, or --store DIR)");
+  CLI::App* init =
+      app.add_subcommand("init", "Create an empty store (./.fqpack-store, or --store DIR)");
   init->callback([&ctx] { ctx.action = [&ctx] { return RunInit(ctx); }; });
 
   auto import_args = std::make_shared<ImportArgs>();
-  CLI::App* imp = app.add_subcommand("import", "Import GGUF checkpoints of one model; each becomes a QM");
+  CLI::App* imp =
+      app.add_subcommand("import", "Import GGUF checkpoints of one model; each becomes a QM");
   imp->add_option("files", import_args->files, "GGUF files")->required()->check(CLI::ExistingFile);
   imp->add_option("-m,--model", import_args->model, "Model name (default: from the file name)");
-  imp->add_option("-l,--label", import_args->label, "QM label (default: from the file name or file type)");
+  imp->add_option("-l,--label", import_args->label,
+                  "QM label (default: from the file name or file type)");
   imp->add_flag("!--no-init", import_args->init, "Fail when the store does not exist yet");
-  imp->callback([&ctx, import_args] { ctx.action = [&ctx, import_args] { return RunImport(ctx, *import_args); }; });
+  imp->callback([&ctx, import_args] {
+    ctx.action = [&ctx, import_args] { return RunImport(ctx, *import_args); };
+  });
 
   CLI::App* ls = app.add_subcommand("ls", "List models, their QMs, and what deduplication saves");
   auto ls_ensembles = std::make_shared<bool>(false);
@@ -403,24 +512,34 @@ void RegisterStoreCommands(CLI::App& app, Context& ctx) {
   });
 
   auto verify_target = std::make_shared<std::string>();
-  CLI::App* verify = app.add_subcommand("verify", "Re-hash every module and check the index; non-zero exit on any problem");
+  CLI::App* verify = app.add_subcommand(
+      "verify", "Re-hash every module and check the index; non-zero exit on any problem");
   verify->add_option("file", *verify_target, "A .fqpack file to verify instead of the store");
-  verify->callback([&ctx, verify_target] { ctx.action = [&ctx, verify_target] { return RunVerify(ctx, *verify_target); }; });
+  verify->callback([&ctx, verify_target] {
+    ctx.action = [&ctx, verify_target] { return RunVerify(ctx, *verify_target); };
+  });
 
   auto export_args = std::make_shared<ExportArgs>();
-  CLI::App* exp = app.add_subcommand("export", "Write a QM, or an EQM of a .fqpack file, out as a GGUF file");
+  CLI::App* exp =
+      app.add_subcommand("export", "Write a QM, or an EQM of a .fqpack file, out as a GGUF file");
   exp->add_option("pack", export_args->pack, "A .fqpack file to export from (default: the store)")
       ->check(CLI::ExistingFile);
-  exp->add_option("-m,--model", export_args->model, "Model name (needed when the store holds several)");
+  exp->add_option("-m,--model", export_args->model,
+                  "Model name (needed when the store holds several)");
   exp->add_option("--qm", export_args->qm, "QM label");
-  exp->add_option("--eqm", export_args->eqm, "EQM step of the pack's ensemble")->check(CLI::NonNegativeNumber);
-  exp->add_option("-e,--ensemble", export_args->ensemble, "Ensemble of the pack (default: the newest)");
+  exp->add_option("--eqm", export_args->eqm, "EQM step of the pack's ensemble")
+      ->check(CLI::NonNegativeNumber);
+  exp->add_option("-e,--ensemble", export_args->ensemble,
+                  "Ensemble of the pack (default: the newest)");
   exp->add_option("-o,--output", export_args->out, "Output GGUF file")->required();
-  exp->callback([&ctx, export_args] { ctx.action = [&ctx, export_args] { return RunExport(ctx, *export_args); }; });
+  exp->callback([&ctx, export_args] {
+    ctx.action = [&ctx, export_args] { return RunExport(ctx, *export_args); };
+  });
 
   auto synth = std::make_shared<SynthArgs>();
   CLI::App* syn = app.add_subcommand(
-      "synth", "Write a llama GGUF with random weights (a model of any shape for demos and benchmarks)");
+      "synth",
+      "Write a llama GGUF with random weights (a model of any shape for demos and benchmarks)");
   syn->add_option("-o,--output", synth->out, "Output GGUF file")->required();
   syn->add_option("--name", synth->spec.name, "general.name")->capture_default_str();
   syn->add_option("--embd", synth->spec.n_embd, "Embedding width")->capture_default_str();
@@ -429,7 +548,8 @@ void RegisterStoreCommands(CLI::App& app, Context& ctx) {
   syn->add_option("--heads", synth->spec.n_heads, "Attention heads")->capture_default_str();
   syn->add_option("--kv-heads", synth->spec.n_kv_heads, "Key/value heads")->capture_default_str();
   syn->add_option("--vocab", synth->spec.n_vocab, "Vocabulary size")->capture_default_str();
-  syn->add_option("--ctx", synth->spec.n_ctx, "Context length in the metadata")->capture_default_str();
+  syn->add_option("--ctx", synth->spec.n_ctx, "Context length in the metadata")
+      ->capture_default_str();
   syn->add_option("--type", synth->type, "F32 or F16")->capture_default_str();
   syn->add_option("--seed", synth->spec.seed, "Random seed")->capture_default_str();
   syn->callback([&ctx, synth] { ctx.action = [&ctx, synth] { return RunSynth(ctx, *synth); }; });

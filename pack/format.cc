@@ -54,12 +54,15 @@ Status CheckHeader(ByteSpan file, const std::string& name) {
   }
   if (version > kFormatVersion) {
     return Status::NotSupported(name + ": fqpack format version " + std::to_string(version) +
-                                " is newer than this fqpack reads (" + std::to_string(kFormatVersion) + ")");
+                                " is newer than this fqpack reads (" +
+                                std::to_string(kFormatVersion) + ")");
   }
   if (version == 0) return Status::Corruption(name + ": format version 0");
-  if (DecodeU32(h + 16) != kHeaderSize) return Status::Corruption(name + ": unexpected header size");
+  if (DecodeU32(h + 16) != kHeaderSize)
+    return Status::Corruption(name + ": unexpected header size");
   if (DecodeU32(h + 20) != 0) {
-    return Status::NotSupported(name + ": header flags " + std::to_string(DecodeU32(h + 20)) + " unknown to this fqpack");
+    return Status::NotSupported(name + ": header flags " + std::to_string(DecodeU32(h + 20)) +
+                                " unknown to this fqpack");
   }
   return Status::OK();
 }
@@ -75,7 +78,8 @@ Result<Footer> ReadFooter(ByteSpan file, const std::string& name) {
   const uint64_t version = DecodeU64(p + 40);
   if (version > kFormatVersion) {
     return Status::NotSupported(name + ": fqpack format version " + std::to_string(version) +
-                                " is newer than this fqpack reads (" + std::to_string(kFormatVersion) + ")");
+                                " is newer than this fqpack reads (" +
+                                std::to_string(kFormatVersion) + ")");
   }
   Footer f;
   f.index_offset = DecodeU64(p);
@@ -84,15 +88,17 @@ Result<Footer> ReadFooter(ByteSpan file, const std::string& name) {
   f.payload_end = DecodeU64(p + 24);
   f.file_size = DecodeU64(p + 32);
   if (f.file_size != file.size()) {
-    return Status::Corruption(name + ": file is " + std::to_string(file.size()) + " bytes but its footer says " +
-                              std::to_string(f.file_size) + " (truncated or extended)");
+    return Status::Corruption(name + ": file is " + std::to_string(file.size()) +
+                              " bytes but its footer says " + std::to_string(f.file_size) +
+                              " (truncated or extended)");
   }
   const uint64_t index_end = file.size() - kFooterSize;
   if (f.payload_end < kHeaderSize || f.payload_end > f.index_offset || f.index_offset > index_end ||
       f.index_size != index_end - f.index_offset) {
     return Status::Corruption(name + ": footer offsets are inconsistent (payloads end " +
-                              std::to_string(f.payload_end) + ", index at " + std::to_string(f.index_offset) +
-                              " of " + std::to_string(f.index_size) + " bytes)");
+                              std::to_string(f.payload_end) + ", index at " +
+                              std::to_string(f.index_offset) + " of " +
+                              std::to_string(f.index_size) + " bytes)");
   }
   if (f.index_checksum != Checksum(file.subspan(f.index_offset, f.index_size))) {
     return Status::Corruption(name + ": index checksum mismatch (damaged index)");

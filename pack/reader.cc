@@ -27,7 +27,9 @@ Result<std::unique_ptr<PackReader>> PackReader::Open(Env* env, const std::string
 Status PackReader::Validate() {
   const ByteSpan image = file_->bytes().subspan(footer_.index_offset, footer_.index_size);
   FQ_ASSIGN_OR_RETURN(catalog_, store::PackCatalog::Open(image, path_));
-  auto corrupt = [&](const std::string& what) { return Status::Corruption(path_ + ": index: " + what); };
+  auto corrupt = [&](const std::string& what) {
+    return Status::Corruption(path_ + ": index: " + what);
+  };
 
   Result<int64_t> version = catalog_->SchemaVersion();
   if (!version.ok()) return corrupt(version.status().message());
@@ -41,7 +43,8 @@ Status PackReader::Validate() {
   }
   Result<std::vector<store::ModelInfo>> models = catalog_->ListModels();
   if (!models.ok()) return corrupt(models.status().message());
-  if (models->size() != 1) return corrupt("holds " + std::to_string(models->size()) + " models, not one");
+  if (models->size() != 1)
+    return corrupt("holds " + std::to_string(models->size()) + " models, not one");
   model_ = (*models)[0];
 
   Result<std::vector<store::PackCatalog::PayloadRow>> rows = catalog_->Payloads();
@@ -58,19 +61,23 @@ Status PackReader::Validate() {
     const std::string what = "module " + p.key.Hex();
     Status row_ok = store::CheckModuleRow(p.desc, raw, what);
     if (!row_ok.ok()) return corrupt(row_ok.message());
-    if (!row.offset || !NonNegative(*row.offset, &p.offset)) return corrupt(what + ": no payload offset");
+    if (!row.offset || !NonNegative(*row.offset, &p.offset))
+      return corrupt(what + ": no payload offset");
     if (!NonNegative(stored, &p.stored_bytes)) return corrupt(what + ": negative stored size");
     if (codec != "raw" && codec != "zstd") return corrupt(what + ": unknown codec '" + codec + "'");
     p.raw_bytes = static_cast<uint64_t>(raw);
     p.zstd = codec == "zstd";
-    if (!p.zstd && p.stored_bytes != p.raw_bytes) return corrupt(what + ": raw payload of the wrong size");
+    if (!p.zstd && p.stored_bytes != p.raw_bytes)
+      return corrupt(what + ": raw payload of the wrong size");
     uint64_t max_raw = 0;
-    if (p.zstd && CheckedMul(p.stored_bytes, store::kZstdMaxExpansion, &max_raw) && p.raw_bytes > max_raw) {
-      return corrupt(what + ": " + std::to_string(p.raw_bytes) + " bytes cannot come from a zstd payload of " +
-                     std::to_string(p.stored_bytes));
+    if (p.zstd && CheckedMul(p.stored_bytes, store::kZstdMaxExpansion, &max_raw) &&
+        p.raw_bytes > max_raw) {
+      return corrupt(what + ": " + std::to_string(p.raw_bytes) +
+                     " bytes cannot come from a zstd payload of " + std::to_string(p.stored_bytes));
     }
     if (p.offset < prev_end || !RangeInside(p.offset, p.stored_bytes, footer_.payload_end)) {
-      return corrupt(what + ": payload [" + std::to_string(p.offset) + ", +" + std::to_string(p.stored_bytes) +
+      return corrupt(what + ": payload [" + std::to_string(p.offset) + ", +" +
+                     std::to_string(p.stored_bytes) +
                      ") overlaps another or lies outside the payload area");
     }
     prev_end = p.offset + p.stored_bytes;
@@ -82,9 +89,7 @@ Status PackReader::Validate() {
   return Status::OK();
 }
 
-Result<std::vector<store::QmInfo>> PackReader::Qms() {
-  return catalog_->ListQms(model_.id);
-}
+Result<std::vector<store::QmInfo>> PackReader::Qms() { return catalog_->ListQms(model_.id); }
 
 Result<std::vector<store::EnsembleInfo>> PackReader::Ensembles() {
   return catalog_->ListEnsembles(model_.id);
@@ -94,7 +99,8 @@ Result<std::vector<store::DynamicModelInfo>> PackReader::DynamicModels() {
   return catalog_->ListDynamicModels(model_.id);
 }
 
-Result<store::DynamicModelInfo> PackReader::FindDynamicModel(const std::string& hi, const std::string& lo) {
+Result<store::DynamicModelInfo> PackReader::FindDynamicModel(const std::string& hi,
+                                                             const std::string& lo) {
   return catalog_->FindDynamicModel(model_.id, hi, lo);
 }
 
@@ -114,9 +120,7 @@ Result<store::ModelManifest> PackReader::EqmManifest(int64_t ensemble_id, int st
   return catalog_->EqmManifest(ensemble_id, step);
 }
 
-Result<std::string> PackReader::Info(const std::string& key) {
-  return catalog_->Info(key);
-}
+Result<std::string> PackReader::Info(const std::string& key) { return catalog_->Info(key); }
 
 Result<PayloadInfo> PackReader::Payload(const store::ModuleKey& key) const {
   auto it = by_key_.find(key);
@@ -162,7 +166,8 @@ Result<PackVerifyReport> VerifyPack(Env* env, const std::string& path,
     FQ_ASSIGN_OR_RETURN(std::vector<std::string> problems, reader->catalog().IntegrityProblems());
     for (const std::string& p : problems) report.errors.push_back(path + ": index: " + p);
     FQ_ASSIGN_OR_RETURN(int64_t fk, reader->catalog().BrokenReferences());
-    if (fk != 0) report.errors.push_back(path + ": index: " + std::to_string(fk) + " broken references");
+    if (fk != 0)
+      report.errors.push_back(path + ": index: " + std::to_string(fk) + " broken references");
   }
   // Every QM and EQM resolves to a full manifest.
   FQ_ASSIGN_OR_RETURN(auto qms, reader->Qms());
@@ -190,7 +195,8 @@ Result<PackVerifyReport> VerifyPack(Env* env, const std::string& path,
       ByteSpan bytes = reader->PayloadBytes(gap);
       for (size_t i = 0; i < bytes.size(); ++i) {
         if (bytes[i] != 0) {
-          report.errors.push_back(path + ": byte " + std::to_string(from + i) + " between payloads is not zero");
+          report.errors.push_back(path + ": byte " + std::to_string(from + i) +
+                                  " between payloads is not zero");
           return;
         }
       }

@@ -25,8 +25,9 @@ struct Placed {
 // as records and written into a new image in the order of
 // schema/fqpack_format.md (which keeps the image's bytes those of earlier
 // versions for the same store).
-Result<Bytes> WriteIndex(store::Store* store, const store::ModelInfo& model, const std::vector<Placed>& placed,
-                         std::vector<int64_t> qm_ids, std::vector<int64_t> ensemble_ids, PackResult* result) {
+Result<Bytes> WriteIndex(store::Store* store, const store::ModelInfo& model,
+                         const std::vector<Placed>& placed, std::vector<int64_t> qm_ids,
+                         std::vector<int64_t> ensemble_ids, PackResult* result) {
   store::Catalog& cat = store->catalog();
   FQ_ASSIGN_OR_RETURN(auto w, store::PackIndexWriter::Create(store->env()));
   FQ_ASSIGN_OR_RETURN(std::vector<store::SlotInfo> slots, cat.Slots(model.id));
@@ -35,7 +36,8 @@ Result<Bytes> WriteIndex(store::Store* store, const store::ModelInfo& model, con
   std::sort(qm_ids.begin(), qm_ids.end());
   std::sort(ensemble_ids.begin(), ensemble_ids.end());
   FQ_ASSIGN_OR_RETURN(std::vector<store::QmInfo> qms, cat.ListQms(model.id));
-  std::sort(qms.begin(), qms.end(), [](const store::QmInfo& a, const store::QmInfo& b) { return a.id < b.id; });
+  std::sort(qms.begin(), qms.end(),
+            [](const store::QmInfo& a, const store::QmInfo& b) { return a.id < b.id; });
   auto packed_qm = [&](int64_t id) { return std::binary_search(qm_ids.begin(), qm_ids.end(), id); };
   for (const store::QmInfo& q : qms) {
     if (!packed_qm(q.id)) continue;
@@ -56,7 +58,8 @@ Result<Bytes> WriteIndex(store::Store* store, const store::ModelInfo& model, con
     for (const store::EqmInfo& q : rows) FQ_RETURN_IF_ERROR(w->AddEqm(q));
     eqms.insert(eqms.end(), rows.begin(), rows.end());
   }
-  std::sort(eqms.begin(), eqms.end(), [](const store::EqmInfo& a, const store::EqmInfo& b) { return a.id < b.id; });
+  std::sort(eqms.begin(), eqms.end(),
+            [](const store::EqmInfo& a, const store::EqmInfo& b) { return a.id < b.id; });
   for (const store::EqmInfo& q : eqms) {
     FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, cat.EqmModules(q.id));
     FQ_RETURN_IF_ERROR(w->AddEqmModules(q.id, mods));
@@ -64,17 +67,21 @@ Result<Bytes> WriteIndex(store::Store* store, const store::ModelInfo& model, con
   if (!qm_ids.empty()) {
     // The dynamic models whose two QMs are in the pack (ids kept, so the
     // units follow them).
-    FQ_ASSIGN_OR_RETURN(std::vector<store::DynamicModelInfo> dynamic, cat.ListDynamicModels(model.id));
+    FQ_ASSIGN_OR_RETURN(std::vector<store::DynamicModelInfo> dynamic,
+                        cat.ListDynamicModels(model.id));
     std::vector<store::DynamicModelInfo> taken;
     for (store::DynamicModelInfo& d : dynamic) {
       if (packed_qm(d.hi_qm_id) && packed_qm(d.lo_qm_id)) taken.push_back(std::move(d));
     }
-    std::sort(taken.begin(), taken.end(), [](const store::DynamicModelInfo& a, const store::DynamicModelInfo& b) {
-      return std::pair(a.hi_qm_id, a.lo_qm_id) < std::pair(b.hi_qm_id, b.lo_qm_id);
-    });
+    std::sort(taken.begin(), taken.end(),
+              [](const store::DynamicModelInfo& a, const store::DynamicModelInfo& b) {
+                return std::pair(a.hi_qm_id, a.lo_qm_id) < std::pair(b.hi_qm_id, b.lo_qm_id);
+              });
     for (const store::DynamicModelInfo& d : taken) FQ_RETURN_IF_ERROR(w->AddDynamicModel(d));
     std::sort(taken.begin(), taken.end(),
-              [](const store::DynamicModelInfo& a, const store::DynamicModelInfo& b) { return a.id < b.id; });
+              [](const store::DynamicModelInfo& a, const store::DynamicModelInfo& b) {
+                return a.id < b.id;
+              });
     for (const store::DynamicModelInfo& d : taken) FQ_RETURN_IF_ERROR(w->AddDynamicUnits(d));
     result->dynamic_models = taken.size();
   }
@@ -93,7 +100,8 @@ Result<Codec> ParseCodec(const std::string& name) {
   return Status::InvalidArgument("codec '" + name + "' is not one of auto, raw, zstd");
 }
 
-Result<PackResult> WritePack(store::Store* store, const PackOptions& options, const std::string& out_path) {
+Result<PackResult> WritePack(store::Store* store, const PackOptions& options,
+                             const std::string& out_path) {
   FQ_ASSIGN_OR_RETURN(store::ModelInfo model, store->ResolveModel(options.model));
   PackResult result;
   result.model = model.name;
@@ -132,7 +140,8 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
   // Dynamic precision runs whole QMs: unless the QMs are chosen by name, the
   // pair of every calibrated dynamic model goes in (when neither was pruned),
   // so the pack carries the model.
-  FQ_ASSIGN_OR_RETURN(std::vector<store::DynamicModelInfo> dynamic, store->ListDynamicModels(model.id));
+  FQ_ASSIGN_OR_RETURN(std::vector<store::DynamicModelInfo> dynamic,
+                      store->ListDynamicModels(model.id));
   if (options.qms.empty()) {
     std::set<int64_t> partial;
     for (const store::QmInfo& q : all_qms) {
@@ -149,7 +158,8 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
     if (!options.qms.empty()) {
       take = std::find(options.qms.begin(), options.qms.end(), q.label) != options.qms.end();
       if (take && q.partial) {
-        return Status::InvalidArgument("QM '" + q.label + "' is partial (pruned) and cannot be packed whole");
+        return Status::InvalidArgument("QM '" + q.label +
+                                       "' is partial (pruned) and cannot be packed whole");
       }
     } else if (q.partial) {
       take = false;
@@ -157,11 +167,14 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
       take = true;
     } else {
       FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, store->QmModules(q.id));
-      take = std::all_of(mods.begin(), mods.end(), [&](const ModuleRef& m) { return modules.count(m.key) != 0; });
+      take = std::all_of(mods.begin(), mods.end(),
+                         [&](const ModuleRef& m) { return modules.count(m.key) != 0; });
     }
     take = take || required.count(q.id) != 0;
     if (!take) continue;
-    if (q.partial) return Status::InvalidArgument("QM '" + q.label + "' is partial (pruned) and cannot be packed whole");
+    if (q.partial)
+      return Status::InvalidArgument("QM '" + q.label +
+                                     "' is partial (pruned) and cannot be packed whole");
     qm_ids.push_back(q.id);
     result.qms.push_back(q.label);
     FQ_ASSIGN_OR_RETURN(std::vector<ModuleRef> mods, store->QmModules(q.id));
@@ -173,7 +186,8 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
       (void)q;
     }
   }
-  if (modules.empty()) return Status::InvalidArgument("model '" + model.name + "' has nothing to pack");
+  if (modules.empty())
+    return Status::InvalidArgument("model '" + model.name + "' has nothing to pack");
 
   // Layout: modules in the order of the first slot that uses them, so that
   // loading an EQM layer by layer reads the file front to back.
@@ -220,12 +234,14 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
         FQ_ASSIGN_OR_RETURN(compressed, store::ZstdCompress(data.bytes(), options.zstd_level));
         // Auto keeps zstd only where it saves at least 1/64: below that the
         // decode time on every load buys almost nothing.
-        if (options.codec == Codec::kAuto) use_zstd = compressed.size() + data.size() / 64 <= data.size();
+        if (options.codec == Codec::kAuto)
+          use_zstd = compressed.size() + data.size() / 64 <= data.size();
       }
       ByteSpan payload = use_zstd ? ByteSpan(compressed) : data.bytes();
       const uint64_t align = payload.size() >= kPageAlignFrom ? kPageAlign : kSmallAlign;
       uint64_t at = pos;
-      if (!AlignUp(pos, align, &at)) return Status::InvalidArgument(out_path + ": pack would exceed 2^64 bytes");
+      if (!AlignUp(pos, align, &at))
+        return Status::InvalidArgument(out_path + ": pack would exceed 2^64 bytes");
       FQ_RETURN_IF_ERROR(pad_to(at));
       FQ_RETURN_IF_ERROR(f->Append(payload));
       p.offset = pos;
@@ -239,7 +255,8 @@ Result<PackResult> WritePack(store::Store* store, const PackOptions& options, co
     }
     footer.payload_end = pos;
 
-    FQ_ASSIGN_OR_RETURN(index_image, WriteIndex(store, model, placed, qm_ids, ensemble_ids, &result));
+    FQ_ASSIGN_OR_RETURN(index_image,
+                        WriteIndex(store, model, placed, qm_ids, ensemble_ids, &result));
 
     footer.index_offset = pos;
     footer.index_size = index_image.size();

@@ -45,7 +45,8 @@ struct PackResult {
 };
 
 // Writes the pack to `out_path` crash-safely (temp file, fsync, rename).
-Result<PackResult> WritePack(store::Store* store, const PackOptions& options, const std::string& out_path);
+Result<PackResult> WritePack(store::Store* store, const PackOptions& options,
+                             const std::string& out_path);
 
 }  // namespace fqpack::pack
 

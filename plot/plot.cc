@@ -267,8 +267,8 @@ std::vector<Prim> Layout(const PlotSpec& spec) {
     const uint32_t c = colors[k];
     if (s.style == PlotSeries::Style::kLine) {
       for (size_t i = 1; i < s.points.size(); ++i) {
-        out.push_back(LinePrim(X(s.points[i - 1].x), Y(s.points[i - 1].y),
-                       X(s.points[i].x), Y(s.points[i].y), 2, c));
+        out.push_back(LinePrim(X(s.points[i - 1].x), Y(s.points[i - 1].y), X(s.points[i].x),
+                               Y(s.points[i].y), 2, c));
       }
     }
     const bool marks = s.style == PlotSeries::Style::kMarkers || s.markers;
@@ -332,11 +332,20 @@ std::string SvgEscape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -388,8 +397,10 @@ class Raster {
   }
 
   void Disc(double cx, double cy, double r, uint32_t fill, uint32_t stroke) {
-    const int xa = static_cast<int>(std::floor(cx - r - 2)), xb = static_cast<int>(std::ceil(cx + r + 2));
-    const int ya = static_cast<int>(std::floor(cy - r - 2)), yb = static_cast<int>(std::ceil(cy + r + 2));
+    const int xa = static_cast<int>(std::floor(cx - r - 2)),
+              xb = static_cast<int>(std::ceil(cx + r + 2));
+    const int ya = static_cast<int>(std::floor(cy - r - 2)),
+              yb = static_cast<int>(std::ceil(cy + r + 2));
     for (int y = ya; y <= yb; ++y) {
       for (int x = xa; x <= xb; ++x) {
         const double d = std::hypot(x + 0.5 - cx, y + 0.5 - cy);
@@ -406,10 +417,9 @@ class Raster {
     int pen = 0;
     for (unsigned char ch : s) {
       const int g = (ch >= 32 && ch <= 126) ? ch - 32 : '?' - 32;
-      const int drop = std::string_view(kDescenders).find(static_cast<char>(ch)) !=
-                               std::string_view::npos
-                           ? 2
-                           : 0;
+      const int drop =
+          std::string_view(kDescenders).find(static_cast<char>(ch)) != std::string_view::npos ? 2
+                                                                                              : 0;
       for (int row = 0; row < kGlyphH; ++row) {
         for (int col = 0; col < kGlyphW; ++col) {
           if (((kFont[g][row] >> (kGlyphW - 1 - col)) & 1) == 0) continue;
@@ -419,9 +429,11 @@ class Raster {
               const int u = (pen + col) * s_ + a;
               const int v = (row + drop - kGlyphH) * s_ + b;
               if (vertical) {
-                Blend(static_cast<int>(std::lround(x)) + v, static_cast<int>(std::lround(y)) - u, c, 1);
+                Blend(static_cast<int>(std::lround(x)) + v, static_cast<int>(std::lround(y)) - u, c,
+                      1);
               } else {
-                Blend(static_cast<int>(std::lround(x)) + u, static_cast<int>(std::lround(y)) + v, c, 1);
+                Blend(static_cast<int>(std::lround(x)) + u, static_cast<int>(std::lround(y)) + v, c,
+                      1);
               }
             }
           }
@@ -511,8 +523,9 @@ std::string RenderSvg(const PlotSpec& spec) {
           std::snprintf(buf, sizeof(buf), " transform=\"rotate(-90 %.1f %.1f)\"", p.x0, p.y0);
           transform = buf;
         }
-        std::snprintf(buf, sizeof(buf), "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\" fill=\"%s\"%s>",
-                      p.x0, p.y0, anchor, SvgColor(p.color).c_str(), transform.c_str());
+        std::snprintf(buf, sizeof(buf),
+                      "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\" fill=\"%s\"%s>", p.x0, p.y0,
+                      anchor, SvgColor(p.color).c_str(), transform.c_str());
         svg += buf + SvgEscape(p.text) + "</text>\n";
         break;
       }
@@ -526,12 +539,20 @@ Bytes RenderPng(const PlotSpec& spec) {
   Raster r(spec.width, spec.height);
   for (const Prim& p : Layout(spec)) {
     switch (p.kind) {
-      case Prim::Kind::kRect: r.Rect(p.x0, p.y0, p.x1, p.y1, p.color); break;
-      case Prim::Kind::kLine: r.Line(p.x0, p.y0, p.x1, p.y1, p.width, p.color); break;
-      case Prim::Kind::kDisc: r.Disc(p.x0, p.y0, p.width, p.color, p.stroke); break;
+      case Prim::Kind::kRect:
+        r.Rect(p.x0, p.y0, p.x1, p.y1, p.color);
+        break;
+      case Prim::Kind::kLine:
+        r.Line(p.x0, p.y0, p.x1, p.y1, p.width, p.color);
+        break;
+      case Prim::Kind::kDisc:
+        r.Disc(p.x0, p.y0, p.width, p.color, p.stroke);
+        break;
       case Prim::Kind::kText: {
         const double w = TextWidth(p.text) - kTextScale;  // no space after the last glyph
-        const double shift = p.anchor == Anchor::kStart ? 0 : p.anchor == Anchor::kMiddle ? w / 2 : w;
+        const double shift = p.anchor == Anchor::kStart    ? 0
+                             : p.anchor == Anchor::kMiddle ? w / 2
+                                                           : w;
         if (p.vertical) {
           r.Text(p.x0, p.y0 + shift, p.text, true, p.color);
         } else {

@@ -20,8 +20,8 @@
 
 #include "quantize/gptq.h"
 #include "runtime/model.h"
-#include "schema/thread_pool.h"
 #include "schema/status.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::quantize {
 

@@ -24,8 +24,8 @@
 #include <string>
 #include <vector>
 
-#include "schema/thread_pool.h"
 #include "schema/status.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::quantize {
 

@@ -11,11 +11,11 @@
 #include "quantize/rtn.h"
 #include "runtime/model.h"
 #include "runtime/quant/quant.h"
-#include "schema/thread_pool.h"
 #include "runtime/tokenizer.h"
 #include "schema/json.h"
 #include "schema/quant_types.h"
 #include "schema/sha256.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::quantize {
 using runtime::Model;

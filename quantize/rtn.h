@@ -9,8 +9,8 @@
 
 #include <cstdint>
 
-#include "schema/thread_pool.h"
 #include "schema/status.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::quantize {
 

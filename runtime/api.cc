@@ -20,7 +20,8 @@ struct ElasticModel::Impl {
 
   // Owner thread, holding run_mu: applies a budget requested meanwhile.
   Status ApplyPending() {
-    FQ_ASSIGN_OR_RETURN(std::optional<runtime::TransitionRecord> rec, rt->residency()->ApplyPendingBudget());
+    FQ_ASSIGN_OR_RETURN(std::optional<runtime::TransitionRecord> rec,
+                        rt->residency()->ApplyPendingBudget());
     if (rec.has_value() && rec->modules_swapped > 0) Log(*rec);
     return Status::OK();
   }
@@ -31,7 +32,8 @@ struct ElasticModel::Impl {
     while (rt->residency()->has_pending_budget()) {
       std::unique_lock<std::mutex> lock(run_mu, std::try_to_lock);
       if (!lock.owns_lock()) return;  // whoever holds it applies it
-      (void)ApplyPending();           // it passed RequestBudget's check; a failure here leaves the level as is
+      (void)
+          ApplyPending();  // it passed RequestBudget's check; a failure here leaves the level as is
     }
   }
 
@@ -51,14 +53,16 @@ struct ElasticModel::Impl {
 ElasticModel::ElasticModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ElasticModel::~ElasticModel() = default;
 
-Result<std::unique_ptr<ElasticModel>> ElasticModel::Open(const std::string& path, const OpenOptions& options) {
+Result<std::unique_ptr<ElasticModel>> ElasticModel::Open(const std::string& path,
+                                                         const OpenOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->pool = std::make_unique<ThreadPool>(options.threads);
   runtime::ElasticOptions eo;
   eo.residency.ensemble = options.ensemble;
   eo.n_ctx = options.context;
   eo.workload = options.evaluation ? runtime::Workload::kPerplexity : runtime::Workload::kGenerate;
-  FQ_ASSIGN_OR_RETURN(impl->rt, runtime::ElasticRuntime::Open(Env::Default(), path, eo, impl->pool.get()));
+  FQ_ASSIGN_OR_RETURN(impl->rt,
+                      runtime::ElasticRuntime::Open(Env::Default(), path, eo, impl->pool.get()));
   runtime::LevelChoice choice;
   choice.eqm = options.eqm;
   choice.budget = options.eqm >= 0 ? 0 : options.budget;
@@ -75,22 +79,23 @@ Status ElasticModel::SetBudget(uint64_t bytes) {
 
 uint64_t ElasticModel::MinimumBudget() const { return impl_->rt->residency()->MinimumBudget(); }
 
-Result<std::string> ElasticModel::Generate(const GenerateRequest& request,
-                                           const std::function<bool(std::string_view piece)>& on_piece) {
+Result<std::string> ElasticModel::Generate(
+    const GenerateRequest& request, const std::function<bool(std::string_view piece)>& on_piece) {
   Result<std::string> r = GenerateLocked(request, on_piece);
   impl_->ApplyLeftovers();
   return r;
 }
 
-Result<std::string> ElasticModel::GenerateLocked(const GenerateRequest& request,
-                                                 const std::function<bool(std::string_view piece)>& on_piece) {
+Result<std::string> ElasticModel::GenerateLocked(
+    const GenerateRequest& request, const std::function<bool(std::string_view piece)>& on_piece) {
   std::lock_guard<std::mutex> lock(impl_->run_mu);
   runtime::ElasticRuntime* rt = impl_->rt.get();
   const runtime::Tokenizer& tok = rt->tokenizer();
   std::vector<int32_t> prompt = tok.Encode(request.prompt, true);
   if (prompt.empty()) {
     if (tok.bos() == runtime::Tokenizer::kNoToken) {
-      return Status::InvalidArgument("the prompt is empty and the vocabulary has no BOS to start from");
+      return Status::InvalidArgument(
+          "the prompt is empty and the vocabulary has no BOS to start from");
     }
     prompt.push_back(tok.bos());
   }
@@ -126,9 +131,10 @@ Result<double> ElasticModel::Perplexity(std::string_view text) {
     std::lock_guard<std::mutex> lock(impl_->run_mu);
     runtime::ElasticRuntime* rt = impl_->rt.get();
     const std::vector<int32_t> tokens = rt->tokenizer().Encode(text, true);
-    FQ_ASSIGN_OR_RETURN(runtime::ElasticPerplexityResult r,
-                        rt->Perplexity(tokens, -1, {}, {},
-                                       [this](const runtime::TransitionRecord& t) { impl_->Log(t); }));
+    FQ_ASSIGN_OR_RETURN(
+        runtime::ElasticPerplexityResult r,
+        rt->Perplexity(tokens, -1, {}, {},
+                       [this](const runtime::TransitionRecord& t) { impl_->Log(t); }));
     FQ_RETURN_IF_ERROR(impl_->ApplyPending());
     return r.total.ppl;
   }();

@@ -25,7 +25,8 @@ std::vector<double> PositiveSensitivities(const store::DynamicModelInfo& m) {
 }
 
 // Thresholds for scale c (file comment of dynamic.h).
-std::vector<double> ThresholdsForScale(const store::DynamicModelInfo& m, const std::vector<double>& s, double c) {
+std::vector<double> ThresholdsForScale(const store::DynamicModelInfo& m,
+                                       const std::vector<double>& s, double c) {
   const size_t n = m.entropies.size();
   std::vector<double> t(m.units.size(), INFINITY);
   double prev = 0;
@@ -49,7 +50,8 @@ std::vector<double> ThresholdsForScale(const store::DynamicModelInfo& m, const s
 double AverageBits(const store::DynamicModelInfo& m, const std::vector<double>& thresholds) {
   std::vector<double> b(m.units.size() + 1);
   for (size_t k = 0; k < b.size(); ++k) b[k] = BitsWithHiUnits(m, static_cast<int>(k));
-  double sum = static_cast<double>(m.calib_starts) * b[static_cast<size_t>(HiUnitsForEntropy(thresholds, INFINITY))];
+  double sum = static_cast<double>(m.calib_starts) *
+               b[static_cast<size_t>(HiUnitsForEntropy(thresholds, INFINITY))];
   for (double h : m.entropies) sum += b[static_cast<size_t>(HiUnitsForEntropy(thresholds, h))];
   const double n = static_cast<double>(m.calib_starts) + static_cast<double>(m.entropies.size());
   return n == 0 ? b[0] : sum / n;
@@ -73,7 +75,8 @@ double LogitsEntropy(std::span<const float> logits) {
 
 double BitsWithHiUnits(const store::DynamicModelInfo& m, int k) {
   int64_t bytes = static_cast<int64_t>(m.lo_bytes);
-  for (int u = 0; u < k && u < static_cast<int>(m.units.size()); ++u) bytes += m.units[static_cast<size_t>(u)].extra_bytes;
+  for (int u = 0; u < k && u < static_cast<int>(m.units.size()); ++u)
+    bytes += m.units[static_cast<size_t>(u)].extra_bytes;
   return m.n_weights == 0 ? 0 : 8.0 * static_cast<double>(bytes) / static_cast<double>(m.n_weights);
 }
 
@@ -82,7 +85,8 @@ int HiUnitsForEntropy(std::span<const double> thresholds, double entropy) {
     return static_cast<int>(std::count_if(thresholds.begin(), thresholds.end(),
                                           [](double t) { return std::isfinite(t); }));
   }
-  return static_cast<int>(std::upper_bound(thresholds.begin(), thresholds.end(), entropy) - thresholds.begin());
+  return static_cast<int>(std::upper_bound(thresholds.begin(), thresholds.end(), entropy) -
+                          thresholds.begin());
 }
 
 Status CheckTargetBits(const store::DynamicModelInfo& m, double target) {
@@ -90,9 +94,14 @@ Status CheckTargetBits(const store::DynamicModelInfo& m, double target) {
   const double eps = 1e-9 * std::max(1.0, hi);
   const std::string range = "; choose a target between lo's " + Bits(lo) + " and hi's " + Bits(hi) +
                             " bits per weight (hi=" + m.hi_label + ", lo=" + m.lo_label + ")";
-  if (!std::isfinite(target)) return Status::InvalidArgument("the target bits per weight must be a number" + range);
-  if (target < lo - eps) return Status::InvalidArgument("target " + Bits(target) + " bits per weight is below lo's" + range);
-  if (target > hi + eps) return Status::InvalidArgument("target " + Bits(target) + " bits per weight is above hi's" + range);
+  if (!std::isfinite(target))
+    return Status::InvalidArgument("the target bits per weight must be a number" + range);
+  if (target < lo - eps)
+    return Status::InvalidArgument("target " + Bits(target) + " bits per weight is below lo's" +
+                                   range);
+  if (target > hi + eps)
+    return Status::InvalidArgument("target " + Bits(target) + " bits per weight is above hi's" +
+                                   range);
   return Status::OK();
 }
 
@@ -135,16 +144,18 @@ DynamicPlan StoredPlan(const store::DynamicModelInfo& m) {
   return plan;
 }
 
-uint64_t UnitHiBytes(const store::ModelManifest& hi, const store::ModelManifest& lo, const std::string& name) {
+uint64_t UnitHiBytes(const store::ModelManifest& hi, const store::ModelManifest& lo,
+                     const std::string& name) {
   uint64_t bytes = 0;
   for (size_t p = 0; p < hi.slots.size() && p < lo.slots.size(); ++p) {
-    if (hi.slots[p].key != lo.slots[p].key && DynamicUnitName(hi.slots[p]) == name) bytes += hi.slots[p].bytes;
+    if (hi.slots[p].key != lo.slots[p].key && DynamicUnitName(hi.slots[p]) == name)
+      bytes += hi.slots[p].bytes;
   }
   return bytes;
 }
 
-void CapPlanHiBytes(const store::DynamicModelInfo& m, const store::ModelManifest& hi, const store::ModelManifest& lo,
-                    uint64_t hi_bytes, DynamicPlan* plan) {
+void CapPlanHiBytes(const store::DynamicModelInfo& m, const store::ModelManifest& hi,
+                    const store::ModelManifest& lo, uint64_t hi_bytes, DynamicPlan* plan) {
   uint64_t held = 0;
   int kept = 0;
   for (size_t u = 0; u < plan->thresholds.size() && u < m.units.size(); ++u) {
@@ -167,30 +178,34 @@ std::string DynamicUnitName(const store::ManifestSlot& slot) {
 
 Status CheckDynamicPair(const store::ModelManifest& hi, const store::ModelManifest& lo) {
   if (hi.model != lo.model) {
-    return Status::InvalidArgument("hi QM '" + hi.label + "' is of model '" + hi.model + "' and lo QM '" + lo.label +
-                                   "' of model '" + lo.model + "': dynamic precision switches between two QMs of one model");
+    return Status::InvalidArgument("hi QM '" + hi.label + "' is of model '" + hi.model +
+                                   "' and lo QM '" + lo.label + "' of model '" + lo.model +
+                                   "': dynamic precision switches between two QMs of one model");
   }
-  if (hi.label == lo.label) return Status::InvalidArgument("hi and lo are the same QM '" + hi.label + "'");
+  if (hi.label == lo.label)
+    return Status::InvalidArgument("hi and lo are the same QM '" + hi.label + "'");
   if (hi.slots.size() != lo.slots.size()) {
-    return Status::InvalidArgument("QMs '" + hi.label + "' and '" + lo.label + "' have different slots");
+    return Status::InvalidArgument("QMs '" + hi.label + "' and '" + lo.label +
+                                   "' have different slots");
   }
   for (size_t i = 0; i < hi.slots.size(); ++i) {
     if (hi.slots[i].name != lo.slots[i].name || !hi.slots[i].desc.SameShape(lo.slots[i].desc)) {
-      return Status::InvalidArgument("QMs '" + hi.label + "' and '" + lo.label + "' differ at slot '" +
-                                     hi.slots[i].name + "'");
+      return Status::InvalidArgument("QMs '" + hi.label + "' and '" + lo.label +
+                                     "' differ at slot '" + hi.slots[i].name + "'");
     }
   }
   if (hi.weight_bytes() <= lo.weight_bytes()) {
-    return Status::InvalidArgument("hi QM '" + hi.label + "' (" + std::to_string(hi.weight_bytes()) +
-                                   " bytes of weights) is not of higher precision than lo QM '" + lo.label + "' (" +
-                                   std::to_string(lo.weight_bytes()) + " bytes); swap --hi and --lo");
+    return Status::InvalidArgument(
+        "hi QM '" + hi.label + "' (" + std::to_string(hi.weight_bytes()) +
+        " bytes of weights) is not of higher precision than lo QM '" + lo.label + "' (" +
+        std::to_string(lo.weight_bytes()) + " bytes); swap --hi and --lo");
   }
   return Status::OK();
 }
 
-Result<store::DynamicModelInfo> CalibrateDynamic(const store::ModelManifest& hi, const store::ModelManifest& lo,
-                                                 store::ModuleSource* source, std::span<const int32_t> tokens,
-                                                 const DynamicCalibrationOptions& options, ThreadPool* pool) {
+Result<store::DynamicModelInfo> CalibrateDynamic(
+    const store::ModelManifest& hi, const store::ModelManifest& lo, store::ModuleSource* source,
+    std::span<const int32_t> tokens, const DynamicCalibrationOptions& options, ThreadPool* pool) {
   FQ_RETURN_IF_ERROR(CheckDynamicPair(hi, lo));
   store::DynamicModelInfo m;
   m.hi_label = hi.label;
@@ -198,16 +213,19 @@ Result<store::DynamicModelInfo> CalibrateDynamic(const store::ModelManifest& hi,
   m.hi_bytes = hi.weight_bytes();
   m.lo_bytes = lo.weight_bytes();
   for (const store::ManifestSlot& s : hi.slots) m.n_weights += s.desc.n_elements();
-  const double target = std::isnan(options.target_bits) ? 0.5 * (m.hi_bits() + m.lo_bits()) : options.target_bits;
+  const double target =
+      std::isnan(options.target_bits) ? 0.5 * (m.hi_bits() + m.lo_bits()) : options.target_bits;
   FQ_RETURN_IF_ERROR(CheckTargetBits(m, target));
   if (options.n_ctx < 4) {
-    return Status::InvalidArgument("calibration needs chunks of at least 4 tokens, got " + std::to_string(options.n_ctx));
+    return Status::InvalidArgument("calibration needs chunks of at least 4 tokens, got " +
+                                   std::to_string(options.n_ctx));
   }
   const int64_t max_chunks = std::max<int64_t>(1, options.max_tokens / options.n_ctx);
   const auto chunks = PerplexityChunks(tokens, options.n_ctx, options.bos, max_chunks);
   if (chunks.empty()) {
     return Status::InvalidArgument("the calibration text has " + std::to_string(tokens.size()) +
-                                   " tokens, fewer than one chunk of " + std::to_string(options.n_ctx));
+                                   " tokens, fewer than one chunk of " +
+                                   std::to_string(options.n_ctx));
   }
 
   // The units, in slot order, with their slots' lo modules.
@@ -268,7 +286,8 @@ Result<store::DynamicModelInfo> CalibrateDynamic(const store::ModelManifest& hi,
     FQ_ASSIGN_OR_RETURN(LayerStates states, ev.Run(chunk));
     FQ_RETURN_IF_ERROR(ev.Logits(states, 0, &hi_logits));
     ++m.calib_starts;
-    for (size_t j = 0; j + 1 < n; ++j) m.entropies.push_back(LogitsEntropy({hi_logits.data() + j * v, v}));
+    for (size_t j = 0; j + 1 < n; ++j)
+      m.entropies.push_back(LogitsEntropy({hi_logits.data() + j * v, v}));
     positions += static_cast<int64_t>(n);
     for (size_t u = 0; u < units.size(); ++u) {
       FQ_RETURN_IF_ERROR(set_unit(units[u], true));
@@ -287,7 +306,8 @@ Result<store::DynamicModelInfo> CalibrateDynamic(const store::ModelManifest& hi,
       }
     }
     if (options.progress) {
-      FQ_RETURN_IF_ERROR(options.progress(static_cast<int64_t>(c) + 1, static_cast<int64_t>(chunks.size())));
+      FQ_RETURN_IF_ERROR(
+          options.progress(static_cast<int64_t>(c) + 1, static_cast<int64_t>(chunks.size())));
     }
   }
   m.calib_tokens = positions;
@@ -296,7 +316,8 @@ Result<store::DynamicModelInfo> CalibrateDynamic(const store::ModelManifest& hi,
   std::vector<size_t> order(units.size());
   std::iota(order.begin(), order.end(), size_t{0});
   // Most sensitive first; ties keep slot order, so the ranking is stable.
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return kl_sum[a] > kl_sum[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return kl_sum[a] > kl_sum[b]; });
   for (size_t r = 0; r < order.size(); ++r) {
     const Unit& u = units[order[r]];
     store::DynamicUnitInfo info;
@@ -318,7 +339,8 @@ double DynamicStats::mean_hi_share() const {
   if (tokens == 0 || hi_units_tokens.size() < 2) return 0;
   const double units = static_cast<double>(hi_units_tokens.size() - 1);
   double sum = 0;
-  for (size_t k = 0; k < hi_units_tokens.size(); ++k) sum += static_cast<double>(k) * static_cast<double>(hi_units_tokens[k]);
+  for (size_t k = 0; k < hi_units_tokens.size(); ++k)
+    sum += static_cast<double>(k) * static_cast<double>(hi_units_tokens[k]);
   return sum / units / static_cast<double>(tokens);
 }
 
@@ -326,11 +348,12 @@ DynamicRunner::~DynamicRunner() = default;
 
 Result<std::unique_ptr<DynamicRunner>> DynamicRunner::Build(const store::ModelManifest& hi,
                                                             const store::ModelManifest& lo,
-                                                            const store::DynamicModelInfo& m, const DynamicPlan& plan) {
+                                                            const store::DynamicModelInfo& m,
+                                                            const DynamicPlan& plan) {
   FQ_RETURN_IF_ERROR(CheckDynamicPair(hi, lo));
   if (plan.thresholds.size() != m.units.size()) {
-    return Status::InvalidArgument("the plan has " + std::to_string(plan.thresholds.size()) + " thresholds for " +
-                                   std::to_string(m.units.size()) + " units");
+    return Status::InvalidArgument("the plan has " + std::to_string(plan.thresholds.size()) +
+                                   " thresholds for " + std::to_string(m.units.size()) + " units");
   }
   std::unique_ptr<DynamicRunner> r(new DynamicRunner());
   r->plan_ = plan;
@@ -344,8 +367,9 @@ Result<std::unique_ptr<DynamicRunner>> DynamicRunner::Build(const store::ModelMa
     if (h.key == l.key) continue;
     auto it = rank_of.find(DynamicUnitName(h));
     if (it == rank_of.end()) {
-      return Status::InvalidArgument("slot '" + h.name + "' differs between hi=" + hi.label + " and lo=" + lo.label +
-                                     " but belongs to no unit of the dynamic model (calibrate it again)");
+      return Status::InvalidArgument(
+          "slot '" + h.name + "' differs between hi=" + hi.label + " and lo=" + lo.label +
+          " but belongs to no unit of the dynamic model (calibrate it again)");
     }
     SlotCopies sc;
     sc.idx = h.idx;
@@ -355,16 +379,15 @@ Result<std::unique_ptr<DynamicRunner>> DynamicRunner::Build(const store::ModelMa
     sc.lo_desc = l.desc;
     r->units_[it->second].push_back(sc);
   }
-  for (size_t k = 0; k <= m.units.size(); ++k) r->bits_.push_back(BitsWithHiUnits(m, static_cast<int>(k)));
+  for (size_t k = 0; k <= m.units.size(); ++k)
+    r->bits_.push_back(BitsWithHiUnits(m, static_cast<int>(k)));
   r->stats_.hi_units_tokens.assign(m.units.size() + 1, 0);
   return r;
 }
 
-Result<std::unique_ptr<DynamicRunner>> DynamicRunner::OverModel(Model* model, const store::ModelManifest& hi,
-                                                                const store::ModelManifest& lo,
-                                                                store::ModuleSource* source,
-                                                                const store::DynamicModelInfo& m,
-                                                                const DynamicPlan& plan) {
+Result<std::unique_ptr<DynamicRunner>> DynamicRunner::OverModel(
+    Model* model, const store::ModelManifest& hi, const store::ModelManifest& lo,
+    store::ModuleSource* source, const store::DynamicModelInfo& m, const DynamicPlan& plan) {
   FQ_ASSIGN_OR_RETURN(std::unique_ptr<DynamicRunner> r, Build(hi, lo, m, plan));
   r->model_ = model;
   for (size_t u = 0; u < r->units_.size(); ++u) {
@@ -372,7 +395,8 @@ Result<std::unique_ptr<DynamicRunner>> DynamicRunner::OverModel(Model* model, co
     for (SlotCopies& sc : r->units_[u]) {
       const SlotWeights* w = model->slot(sc.idx);
       if (w == nullptr || !(w->desc == sc.lo_desc)) {
-        return Status::InvalidArgument("the model does not run lo QM '" + lo.label + "' at slot " + std::to_string(sc.idx));
+        return Status::InvalidArgument("the model does not run lo QM '" + lo.label + "' at slot " +
+                                       std::to_string(sc.idx));
       }
       sc.lo_data = w->data;
       if (can_run_hi) {
@@ -384,17 +408,16 @@ Result<std::unique_ptr<DynamicRunner>> DynamicRunner::OverModel(Model* model, co
   return r;
 }
 
-Result<std::unique_ptr<DynamicRunner>> DynamicRunner::OverResidency(ResidencyManager* residency,
-                                                                    const store::ModelManifest& hi,
-                                                                    const store::ModelManifest& lo,
-                                                                    const store::DynamicModelInfo& m,
-                                                                    const DynamicPlan& plan) {
+Result<std::unique_ptr<DynamicRunner>> DynamicRunner::OverResidency(
+    ResidencyManager* residency, const store::ModelManifest& hi, const store::ModelManifest& lo,
+    const store::DynamicModelInfo& m, const DynamicPlan& plan) {
   FQ_ASSIGN_OR_RETURN(std::unique_ptr<DynamicRunner> r, Build(hi, lo, m, plan));
   r->residency_ = residency;
   const uint64_t before = residency->resident_bytes();
   for (size_t u = 0; u < r->units_.size(); ++u) {
     if (!std::isfinite(plan.thresholds[u])) continue;
-    for (const SlotCopies& sc : r->units_[u]) FQ_RETURN_IF_ERROR(residency->HoldCopy(sc.idx, sc.hi_key));
+    for (const SlotCopies& sc : r->units_[u])
+      FQ_RETURN_IF_ERROR(residency->HoldCopy(sc.idx, sc.hi_key));
   }
   r->hi_copy_bytes_ = residency->resident_bytes() - before;
   return r;
@@ -405,7 +428,8 @@ Status DynamicRunner::Bind(int unit, bool hi) {
     if (residency_ != nullptr) {
       FQ_RETURN_IF_ERROR(residency_->UseCopy(sc.idx, hi ? sc.hi_key : sc.lo_key));
     } else {
-      FQ_RETURN_IF_ERROR(model_->SetSlot(sc.idx, hi ? sc.hi_data : sc.lo_data, hi ? sc.hi_desc : sc.lo_desc));
+      FQ_RETURN_IF_ERROR(
+          model_->SetSlot(sc.idx, hi ? sc.hi_data : sc.lo_data, hi ? sc.hi_desc : sc.lo_desc));
     }
     ++stats_.binds;
   }
@@ -432,14 +456,17 @@ void DynamicRunner::ResetStats() {
   stats_.hi_units_tokens.assign(n, 0);
 }
 
-Result<PerplexityResult> DynamicPerplexity(Session* session, DynamicRunner* runner, std::span<const int32_t> tokens,
+Result<PerplexityResult> DynamicPerplexity(Session* session, DynamicRunner* runner,
+                                           std::span<const int32_t> tokens,
                                            const PerplexityOptions& options) {
   const int64_t n_ctx = options.n_ctx;
   if (n_ctx < 4) {
-    return Status::InvalidArgument("perplexity needs a context of at least 4 tokens, got " + std::to_string(n_ctx));
+    return Status::InvalidArgument("perplexity needs a context of at least 4 tokens, got " +
+                                   std::to_string(n_ctx));
   }
   if (n_ctx > session->n_ctx()) {
-    return Status::InvalidArgument("chunks of " + std::to_string(n_ctx) + " tokens do not fit the session's " +
+    return Status::InvalidArgument("chunks of " + std::to_string(n_ctx) +
+                                   " tokens do not fit the session's " +
                                    std::to_string(session->n_ctx()));
   }
   const int64_t n_tokens = static_cast<int64_t>(tokens.size());
@@ -456,12 +483,14 @@ Result<PerplexityResult> DynamicPerplexity(Session* session, DynamicRunner* runn
     session->Reset();
     const int32_t* text = tokens.data() + static_cast<int64_t>(c) * n_ctx;
     for (int64_t j = 0; j < n_ctx; ++j) {
-      FQ_RETURN_IF_ERROR(runner->BeforeToken(j == 0 ? std::span<const float>() : std::span<const float>(logits)));
+      FQ_RETURN_IF_ERROR(
+          runner->BeforeToken(j == 0 ? std::span<const float>() : std::span<const float>(logits)));
       FQ_RETURN_IF_ERROR(session->Decode(chunks[c][static_cast<size_t>(j)], &logits));
       if (j >= first && j < n_ctx - 1) nll.Add(TokenNll(logits, text[j + 1]));
     }
     if (options.progress) {
-      FQ_RETURN_IF_ERROR(options.progress(static_cast<int64_t>(c) + 1, static_cast<int64_t>(chunks.size())));
+      FQ_RETURN_IF_ERROR(
+          options.progress(static_cast<int64_t>(c) + 1, static_cast<int64_t>(chunks.size())));
     }
   }
   PerplexityResult r;

@@ -93,7 +93,8 @@ DynamicPlan StoredPlan(const store::DynamicModelInfo& m);
 void CapPlanHiBytes(const store::DynamicModelInfo& m, const store::ModelManifest& hi,
                     const store::ModelManifest& lo, uint64_t hi_bytes, DynamicPlan* plan);
 // Bytes of the hi modules of unit `name` (its slots whose modules differ).
-uint64_t UnitHiBytes(const store::ModelManifest& hi, const store::ModelManifest& lo, const std::string& name);
+uint64_t UnitHiBytes(const store::ModelManifest& hi, const store::ModelManifest& lo,
+                     const std::string& name);
 
 // The unit a slot belongs to: "blk.<layer>" inside the blocks, else the
 // tensor name.
@@ -104,10 +105,10 @@ std::string DynamicUnitName(const store::ManifestSlot& slot);
 Status CheckDynamicPair(const store::ModelManifest& hi, const store::ModelManifest& lo);
 
 struct DynamicCalibrationOptions {
-  int64_t n_ctx = 0;           // tokens per chunk; at least 4
-  int32_t bos = -1;            // first token of every chunk; -1 keeps the text's
-  int64_t max_tokens = 8192;   // whole chunks up to this many tokens
-  double target_bits = NAN;    // NaN: halfway between lo and hi bits
+  int64_t n_ctx = 0;          // tokens per chunk; at least 4
+  int32_t bos = -1;           // first token of every chunk; -1 keeps the text's
+  int64_t max_tokens = 8192;  // whole chunks up to this many tokens
+  double target_bits = NAN;   // NaN: halfway between lo and hi bits
   std::function<Status(int64_t done, int64_t total)> progress;  // per chunk
 };
 
@@ -116,9 +117,9 @@ struct DynamicCalibrationOptions {
 // the model's numbers and units; ids, labels and the calibration text's hash
 // are the caller's. InvalidArgument for a bad pair (CheckDynamicPair), a
 // target out of range, or a text shorter than one chunk.
-Result<store::DynamicModelInfo> CalibrateDynamic(const store::ModelManifest& hi, const store::ModelManifest& lo,
-                                                 store::ModuleSource* source, std::span<const int32_t> tokens,
-                                                 const DynamicCalibrationOptions& options, ThreadPool* pool);
+Result<store::DynamicModelInfo> CalibrateDynamic(
+    const store::ModelManifest& hi, const store::ModelManifest& lo, store::ModuleSource* source,
+    std::span<const int32_t> tokens, const DynamicCalibrationOptions& options, ThreadPool* pool);
 
 // What a dynamic run did.
 struct DynamicStats {
@@ -139,10 +140,9 @@ struct DynamicStats {
 class DynamicRunner {
  public:
   // Over `model`, loaded from `lo`; the hi modules are loaded from `source`.
-  static Result<std::unique_ptr<DynamicRunner>> OverModel(Model* model, const store::ModelManifest& hi,
-                                                          const store::ModelManifest& lo,
-                                                          store::ModuleSource* source,
-                                                          const store::DynamicModelInfo& m, const DynamicPlan& plan);
+  static Result<std::unique_ptr<DynamicRunner>> OverModel(
+      Model* model, const store::ModelManifest& hi, const store::ModelManifest& lo,
+      store::ModuleSource* source, const store::DynamicModelInfo& m, const DynamicPlan& plan);
   // Over a residency manager whose level is the lo QM: the hi copies are
   // held with ResidencyManager::HoldCopy and bound with UseCopy.
   static Result<std::unique_ptr<DynamicRunner>> OverResidency(ResidencyManager* residency,
@@ -171,12 +171,14 @@ class DynamicRunner {
     store::ModuleDesc hi_desc, lo_desc;
   };
   DynamicRunner() = default;
-  static Result<std::unique_ptr<DynamicRunner>> Build(const store::ModelManifest& hi, const store::ModelManifest& lo,
-                                                      const store::DynamicModelInfo& m, const DynamicPlan& plan);
+  static Result<std::unique_ptr<DynamicRunner>> Build(const store::ModelManifest& hi,
+                                                      const store::ModelManifest& lo,
+                                                      const store::DynamicModelInfo& m,
+                                                      const DynamicPlan& plan);
   Status Bind(int unit, bool hi);
 
-  Model* model_ = nullptr;                  // OverModel
-  ResidencyManager* residency_ = nullptr;   // OverResidency
+  Model* model_ = nullptr;                 // OverModel
+  ResidencyManager* residency_ = nullptr;  // OverResidency
   DynamicPlan plan_;
   std::vector<std::vector<SlotCopies>> units_;  // by rank
   std::vector<bool> hi_;                        // per unit: bound to hi now
@@ -190,7 +192,8 @@ class DynamicRunner {
 // evaluated a token at a time on `session` (whose model the runner drives),
 // the first position of a chunk as a start. With a plan that never switches
 // it equals runtime::Perplexity.
-Result<PerplexityResult> DynamicPerplexity(Session* session, DynamicRunner* runner, std::span<const int32_t> tokens,
+Result<PerplexityResult> DynamicPerplexity(Session* session, DynamicRunner* runner,
+                                           std::span<const int32_t> tokens,
                                            const PerplexityOptions& options);
 
 }  // namespace fqpack::runtime

@@ -113,7 +113,8 @@ class ElasticRuntime {
   // Opens and validates the pack and reads its levels; nothing is loaded
   // until Start. `pool` must outlive the runtime.
   static Result<std::unique_ptr<ElasticRuntime>> Open(Env* env, const std::string& path,
-                                                      const ElasticOptions& options, ThreadPool* pool);
+                                                      const ElasticOptions& options,
+                                                      ThreadPool* pool);
   ~ElasticRuntime();
 
   // Picks the starting level (InvalidArgument for an EQM out of range, an
@@ -136,7 +137,8 @@ class ElasticRuntime {
 
   // Resets the session and generates from `prompt` following `trace`.
   // `on_transition` sees each transition as it happens.
-  Result<ElasticGenerateResult> Generate(std::span<const int32_t> prompt, const GenerateOptions& options,
+  Result<ElasticGenerateResult> Generate(std::span<const int32_t> prompt,
+                                         const GenerateOptions& options,
                                          const std::vector<BudgetChange>& trace,
                                          const std::function<Status(int32_t token)>& on_token,
                                          const TransitionCallback& on_transition = {});
@@ -145,10 +147,10 @@ class ElasticRuntime {
   // session of n_ctx() positions, n_batch() tokens per pass, following
   // `trace`; with whole-chunk passes, identical numbers to
   // runtime::Perplexity when the level never changes. `progress` as there.
-  Result<ElasticPerplexityResult> Perplexity(std::span<const int32_t> tokens, int64_t max_chunks,
-                                             const std::vector<BudgetChange>& trace,
-                                             const std::function<Status(int64_t, int64_t)>& progress = {},
-                                             const TransitionCallback& on_transition = {});
+  Result<ElasticPerplexityResult> Perplexity(
+      std::span<const int32_t> tokens, int64_t max_chunks, const std::vector<BudgetChange>& trace,
+      const std::function<Status(int64_t, int64_t)>& progress = {},
+      const TransitionCallback& on_transition = {});
 
  private:
   ElasticRuntime() = default;

@@ -36,7 +36,8 @@ Result<GenerateStats> Generate(Session* session, std::span<const int32_t> prompt
   const Clock::time_point t0 = Clock::now();
   if (options.before_token) {
     for (size_t i = 0; i < prompt.size(); ++i) {
-      FQ_RETURN_IF_ERROR(options.before_token(i == 0 ? std::span<const float>() : std::span<const float>(logits)));
+      FQ_RETURN_IF_ERROR(
+          options.before_token(i == 0 ? std::span<const float>() : std::span<const float>(logits)));
       FQ_RETURN_IF_ERROR(session->Decode(prompt[i], &logits));
     }
   } else {

@@ -27,9 +27,11 @@ Result<uint64_t> PresentBytes(const void* addr, size_t size) {
   Status status;
   for (uint64_t p = first; p <= last && status.ok();) {
     const uint64_t n = std::min<uint64_t>(entries.size(), last - p + 1);
-    const ssize_t got = ::pread(fd, entries.data(), n * sizeof(uint64_t), static_cast<off_t>(p * sizeof(uint64_t)));
+    const ssize_t got =
+        ::pread(fd, entries.data(), n * sizeof(uint64_t), static_cast<off_t>(p * sizeof(uint64_t)));
     if (got != static_cast<ssize_t>(n * sizeof(uint64_t))) {
-      status = Status::IOError(std::string("/proc/self/pagemap: short read: ") + std::strerror(errno));
+      status =
+          Status::IOError(std::string("/proc/self/pagemap: short read: ") + std::strerror(errno));
       break;
     }
     // Bit 63: the page is present in this process's page tables.
@@ -43,7 +45,8 @@ Result<uint64_t> PresentBytes(const void* addr, size_t size) {
 
 Result<uint64_t> ProcessRssBytes() {
   FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return Status::IOError(std::string("/proc/self/statm: ") + std::strerror(errno));
+  if (f == nullptr)
+    return Status::IOError(std::string("/proc/self/statm: ") + std::strerror(errno));
   unsigned long long size = 0, resident = 0;
   const int n = std::fscanf(f, "%llu %llu", &size, &resident);
   std::fclose(f);

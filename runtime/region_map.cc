@@ -19,7 +19,8 @@ constexpr uint64_t kFaultAroundBytes = 64 * 1024;
 
 }  // namespace
 
-Result<store::ModuleData> ResidencyManager::LoadModule(int m, std::shared_ptr<Region>* region) const {
+Result<store::ModuleData> ResidencyManager::LoadModule(int m,
+                                                       std::shared_ptr<Region>* region) const {
   const ResidentModuleInfo& info = modules_[static_cast<size_t>(m)];
   const pack::PayloadInfo& p = pack_->payloads()[info.payload];
   if (info.zstd) {
@@ -30,8 +31,9 @@ Result<store::ModuleData> ResidencyManager::LoadModule(int m, std::shared_ptr<Re
     // have mappings of their own.
     pack::PayloadInfo pages;
     pages.offset = p.offset / kFaultAroundBytes * kFaultAroundBytes;
-    pages.stored_bytes =
-        (p.offset + p.stored_bytes + kFaultAroundBytes - 1) / kFaultAroundBytes * kFaultAroundBytes - pages.offset;
+    pages.stored_bytes = (p.offset + p.stored_bytes + kFaultAroundBytes - 1) / kFaultAroundBytes *
+                             kFaultAroundBytes -
+                         pages.offset;
     pack_->Release(pages);
     return data;
   }
@@ -39,7 +41,8 @@ Result<store::ModuleData> ResidencyManager::LoadModule(int m, std::shared_ptr<Re
   const size_t len = static_cast<size_t>(p.offset + p.stored_bytes - base);
   void* addr = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd_, static_cast<off_t>(base));
   if (addr == MAP_FAILED) {
-    return Status::IOError(pack_->path() + ": mapping module " + info.key.Hex() + ": " + std::strerror(errno));
+    return Status::IOError(pack_->path() + ": mapping module " + info.key.Hex() + ": " +
+                           std::strerror(errno));
   }
   auto r = std::make_shared<Region>(static_cast<uint8_t*>(addr), len);
   if (options_.prefault) r->Populate(page_size_);

@@ -47,7 +47,8 @@ class ResidencyManager::Region {
     (void)sink;
   }
   void DontNeed() const {
-    if (::madvise(base_, len_, MADV_DONTNEED) != 0) Warn(std::string("madvise(dontneed): ") + std::strerror(errno));
+    if (::madvise(base_, len_, MADV_DONTNEED) != 0)
+      Warn(std::string("madvise(dontneed): ") + std::strerror(errno));
   }
   const uint8_t* base() const { return base_; }
   size_t len() const { return len_; }
@@ -74,7 +75,8 @@ class ResidencyManager::StartSource : public store::ModuleSource {
     std::shared_ptr<Region> region;
     FQ_ASSIGN_OR_RETURN(store::ModuleData data, owner_->LoadModule(m, &region));
     std::lock_guard<std::mutex> lock(mu_);
-    return loaded_.emplace(m, std::make_pair(std::move(data), std::move(region))).first->second.first;
+    return loaded_.emplace(m, std::make_pair(std::move(data), std::move(region)))
+        .first->second.first;
   }
   std::shared_ptr<Region> region(int m) {
     auto it = loaded_.find(m);

@@ -38,8 +38,8 @@ RuntimeOverhead EstimateOverhead(const LlamaHparams& hp, int64_t n_ctx, int64_t 
   const uint64_t rows = static_cast<uint64_t>(std::clamp<int64_t>(n_batch, 1, kMaxRows));
   const uint64_t per_row = static_cast<uint64_t>(5 * hp.n_embd + 2 * hp.n_embd_kv() + 2 * hp.n_ff +
                                                  hp.n_rot + std::max(hp.n_embd, hp.n_ff));
-  const uint64_t logits = static_cast<uint64_t>(std::max<int64_t>(n_logit_rows, 1)) *
-                          static_cast<uint64_t>(hp.n_vocab);
+  const uint64_t logits =
+      static_cast<uint64_t>(std::max<int64_t>(n_logit_rows, 1)) * static_cast<uint64_t>(hp.n_vocab);
   const uint64_t attention = static_cast<uint64_t>(std::max(threads, 1)) *
                              static_cast<uint64_t>((n_ctx + 7) & ~int64_t{7});
   o.scratch = sizeof(float) * (rows * per_row + logits + attention + norm_floats);
@@ -85,7 +85,8 @@ Result<std::unique_ptr<ResidencyManager>> ResidencyManager::Open(pack::PackReade
   struct stat st;
   uint8_t footer[pack::kFooterSize];
   if (::fstat(r->fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) != pack->file_size() ||
-      ::pread(r->fd_, footer, sizeof(footer), static_cast<off_t>(pack->file_size() - sizeof(footer))) !=
+      ::pread(r->fd_, footer, sizeof(footer),
+              static_cast<off_t>(pack->file_size() - sizeof(footer))) !=
           static_cast<ssize_t>(sizeof(footer))) {
     return Status::IOError(where + ": the file changed since it was opened");
   }
@@ -135,7 +136,8 @@ Result<std::unique_ptr<ResidencyManager>> ResidencyManager::Open(pack::PackReade
     }
   }
   if (r->levels_.empty()) {
-    return Status::InvalidArgument(where + ": the pack holds no ensemble and no complete QM to run");
+    return Status::InvalidArgument(where +
+                                   ": the pack holds no ensemble and no complete QM to run");
   }
   if (r->qms_only_) {
     // A ladder of whole QMs, largest first.
@@ -145,7 +147,8 @@ Result<std::unique_ptr<ResidencyManager>> ResidencyManager::Open(pack::PackReade
     for (size_t i = 0; i < order.size(); ++i) {
       for (const store::ModuleRef& m : rows[i]) sums[i] += m.raw_bytes;
     }
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sums[a] > sums[b]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return sums[a] > sums[b]; });
     std::vector<ResidencyLevel> levels;
     std::vector<std::vector<store::ModuleRef>> sorted_rows;
     for (size_t i : order) {
@@ -181,11 +184,13 @@ Result<std::unique_ptr<ResidencyManager>> ResidencyManager::Open(pack::PackReade
       }
       const store::ManifestSlot& slot = slots[static_cast<size_t>(pos->second)];
       Result<int> m = r->ModuleIndex(ref.key);
-      if (!m.ok()) return Status::Corruption(what + ": tensor '" + slot.name + "': " + m.status().message());
+      if (!m.ok())
+        return Status::Corruption(what + ": tensor '" + slot.name + "': " + m.status().message());
       const ResidentModuleInfo& info = r->modules_[static_cast<size_t>(*m)];
       if (!info.desc.SameShape(slot.desc)) {
-        return Status::Corruption(what + ": tensor '" + slot.name + "' has shape " + info.desc.ShapeString() +
-                                  ", the slot takes " + slot.desc.ShapeString());
+        return Status::Corruption(what + ": tensor '" + slot.name + "' has shape " +
+                                  info.desc.ShapeString() + ", the slot takes " +
+                                  slot.desc.ShapeString());
       }
       Status exec = CheckExecutable(info.desc.qtype, slot.name);
       if (!exec.ok()) return exec.WithContext(what);
@@ -207,14 +212,16 @@ Result<int> ResidencyManager::LevelOfStep(int step) const {
   if (qms_only_) {
     std::string labels;
     for (const ResidencyLevel& l : levels_) labels += (labels.empty() ? "" : ", ") + l.label;
-    return Status::InvalidArgument(pack_->path() + " has no ensemble, so no EQM " + std::to_string(step) +
-                                   "; its QMs: " + labels + " (choose one with --qm)");
+    return Status::InvalidArgument(pack_->path() + " has no ensemble, so no EQM " +
+                                   std::to_string(step) + "; its QMs: " + labels +
+                                   " (choose one with --qm)");
   }
   for (size_t i = 0; i < levels_.size(); ++i) {
     if (levels_[i].step == step) return static_cast<int>(i);
   }
   return Status::InvalidArgument("EQM " + std::to_string(step) + " is out of range: ensemble '" +
-                                 ensemble_name_ + "' has EQMs " + std::to_string(levels_.front().step) + ".." +
+                                 ensemble_name_ + "' has EQMs " +
+                                 std::to_string(levels_.front().step) + ".." +
                                  std::to_string(levels_.back().step));
 }
 
@@ -224,7 +231,8 @@ Result<int> ResidencyManager::LevelOfLabel(const std::string& label) const {
     if (levels_[i].label == label) return static_cast<int>(i);
     labels += (labels.empty() ? "" : ", ") + levels_[i].label;
   }
-  return Status::InvalidArgument(pack_->path() + ": no level '" + label + "' (there are: " + labels + ")");
+  return Status::InvalidArgument(pack_->path() + ": no level '" + label +
+                                 "' (there are: " + labels + ")");
 }
 
 uint64_t ResidencyManager::ExtraCopyBytes(int level) const {
@@ -262,19 +270,20 @@ Result<int> ResidencyManager::LevelForBudget(uint64_t budget) const {
       smallest_need = need;
       smallest = static_cast<int>(i);
     }
-    if (need <= budget && (best < 0 || levels_[i].footprint > levels_[static_cast<size_t>(best)].footprint)) {
+    if (need <= budget &&
+        (best < 0 || levels_[i].footprint > levels_[static_cast<size_t>(best)].footprint)) {
       best = static_cast<int>(i);
     }
   }
   if (best >= 0) return best;
   const ResidencyLevel& s = levels_[static_cast<size_t>(smallest)];
   return Status::InvalidArgument(
-      "budget " + BytesText(budget) + " is below the smallest " + (qms_only_ ? "QM" : "EQM") + ": " + s.label +
-      " needs at least " + BytesText(smallest_need) + ": weights " + FormatBytes(s.footprint) +
-      " + KV cache and scratch " + FormatBytes(overhead_) +
-      (smallest_need > s.footprint + overhead_ ? " + held copies " +
-                                                     FormatBytes(smallest_need - s.footprint - overhead_)
-                                               : ""));
+      "budget " + BytesText(budget) + " is below the smallest " + (qms_only_ ? "QM" : "EQM") +
+      ": " + s.label + " needs at least " + BytesText(smallest_need) + ": weights " +
+      FormatBytes(s.footprint) + " + KV cache and scratch " + FormatBytes(overhead_) +
+      (smallest_need > s.footprint + overhead_
+           ? " + held copies " + FormatBytes(smallest_need - s.footprint - overhead_)
+           : ""));
 }
 
 }  // namespace fqpack::runtime

@@ -101,26 +101,26 @@ struct ResidencyLevel {
 struct ResidentModuleInfo {
   store::ModuleKey key;
   store::ModuleDesc desc;
-  uint64_t bytes = 0;   // raw size: what it takes in memory
-  size_t payload = 0;   // index into PackReader::payloads()
-  bool zstd = false;    // decoded into an owned buffer when loaded
+  uint64_t bytes = 0;  // raw size: what it takes in memory
+  size_t payload = 0;  // index into PackReader::payloads()
+  bool zstd = false;   // decoded into an owned buffer when loaded
 };
 
 // What one transition did.
 struct TransitionRecord {
-  int64_t token = -1;  // token index it happened before; -1 when not generating
-  uint64_t budget = 0; // the budget that asked for it (0: chosen by level)
-  int from = -1;       // level indices; -1 for a mixed state after a failure
+  int64_t token = -1;   // token index it happened before; -1 when not generating
+  uint64_t budget = 0;  // the budget that asked for it (0: chosen by level)
+  int from = -1;        // level indices; -1 for a mixed state after a failure
   int to = -1;
   std::string from_label;
   std::string to_label;
-  int modules_swapped = 0;    // slots whose module changed
-  uint64_t bytes_in = 0;      // bytes of modules made resident
-  uint64_t bytes_out = 0;     // bytes of modules released
-  uint64_t bytes_read = 0;    // bytes read from the pack (stored sizes of loaded payloads)
+  int modules_swapped = 0;  // slots whose module changed
+  uint64_t bytes_in = 0;    // bytes of modules made resident
+  uint64_t bytes_out = 0;   // bytes of modules released
+  uint64_t bytes_read = 0;  // bytes read from the pack (stored sizes of loaded payloads)
   uint64_t resident_before = 0;
   uint64_t resident_after = 0;
-  uint64_t peak_bytes = 0;    // highest accounted resident bytes during it
+  uint64_t peak_bytes = 0;  // highest accounted resident bytes during it
   double seconds = 0;
 };
 
@@ -132,8 +132,8 @@ struct ResidencyStats {
   uint64_t resident_bytes = 0;  // module bytes held (the level plus extra copies)
   uint64_t owned_bytes = 0;     // of which in decoded buffers (the rest is mapped)
   uint64_t overhead_bytes = 0;
-  uint64_t budget = 0;          // last budget applied; 0 when a level was chosen directly
-  int64_t transitions = 0;      // transitions that changed at least one slot
+  uint64_t budget = 0;      // last budget applied; 0 when a level was chosen directly
+  int64_t transitions = 0;  // transitions that changed at least one slot
   int64_t modules_swapped = 0;
   uint64_t bytes_in = 0;
   uint64_t bytes_read = 0;
@@ -142,9 +142,9 @@ struct ResidencyStats {
 };
 
 struct ResidencyOptions {
-  std::string ensemble;      // "" = the pack's newest ensemble
-  bool qms_only = false;     // levels are the pack's whole QMs (also when it has no ensemble)
-  bool prefault = true;      // fault a mapped module's pages in when loading it
+  std::string ensemble;   // "" = the pack's newest ensemble
+  bool qms_only = false;  // levels are the pack's whole QMs (also when it has no ensemble)
+  bool prefault = true;   // fault a mapped module's pages in when loading it
 };
 
 class ResidencyManager {
@@ -265,12 +265,12 @@ class ResidencyManager {
 
   // Owner-thread state.
   std::unique_ptr<Model> model_;
-  std::vector<Resident> resident_;   // parallel to modules_
+  std::vector<Resident> resident_;  // parallel to modules_
   // Per slot position: the module the level part holds (one reference
   // each), and the module the model runs, which is that one or a held copy.
   std::vector<int> held_;
   std::vector<int> bound_;
-  std::vector<int> slot_idx_;        // per slot position: manifest idx
+  std::vector<int> slot_idx_;                // per slot position: manifest idx
   std::vector<std::pair<int, int>> copies_;  // (slot position, module) held copies
   int level_ = -1;
   uint64_t overhead_ = 0;

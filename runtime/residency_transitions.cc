@@ -2,8 +2,6 @@
 // between levels slot by slot (TransitionTo, budgets), held copies, stats.
 // The planner (levels, budgets) is residency.cc; how a module's bytes are
 // mapped or decoded is region_map.cc.
-#include "runtime/residency.h"
-
 #include <malloc.h>
 #include <unistd.h>
 
@@ -12,6 +10,7 @@
 
 #include "runtime/matmul.h"
 #include "runtime/region_map.h"
+#include "runtime/residency.h"
 
 namespace fqpack::runtime {
 namespace {
@@ -96,7 +95,8 @@ Status ResidencyManager::Bind(int position, int m) {
 }
 
 Status ResidencyManager::Start(int level, ThreadPool* pool) {
-  if (model_ != nullptr) return Status::InvalidArgument("the residency manager has started already");
+  if (model_ != nullptr)
+    return Status::InvalidArgument("the residency manager has started already");
   if (level < 0 || static_cast<size_t>(level) >= levels_.size()) {
     return Status::InvalidArgument("no level " + std::to_string(level));
   }
@@ -164,18 +164,22 @@ Result<TransitionRecord> ResidencyManager::TransitionTo(int level) {
   // (see the header: their buffer can only be freed once the slot points
   // elsewhere), smallest replacement first: the first overshoots by the
   // least, and each later one finds the room the earlier ones freed.
-  auto bytes_of = [&](int m) { return static_cast<int64_t>(modules_[static_cast<size_t>(m)].bytes); };
+  auto bytes_of = [&](int m) {
+    return static_cast<int64_t>(modules_[static_cast<size_t>(m)].bytes);
+  };
   std::vector<int> mapped_first, decoded_last;
   for (size_t p = 0; p < held_.size(); ++p) {
     if (held_[p] == L.modules[p]) continue;
-    (modules_[static_cast<size_t>(held_[p])].zstd ? decoded_last : mapped_first).push_back(static_cast<int>(p));
+    (modules_[static_cast<size_t>(held_[p])].zstd ? decoded_last : mapped_first)
+        .push_back(static_cast<int>(p));
   }
   std::stable_sort(mapped_first.begin(), mapped_first.end(), [&](int a, int b) {
     return bytes_of(held_[static_cast<size_t>(a)]) - bytes_of(L.modules[static_cast<size_t>(a)]) >
            bytes_of(held_[static_cast<size_t>(b)]) - bytes_of(L.modules[static_cast<size_t>(b)]);
   });
   std::stable_sort(decoded_last.begin(), decoded_last.end(), [&](int a, int b) {
-    return bytes_of(L.modules[static_cast<size_t>(a)]) < bytes_of(L.modules[static_cast<size_t>(b)]);
+    return bytes_of(L.modules[static_cast<size_t>(a)]) <
+           bytes_of(L.modules[static_cast<size_t>(b)]);
   });
   std::vector<int> order = mapped_first;
   order.insert(order.end(), decoded_last.begin(), decoded_last.end());
@@ -187,7 +191,9 @@ Result<TransitionRecord> ResidencyManager::TransitionTo(int level) {
     // A mapped old module that is going anyway is released before its
     // replacement comes in when there is no room for both. Otherwise it goes
     // after (one unmap, instead of madvise now and unmap later).
-    const uint64_t incoming = resident_[static_cast<size_t>(new_m)].present ? 0 : modules_[static_cast<size_t>(new_m)].bytes;
+    const uint64_t incoming = resident_[static_cast<size_t>(new_m)].present
+                                  ? 0
+                                  : modules_[static_cast<size_t>(new_m)].bytes;
     if (!modules_[static_cast<size_t>(old_m)].zstd && final_refs[old_m] == 0 &&
         resident_bytes_ + incoming > limit) {
       Drop(old_m, &rec);
@@ -267,14 +273,15 @@ Result<std::optional<TransitionRecord>> ResidencyManager::ApplyPendingBudget() {
 Status ResidencyManager::HoldCopy(int slot_idx, const store::ModuleKey& key) {
   if (model_ == nullptr) return Status::InvalidArgument("the residency manager has not started");
   auto pos = std::find(slot_idx_.begin(), slot_idx_.end(), slot_idx);
-  if (pos == slot_idx_.end()) return Status::InvalidArgument("no slot with idx " + std::to_string(slot_idx));
+  if (pos == slot_idx_.end())
+    return Status::InvalidArgument("no slot with idx " + std::to_string(slot_idx));
   const int p = static_cast<int>(pos - slot_idx_.begin());
   FQ_ASSIGN_OR_RETURN(int m, ModuleIndex(key));
   const store::ManifestSlot& slot = manifest_.slots[static_cast<size_t>(p)];
   if (!modules_[static_cast<size_t>(m)].desc.SameShape(slot.desc)) {
     return Status::InvalidArgument("module " + key.Hex() + " has shape " +
-                                   modules_[static_cast<size_t>(m)].desc.ShapeString() + "; slot '" + slot.name +
-                                   "' takes " + slot.desc.ShapeString());
+                                   modules_[static_cast<size_t>(m)].desc.ShapeString() +
+                                   "; slot '" + slot.name + "' takes " + slot.desc.ShapeString());
   }
   FQ_RETURN_IF_ERROR(CheckExecutable(modules_[static_cast<size_t>(m)].desc.qtype, slot.name));
   TransitionRecord rec;
@@ -292,16 +299,17 @@ Status ResidencyManager::UseCopy(int slot_idx, const store::ModuleKey& key) {
   auto m_it = module_of_key_.find(key);
   if (pos == slot_idx_.end() || m_it == module_of_key_.end() ||
       resident_[static_cast<size_t>(m_it->second)].refs == 0) {
-    return Status::InvalidArgument("slot " + std::to_string(slot_idx) + " holds no module " + key.Hex() +
-                                   " (HoldCopy it first)");
+    return Status::InvalidArgument("slot " + std::to_string(slot_idx) + " holds no module " +
+                                   key.Hex() + " (HoldCopy it first)");
   }
   const int p = static_cast<int>(pos - slot_idx_.begin());
   const int m = m_it->second;
-  const bool held = held_[static_cast<size_t>(p)] == m ||
-                    std::find(copies_.begin(), copies_.end(), std::make_pair(p, m)) != copies_.end();
+  const bool held =
+      held_[static_cast<size_t>(p)] == m ||
+      std::find(copies_.begin(), copies_.end(), std::make_pair(p, m)) != copies_.end();
   if (!held) {
-    return Status::InvalidArgument("slot " + std::to_string(slot_idx) + " holds no module " + key.Hex() +
-                                   " (HoldCopy it for this slot first)");
+    return Status::InvalidArgument("slot " + std::to_string(slot_idx) + " holds no module " +
+                                   key.Hex() + " (HoldCopy it for this slot first)");
   }
   if (bound_[static_cast<size_t>(p)] == m) return Status::OK();
   return Bind(p, m);
@@ -349,7 +357,8 @@ void ResidencyManager::PublishStats() {
   published_.overhead_bytes = overhead_;
   published_.budget = budget_;
   copy_snapshot_.clear();
-  for (const auto& [p, m] : copies_) copy_snapshot_.emplace_back(m, modules_[static_cast<size_t>(m)].bytes);
+  for (const auto& [p, m] : copies_)
+    copy_snapshot_.emplace_back(m, modules_[static_cast<size_t>(m)].bytes);
 }
 
 ResidencyStats ResidencyManager::stats() const {

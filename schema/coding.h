@@ -38,9 +38,7 @@ inline void PutRaw(Bytes* out, const void* p, size_t n) {
 }
 inline void PutString(Bytes* out, std::string_view s) { PutRaw(out, s.data(), s.size()); }
 
-inline uint16_t DecodeU16(const uint8_t* p) {
-  return static_cast<uint16_t>(p[0] | (p[1] << 8));
-}
+inline uint16_t DecodeU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 inline uint32_t DecodeU32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
          (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
@@ -81,9 +79,15 @@ class ByteReader {
     *v = data_[pos_++];
     return true;
   }
-  bool ReadU16(uint16_t* v) { return ReadFixed(v, 2, [](const uint8_t* p) { return DecodeU16(p); }); }
-  bool ReadU32(uint32_t* v) { return ReadFixed(v, 4, [](const uint8_t* p) { return DecodeU32(p); }); }
-  bool ReadU64(uint64_t* v) { return ReadFixed(v, 8, [](const uint8_t* p) { return DecodeU64(p); }); }
+  bool ReadU16(uint16_t* v) {
+    return ReadFixed(v, 2, [](const uint8_t* p) { return DecodeU16(p); });
+  }
+  bool ReadU32(uint32_t* v) {
+    return ReadFixed(v, 4, [](const uint8_t* p) { return DecodeU32(p); });
+  }
+  bool ReadU64(uint64_t* v) {
+    return ReadFixed(v, 8, [](const uint8_t* p) { return DecodeU64(p); });
+  }
   bool ReadF32(float* v) {
     uint32_t u;
     if (!ReadU32(&u)) return false;

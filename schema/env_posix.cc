@@ -7,8 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -258,7 +258,7 @@ class PosixEnv final : public Env {
 
   Result<std::unique_ptr<RandomRWFile>> OpenRandomRWFile(const std::string& path,
                                                          OpenMode mode) override {
-    FQ_ASSIGN_OR_RETURN(InodeFds* fds, InodeTable::Get().Acquire(path, mode));
+    FQ_ASSIGN_OR_RETURN(InodeFds * fds, InodeTable::Get().Acquire(path, mode));
     return std::unique_ptr<RandomRWFile>(
         new PosixRandomRWFile(path, fds, mode != OpenMode::kReadOnly));
   }
@@ -400,7 +400,9 @@ void Advise(const MappedFile& f, size_t offset, size_t length, int advice, const
 }
 }  // namespace
 
-void MappedFile::AdviseSequential() const { Advise(*this, 0, size_, MADV_SEQUENTIAL, "sequential"); }
+void MappedFile::AdviseSequential() const {
+  Advise(*this, 0, size_, MADV_SEQUENTIAL, "sequential");
+}
 void MappedFile::AdviseWillNeed(size_t offset, size_t length) const {
   Advise(*this, offset, length, MADV_WILLNEED, "willneed");
 }

@@ -53,8 +53,9 @@ Value DecodeScalar(ValueType t, const uint8_t* p) {
       Value v;
       v.type = t;
       v.u = t == ValueType::kF32 ? DecodeU32(p) : DecodeU64(p);
-      v.f = t == ValueType::kF32 ? static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(v.u)))
-                                 : std::bit_cast<double>(v.u);
+      v.f = t == ValueType::kF32
+                ? static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(v.u)))
+                : std::bit_cast<double>(v.u);
       return v;
     }
     case ValueType::kString:
@@ -132,7 +133,8 @@ class Parser {
                    std::to_string(r_.remaining()) + " bytes left");
     }
     FQ_RETURN_IF_ERROR(Charge(len, 1, what));
-    if (!r_.ReadString(static_cast<size_t>(len), out)) return Error(std::string("truncated ") + std::string(what));
+    if (!r_.ReadString(static_cast<size_t>(len), out))
+      return Error(std::string("truncated ") + std::string(what));
     return Status::OK();
   }
 
@@ -140,7 +142,8 @@ class Parser {
     if (depth >= kMaxArrayDepth) return Error("key '" + key + "': arrays nested too deeply");
     uint32_t et;
     uint64_t n;
-    if (!r_.ReadU32(&et) || !r_.ReadU64(&n)) return Error("key '" + key + "': truncated array header");
+    if (!r_.ReadU32(&et) || !r_.ReadU64(&n))
+      return Error("key '" + key + "': truncated array header");
     if (!ValidValueType(et)) {
       return Error("key '" + key + "': unknown array element type " + std::to_string(et));
     }
@@ -203,7 +206,8 @@ class Parser {
 
   Status ReadValue(ValueType type, Value* out, const std::string& key) {
     out->type = type;
-    if (type == ValueType::kString) return ReadString(&out->str, "string value of key '" + key + "'");
+    if (type == ValueType::kString)
+      return ReadString(&out->str, "string value of key '" + key + "'");
     if (type == ValueType::kArray) return ReadArray(out, 0, key);
     ByteSpan raw;
     if (!r_.ReadSpan(ScalarSize(type), &raw)) {
@@ -296,19 +300,32 @@ Status Missing(std::string_view key) {
 
 const char* ValueTypeName(ValueType t) {
   switch (t) {
-    case ValueType::kU8: return "uint8";
-    case ValueType::kI8: return "int8";
-    case ValueType::kU16: return "uint16";
-    case ValueType::kI16: return "int16";
-    case ValueType::kU32: return "uint32";
-    case ValueType::kI32: return "int32";
-    case ValueType::kF32: return "float32";
-    case ValueType::kBool: return "bool";
-    case ValueType::kString: return "string";
-    case ValueType::kArray: return "array";
-    case ValueType::kU64: return "uint64";
-    case ValueType::kI64: return "int64";
-    case ValueType::kF64: return "float64";
+    case ValueType::kU8:
+      return "uint8";
+    case ValueType::kI8:
+      return "int8";
+    case ValueType::kU16:
+      return "uint16";
+    case ValueType::kI16:
+      return "int16";
+    case ValueType::kU32:
+      return "uint32";
+    case ValueType::kI32:
+      return "int32";
+    case ValueType::kF32:
+      return "float32";
+    case ValueType::kBool:
+      return "bool";
+    case ValueType::kString:
+      return "string";
+    case ValueType::kArray:
+      return "array";
+    case ValueType::kU64:
+      return "uint64";
+    case ValueType::kI64:
+      return "int64";
+    case ValueType::kF64:
+      return "float64";
   }
   return "unknown";
 }
@@ -329,7 +346,8 @@ Value Value::Float(ValueType t, double v) {
   Value x;
   x.type = t;
   x.f = t == ValueType::kF32 ? static_cast<double>(static_cast<float>(v)) : v;
-  x.u = t == ValueType::kF32 ? std::bit_cast<uint32_t>(static_cast<float>(v)) : std::bit_cast<uint64_t>(v);
+  x.u = t == ValueType::kF32 ? std::bit_cast<uint32_t>(static_cast<float>(v))
+                             : std::bit_cast<uint64_t>(v);
   return x;
 }
 Value Value::Bool(bool v) { return Uint(ValueType::kBool, v ? 1 : 0); }
@@ -547,7 +565,8 @@ Result<std::vector<std::string>> Metadata::GetStringArray(std::string_view key) 
 Result<std::vector<float>> Metadata::GetFloatArray(std::string_view key) const {
   const Value* v = Find(key);
   if (v == nullptr) return Missing(key);
-  if (v->type != ValueType::kArray || ScalarSize(v->elem_type) == 0 || v->elem_type == ValueType::kBool) {
+  if (v->type != ValueType::kArray || ScalarSize(v->elem_type) == 0 ||
+      v->elem_type == ValueType::kBool) {
     return WrongType(key, *v, "an array of numbers");
   }
   std::vector<float> out;
@@ -603,7 +622,8 @@ Result<uint64_t> AlignmentOf(const Metadata& md) {
     return Status::Corruption("general.alignment must be a uint32");
   }
   if (align == 0 || (align & (align - 1)) != 0) {
-    return Status::Corruption("general.alignment " + std::to_string(align) + " is not a power of two");
+    return Status::Corruption("general.alignment " + std::to_string(align) +
+                              " is not a power of two");
   }
   return align;
 }
@@ -674,7 +694,8 @@ Result<Header> ParseFile(ByteSpan file, std::string_view name) {
   for (uint64_t t = 0; t < n_tensors; ++t) {
     TensorInfo ti;
     FQ_RETURN_IF_ERROR(p.ReadString(&ti.name, "name of tensor #" + std::to_string(t)));
-    FQ_RETURN_IF_ERROR(p.Charge(ti.name.size(), 2, "tensor names"));  // the name and its copy in `names`
+    FQ_RETURN_IF_ERROR(
+        p.Charge(ti.name.size(), 2, "tensor names"));  // the name and its copy in `names`
     const std::string where = "tensor '" + ti.name + "'";
     if (!names.insert(ti.name).second) return p.Error("duplicate " + where);
     if (!r.ReadU32(&ti.n_dims)) return p.Error(where + ": truncated n_dims");
@@ -687,11 +708,13 @@ Result<Header> ParseFile(ByteSpan file, std::string_view name) {
       if (!r.ReadU64(&ti.ne[d])) return p.Error(where + ": truncated shape");
       if (ti.ne[d] > kMaxTensorExtent || !CheckedMul(elems, ti.ne[d], &elems) ||
           elems > static_cast<uint64_t>(INT64_MAX)) {
-        return p.Error(where + ": dimension " + std::to_string(d) + " of " + std::to_string(ti.ne[d]) +
+        return p.Error(where + ": dimension " + std::to_string(d) + " of " +
+                       std::to_string(ti.ne[d]) +
                        " elements is beyond any real tensor (at most 2^40)");
       }
       if (ti.ne[d] == 0) {
-        return Status::NotSupported(std::string(name) + ": " + where + ": dimension " + std::to_string(d) +
+        return Status::NotSupported(std::string(name) + ": " + where + ": dimension " +
+                                    std::to_string(d) +
                                     " is empty; fqpack does not store tensors without elements");
       }
     }
@@ -727,7 +750,8 @@ Result<Header> ParseFile(ByteSpan file, std::string_view name) {
     if (h.data_offset > file.size() || !RangeInside(ti.offset, ti.nbytes, data_size)) {
       return Status::Corruption(std::string(name) + ": tensor '" + ti.name + "': data at offset " +
                                 std::to_string(ti.offset) + " of the data section, " +
-                                std::to_string(ti.nbytes) + " bytes, runs past the end of the file (" +
+                                std::to_string(ti.nbytes) +
+                                " bytes, runs past the end of the file (" +
                                 std::to_string(file.size()) + " bytes): truncated?");
     }
     if (prev != nullptr && ti.offset < prev_end) {
@@ -791,7 +815,8 @@ Bytes EncodeHeader(const FileSpec& spec) {
 Status WriteFile(WritableFile* file, const FileSpec& spec,
                  const std::function<Result<ByteSpan>(size_t index)>& tensor_data) {
   if (spec.alignment == 0 || (spec.alignment & (spec.alignment - 1)) != 0) {
-    return Status::InvalidArgument("GGUF alignment " + std::to_string(spec.alignment) + " is not a power of two");
+    return Status::InvalidArgument("GGUF alignment " + std::to_string(spec.alignment) +
+                                   " is not a power of two");
   }
   Bytes header = EncodeHeader(spec);
   FQ_RETURN_IF_ERROR(file->Append(header));

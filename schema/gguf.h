@@ -58,17 +58,17 @@ const char* ValueTypeName(ValueType t);
 // so an array costs about what it takes on disk, whatever its count says.
 struct Value {
   ValueType type = ValueType::kU8;
-  uint64_t u = 0;    // kU8..kU64, kBool; kF32, kF64: the bits as stored
-  int64_t i = 0;     // kI8..kI64
-  double f = 0;      // kF32, kF64 (kF32 values are exactly representable)
-  std::string str;   // kString
+  uint64_t u = 0;   // kU8..kU64, kBool; kF32, kF64: the bits as stored
+  int64_t i = 0;    // kI8..kI64
+  double f = 0;     // kF32, kF64 (kF32 values are exactly representable)
+  std::string str;  // kString
 
   // kArray: its element type and elements.
   ValueType elem_type = ValueType::kU8;
-  Bytes scalars;              // scalar elements, ScalarSize(elem_type) bytes each
-  std::string chars;          // string elements, concatenated
-  std::vector<uint64_t> ends; // string elements: end of each in `chars`
-  std::vector<Value> arrays;  // elements that are arrays themselves
+  Bytes scalars;               // scalar elements, ScalarSize(elem_type) bytes each
+  std::string chars;           // string elements, concatenated
+  std::vector<uint64_t> ends;  // string elements: end of each in `chars`
+  std::vector<Value> arrays;   // elements that are arrays themselves
 
   static Value Uint(ValueType t, uint64_t v);
   static Value Int(ValueType t, int64_t v);
@@ -140,7 +140,7 @@ struct Header {
   std::vector<TensorInfo> tensors;  // in file order
   uint64_t alignment = kDefaultAlignment;
   uint64_t n_kv = 0;
-  uint64_t kv_begin = 0;     // the key/value section is [kv_begin, kv_end)
+  uint64_t kv_begin = 0;  // the key/value section is [kv_begin, kv_end)
   uint64_t kv_end = 0;
   uint64_t header_end = 0;   // end of the tensor infos
   uint64_t data_offset = 0;  // start of the data section (aligned)

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-
 #include <nlohmann/json.hpp>
 
 namespace fqpack {
@@ -18,8 +17,10 @@ bool NestingWithinLimit(std::string_view text) {
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -34,9 +35,11 @@ bool NestingWithinLimit(std::string_view text) {
 // The parsed text, or a discarded value when it is not JSON.
 Result<nlohmann::json> Parse(std::string_view text, std::string_view what) {
   if (!NestingWithinLimit(text)) {
-    return Status::Corruption(std::string(what) + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth));
+    return Status::Corruption(std::string(what) + ": JSON nested deeper than " +
+                              std::to_string(kMaxJsonDepth));
   }
-  nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  nlohmann::json j =
+      nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::Corruption(std::string(what) + ": not valid JSON");
   return j;
 }
@@ -48,13 +51,15 @@ std::string Compact(const nlohmann::json& j) {
 
 }  // namespace
 
-Result<std::vector<std::string>> ParseJsonStringArray(std::string_view text, std::string_view what) {
+Result<std::vector<std::string>> ParseJsonStringArray(std::string_view text,
+                                                      std::string_view what) {
   try {
     FQ_ASSIGN_OR_RETURN(nlohmann::json j, Parse(text, what));
     if (!j.is_array()) return Status::Corruption(std::string(what) + ": not a JSON array");
     std::vector<std::string> out;
     for (const nlohmann::json& e : j) {
-      if (!e.is_string()) return Status::Corruption(std::string(what) + ": an element is not a string");
+      if (!e.is_string())
+        return Status::Corruption(std::string(what) + ": an element is not a string");
       out.push_back(e.get_ref<const std::string&>());
     }
     return out;
@@ -63,13 +68,15 @@ Result<std::vector<std::string>> ParseJsonStringArray(std::string_view text, std
   }
 }
 
-Result<std::map<std::string, std::string>> ParseJsonObject(std::string_view text, std::string_view what) {
+Result<std::map<std::string, std::string>> ParseJsonObject(std::string_view text,
+                                                           std::string_view what) {
   try {
     FQ_ASSIGN_OR_RETURN(nlohmann::json j, Parse(text, what));
     if (!j.is_object()) return Status::Corruption(std::string(what) + ": not a JSON object");
     std::map<std::string, std::string> out;
     for (auto it = j.begin(); it != j.end(); ++it) {
-      out[it.key()] = it.value().is_string() ? it.value().get_ref<const std::string&>() : Compact(it.value());
+      out[it.key()] =
+          it.value().is_string() ? it.value().get_ref<const std::string&>() : Compact(it.value());
     }
     return out;
   } catch (const std::exception& e) {
@@ -125,13 +132,27 @@ std::string JsonWriter::Escape(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];

@@ -60,7 +60,8 @@ Result<std::vector<std::string>> ParseJsonStringArray(std::string_view text, std
 // The members of a JSON object: a string member as its value, any other
 // member as compact JSON (a number as written, true, false, null, or a
 // nested array or object).
-Result<std::map<std::string, std::string>> ParseJsonObject(std::string_view text, std::string_view what);
+Result<std::map<std::string, std::string>> ParseJsonObject(std::string_view text,
+                                                           std::string_view what);
 
 // Member `key` of the object `text` as ParseJsonObject gives it; "" when the
 // text is not an object or has no such member.

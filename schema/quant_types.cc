@@ -86,8 +86,9 @@ Result<uint32_t> ParseQTypeName(std::string_view name) {
 Result<uint64_t> RowBytes(uint32_t type, uint64_t ne0) {
   if (const QTypeInfo* t = FindGgmlType(type)) {
     if (ne0 % t->block_elems != 0) {
-      return Status::InvalidArgument("row of " + std::to_string(ne0) + " elements is not a multiple of " +
-                                     std::to_string(t->block_elems) + " (block size of " + t->name + ")");
+      return Status::InvalidArgument(
+          "row of " + std::to_string(ne0) + " elements is not a multiple of " +
+          std::to_string(t->block_elems) + " (block size of " + t->name + ")");
     }
     uint64_t bytes;
     if (!CheckedMul(ne0 / t->block_elems, t->block_bytes, &bytes)) {

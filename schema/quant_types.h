@@ -72,48 +72,32 @@ constexpr uint32_t kGroupIntActType = kGroupIntBase;
 
 struct QTypeInfo {
   uint32_t id;
-  const char* name;       // as ggml spells it: "Q4_K", "F16"
-  uint32_t block_elems;   // elements per block (1 for plain scalars)
-  uint32_t block_bytes;   // bytes per block
-  bool is_float;          // F32/F16/BF16/F64: can be the source of a quantization
+  const char* name;      // as ggml spells it: "Q4_K", "F16"
+  uint32_t block_elems;  // elements per block (1 for plain scalars)
+  uint32_t block_bytes;  // bytes per block
+  bool is_float;         // F32/F16/BF16/F64: can be the source of a quantization
 };
 
 // All ggml types in id order. Sizes are those of ggml's block structs
 // (ggml-common.h); runtime/quant/blocks.h checks each executed type's struct
 // against this table at compile time (GgmlBlockBytes).
 inline constexpr std::array<QTypeInfo, 32> kGgmlTypeTable = {{
-    {0, "F32", 1, 4, true},
-    {1, "F16", 1, 2, true},
-    {2, "Q4_0", 32, 18, false},
-    {3, "Q4_1", 32, 20, false},
-    {6, "Q5_0", 32, 22, false},
-    {7, "Q5_1", 32, 24, false},
-    {8, "Q8_0", 32, 34, false},
-    {9, "Q8_1", 32, 36, false},
-    {10, "Q2_K", 256, 84, false},
-    {11, "Q3_K", 256, 110, false},
-    {12, "Q4_K", 256, 144, false},
-    {13, "Q5_K", 256, 176, false},
-    {14, "Q6_K", 256, 210, false},
-    {15, "Q8_K", 256, 292, false},
-    {16, "IQ2_XXS", 256, 66, false},
-    {17, "IQ2_XS", 256, 74, false},
-    {18, "IQ3_XXS", 256, 98, false},
-    {19, "IQ1_S", 256, 50, false},
-    {20, "IQ4_NL", 32, 18, false},
-    {21, "IQ3_S", 256, 110, false},
-    {22, "IQ2_S", 256, 82, false},
-    {23, "IQ4_XS", 256, 136, false},
-    {24, "I8", 1, 1, false},
-    {25, "I16", 1, 2, false},
-    {26, "I32", 1, 4, false},
-    {27, "I64", 1, 8, false},
-    {28, "F64", 1, 8, true},
-    {29, "IQ1_M", 256, 56, false},
-    {30, "BF16", 1, 2, true},
-    {34, "TQ1_0", 256, 54, false},
-    {35, "TQ2_0", 256, 66, false},
-    {39, "MXFP4", 32, 17, false},
+    {0, "F32", 1, 4, true},          {1, "F16", 1, 2, true},
+    {2, "Q4_0", 32, 18, false},      {3, "Q4_1", 32, 20, false},
+    {6, "Q5_0", 32, 22, false},      {7, "Q5_1", 32, 24, false},
+    {8, "Q8_0", 32, 34, false},      {9, "Q8_1", 32, 36, false},
+    {10, "Q2_K", 256, 84, false},    {11, "Q3_K", 256, 110, false},
+    {12, "Q4_K", 256, 144, false},   {13, "Q5_K", 256, 176, false},
+    {14, "Q6_K", 256, 210, false},   {15, "Q8_K", 256, 292, false},
+    {16, "IQ2_XXS", 256, 66, false}, {17, "IQ2_XS", 256, 74, false},
+    {18, "IQ3_XXS", 256, 98, false}, {19, "IQ1_S", 256, 50, false},
+    {20, "IQ4_NL", 32, 18, false},   {21, "IQ3_S", 256, 110, false},
+    {22, "IQ2_S", 256, 82, false},   {23, "IQ4_XS", 256, 136, false},
+    {24, "I8", 1, 1, false},         {25, "I16", 1, 2, false},
+    {26, "I32", 1, 4, false},        {27, "I64", 1, 8, false},
+    {28, "F64", 1, 8, true},         {29, "IQ1_M", 256, 56, false},
+    {30, "BF16", 1, 2, true},        {34, "TQ1_0", 256, 54, false},
+    {35, "TQ2_0", 256, 66, false},   {39, "MXFP4", 32, 17, false},
 }};
 
 // Block elements and bytes of a ggml type as compile-time constants; 0 for

@@ -4,14 +4,22 @@ namespace fqpack {
 
 const char* Status::CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "OK";
-    case Code::kNotFound: return "NotFound";
-    case Code::kCorruption: return "Corruption";
-    case Code::kIOError: return "IOError";
-    case Code::kInvalidArgument: return "InvalidArgument";
-    case Code::kNotSupported: return "NotSupported";
-    case Code::kAborted: return "Aborted";
-    case Code::kBusy: return "Busy";
+    case Code::kOk:
+      return "OK";
+    case Code::kNotFound:
+      return "NotFound";
+    case Code::kCorruption:
+      return "Corruption";
+    case Code::kIOError:
+      return "IOError";
+    case Code::kInvalidArgument:
+      return "InvalidArgument";
+    case Code::kNotSupported:
+      return "NotSupported";
+    case Code::kAborted:
+      return "Aborted";
+    case Code::kBusy:
+      return "Busy";
   }
   return "Unknown";
 }

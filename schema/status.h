@@ -74,7 +74,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(v_).ok() && "Result built from an OK Status");
   }
@@ -109,10 +109,10 @@ class [[nodiscard]] Result {
 #define FQ_CONCAT_(a, b) FQ_CONCAT_INNER_(a, b)
 
 // Returns the Status of `expr` from the enclosing function when it is not OK.
-#define FQ_RETURN_IF_ERROR(expr)                 \
-  do {                                           \
-    ::fqpack::Status fq_status_ = (expr);        \
-    if (!fq_status_.ok()) return fq_status_;     \
+#define FQ_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::fqpack::Status fq_status_ = (expr);    \
+    if (!fq_status_.ok()) return fq_status_; \
   } while (0)
 
 // `lhs = value of expr`, or return its Status. lhs may declare a variable:

@@ -51,7 +51,8 @@ std::vector<store::NewEqm> EqmRows(const Library& lib, const SearchResult& resul
   return rows;
 }
 
-store::JsonFields SearchParams(const Library& lib, const SearchRequest& request, const SearchOutcome& outcome) {
+store::JsonFields SearchParams(const Library& lib, const SearchRequest& request,
+                               const SearchOutcome& outcome) {
   std::vector<std::string> slots, held_back;
   for (const SlotChain& c : lib.chains()) {
     if (c.moves() > 0) (c.searched ? slots : held_back).push_back(c.name);
@@ -90,9 +91,9 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
   if (request.write) {
     Result<store::EnsembleInfo> existing = store->FindEnsemble(model.id, out.name);
     if (existing.ok()) {
-      return Status::InvalidArgument("model '" + model.name + "' already has an ensemble named '" +
-                                     out.name + "' (choose another --name, or `fqpack rm --ensemble " +
-                                     out.name + "` first)");
+      return Status::InvalidArgument(
+          "model '" + model.name + "' already has an ensemble named '" + out.name +
+          "' (choose another --name, or `fqpack rm --ensemble " + out.name + "` first)");
     }
     if (!existing.status().IsNotFound()) return existing.status();
   }
@@ -123,8 +124,7 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
   eval_options.reuse = request.reuse;
   FQ_ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
                       Evaluator::Create(&lib, store, std::move(calib), eval_options));
-  out.setup_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  out.setup_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   FQ_ASSIGN_OR_RETURN(out.result, TreeSearch(lib, evaluator.get(), request.search));
   out.eval_stats = evaluator->stats();
   for (const EnsembleStep& st : out.result.steps) {

@@ -63,9 +63,9 @@ struct SearchOutcome {
   std::vector<std::string> moved_slot;
   std::vector<std::string> moved_to;
   EvalStats eval_stats;
-  double setup_seconds = 0;  // loading modules and running QM(n_up)
+  double setup_seconds = 0;         // loading modules and running QM(n_up)
   std::vector<store::NewEqm> rows;  // the EQMs as index rows
-  store::JsonFields params;          // the ensemble row's parameters (keys: schema/store.md)
+  store::JsonFields params;         // the ensemble row's parameters (keys: schema/store.md)
 };
 
 // The default ensemble name for a library.

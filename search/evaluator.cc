@@ -14,8 +14,8 @@ Result<Metric> ParseMetric(const std::string& name) {
   return Status::InvalidArgument("unknown metric '" + name + "' (kl or ppl)");
 }
 
-Result<CalibSet> MakeCalibSet(std::span<const int32_t> text_tokens, int64_t n_ctx,
-                              int64_t n_tokens, int32_t bos) {
+Result<CalibSet> MakeCalibSet(std::span<const int32_t> text_tokens, int64_t n_ctx, int64_t n_tokens,
+                              int32_t bos) {
   if (n_ctx < 2) {
     return Status::InvalidArgument("calibration chunks need at least 2 tokens, got " +
                                    std::to_string(n_ctx));
@@ -31,9 +31,8 @@ Result<CalibSet> MakeCalibSet(std::span<const int32_t> text_tokens, int64_t n_ct
   if (have < need) {
     return Status::InvalidArgument(
         "the calibration text is too short: " + std::to_string(chunks) + " chunks of " +
-        std::to_string(n_ctx) + " tokens need " + std::to_string(need) +
-        " tokens, the text has " + std::to_string(have) +
-        " (give a longer text, or lower --tokens to at most " +
+        std::to_string(n_ctx) + " tokens need " + std::to_string(need) + " tokens, the text has " +
+        std::to_string(have) + " (give a longer text, or lower --tokens to at most " +
         std::to_string(have / n_ctx * n_ctx) + ")");
   }
   CalibSet set;
@@ -308,8 +307,8 @@ Result<std::vector<EvalResult>> Evaluator::Evaluate(
       const int64_t c = u % chunks;
       runtime::LayerStates* keep =
           jobs[j].keep_states ? &results[j].states[static_cast<size_t>(c)] : nullptr;
-      Status s = ScoreUnit(w, jobs[j], c, &kl[static_cast<size_t>(u)],
-                           &nll[static_cast<size_t>(u)], keep);
+      Status s =
+          ScoreUnit(w, jobs[j], c, &kl[static_cast<size_t>(u)], &nll[static_cast<size_t>(u)], keep);
       std::lock_guard<std::mutex> lock(mu);
       if (!s.ok()) {
         if (error.ok()) error = s;

@@ -64,8 +64,8 @@ struct CalibSet {
 // n_ctx < 2, when n_tokens < n_ctx, or when the text is shorter than the
 // chunks need (the message says how many tokens are needed and how many the
 // text has).
-Result<CalibSet> MakeCalibSet(std::span<const int32_t> text_tokens, int64_t n_ctx,
-                              int64_t n_tokens, int32_t bos);
+Result<CalibSet> MakeCalibSet(std::span<const int32_t> text_tokens, int64_t n_ctx, int64_t n_tokens,
+                              int32_t bos);
 
 struct Score {
   double kl = 0;   // mean KL(P_up || P), nats per token

@@ -28,9 +28,8 @@ void SplitLabel(const std::string& text, std::string* model, std::string* label)
 }  // namespace
 
 bool IsSearchedKind(const std::string& kind, bool include_embed) {
-  static const std::set<std::string> kMatrices = {"attn_q",   "attn_k",      "attn_v",
-                                                  "attn_output", "ffn_gate", "ffn_up",
-                                                  "ffn_down"};
+  static const std::set<std::string> kMatrices = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                                  "ffn_gate", "ffn_up", "ffn_down"};
   if (kMatrices.count(kind) != 0) return true;
   return include_embed && (kind == "embed" || kind == "output");
 }
@@ -67,10 +66,9 @@ Result<Library> Library::Build(std::vector<LibraryQm> qms, const LibraryOptions&
       const store::ManifestSlot& a = up.manifest.slots[p];
       const store::ManifestSlot& b = q.manifest.slots[p];
       if (a.idx != b.idx || a.name != b.name) {
-        return Status::InvalidArgument("QMs " + up.label + " and " + q.label +
-                                       " do not cover the same slots: position " +
-                                       std::to_string(p) + " is '" + a.name + "' in one and '" +
-                                       b.name + "' in the other");
+        return Status::InvalidArgument(
+            "QMs " + up.label + " and " + q.label + " do not cover the same slots: position " +
+            std::to_string(p) + " is '" + a.name + "' in one and '" + b.name + "' in the other");
       }
       if (!a.desc.SameShape(b.desc)) {
         return Status::InvalidArgument("QMs " + up.label + " and " + q.label + " differ in slot '" +
@@ -138,9 +136,10 @@ Result<Library> Library::Build(std::vector<LibraryQm> qms, const LibraryOptions&
   if (lib.total_moves_ > 0 && lib.searched_moves_ == 0) {
     return Status::InvalidArgument("QMs " + up.label + " and " + qms.back().label +
                                    " differ in no slot the search may lower (weight matrices" +
-                                   std::string(options.include_embed ? "" : "; add --include-embed "
-                                                                            "to lower the embedding "
-                                                                            "and output matrix") +
+                                   std::string(options.include_embed ? ""
+                                                                     : "; add --include-embed "
+                                                                       "to lower the embedding "
+                                                                       "and output matrix") +
                                    ")");
   }
   if (lib.total_moves_ == 0) {
@@ -249,8 +248,8 @@ Result<Library> LoadLibrary(store::Store* store, const std::string& model, const
       if (q.label == label) found = &q;
     }
     if (found == nullptr) {
-      return Status::NotFound("model '" + m.name + "' has no QM '" + label + "' (QMs: " +
-                              (known.empty() ? "none" : known) + ")");
+      return Status::NotFound("model '" + m.name + "' has no QM '" + label +
+                              "' (QMs: " + (known.empty() ? "none" : known) + ")");
     }
     const bool is_mid = !infos.empty() && infos.size() + 1 < names.size();
     if (found->partial && !(options.allow_partial_mids && is_mid)) {

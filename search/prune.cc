@@ -36,7 +36,8 @@ const Point* AtOrBelow(const std::vector<Point>& points, uint64_t footprint) {
 
 Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& request) {
   FQ_ASSIGN_OR_RETURN(store::ModelInfo model, store->ResolveModel(request.model));
-  Result<store::EnsembleInfo> found = store->FindEnsemble(model.id, request.ensemble);  // "": the newest
+  Result<store::EnsembleInfo> found =
+      store->FindEnsemble(model.id, request.ensemble);  // "": the newest
   if (!found.ok()) return found.status().WithContext("model '" + model.name + "'");
   const store::EnsembleInfo ensemble = *found;
 
@@ -73,7 +74,8 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
   if (out.plan.n_pruned > 0) {
     // Search the library again, without the modules that go.
     if (labels.size() < 2) {
-      return Status::Corruption("ensemble '" + ensemble.name + "': its library names fewer than two QMs");
+      return Status::Corruption("ensemble '" + ensemble.name +
+                                "': its library names fewer than two QMs");
     }
     SearchRequest req;
     req.model = model.name;
@@ -99,9 +101,11 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
     req.write = false;
     const auto t0 = std::chrono::steady_clock::now();
     FQ_ASSIGN_OR_RETURN(SearchOutcome repaired, SearchEnsemble(store, req));
-    out.search_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    out.search_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     after.clear();
-    for (const store::NewEqm& q : repaired.rows) after.push_back({q.step, q.footprint, q.calib_metric, q.calib_ppl});
+    for (const store::NewEqm& q : repaired.rows)
+      after.push_back({q.step, q.footprint, q.calib_metric, q.calib_ppl});
     if (!request.dry_run) {
       FQ_RETURN_IF_ERROR(store::ApplyPrune(store, out.plan, repaired.rows, repaired.params));
       out.applied = true;

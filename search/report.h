@@ -66,8 +66,7 @@ struct Storage {
   uint64_t per_footprint_bytes = 0;    // one static model per EQM footprint
   // per_footprint_bytes / ensemble_bytes: the paper's storage comparison.
   double ratio() const {
-    return ensemble_bytes == 0 ? 0
-                               : static_cast<double>(per_footprint_bytes) / ensemble_bytes;
+    return ensemble_bytes == 0 ? 0 : static_cast<double>(per_footprint_bytes) / ensemble_bytes;
   }
   double library_ratio() const {
     return ensemble_bytes == 0 ? 0 : static_cast<double>(library_bytes) / ensemble_bytes;

@@ -1,8 +1,6 @@
 // search/report.h, the evaluation half: reads the ensembles and their
 // static QMs from the store's catalog, and measures perplexity on the
 // evaluation text. The output half (JSON, plot) is report_output.cc.
-#include "search/report.h"
-
 #include <algorithm>
 #include <chrono>
 #include <map>
@@ -12,9 +10,10 @@
 
 #include "runtime/model.h"
 #include "runtime/perplexity.h"
-#include "schema/thread_pool.h"
 #include "runtime/tokenizer.h"
+#include "schema/thread_pool.h"
 #include "schema/units.h"
+#include "search/report.h"
 
 namespace fqpack::search {
 namespace {
@@ -205,17 +204,18 @@ Result<Report> BuildReport(store::Store* store, const std::string& model_name,
       }
       report.eval_text = "calibration text of " + infos.front().name;
     }
-    FQ_ASSIGN_OR_RETURN(gguf::Metadata md, gguf::ParseMetadata(model.metadata, model.n_kv, model.name));
+    FQ_ASSIGN_OR_RETURN(gguf::Metadata md,
+                        gguf::ParseMetadata(model.metadata, model.n_kv, model.name));
     FQ_ASSIGN_OR_RETURN(runtime::Tokenizer tok, runtime::Tokenizer::FromMetadata(md));
-    const std::vector<int32_t> tokens = tok.Encode(
-        std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);
+    const std::vector<int32_t> tokens =
+        tok.Encode(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);
     report.n_ctx = options.n_ctx;
     report.eval_tokens = static_cast<int64_t>(tokens.size());
     if (report.eval_tokens < 2 * options.n_ctx) {
-      return Status::InvalidArgument(
-          report.eval_text + ": perplexity with a context of " + std::to_string(options.n_ctx) +
-          " tokens needs at least " + std::to_string(2 * options.n_ctx) + " tokens; the text has " +
-          std::to_string(report.eval_tokens));
+      return Status::InvalidArgument(report.eval_text + ": perplexity with a context of " +
+                                     std::to_string(options.n_ctx) + " tokens needs at least " +
+                                     std::to_string(2 * options.n_ctx) + " tokens; the text has " +
+                                     std::to_string(report.eval_tokens));
     }
     report.chunks = report.eval_tokens / options.n_ctx;
     if (options.max_chunks >= 0) report.chunks = std::min(report.chunks, options.max_chunks);
@@ -321,8 +321,7 @@ Result<Report> BuildReport(store::Store* store, const std::string& model_name,
       er.quality.push_back(q);
     }
   }
-  report.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
 }
 

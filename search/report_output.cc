@@ -1,9 +1,8 @@
 // search/report.h, the output half: the report as JSON and as a plot.
-#include "search/report.h"
-
 #include <cmath>
 
 #include "schema/json.h"
+#include "search/report.h"
 
 namespace fqpack::search {
 namespace {
@@ -33,27 +32,46 @@ void WriteEnsemble(JsonWriter* w, const EnsembleReport& e, bool with_name) {
   }
   w->EndArray();
   const Granularity& g = e.granularity;
-  w->Key("granularity").BeginObject()
-      .Key("steps").Uint(g.ensemble.steps)
-      .Key("median_step").Double(g.ensemble.median)
-      .Key("max_step").Uint(g.ensemble.max)
-      .Key("median_step_pct").Double(g.median_pct())
-      .Key("max_step_pct").Double(g.max_pct())
-      .Key("static_steps").Uint(g.library.steps)
-      .Key("static_median_step").Double(g.library.median)
-      .Key("static_max_step").Uint(g.library.max)
-      .Key("static_median_step_pct").Double(g.static_median_pct())
-      .Key("up_footprint").Uint(g.up_footprint)
-      .Key("ratio").Double(g.ratio())
+  w->Key("granularity")
+      .BeginObject()
+      .Key("steps")
+      .Uint(g.ensemble.steps)
+      .Key("median_step")
+      .Double(g.ensemble.median)
+      .Key("max_step")
+      .Uint(g.ensemble.max)
+      .Key("median_step_pct")
+      .Double(g.median_pct())
+      .Key("max_step_pct")
+      .Double(g.max_pct())
+      .Key("static_steps")
+      .Uint(g.library.steps)
+      .Key("static_median_step")
+      .Double(g.library.median)
+      .Key("static_max_step")
+      .Uint(g.library.max)
+      .Key("static_median_step_pct")
+      .Double(g.static_median_pct())
+      .Key("up_footprint")
+      .Uint(g.up_footprint)
+      .Key("ratio")
+      .Double(g.ratio())
       .EndObject();
   const Storage& s = e.storage;
-  w->Key("storage").BeginObject()
-      .Key("ensemble_bytes").Uint(s.ensemble_bytes)
-      .Key("ensemble_stored_bytes").Uint(s.ensemble_stored_bytes)
-      .Key("library_bytes").Uint(s.library_bytes)
-      .Key("per_footprint_bytes").Uint(s.per_footprint_bytes)
-      .Key("ratio").Double(s.ratio())
-      .Key("library_ratio").Double(s.library_ratio())
+  w->Key("storage")
+      .BeginObject()
+      .Key("ensemble_bytes")
+      .Uint(s.ensemble_bytes)
+      .Key("ensemble_stored_bytes")
+      .Uint(s.ensemble_stored_bytes)
+      .Key("library_bytes")
+      .Uint(s.library_bytes)
+      .Key("per_footprint_bytes")
+      .Uint(s.per_footprint_bytes)
+      .Key("ratio")
+      .Double(s.ratio())
+      .Key("library_ratio")
+      .Double(s.library_ratio())
       .EndObject();
   w->Key("quality").BeginArray();
   for (const QualityRow& q : e.quality) {
@@ -80,7 +98,8 @@ std::string ReportJson(const Report& report) {
     w.BeginObject().Key("label").String(s.label).Key("footprint").Uint(s.footprint);
     w.Key("bits_per_weight").Double(s.bits_per_weight);
     if (s.partial) w.Key("partial").Bool(true);
-    if (s.evaluated) w.Key("eval_ppl").Double(s.eval_ppl).Key("eval_ppl_err").Double(s.eval_ppl_err);
+    if (s.evaluated)
+      w.Key("eval_ppl").Double(s.eval_ppl).Key("eval_ppl_err").Double(s.eval_ppl_err);
     w.EndObject();
   }
   w.EndArray();

@@ -23,9 +23,9 @@ std::vector<int> RankMoves(const Library& lib, const Sensitivity& sens, const Eq
   for (int c : moves) {
     const SlotChain& ch = lib.chains()[static_cast<size_t>(c)];
     const int r = state[static_cast<size_t>(c)];
-    keys.push_back({MoveRate(lib, sens, c, r),
-                    ch.rungs[static_cast<size_t>(r)].bytes - ch.rungs[static_cast<size_t>(r + 1)].bytes,
-                    c});
+    keys.push_back(
+        {MoveRate(lib, sens, c, r),
+         ch.rungs[static_cast<size_t>(r)].bytes - ch.rungs[static_cast<size_t>(r + 1)].bytes, c});
   }
   std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) {
     if (a.rate != b.rate) return a.rate < b.rate;

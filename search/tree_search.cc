@@ -109,9 +109,9 @@ Result<SearchResult> TreeSearch(const Library& lib, Evaluator* evaluator,
   const uint64_t node_bytes = static_cast<uint64_t>(calib.tokens()) *
                               static_cast<uint64_t>(hp.n_embd) *
                               static_cast<uint64_t>(hp.n_layer + 1) * sizeof(float);
-  result.kept_states = node_bytes * static_cast<uint64_t>(options.stem) *
-                           static_cast<uint64_t>(options.branch) <=
-                       options.max_state_bytes;
+  result.kept_states =
+      node_bytes * static_cast<uint64_t>(options.stem) * static_cast<uint64_t>(options.branch) <=
+      options.max_state_bytes;
 
   std::vector<Node> beam(1);
   beam[0].state = lib.UpState();
@@ -179,9 +179,8 @@ Result<SearchResult> TreeSearch(const Library& lib, Evaluator* evaluator,
       double best = 0;
       for (const auto& [p, c] : children[k].proposers) {
         const Node& par = beam[static_cast<size_t>(p)];
-        const double area =
-            par.area + n.metric * (static_cast<double>(par.footprint) -
-                                   static_cast<double>(n.footprint));
+        const double area = par.area + n.metric * (static_cast<double>(par.footprint) -
+                                                   static_cast<double>(n.footprint));
         if (n.parent < 0 || area < best) {
           best = area;
           n.parent = p;

@@ -80,7 +80,7 @@ struct SearchResult {
   std::vector<EnsembleStep> steps;  // [0] is QM(n_up), back() QM(n_low)
   Sensitivity sensitivity;
   std::vector<StepTrace> trace;
-  double area = 0;              // of the chosen path (see the file comment)
+  double area = 0;                 // of the chosen path (see the file comment)
   int64_t search_evaluations = 0;  // not counting the sensitivity analysis
   double sensitivity_seconds = 0;
   double search_seconds = 0;

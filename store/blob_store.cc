@@ -36,17 +36,28 @@ bool FrameContentBound(ByteSpan frame, uint64_t* bound) {
   size_t pos = header;
   while (true) {
     if (frame.size() - pos < 3) return false;
-    const uint32_t bh = frame[pos] | (frame[pos + 1] << 8) | (static_cast<uint32_t>(frame[pos + 2]) << 16);
+    const uint32_t bh =
+        frame[pos] | (frame[pos + 1] << 8) | (static_cast<uint32_t>(frame[pos + 2]) << 16);
     pos += 3;
     const bool last = (bh & 1) != 0;
     const uint32_t type = (bh >> 1) & 3;
     const uint64_t size = bh >> 3;
     uint64_t on_disk = 0, decoded = 0;
     switch (type) {
-      case 0: on_disk = size; decoded = size; break;                   // raw
-      case 1: on_disk = 1; decoded = size; break;                      // RLE
-      case 2: on_disk = size; decoded = ZSTD_BLOCKSIZE_MAX; break;     // compressed
-      default: return false;
+      case 0:
+        on_disk = size;
+        decoded = size;
+        break;  // raw
+      case 1:
+        on_disk = 1;
+        decoded = size;
+        break;  // RLE
+      case 2:
+        on_disk = size;
+        decoded = ZSTD_BLOCKSIZE_MAX;
+        break;  // compressed
+      default:
+        return false;
     }
     if (on_disk > frame.size() - pos || !CheckedAdd(total, decoded, &total)) return false;
     pos += static_cast<size_t>(on_disk);
@@ -75,17 +86,19 @@ Result<Bytes> ZstdCompress(ByteSpan raw, int level) {
     scratch_size = bound;
   }
   size_t n = ZSTD_compress2(cctx, scratch.get(), bound, raw.data(), raw.size());
-  if (ZSTD_isError(n)) return Status::IOError(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
+  if (ZSTD_isError(n))
+    return Status::IOError(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
   return Bytes(scratch.get(), scratch.get() + n);
 }
 
 Result<Bytes> ZstdDecompress(ByteSpan frame, uint64_t expected, const std::string& what) {
   unsigned long long size = ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (size == ZSTD_CONTENTSIZE_ERROR) return Status::Corruption(what + ": not a zstd frame");
-  if (size == ZSTD_CONTENTSIZE_UNKNOWN) return Status::Corruption(what + ": zstd frame without content size");
+  if (size == ZSTD_CONTENTSIZE_UNKNOWN)
+    return Status::Corruption(what + ": zstd frame without content size");
   if (size != expected) {
-    return Status::Corruption(what + ": holds " + std::to_string(size) + " bytes, the index expects " +
-                              std::to_string(expected));
+    return Status::Corruption(what + ": holds " + std::to_string(size) +
+                              " bytes, the index expects " + std::to_string(expected));
   }
   size_t frame_size = ZSTD_findFrameCompressedSize(frame.data(), frame.size());
   if (ZSTD_isError(frame_size)) {
@@ -96,13 +109,15 @@ Result<Bytes> ZstdDecompress(ByteSpan frame, uint64_t expected, const std::strin
                               " stray bytes after the zstd frame");
   }
   uint64_t bound = 0;
-  if (!FrameContentBound(frame, &bound)) return Status::Corruption(what + ": malformed zstd block headers");
+  if (!FrameContentBound(frame, &bound))
+    return Status::Corruption(what + ": malformed zstd block headers");
   if (size > bound) {
     return Status::Corruption(what + ": zstd frame declares " + std::to_string(size) +
                               " bytes but its blocks can hold at most " + std::to_string(bound));
   }
   size_t out_size = 0;
-  if (!FitsSize(size, &out_size)) return Status::Corruption(what + ": zstd frame too large for this machine");
+  if (!FitsSize(size, &out_size))
+    return Status::Corruption(what + ": zstd frame too large for this machine");
   thread_local DCtxHolder holder;
   Bytes out(out_size);
   size_t n = ZSTD_decompressDCtx(holder.ctx, out.data(), out.size(), frame.data(), frame.size());
@@ -156,7 +171,8 @@ Result<uint64_t> BlobStore::Put(const ModuleKey& key, ByteSpan raw) {
   return static_cast<uint64_t>(frame.size());
 }
 
-Result<Bytes> BlobStore::Get(const ModuleKey& key, const ModuleDesc& desc, uint64_t raw_bytes) const {
+Result<Bytes> BlobStore::Get(const ModuleKey& key, const ModuleDesc& desc,
+                             uint64_t raw_bytes) const {
   const std::string path = PathOf(key);
   Result<MappedFile> file = env_->MapFile(path);
   if (!file.ok()) {

@@ -178,11 +178,12 @@ struct NewEqm {
 
 // A unit of a dynamic precision model (schema/store.sql, dynamic_unit).
 struct DynamicUnitInfo {
-  int rank = 0;               // 0 = most sensitive
-  std::string name;           // "blk.3", or a tensor name outside the blocks
+  int rank = 0;      // 0 = most sensitive
+  std::string name;  // "blk.3", or a tensor name outside the blocks
   int layer = -1;
-  double sensitivity = 0;     // mean KL(P_hi || P) in nats when only this unit runs lo
-  int64_t extra_bytes = 0;    // hi bytes minus lo bytes of its slots (a mixed QM may make it negative)
+  double sensitivity = 0;  // mean KL(P_hi || P) in nats when only this unit runs lo
+  int64_t extra_bytes =
+      0;  // hi bytes minus lo bytes of its slots (a mixed QM may make it negative)
   double threshold = INFINITY;  // runs hi when the previous entropy >= this; +inf: never
 };
 
@@ -208,8 +209,12 @@ struct DynamicModelInfo {
   std::string created_at;
   std::vector<DynamicUnitInfo> units;  // by rank
 
-  double hi_bits() const { return n_weights == 0 ? 0 : 8.0 * static_cast<double>(hi_bytes) / n_weights; }
-  double lo_bits() const { return n_weights == 0 ? 0 : 8.0 * static_cast<double>(lo_bytes) / n_weights; }
+  double hi_bits() const {
+    return n_weights == 0 ? 0 : 8.0 * static_cast<double>(hi_bytes) / n_weights;
+  }
+  double lo_bits() const {
+    return n_weights == 0 ? 0 : 8.0 * static_cast<double>(lo_bytes) / n_weights;
+  }
 };
 
 // Reads shared by a store's index and a pack's.
@@ -247,7 +252,8 @@ class CatalogReader {
   // for QMs `hi` and `lo`: NotFound, saying to run `fqpack calibrate-dynamic`,
   // when there is none (also in a pack written before schema version 2).
   Result<std::vector<DynamicModelInfo>> ListDynamicModels(int64_t model_id);
-  Result<DynamicModelInfo> FindDynamicModel(int64_t model_id, const std::string& hi, const std::string& lo);
+  Result<DynamicModelInfo> FindDynamicModel(int64_t model_id, const std::string& hi,
+                                            const std::string& lo);
 
   // PRAGMA integrity_check's complaints (empty when sound) and the number
   // of rows whose foreign key names a missing row.
@@ -257,7 +263,8 @@ class CatalogReader {
  protected:
   CatalogReader(std::unique_ptr<Db> db, std::string where);
 
-  Result<ModelManifest> Manifest(const ModelInfo& m, const std::string& label, const std::vector<ModuleRef>& mods);
+  Result<ModelManifest> Manifest(const ModelInfo& m, const std::string& label,
+                                 const std::vector<ModuleRef>& mods);
   Result<std::vector<ModuleRef>> ModuleRefs(bool eqm, int64_t id);
 
   std::recursive_mutex mu_;
@@ -270,9 +277,9 @@ class CatalogReader {
 struct StoreStats {
   uint64_t logical_bytes = 0;  // sum over QMs of their module bytes
   uint64_t unique_raw_bytes = 0;
-  uint64_t stored_bytes = 0;   // sum of blob file sizes
+  uint64_t stored_bytes = 0;  // sum of blob file sizes
   uint64_t blobs = 0;
-  uint64_t references = 0;     // qm_module + eqm_module rows
+  uint64_t references = 0;  // qm_module + eqm_module rows
 };
 
 // Per-model totals for `ls`.
@@ -315,9 +322,10 @@ struct RemovedRows {
 
 // The checks of `fqpack verify` that are queries.
 struct CatalogCheck {
-  std::vector<std::string> integrity;                     // integrity_check complaints
-  std::vector<std::string> broken_references;             // "table T row R references a missing row of P"
-  std::vector<std::pair<std::string, std::string>> shape_mismatches;  // ("qm L" / "eqm S", slot name)
+  std::vector<std::string> integrity;          // integrity_check complaints
+  std::vector<std::string> broken_references;  // "table T row R references a missing row of P"
+  std::vector<std::pair<std::string, std::string>>
+      shape_mismatches;                                        // ("qm L" / "eqm S", slot name)
   std::vector<std::pair<std::string, std::string>> uncovered;  // ("qm L", "M modules for N slots")
   uint64_t references_checked = 0;
 };
@@ -355,7 +363,8 @@ class Catalog : public CatalogReader {
   // Adds a QM (and, with `model`, its new model and slots) in one
   // transaction; returns (model id, QM id). `model_id` names the existing
   // model when `model` is null.
-  Result<std::pair<int64_t, int64_t>> AddQm(const NewModelRows* model, int64_t model_id, const NewQmRows& qm);
+  Result<std::pair<int64_t, int64_t>> AddQm(const NewModelRows* model, int64_t model_id,
+                                            const NewQmRows& qm);
   // Adds an ensemble and its EQMs in one transaction; returns its id.
   Result<int64_t> AddEnsemble(const NewEnsemble& ensemble, const std::vector<NewEqm>& eqms);
   // Stores a dynamic model, replacing the one of the same (hi, lo) pair.
@@ -364,8 +373,8 @@ class Catalog : public CatalogReader {
   // Row removal (store/gc.h has the rules), each one transaction.
   Status RemoveQm(int64_t qm_id, RemovedRows* removed);
   Status RemoveEnsemble(int64_t ensemble_id, RemovedRows* removed);
-  Status RemoveModel(int64_t model_id, const std::vector<int64_t>& ensemble_ids, const std::vector<int64_t>& qm_ids,
-                     RemovedRows* removed);
+  Status RemoveModel(int64_t model_id, const std::vector<int64_t>& ensemble_ids,
+                     const std::vector<int64_t>& qm_ids, RemovedRows* removed);
   // Prune (store/prune.h): drops the (module, QM) rows, marks `partial_qms`,
   // replaces the ensemble's EQMs by `eqms` and its params, in one
   // transaction.
@@ -374,7 +383,8 @@ class Catalog : public CatalogReader {
                      const std::vector<SlotInfo>& slots, const std::vector<NewEqm>& eqms);
   // The blobs no QM or EQM references (key, stored bytes), ordered by key;
   // with `drop` their rows go in one transaction. Then every remaining key.
-  Status SweepBlobRows(bool drop, std::vector<std::pair<ModuleKey, uint64_t>>* dead, std::vector<ModuleKey>* live);
+  Status SweepBlobRows(bool drop, std::vector<std::pair<ModuleKey, uint64_t>>* dead,
+                       std::vector<ModuleKey>* live);
 
   // `verify`: every blob row, and the checks that are queries.
   Result<std::vector<BlobRow>> AllBlobs();

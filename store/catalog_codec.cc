@@ -2,7 +2,6 @@
 
 #include <exception>
 #include <limits>
-
 #include <nlohmann/json.hpp>
 
 #include "schema/json.h"
@@ -18,8 +17,10 @@ bool NestingWithinLimit(std::string_view text) {
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -35,7 +36,8 @@ Result<nlohmann::ordered_json> Parse(std::string_view text, const std::string& w
   if (!NestingWithinLimit(text)) {
     return Status::Corruption(what + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth));
   }
-  nlohmann::ordered_json j = nlohmann::ordered_json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  nlohmann::ordered_json j =
+      nlohmann::ordered_json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::Corruption(what + ": not valid JSON");
   return j;
 }
@@ -50,12 +52,18 @@ Result<std::vector<std::string>> Strings(const nlohmann::ordered_json& j, const 
 }
 
 void Write(JsonWriter* w, const JsonValue& v) {
-  if (std::holds_alternative<std::monostate>(v)) w->Null();
-  else if (const bool* b = std::get_if<bool>(&v)) w->Bool(*b);
-  else if (const int64_t* i = std::get_if<int64_t>(&v)) w->Int(*i);
-  else if (const uint64_t* u = std::get_if<uint64_t>(&v)) w->Uint(*u);
-  else if (const double* d = std::get_if<double>(&v)) w->Double(*d);
-  else if (const std::string* s = std::get_if<std::string>(&v)) w->String(*s);
+  if (std::holds_alternative<std::monostate>(v))
+    w->Null();
+  else if (const bool* b = std::get_if<bool>(&v))
+    w->Bool(*b);
+  else if (const int64_t* i = std::get_if<int64_t>(&v))
+    w->Int(*i);
+  else if (const uint64_t* u = std::get_if<uint64_t>(&v))
+    w->Uint(*u);
+  else if (const double* d = std::get_if<double>(&v))
+    w->Double(*d);
+  else if (const std::string* s = std::get_if<std::string>(&v))
+    w->String(*s);
   else {
     w->BeginArray();
     for (const std::string& s : std::get<std::vector<std::string>>(v)) w->String(s);

@@ -21,7 +21,8 @@ Result<RemoveResult> RemoveQm(Store* store, const std::string& model, const std:
   FQ_ASSIGN_OR_RETURN(QmInfo q, store->FindQm(m.id, label));
   FQ_ASSIGN_OR_RETURN(int64_t users, store->catalog().EnsemblesOnQm(q.id));
   if (users > 0) {
-    return Status::InvalidArgument("QM '" + label + "' is the n_up or n_low of " + std::to_string(users) +
+    return Status::InvalidArgument("QM '" + label + "' is the n_up or n_low of " +
+                                   std::to_string(users) +
                                    " ensemble(s); remove them first (fqpack rm --ensemble NAME)");
   }
   RemovedRows rows;
@@ -31,7 +32,8 @@ Result<RemoveResult> RemoveQm(Store* store, const std::string& model, const std:
   return r;
 }
 
-Result<RemoveResult> RemoveEnsemble(Store* store, const std::string& model, const std::string& name) {
+Result<RemoveResult> RemoveEnsemble(Store* store, const std::string& model,
+                                    const std::string& name) {
   FQ_ASSIGN_OR_RETURN(auto lock, store->WriterLock());
   FQ_ASSIGN_OR_RETURN(ModelInfo m, store->ResolveModel(model));
   if (name.empty()) return Status::InvalidArgument("name the ensemble to remove");

@@ -27,7 +27,8 @@ struct RemoveResult {
 // Drops a QM. Refused (InvalidArgument) while an ensemble builds on it as its
 // n_up or n_low; EQM rows that name it as their source lose that note.
 Result<RemoveResult> RemoveQm(Store* store, const std::string& model, const std::string& label);
-Result<RemoveResult> RemoveEnsemble(Store* store, const std::string& model, const std::string& name);
+Result<RemoveResult> RemoveEnsemble(Store* store, const std::string& model,
+                                    const std::string& name);
 // Drops a model with all its QMs and ensembles.
 Result<RemoveResult> RemoveModel(Store* store, const std::string& model);
 
@@ -38,9 +39,9 @@ struct SweepOptions {
 };
 
 struct SweepResult {
-  size_t blobs = 0;           // unreferenced modules (rows and files)
-  uint64_t blob_bytes = 0;    // their files' bytes
-  size_t orphans = 0;         // files without rows, temp files
+  size_t blobs = 0;         // unreferenced modules (rows and files)
+  uint64_t blob_bytes = 0;  // their files' bytes
+  size_t orphans = 0;       // files without rows, temp files
   uint64_t orphan_bytes = 0;
   uint64_t freed() const { return blob_bytes + orphan_bytes; }
 };

@@ -43,8 +43,10 @@ Result<ExportResult> WriteSpec(Env* env, ModuleSource* source, const gguf::FileS
 // tensors plus the padding the alignment allows, so a damaged row cannot make
 // export write gigabytes of zeros.
 Status CheckRecordedLayout(const gguf::FileSpec& spec) {
-  if (spec.alignment == 0 || (spec.alignment & (spec.alignment - 1)) != 0 || spec.alignment > (1u << 30)) {
-    return Status::Corruption("recorded alignment " + std::to_string(spec.alignment) + " is not a power of two");
+  if (spec.alignment == 0 || (spec.alignment & (spec.alignment - 1)) != 0 ||
+      spec.alignment > (1u << 30)) {
+    return Status::Corruption("recorded alignment " + std::to_string(spec.alignment) +
+                              " is not a power of two");
   }
   if (spec.version != 2 && spec.version != 3) {
     return Status::Corruption("recorded GGUF version " + std::to_string(spec.version));
@@ -55,34 +57,39 @@ Status CheckRecordedLayout(const gguf::FileSpec& spec) {
     uint64_t t_end;
     if (t.offset % spec.alignment != 0 || !CheckedAdd(t.offset, t.nbytes, &t_end) ||
         !CheckedAdd(tensor_bytes, t.nbytes, &tensor_bytes)) {
-      return Status::Corruption("recorded offset of tensor '" + t.name + "' is not aligned or overflows");
+      return Status::Corruption("recorded offset of tensor '" + t.name +
+                                "' is not aligned or overflows");
     }
     end = std::max(end, t_end);
   }
   // Real files pad less than one alignment unit per tensor; twice the data
   // is far beyond any file written by a GGUF writer.
-  if (!CheckedSum({tensor_bytes, tensor_bytes, (spec.tensors.size() + 1) * spec.alignment}, &slack) || end > slack ||
-      spec.file_size > slack + spec.kv.size() + (1u << 20)) {
-    return Status::Corruption("recorded layout (" + std::to_string(end) + " bytes of data, file of " +
-                              std::to_string(spec.file_size) + " bytes) is far larger than its " +
-                              std::to_string(tensor_bytes) + " bytes of tensors");
+  if (!CheckedSum({tensor_bytes, tensor_bytes, (spec.tensors.size() + 1) * spec.alignment},
+                  &slack) ||
+      end > slack || spec.file_size > slack + spec.kv.size() + (1u << 20)) {
+    return Status::Corruption("recorded layout (" + std::to_string(end) +
+                              " bytes of data, file of " + std::to_string(spec.file_size) +
+                              " bytes) is far larger than its " + std::to_string(tensor_bytes) +
+                              " bytes of tensors");
   }
   return Status::OK();
 }
 
 }  // namespace
 
-Result<ExportResult> ExportManifestGguf(Env* env, ModuleSource* source, const ModelManifest& manifest,
-                                        const std::string& out_path,
+Result<ExportResult> ExportManifestGguf(Env* env, ModuleSource* source,
+                                        const ModelManifest& manifest, const std::string& out_path,
                                         const std::function<void(size_t, size_t)>& progress) {
   FQ_RETURN_IF_ERROR(CheckGgufTypes(manifest));
   gguf::FileSpec spec;
   spec.version = manifest.gguf_version;
   spec.n_kv = manifest.n_kv;
   spec.kv = manifest.metadata;
-  FQ_ASSIGN_OR_RETURN(gguf::Metadata md, gguf::ParseMetadata(manifest.metadata, manifest.n_kv, "metadata"));
+  FQ_ASSIGN_OR_RETURN(gguf::Metadata md,
+                      gguf::ParseMetadata(manifest.metadata, manifest.n_kv, "metadata"));
   Result<uint64_t> alignment = gguf::AlignmentOf(md);
-  if (!alignment.ok()) return alignment.status().WithContext("model '" + manifest.model + "': metadata");
+  if (!alignment.ok())
+    return alignment.status().WithContext("model '" + manifest.model + "': metadata");
   spec.alignment = *alignment;
   std::vector<ModuleKey> keys;
   for (const ManifestSlot& s : manifest.slots) {
@@ -133,7 +140,8 @@ Result<ExportResult> ExportQmGguf(Store* store, const std::string& model, const 
   for (size_t i = 0; i < order.size(); ++i) {
     int64_t pos = layout[i].first;
     if (pos < 0 || static_cast<size_t>(pos) >= order.size()) {
-      return Status::Corruption("QM '" + label + "': bad file position of tensor '" + manifest.slots[i].name + "'");
+      return Status::Corruption("QM '" + label + "': bad file position of tensor '" +
+                                manifest.slots[i].name + "'");
     }
     order[static_cast<size_t>(pos)] = i;
   }
@@ -151,7 +159,8 @@ Result<ExportResult> ExportQmGguf(Store* store, const std::string& model, const 
     keys.push_back(s.key);
   }
   FQ_RETURN_IF_ERROR(CheckRecordedLayout(spec).WithContext("QM '" + label + "'"));
-  FQ_ASSIGN_OR_RETURN(ExportResult r, WriteSpec(store->env(), store, spec, keys, out_path, progress));
+  FQ_ASSIGN_OR_RETURN(ExportResult r,
+                      WriteSpec(store->env(), store, spec, keys, out_path, progress));
   r.byte_exact_layout = true;
   return r;
 }

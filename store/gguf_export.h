@@ -27,8 +27,8 @@ Result<ExportResult> ExportQmGguf(Store* store, const std::string& model, const 
 
 // Writes any manifest (a QM or an EQM) whose modules `source` holds as a
 // GGUF with the manifest's metadata, tensors in slot order.
-Result<ExportResult> ExportManifestGguf(Env* env, ModuleSource* source, const ModelManifest& manifest,
-                                        const std::string& out_path,
+Result<ExportResult> ExportManifestGguf(Env* env, ModuleSource* source,
+                                        const ModelManifest& manifest, const std::string& out_path,
                                         const std::function<void(size_t, size_t)>& progress = {});
 
 }  // namespace fqpack::store

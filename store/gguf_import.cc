@@ -30,8 +30,10 @@ JsonFields Hparams(const std::string& arch, const gguf::Metadata& md) {
     } else if (v.is_integer()) {
       int64_t i;
       uint64_t u;
-      if (v.AsInt(&i)) w.Set(key, i);
-      else if (v.AsUint(&u)) w.Set(key, u);
+      if (v.AsInt(&i))
+        w.Set(key, i);
+      else if (v.AsUint(&u))
+        w.Set(key, u);
     }
   }
   return w;
@@ -74,11 +76,13 @@ Status MatchModel(const std::string& file, const ModelInfo& model, const std::st
 }  // namespace
 
 namespace {
-Result<ImportResult> ImportLocked(Store* store, const std::string& path, const ImportOptions& options,
+Result<ImportResult> ImportLocked(Store* store, const std::string& path,
+                                  const ImportOptions& options,
                                   std::unique_ptr<QmWriter>* writer_out);
 }  // namespace
 
-Result<ImportResult> ImportGguf(Store* store, const std::string& path, const ImportOptions& options) {
+Result<ImportResult> ImportGguf(Store* store, const std::string& path,
+                                const ImportOptions& options) {
   std::unique_ptr<QmWriter> writer;
   Result<ImportResult> r = ImportLocked(store, path, options, &writer);
   if (!r.ok() && writer) writer->Abandon();
@@ -86,13 +90,15 @@ Result<ImportResult> ImportGguf(Store* store, const std::string& path, const Imp
 }
 
 namespace {
-Result<ImportResult> ImportLocked(Store* store, const std::string& path, const ImportOptions& options,
+Result<ImportResult> ImportLocked(Store* store, const std::string& path,
+                                  const ImportOptions& options,
                                   std::unique_ptr<QmWriter>* writer_out) {
   Env* env = store->env();
   FQ_ASSIGN_OR_RETURN(MappedFile file, env->MapFile(path));
   file.AdviseSequential();
   FQ_ASSIGN_OR_RETURN(gguf::Header h, gguf::ParseFile(file.bytes(), path));
-  if (h.tensors.empty()) return Status::InvalidArgument(path + ": holds no tensors (a vocabulary-only file?)");
+  if (h.tensors.empty())
+    return Status::InvalidArgument(path + ": holds no tensors (a vocabulary-only file?)");
 
   ImportResult result;
   result.file = path;
@@ -134,9 +140,9 @@ Result<ImportResult> ImportLocked(Store* store, const std::string& path, const I
         result.sha256 = sha;
         return result;
       }
-      return Status::InvalidArgument(path + ": model '" + result.model + "' already has a QM labelled '" +
-                                     result.label + "' (from " + existing->source_name +
-                                     "); choose another with --label");
+      return Status::InvalidArgument(path + ": model '" + result.model +
+                                     "' already has a QM labelled '" + result.label + "' (from " +
+                                     existing->source_name + "); choose another with --label");
     }
     writer = std::make_unique<QmWriter>(store, model->id, static_cast<int>(slots.size()));
   } else if (model.status().IsNotFound()) {
@@ -186,7 +192,8 @@ Result<ImportResult> ImportLocked(Store* store, const std::string& path, const I
     }
     dirty = dirty || nonzero(pos, file.size());
     if (dirty) {
-      result.warnings.push_back(path + ": padding between tensors is not all zeros; `export` will write zeros there");
+      result.warnings.push_back(
+          path + ": padding between tensors is not all zeros; `export` will write zeros there");
     }
   }
 
@@ -198,7 +205,8 @@ Result<ImportResult> ImportLocked(Store* store, const std::string& path, const I
   uint64_t total = 0;
   for (const gguf::TensorInfo& t : h.tensors) total += t.nbytes;
   result.tensor_bytes = total;
-  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  int threads =
+      options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   threads = std::clamp(threads, 1, static_cast<int>(h.tensors.size()));
   std::string sha;
   std::atomic<size_t> next{0}, done{0};
@@ -219,11 +227,13 @@ Result<ImportResult> ImportLocked(Store* store, const std::string& path, const I
       desc.qtype = t.type;
       desc.n_dims = t.n_dims;
       desc.ne = t.ne;
-      Result<QmWriter::Staged> st = writer->Add(slot_of[t.name], desc, h.TensorBytes(file.bytes(), i),
-                                                static_cast<int64_t>(i), static_cast<int64_t>(t.offset));
+      Result<QmWriter::Staged> st =
+          writer->Add(slot_of[t.name], desc, h.TensorBytes(file.bytes(), i),
+                      static_cast<int64_t>(i), static_cast<int64_t>(t.offset));
       if (!st.ok()) {
         std::lock_guard<std::mutex> lock(err_mu);
-        if (first_error.ok()) first_error = st.status().WithContext(path + ": tensor '" + t.name + "'");
+        if (first_error.ok())
+          first_error = st.status().WithContext(path + ": tensor '" + t.name + "'");
         return;
       }
       if (st->reused) ++reused;

@@ -43,8 +43,8 @@ struct ImportResult {
   std::vector<std::string> warnings;
 };
 
-Result<ImportResult> ImportGguf(Store* store, const std::string& path, const ImportOptions& options);
-
+Result<ImportResult> ImportGguf(Store* store, const std::string& path,
+                                const ImportOptions& options);
 
 }  // namespace fqpack::store
 

@@ -19,7 +19,8 @@ ModuleDesc ModuleDescFromRow(int64_t qtype, int64_t n_dims, const int64_t ne[4])
 }
 
 Status CheckModuleRow(const ModuleDesc& desc, int64_t raw_bytes, const std::string& what) {
-  if (desc.n_dims < 1 || desc.n_dims > 4) return Status::Corruption(what + ": bad number of dimensions");
+  if (desc.n_dims < 1 || desc.n_dims > 4)
+    return Status::Corruption(what + ": bad number of dimensions");
   for (uint32_t i = 0; i < 4; ++i) {
     if (desc.ne[i] < 1 || desc.ne[i] > kMaxTensorExtent || (i >= desc.n_dims && desc.ne[i] != 1)) {
       return Status::Corruption(what + ": bad shape");
@@ -28,8 +29,9 @@ Status CheckModuleRow(const ModuleDesc& desc, int64_t raw_bytes, const std::stri
   Result<uint64_t> expect = desc.nbytes();
   if (!expect.ok()) return Status::Corruption(what + ": " + expect.status().message());
   if (raw_bytes < 0 || static_cast<uint64_t>(raw_bytes) != *expect) {
-    return Status::Corruption(what + ": size " + std::to_string(raw_bytes) + " does not match its type " +
-                              QTypeName(desc.qtype) + " and shape " + desc.ShapeString());
+    return Status::Corruption(what + ": size " + std::to_string(raw_bytes) +
+                              " does not match its type " + QTypeName(desc.qtype) + " and shape " +
+                              desc.ShapeString());
   }
   return Status::OK();
 }
@@ -61,10 +63,12 @@ Result<ModuleKey> ModuleKey::FromHex(std::string_view hex) {
     return -1;
   };
   ModuleKey k;
-  if (hex.size() != 32) return Status::InvalidArgument("module key '" + std::string(hex) + "' is not 32 hex digits");
+  if (hex.size() != 32)
+    return Status::InvalidArgument("module key '" + std::string(hex) + "' is not 32 hex digits");
   for (int i = 0; i < 16; ++i) {
     int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return Status::InvalidArgument("module key '" + std::string(hex) + "' is not hex");
+    if (hi < 0 || lo < 0)
+      return Status::InvalidArgument("module key '" + std::string(hex) + "' is not hex");
     k.bytes[i] = static_cast<uint8_t>(hi << 4 | lo);
   }
   return k;

@@ -60,22 +60,22 @@ class ModuleSource {
 
 struct ManifestSlot {
   int idx = 0;
-  std::string name;   // "blk.0.attn_q.weight"
-  std::string kind;   // see SlotKindOf()
-  int layer = -1;     // block index, -1 outside the blocks
-  ModuleDesc desc;    // type and shape of the module in this slot
+  std::string name;  // "blk.0.attn_q.weight"
+  std::string kind;  // see SlotKindOf()
+  int layer = -1;    // block index, -1 outside the blocks
+  ModuleDesc desc;   // type and shape of the module in this slot
   ModuleKey key;
   uint64_t bytes = 0;
 };
 
 // One runnable model: its metadata and the module in each slot.
 struct ModelManifest {
-  std::string model;   // model name in the store
-  std::string label;   // QM label, or "eqm:<step>"
+  std::string model;  // model name in the store
+  std::string label;  // QM label, or "eqm:<step>"
   std::string arch;
   uint32_t gguf_version = 3;
   uint64_t n_kv = 0;
-  Bytes metadata;      // a GGUF key/value section
+  Bytes metadata;  // a GGUF key/value section
   std::vector<ManifestSlot> slots;
 
   uint64_t weight_bytes() const {

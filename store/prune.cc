@@ -33,7 +33,8 @@ std::vector<ModuleKey> PrunePlan::pruned_keys() const {
 Result<std::vector<PruneCandidate>> RankMidModules(Store* store, const EnsembleInfo& e) {
   FQ_ASSIGN_OR_RETURN(std::vector<int64_t> mids, MidQmIds(store, e));
   FQ_ASSIGN_OR_RETURN(std::vector<EqmInfo> eqms, store->ListEqms(e.id));
-  if (eqms.size() < 2) return Status::InvalidArgument("ensemble '" + e.name + "' has fewer than two EQMs");
+  if (eqms.size() < 2)
+    return Status::InvalidArgument("ensemble '" + e.name + "' has fewer than two EQMs");
   const double f_up = static_cast<double>(eqms.front().footprint);
   const double f_low = static_cast<double>(eqms.back().footprint);
   const double span = std::max(1.0, f_up - f_low);
@@ -84,12 +85,14 @@ Result<std::vector<PruneCandidate>> RankMidModules(Store* store, const EnsembleI
 
 namespace {
 
-Result<PrunePlan> MakePlan(Store* store, const EnsembleInfo& e, std::vector<PruneCandidate> ranked, size_t n) {
+Result<PrunePlan> MakePlan(Store* store, const EnsembleInfo& e, std::vector<PruneCandidate> ranked,
+                           size_t n) {
   PrunePlan plan;
   plan.ensemble = e;
   plan.ranked = std::move(ranked);
   plan.n_pruned = n;
-  plan.fraction = plan.ranked.empty() ? 0.0 : static_cast<double>(n) / static_cast<double>(plan.ranked.size());
+  plan.fraction =
+      plan.ranked.empty() ? 0.0 : static_cast<double>(n) / static_cast<double>(plan.ranked.size());
   FQ_ASSIGN_OR_RETURN(plan.store_bytes_before, StoredBytes(store));
   plan.store_bytes_after = plan.store_bytes_before;
   std::set<int64_t> partial;
@@ -104,7 +107,8 @@ Result<PrunePlan> MakePlan(Store* store, const EnsembleInfo& e, std::vector<Prun
 }  // namespace
 
 Result<PrunePlan> PlanPrune(Store* store, const EnsembleInfo& e, double p) {
-  if (!(p >= 0.0 && p <= 1.0)) return Status::InvalidArgument("--prune takes a fraction from 0 to 1");
+  if (!(p >= 0.0 && p <= 1.0))
+    return Status::InvalidArgument("--prune takes a fraction from 0 to 1");
   FQ_ASSIGN_OR_RETURN(std::vector<PruneCandidate> ranked, RankMidModules(store, e));
   const size_t n = static_cast<size_t>(std::llround(p * static_cast<double>(ranked.size())));
   return MakePlan(store, e, std::move(ranked), n);
@@ -117,8 +121,10 @@ Result<PrunePlan> PlanCap(Store* store, const EnsembleInfo& e, uint64_t cap) {
   while (bytes > cap && n < ranked.size()) bytes -= ranked[n++].stored_bytes;
   if (bytes > cap) {
     return Status::InvalidArgument("even with every n_mid-only module pruned the store holds " +
-                                   std::to_string(bytes) + " bytes (QM(n_up), QM(n_low) and whatever else it "
-                                   "holds): " + std::to_string(bytes - cap) + " bytes over the cap");
+                                   std::to_string(bytes) +
+                                   " bytes (QM(n_up), QM(n_low) and whatever else it "
+                                   "holds): " +
+                                   std::to_string(bytes - cap) + " bytes over the cap");
   }
   return MakePlan(store, e, std::move(ranked), n);
 }
@@ -130,7 +136,8 @@ Status ApplyPrune(Store* store, const PrunePlan& plan, const std::vector<NewEqm>
   for (const NewEqm& q : repaired) {
     for (const ModuleKey& k : q.modules) {
       if (gone.count(k) != 0) {
-        return Status::InvalidArgument("the repaired EQM " + std::to_string(q.step) + " uses pruned module " + k.Hex());
+        return Status::InvalidArgument("the repaired EQM " + std::to_string(q.step) +
+                                       " uses pruned module " + k.Hex());
       }
     }
   }
@@ -140,7 +147,8 @@ Status ApplyPrune(Store* store, const PrunePlan& plan, const std::vector<NewEqm>
   for (size_t i = 0; i < plan.n_pruned; ++i) {
     for (int64_t q : plan.ranked[i].qm_ids) dropped.emplace_back(plan.ranked[i].key, q);
   }
-  return store->catalog().ReplaceEqms(plan.ensemble.id, dropped, plan.partial_qm_ids, params, slots, repaired);
+  return store->catalog().ReplaceEqms(plan.ensemble.id, dropped, plan.partial_qm_ids, params, slots,
+                                      repaired);
 }
 
 }  // namespace fqpack::store

@@ -27,8 +27,8 @@ struct PruneCandidate {
   std::vector<int64_t> qm_ids;  // the mid QMs that hold it
   uint64_t raw_bytes = 0;
   uint64_t stored_bytes = 0;
-  int uses = 0;                 // EQMs that use it
-  double low_weighted_uses = 0; // sum of (F_up - F(e)) / (F_up - F_low) over those EQMs
+  int uses = 0;                  // EQMs that use it
+  double low_weighted_uses = 0;  // sum of (F_up - F(e)) / (F_up - F_low) over those EQMs
   double score = 0;
 };
 
@@ -40,9 +40,9 @@ struct PrunePlan {
   std::vector<PruneCandidate> ranked;  // every candidate, in pruning order
   size_t n_pruned = 0;                 // the first n_pruned of `ranked` go
   double fraction = 0;
-  uint64_t store_bytes_before = 0;     // stored bytes of every blob of the store
-  uint64_t store_bytes_after = 0;      // ... once the pruned modules are swept
-  std::vector<int64_t> partial_qm_ids; // mid QMs that lose modules
+  uint64_t store_bytes_before = 0;      // stored bytes of every blob of the store
+  uint64_t store_bytes_after = 0;       // ... once the pruned modules are swept
+  std::vector<int64_t> partial_qm_ids;  // mid QMs that lose modules
   std::vector<ModuleKey> pruned_keys() const;
 };
 

@@ -50,7 +50,8 @@ Stmt& Stmt::Bind(int i, std::string_view v) {
 Stmt& Stmt::BindBlob(int i, ByteSpan v) {
   // A zero-length blob must still be a blob, not NULL.
   static const uint8_t kEmpty = 0;
-  return Check(sqlite3_bind_blob64(stmt_, i, v.empty() ? &kEmpty : v.data(), v.size(), SQLITE_TRANSIENT), i);
+  return Check(
+      sqlite3_bind_blob64(stmt_, i, v.empty() ? &kEmpty : v.data(), v.size(), SQLITE_TRANSIENT), i);
 }
 
 Stmt& Stmt::BindNull(int i) { return Check(sqlite3_bind_null(stmt_, i), i); }
@@ -58,8 +59,8 @@ Stmt& Stmt::BindNull(int i) { return Check(sqlite3_bind_null(stmt_, i), i); }
 Result<bool> Stmt::Step() {
   if (bind_rc_ != SQLITE_OK) {
     // Not Db::Error: the connection's last error message is not the bind's.
-    const std::string msg = db_->path() + ": binding parameter " + std::to_string(bind_index_) + " of " +
-                            sqlite3_sql(stmt_) + ": " + sqlite3_errstr(bind_rc_);
+    const std::string msg = db_->path() + ": binding parameter " + std::to_string(bind_index_) +
+                            " of " + sqlite3_sql(stmt_) + ": " + sqlite3_errstr(bind_rc_);
     if (bind_rc_ == SQLITE_RANGE || bind_rc_ == SQLITE_TOOBIG) return Status::InvalidArgument(msg);
     return Status::IOError(msg);
   }
@@ -110,9 +111,15 @@ Result<std::unique_ptr<Db>> Db::Open(Env* env, const std::string& path, Mode mod
   FQ_ASSIGN_OR_RETURN(std::shared_ptr<EnvVfs> vfs, EnvVfs::Acquire(env));
   int flags = SQLITE_OPEN_FULLMUTEX;
   switch (mode) {
-    case Mode::kReadOnly: flags |= SQLITE_OPEN_READONLY; break;
-    case Mode::kReadWrite: flags |= SQLITE_OPEN_READWRITE; break;
-    case Mode::kReadWriteCreate: flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE; break;
+    case Mode::kReadOnly:
+      flags |= SQLITE_OPEN_READONLY;
+      break;
+    case Mode::kReadWrite:
+      flags |= SQLITE_OPEN_READWRITE;
+      break;
+    case Mode::kReadWriteCreate:
+      flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+      break;
   }
   sqlite3* raw = nullptr;
   ClearVfsError();
@@ -127,7 +134,8 @@ Result<std::unique_ptr<Db>> Db::Open(Env* env, const std::string& path, Mode mod
 
 Result<std::unique_ptr<Db>> Db::OpenImage(ByteSpan image, const std::string& name) {
   sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(":memory:", &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  int rc =
+      sqlite3_open_v2(":memory:", &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
   std::unique_ptr<Db> db(new Db(raw, name, nullptr));
   if (rc != SQLITE_OK) return db->Error(rc, "open");
   db->image_ = true;

@@ -29,7 +29,8 @@ Status Upgrade(Db* db, int from) {
     return Status::NotSupported("no upgrade from store schema version " + std::to_string(from));
   }
   FQ_RETURN_IF_ERROR(db->Exec(sql));
-  FQ_RETURN_IF_ERROR(db->Exec("PRAGMA user_version = " + std::to_string(schema::kStoreSchemaVersion)));
+  FQ_RETURN_IF_ERROR(
+      db->Exec("PRAGMA user_version = " + std::to_string(schema::kStoreSchemaVersion)));
   return txn->Commit();
 }
 
@@ -58,8 +59,8 @@ Status Store::Init(Env* env, const std::string& dir, bool* created) {
     FQ_ASSIGN_OR_RETURN(std::vector<std::string> children, env->GetChildren(dir));
     for (const std::string& c : children) {
       if (c != "blobs" && c != "tmp" && c != kLockName && c.rfind(kIndexName, 0) != 0) {
-        return Status::InvalidArgument(dir + ": directory is not empty and not an fqpack store (holds '" +
-                                       c + "')");
+        return Status::InvalidArgument(
+            dir + ": directory is not empty and not an fqpack store (holds '" + c + "')");
       }
     }
   }
@@ -105,7 +106,8 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
                                    version.status().message() + ")");
   }
   if (*version == 0) {
-    return Status::InvalidArgument(IndexPath(dir) + ": not an fqpack store index (schema version 0)");
+    return Status::InvalidArgument(IndexPath(dir) +
+                                   ": not an fqpack store index (schema version 0)");
   }
   if (*version > schema::kStoreSchemaVersion) {
     return Status::NotSupported(dir + ": store schema version " + std::to_string(*version) +
@@ -122,7 +124,8 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
     FQ_RETURN_IF_ERROR(Upgrade(db.get(), static_cast<int>(*version)).WithContext(IndexPath(dir)));
   }
   FQ_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL"));
-  return std::unique_ptr<Store>(new Store(env, dir, options, std::make_unique<Catalog>(std::move(db), dir)));
+  return std::unique_ptr<Store>(
+      new Store(env, dir, options, std::make_unique<Catalog>(std::move(db), dir)));
 }
 
 Result<std::unique_ptr<FileLock>> Store::WriterLock(bool wait) {
@@ -133,24 +136,35 @@ Result<std::unique_ptr<FileLock>> Store::GcLock(bool wait) {
   Result<std::unique_ptr<FileLock>> lock =
       env_->LockFile(JoinPath(dir_, kLockName), LockMode::kExclusive, wait);
   if (!lock.ok() && lock.status().IsBusy()) {
-    return Status::Busy(dir_ + ": another fqpack process is writing to this store (gc needs it alone)");
+    return Status::Busy(dir_ +
+                        ": another fqpack process is writing to this store (gc needs it alone)");
   }
   return lock;
 }
 
 Result<std::vector<ModelInfo>> Store::ListModels() { return catalog_->ListModels(); }
 Result<ModelInfo> Store::FindModel(const std::string& name) { return catalog_->FindModel(name); }
-Result<ModelInfo> Store::ResolveModel(const std::string& name) { return catalog_->ResolveModel(name); }
+Result<ModelInfo> Store::ResolveModel(const std::string& name) {
+  return catalog_->ResolveModel(name);
+}
 Result<std::vector<SlotInfo>> Store::Slots(int64_t model_id) { return catalog_->Slots(model_id); }
 Result<std::vector<QmInfo>> Store::ListQms(int64_t model_id) { return catalog_->ListQms(model_id); }
-Result<QmInfo> Store::FindQm(int64_t model_id, const std::string& label) { return catalog_->FindQm(model_id, label); }
-Result<std::vector<ModuleRef>> Store::QmModules(int64_t qm_id) { return catalog_->QmModules(qm_id); }
+Result<QmInfo> Store::FindQm(int64_t model_id, const std::string& label) {
+  return catalog_->FindQm(model_id, label);
+}
+Result<std::vector<ModuleRef>> Store::QmModules(int64_t qm_id) {
+  return catalog_->QmModules(qm_id);
+}
 Result<ModuleRef> Store::FindBlob(const ModuleKey& key) { return catalog_->FindBlob(key); }
-Result<std::vector<EnsembleInfo>> Store::ListEnsembles(int64_t model_id) { return catalog_->ListEnsembles(model_id); }
+Result<std::vector<EnsembleInfo>> Store::ListEnsembles(int64_t model_id) {
+  return catalog_->ListEnsembles(model_id);
+}
 Result<EnsembleInfo> Store::FindEnsemble(int64_t model_id, const std::string& name) {
   return catalog_->FindEnsemble(model_id, name);
 }
-Result<std::vector<EqmInfo>> Store::ListEqms(int64_t ensemble_id) { return catalog_->ListEqms(ensemble_id); }
+Result<std::vector<EqmInfo>> Store::ListEqms(int64_t ensemble_id) {
+  return catalog_->ListEqms(ensemble_id);
+}
 Result<ModelManifest> Store::QmManifest(const std::string& model, const std::string& label) {
   return catalog_->QmManifest(model, label);
 }
@@ -164,10 +178,13 @@ Result<int64_t> Store::AddEnsemble(const NewEnsemble& e, const std::vector<NewEq
 Result<std::vector<DynamicModelInfo>> Store::ListDynamicModels(int64_t model_id) {
   return catalog_->ListDynamicModels(model_id);
 }
-Result<DynamicModelInfo> Store::FindDynamicModel(int64_t model_id, const std::string& hi, const std::string& lo) {
+Result<DynamicModelInfo> Store::FindDynamicModel(int64_t model_id, const std::string& hi,
+                                                 const std::string& lo) {
   return catalog_->FindDynamicModel(model_id, hi, lo);
 }
-Result<int64_t> Store::PutDynamicModel(const DynamicModelInfo& d) { return catalog_->PutDynamicModel(d); }
+Result<int64_t> Store::PutDynamicModel(const DynamicModelInfo& d) {
+  return catalog_->PutDynamicModel(d);
+}
 
 Result<std::shared_ptr<PinnedModules>> Store::Pin(const std::vector<ModuleKey>& keys) {
   auto pinned = std::make_shared<PinnedModules>();
@@ -177,7 +194,8 @@ Result<std::shared_ptr<PinnedModules>> Store::Pin(const std::vector<ModuleKey>& 
     const std::string path = blobs_.PathOf(key);
     Result<MappedFile> file = env_->MapFile(path);
     if (!file.ok()) {
-      if (file.status().IsNotFound()) return Status::Corruption(path + ": blob of module " + key.Hex() + " is missing");
+      if (file.status().IsNotFound())
+        return Status::Corruption(path + ": blob of module " + key.Hex() + " is missing");
       return file.status();
     }
     PinnedModules::Pin pin;
@@ -211,7 +229,8 @@ Result<ModuleData> PinnedModules::Load(const ModuleKey& key) {
   auto it = pins_.find(key);
   if (it == pins_.end()) return Status::NotFound("module " + key.Hex() + " was not pinned");
   const Pin& pin = it->second;
-  FQ_ASSIGN_OR_RETURN(Bytes raw, ZstdDecompress(pin.file->bytes(), pin.raw_bytes, pin.file->path()));
+  FQ_ASSIGN_OR_RETURN(Bytes raw,
+                      ZstdDecompress(pin.file->bytes(), pin.raw_bytes, pin.file->path()));
   if (ComputeModuleKey(pin.desc, raw) != key) {
     return Status::Corruption(pin.file->path() + ": content does not hash to its name");
   }
@@ -330,7 +349,8 @@ Result<int64_t> QmWriter::Commit(const NewQm& qm) {
   std::lock_guard<std::mutex> guard(mu_);
   for (size_t i = 0; i < entries_.size(); ++i) {
     if (!entries_[i].set) {
-      return Status::InvalidArgument("QM '" + qm.label + "': slot " + std::to_string(i) + " has no module");
+      return Status::InvalidArgument("QM '" + qm.label + "': slot " + std::to_string(i) +
+                                     " has no module");
     }
   }
   NewQmRows rows;
@@ -340,7 +360,8 @@ Result<int64_t> QmWriter::Commit(const NewQm& qm) {
   rows.source_name = qm.source_name;
   rows.source_sha256 = qm.source_sha256;
   rows.source_bytes = qm.source_bytes;
-  if (qm.has_gguf_layout) rows.layout = QmGgufLayout{qm.gguf_version, qm.alignment, qm.n_kv, qm.metadata};
+  if (qm.has_gguf_layout)
+    rows.layout = QmGgufLayout{qm.gguf_version, qm.alignment, qm.n_kv, qm.metadata};
   for (size_t i = 0; i < entries_.size(); ++i) {
     const Entry& e = entries_[i];
     ModuleRef r;
@@ -359,7 +380,8 @@ Result<int64_t> QmWriter::Commit(const NewQm& qm) {
     const NewModel& m = *new_model_;
     model = NewModelRows{m.name, m.arch, m.hparams, m.gguf_version, m.n_kv, m.metadata, m.slots};
   }
-  FQ_ASSIGN_OR_RETURN(auto ids, store_->catalog().AddQm(model ? &*model : nullptr, model_id_, rows));
+  FQ_ASSIGN_OR_RETURN(auto ids,
+                      store_->catalog().AddQm(model ? &*model : nullptr, model_id_, rows));
   const int64_t model_id = ids.first, qm_id = ids.second;
   model_id_ = model_id;
   return qm_id;

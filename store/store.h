@@ -22,8 +22,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <unordered_map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "schema/env.h"
@@ -122,7 +122,8 @@ class Store : public ModuleSource {
   // replacing the model of the same (hi, lo) pair, in one transaction; its
   // units in rank order. Returns its id.
   Result<std::vector<DynamicModelInfo>> ListDynamicModels(int64_t model_id);
-  Result<DynamicModelInfo> FindDynamicModel(int64_t model_id, const std::string& hi, const std::string& lo);
+  Result<DynamicModelInfo> FindDynamicModel(int64_t model_id, const std::string& hi,
+                                            const std::string& lo);
   Result<int64_t> PutDynamicModel(const DynamicModelInfo& model);
 
   // Pins the modules of `keys` (see PinnedModules).

@@ -32,14 +32,16 @@ void AddTokenizer(gguf::Metadata* md, uint32_t n_vocab) {
   std::vector<std::string> pieces;
   for (char c = 'a'; c <= 'z'; ++c) pieces.push_back(std::string(1, c));
   for (char c = 'a'; c <= 'z'; ++c) pieces.push_back(space + c);
-  for (const char* w : {"the", "and", "was", "to", "a", "he", "she", "it", "of", "in", "her", "his",
-                        "they", "said", "day", "one", "time", "upon", "once", "there", "little", "big",
-                        "play", "happy", "friend", "saw", "with", "had", "very", "so", "you", "not"}) {
+  for (const char* w :
+       {"the",  "and",   "was",    "to",  "a",    "he",   "she",  "it",   "of",    "in",     "her",
+        "his",  "they",  "said",   "day", "one",  "time", "upon", "once", "there", "little", "big",
+        "play", "happy", "friend", "saw", "with", "had",  "very", "so",   "you",   "not"}) {
     pieces.push_back(space + w);
     pieces.push_back(w);
   }
-  for (const char* p : {".", ",", "!", "?", "\"", "'", space.c_str(), "th", "he", "in", "er", "an", "re",
-                        "on", "at", "en", "nd", "ed", "es", "or", "ing", "ly"}) {
+  for (const char* p :
+       {".",  ",",  "!",  "?",  "\"", "'",  space.c_str(), "th", "he", "in",  "er",
+        "an", "re", "on", "at", "en", "nd", "ed",          "es", "or", "ing", "ly"}) {
     pieces.push_back(p);
   }
   for (size_t i = 0; tokens.size() < n_vocab && i < pieces.size(); ++i) {
@@ -47,7 +49,8 @@ void AddTokenizer(gguf::Metadata* md, uint32_t n_vocab) {
     for (const std::string& t : tokens) dup = dup || t == pieces[i];
     if (dup) continue;
     tokens.push_back(pieces[i]);
-    scores.push_back(-static_cast<float>(tokens.size()) + 10.0f * static_cast<float>(pieces[i].size()));
+    scores.push_back(-static_cast<float>(tokens.size()) +
+                     10.0f * static_cast<float>(pieces[i].size()));
     types.push_back(1);
   }
   for (int i = 0; tokens.size() < n_vocab; ++i) {  // filler pieces that never merge
@@ -81,8 +84,9 @@ Status WriteSyntheticLlama(Env* env, const std::string& path, const SyntheticLla
   }
   if (spec.n_heads == 0 || spec.n_kv_heads == 0 || spec.n_embd % spec.n_heads != 0 ||
       spec.n_heads % spec.n_kv_heads != 0 || spec.n_vocab < 260) {
-    return Status::InvalidArgument("synthetic model: heads must divide the embedding, kv heads the heads, "
-                                   "and the vocabulary needs at least 260 tokens");
+    return Status::InvalidArgument(
+        "synthetic model: heads must divide the embedding, kv heads the heads, "
+        "and the vocabulary needs at least 260 tokens");
   }
   const uint64_t head_dim = spec.n_embd / spec.n_heads;
   gguf::Metadata md;
@@ -143,8 +147,10 @@ Status WriteSyntheticLlama(Env* env, const std::string& path, const SyntheticLla
       buf.reserve(t.nbytes);
       for (uint64_t k = 0; k < n; ++k) {
         const float x = scale[i] == 0.0f ? 1.0f : normal(rng);
-        if (t.type == ToId(QType::kF32)) PutF32(&buf, x);
-        else PutU16(&buf, F32ToFp16(x));
+        if (t.type == ToId(QType::kF32))
+          PutF32(&buf, x);
+        else
+          PutU16(&buf, F32ToFp16(x));
       }
       return ByteSpan(buf);
     });

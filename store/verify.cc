@@ -6,7 +6,8 @@
 
 namespace fqpack::store {
 
-Result<VerifyReport> VerifyStore(Store* store, const std::function<void(size_t, size_t)>& progress) {
+Result<VerifyReport> VerifyStore(Store* store,
+                                 const std::function<void(size_t, size_t)>& progress) {
   VerifyReport report;
   auto error = [&](std::string where, std::string msg) {
     report.issues.push_back({true, std::move(where), std::move(msg)});
@@ -48,15 +49,16 @@ Result<VerifyReport> VerifyStore(Store* store, const std::function<void(size_t, 
     const std::string path = store->blobs()->PathOf(r.key);
     Result<uint64_t> expect = r.desc.nbytes();
     if (!expect.ok() || *expect != r.raw_bytes) {
-      error(path, "index says " + std::to_string(r.raw_bytes) + " bytes for a " + QTypeName(r.desc.qtype) +
-                      " " + r.desc.ShapeString() + " module");
+      error(path, "index says " + std::to_string(r.raw_bytes) + " bytes for a " +
+                      QTypeName(r.desc.qtype) + " " + r.desc.ShapeString() + " module");
     }
     Result<uint64_t> size = store->env()->GetFileSize(path);
     if (!size.ok()) {
       error(path, "blob file missing (" + size.status().message() + ")");
     } else {
       if (*size != r.stored_bytes) {
-        error(path, "file has " + std::to_string(*size) + " bytes, index says " + std::to_string(r.stored_bytes));
+        error(path, "file has " + std::to_string(*size) + " bytes, index says " +
+                        std::to_string(r.stored_bytes));
       }
       Result<Bytes> raw = store->blobs()->Get(r.key, r.desc, r.raw_bytes);
       if (!raw.ok()) {
@@ -72,7 +74,8 @@ Result<VerifyReport> VerifyStore(Store* store, const std::function<void(size_t, 
   // Files nobody references.
   FQ_ASSIGN_OR_RETURN(auto files, store->blobs()->ListFiles());
   for (const auto& f : files) {
-    if (f.valid_name && indexed.count(f.key) != 0 && store->blobs()->PathOf(f.key) == f.path) continue;
+    if (f.valid_name && indexed.count(f.key) != 0 && store->blobs()->PathOf(f.key) == f.path)
+      continue;
     ++report.orphan_files;
     Result<uint64_t> size = store->env()->GetFileSize(f.path);
     if (size.ok()) report.orphan_bytes += *size;

@@ -37,7 +37,8 @@ struct VerifyReport {
 };
 
 // `progress(done, total)` is called per blob.
-Result<VerifyReport> VerifyStore(Store* store, const std::function<void(size_t, size_t)>& progress = {});
+Result<VerifyReport> VerifyStore(Store* store,
+                                 const std::function<void(size_t, size_t)>& progress = {});
 
 }  // namespace fqpack::store
 

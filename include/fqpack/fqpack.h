@@ -36,18 +36,19 @@
 namespace fqpack {
 
 struct OpenOptions {
-  std::string ensemble;    // "" = the pack's newest ensemble
-  int64_t context = 0;     // context length in tokens; 0 = the model's training context
-  int threads = 0;         // 0 = one per core
-  uint64_t budget = 0;     // starting budget in bytes; 0 = the largest EQM
-  int eqm = -1;            // start with this EQM (step) instead
-  bool evaluation = false; // size the scratch for Perplexity (half a context of logits) rather than generation
+  std::string ensemble;  // "" = the pack's newest ensemble
+  int64_t context = 0;   // context length in tokens; 0 = the model's training context
+  int threads = 0;       // 0 = one per core
+  uint64_t budget = 0;   // starting budget in bytes; 0 = the largest EQM
+  int eqm = -1;          // start with this EQM (step) instead
+  bool evaluation =
+      false;  // size the scratch for Perplexity (half a context of logits) rather than generation
 };
 
 struct GenerateRequest {
-  std::string prompt;       // "" starts from BOS alone
-  int64_t max_tokens = 128; // -1: until the end of the text or a full context
-  float temperature = 0.8f; // 0 = greedy
+  std::string prompt;        // "" starts from BOS alone
+  int64_t max_tokens = 128;  // -1: until the end of the text or a full context
+  float temperature = 0.8f;  // 0 = greedy
   float top_p = 0.95f;
   uint64_t seed = 0;
 };
@@ -78,7 +79,8 @@ struct ElasticStats {
 
 class ElasticModel {
  public:
-  static Result<std::unique_ptr<ElasticModel>> Open(const std::string& path, const OpenOptions& options = {});
+  static Result<std::unique_ptr<ElasticModel>> Open(const std::string& path,
+                                                    const OpenOptions& options = {});
   ~ElasticModel();
   ElasticModel(const ElasticModel&) = delete;
   ElasticModel& operator=(const ElasticModel&) = delete;

@@ -20,9 +20,9 @@
 namespace fqpack::runtime::quant {
 namespace {
 
+using avx2::Abs;
 using avx2::DispatchTokens;
 using avx2::Half;
-using avx2::Abs;
 using avx2::HmaxPs;
 using avx2::HsumEpi32;
 using avx2::HsumPs;

@@ -76,9 +76,15 @@ void QuantizeRowQ8_KAvx2(const float* src, uint8_t* dst, int64_t n);
 // points take no type id, so every (bits, group) is its own instance.
 // FQ_GROUP_INT_FOR_EACH(X) expands X(bits, group) for every valid pair.
 #define FQ_GROUP_INT_FOR_GROUP(X, B) X(B, 32) X(B, 64) X(B, 128)
-#define FQ_GROUP_INT_FOR_EACH(X)                                                          \
-  FQ_GROUP_INT_FOR_GROUP(X, 2) FQ_GROUP_INT_FOR_GROUP(X, 3) FQ_GROUP_INT_FOR_GROUP(X, 4) \
-  FQ_GROUP_INT_FOR_GROUP(X, 5) FQ_GROUP_INT_FOR_GROUP(X, 6) FQ_GROUP_INT_FOR_GROUP(X, 8)
+// clang-format off
+#define FQ_GROUP_INT_FOR_EACH(X) \
+  FQ_GROUP_INT_FOR_GROUP(X, 2)   \
+  FQ_GROUP_INT_FOR_GROUP(X, 3)   \
+  FQ_GROUP_INT_FOR_GROUP(X, 4)   \
+  FQ_GROUP_INT_FOR_GROUP(X, 5)   \
+  FQ_GROUP_INT_FOR_GROUP(X, 6)   \
+  FQ_GROUP_INT_FOR_GROUP(X, 8)
+// clang-format on
 
 template <int kBits, int kGroup>
 void DequantizeRowGroupInt(const uint8_t* src, float* dst, int64_t n);
@@ -93,13 +99,13 @@ template <int kBits, int kGroup>
 void DotGroupIntAvx2(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, int nt,
                      float* out);
 
-#define FQ_GROUP_INT_DECLARE(B, G)                                                          \
-  extern template void DequantizeRowGroupInt<B, G>(const uint8_t*, float*, int64_t);        \
-  extern template void QuantizeRowGroupInt<B, G>(const float*, uint8_t*, int64_t);          \
-  extern template void DotGroupInt<B, G>(int64_t, const uint8_t*, const uint8_t*, size_t,   \
-                                         int, float*);                                      \
-  extern template void DotGroupIntAvx2<B, G>(int64_t, const uint8_t*, const uint8_t*, size_t, \
-                                             int, float*);
+#define FQ_GROUP_INT_DECLARE(B, G)                                                                 \
+  extern template void DequantizeRowGroupInt<B, G>(const uint8_t*, float*, int64_t);               \
+  extern template void QuantizeRowGroupInt<B, G>(const float*, uint8_t*, int64_t);                 \
+  extern template void DotGroupInt<B, G>(int64_t, const uint8_t*, const uint8_t*, size_t, int,     \
+                                         float*);                                                  \
+  extern template void DotGroupIntAvx2<B, G>(int64_t, const uint8_t*, const uint8_t*, size_t, int, \
+                                             float*);
 FQ_GROUP_INT_FOR_EACH(FQ_GROUP_INT_DECLARE)
 #undef FQ_GROUP_INT_DECLARE
 extern template void EncodeBlockGroupInt<2>(const BlockFields&, const int*, uint8_t*);

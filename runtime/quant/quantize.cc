@@ -68,8 +68,8 @@ int CodeOf(float x, float scale, float min, int max_code) {
 // magnitude to `code_min`, and the block's fp16 super-scale d (returned,
 // stored in *d_out) maps the largest of those scales to `sub_min`; the
 // sub-scales are then RoundClamped(*iscale * scale[s]).
-float SignedSubScales(const float* src, float code_min, float sub_min, float scale[16], float* iscale,
-                      uint16_t* d_out) {
+float SignedSubScales(const float* src, float code_min, float sub_min, float scale[16],
+                      float* iscale, uint16_t* d_out) {
   for (int s = 0; s < 16; ++s) scale[s] = SignedAbsMax(src + 16 * s, 16) / code_min;
   const float max_scale = SignedAbsMax(scale, 16);
   *iscale = max_scale != 0 ? sub_min / max_scale : 0;

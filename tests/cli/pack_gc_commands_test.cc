@@ -13,8 +13,12 @@ class PackGcCliTest : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string out;
-    ASSERT_EQ(Fq("import " + testing::WriteGguf(tmp_.Join("p-F16.gguf"), testing::SmallLlama(ToId(QType::kF16), 1)) +
-                     " " + testing::WriteGguf(tmp_.Join("p-Q8_0.gguf"), testing::SmallLlama(ToId(QType::kQ8_0), 2)),
+    ASSERT_EQ(Fq("import " +
+                     testing::WriteGguf(tmp_.Join("p-F16.gguf"),
+                                        testing::SmallLlama(ToId(QType::kF16), 1)) +
+                     " " +
+                     testing::WriteGguf(tmp_.Join("p-Q8_0.gguf"),
+                                        testing::SmallLlama(ToId(QType::kQ8_0), 2)),
                  &out),
               0)
         << out;
@@ -39,7 +43,8 @@ TEST_F(PackGcCliTest, PackInfoVerify) {
   EXPECT_NE(out.find("\"codecs\""), std::string::npos) << out;
   ASSERT_EQ(Fq("verify " + pack, &out), 0) << out;
   // Damage one payload byte: verify fails naming the file, exit code 3.
-  ASSERT_EQ(RunCommand("printf 'Z' | dd of=" + pack + " bs=1 seek=200 conv=notrunc 2>/dev/null"), 0);
+  ASSERT_EQ(RunCommand("printf 'Z' | dd of=" + pack + " bs=1 seek=200 conv=notrunc 2>/dev/null"),
+            0);
   EXPECT_EQ(Fq("verify " + pack, &out), 3) << out;
   EXPECT_NE(out.find(pack), std::string::npos) << out;
   // Not a pack at all.

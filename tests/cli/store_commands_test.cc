@@ -14,7 +14,8 @@ class CliTest : public ::testing::Test {
  protected:
   // Runs `fqpack --store <store> <args>`; stdout (and stderr when asked) in *out.
   int Fq(const std::string& args, std::string* out = nullptr, bool with_stderr = true) {
-    std::string cmd = testing::FqpackBinary() + " --store " + store_ + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
+    std::string cmd = testing::FqpackBinary() + " --store " + store_ + " " + args +
+                      (with_stderr ? " 2>&1" : " 2>/dev/null");
     return RunCommand(cmd, out);
   }
   std::string Model(const std::string& name, uint32_t type, uint32_t seed) {
@@ -27,7 +28,8 @@ class CliTest : public ::testing::Test {
 TEST_F(CliTest, HelpListsTheCommands) {
   std::string out;
   EXPECT_EQ(Fq("--help", &out), 0);
-  for (const char* c : {"init", "import", "ls", "verify", "export"}) EXPECT_NE(out.find(c), std::string::npos) << c;
+  for (const char* c : {"init", "import", "ls", "verify", "export"})
+    EXPECT_NE(out.find(c), std::string::npos) << c;
   EXPECT_EQ(Fq("no-such-command", &out), 2);
 }
 
@@ -66,7 +68,11 @@ TEST_F(CliTest, VerifyFailsAndNamesTheDamagedBlob) {
   std::string out;
   ASSERT_EQ(Fq("import " + Model("d-Q8_0.gguf", ToId(QType::kQ8_0), 3), &out), 0) << out;
   // Damage one blob file.
-  ASSERT_EQ(RunCommand("f=$(ls " + store_ + "/blobs/*/*.zst | head -1); printf 'XX' | dd of=$f bs=1 seek=20 conv=notrunc 2>/dev/null; echo $f", &out), 0);
+  ASSERT_EQ(RunCommand("f=$(ls " + store_ +
+                           "/blobs/*/*.zst | head -1); printf 'XX' | dd of=$f bs=1 seek=20 "
+                           "conv=notrunc 2>/dev/null; echo $f",
+                       &out),
+            0);
   const std::string damaged = out.substr(0, out.find('\n'));
   EXPECT_EQ(Fq("verify", &out), 3) << out;
   EXPECT_NE(out.find(damaged), std::string::npos) << out;

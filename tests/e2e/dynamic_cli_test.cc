@@ -32,13 +32,17 @@ class DynamicCliTest : public ::testing::Test {
     std::string out;
     const std::string models = TestDataPath("models/stories260K/stories260K-");
     ASSERT_EQ(Fq("init", &out), 0) << out;
-    ASSERT_EQ(Fq("import " + models + "F16.gguf " + models + "Q4_K_M.gguf " + models + "Q2_K.gguf", &out), 0) << out;
+    ASSERT_EQ(
+        Fq("import " + models + "F16.gguf " + models + "Q4_K_M.gguf " + models + "Q2_K.gguf", &out),
+        0)
+        << out;
     // A pack from before the calibration, and one after.
     ASSERT_EQ(Fq("pack -o " + tmp_->Join("bare.fqpack"), &out), 0) << out;
-    ASSERT_EQ(Fq("--json calibrate-dynamic --hi F16 --lo Q4_K_M --calib " + TestDataPath("text/tinystories.txt") +
-                     " -c 128 --tokens 1024 --target-bits 12",
-                 calib_json_ = new std::string(), false),
-              0)
+    ASSERT_EQ(
+        Fq("--json calibrate-dynamic --hi F16 --lo Q4_K_M --calib " +
+               TestDataPath("text/tinystories.txt") + " -c 128 --tokens 1024 --target-bits 12",
+           calib_json_ = new std::string(), false),
+        0)
         << *calib_json_;
     ASSERT_EQ(Fq("pack -o " + tmp_->Join("dyn.fqpack"), &out), 0) << out;
   }
@@ -53,7 +57,9 @@ class DynamicCliTest : public ::testing::Test {
                           (with_stderr ? " 2>&1" : " 2>/dev/null"),
                       out);
   }
-  static std::string Eval() { return " --text " + TestDataPath("text/tinystories_val.ppl.txt") + " -c 128 --chunks 3"; }
+  static std::string Eval() {
+    return " --text " + TestDataPath("text/tinystories_val.ppl.txt") + " -c 128 --chunks 3";
+  }
 
   static TempDir* tmp_;
   static std::string* calib_json_;
@@ -85,8 +91,9 @@ TEST_F(DynamicCliTest, LsAndInfoListTheDynamicModel) {
 }
 
 TEST_F(DynamicCliTest, ABudgetHoldsOnlyTheHiCopiesThatFit) {
-  const std::string run = "--json run " + tmp_->Join("dyn.fqpack") +
-                          " --dynamic hi=F16,lo=Q4_K_M --prompt 'Once upon a time' -n 8 --temp 0 --budget ";
+  const std::string run =
+      "--json run " + tmp_->Join("dyn.fqpack") +
+      " --dynamic hi=F16,lo=Q4_K_M --prompt 'Once upon a time' -n 8 --temp 0 --budget ";
   std::string out;
   // Too small for the lo QM alone: the error gives the minimum.
   EXPECT_EQ(Fq(run + "100KB", &out), 2) << out;
@@ -95,7 +102,8 @@ TEST_F(DynamicCliTest, ABudgetHoldsOnlyTheHiCopiesThatFit) {
   const uint64_t floor = std::strtoull(out.c_str() + at, nullptr, 10);
   ASSERT_GT(floor, 0u) << out;
   double previous_units = -1, previous_bytes = -1;
-  for (uint64_t extra : {uint64_t{0}, uint64_t{150} << 10, uint64_t{350} << 10, uint64_t{8} << 20}) {
+  for (uint64_t extra :
+       {uint64_t{0}, uint64_t{150} << 10, uint64_t{350} << 10, uint64_t{8} << 20}) {
     SCOPED_TRACE("budget = minimum + " + std::to_string(extra));
     ASSERT_EQ(Fq(run + std::to_string(floor + extra), &out, false), 0) << out;
     const double units = JsonNumber(out, "switchable_units");
@@ -118,8 +126,11 @@ TEST_F(DynamicCliTest, ABudgetHoldsOnlyTheHiCopiesThatFit) {
 
 TEST_F(DynamicCliTest, PackAndStoreGiveTheSameDynamicPerplexity) {
   std::string from_store, from_pack;
-  ASSERT_EQ(Fq("--json ppl --dynamic hi=F16,lo=Q4_K_M" + Eval(), &from_store, false), 0) << from_store;
-  ASSERT_EQ(Fq("--json ppl " + tmp_->Join("dyn.fqpack") + " --dynamic hi=F16,lo=Q4_K_M" + Eval(), &from_pack, false), 0)
+  ASSERT_EQ(Fq("--json ppl --dynamic hi=F16,lo=Q4_K_M" + Eval(), &from_store, false), 0)
+      << from_store;
+  ASSERT_EQ(Fq("--json ppl " + tmp_->Join("dyn.fqpack") + " --dynamic hi=F16,lo=Q4_K_M" + Eval(),
+               &from_pack, false),
+            0)
       << from_pack;
   EXPECT_EQ(JsonNumber(from_store, "ppl"), JsonNumber(from_pack, "ppl"));
   EXPECT_EQ(JsonNumber(from_store, "mean_bits"), JsonNumber(from_pack, "mean_bits"));
@@ -134,8 +145,8 @@ TEST_F(DynamicCliTest, PackAndStoreGiveTheSameDynamicPerplexity) {
   ASSERT_EQ(Fq("--json ppl --qm F16" + Eval(), &hi, false), 0) << hi;
   char target[64];
   std::snprintf(target, sizeof(target), "%.17g", JsonNumber(from_pack, "hi_bits"));
-  ASSERT_EQ(Fq("--json ppl " + tmp_->Join("dyn.fqpack") + " --dynamic hi=F16,lo=Q4_K_M --target-bits " + target +
-                   Eval(),
+  ASSERT_EQ(Fq("--json ppl " + tmp_->Join("dyn.fqpack") +
+                   " --dynamic hi=F16,lo=Q4_K_M --target-bits " + target + Eval(),
                &dyn_hi, false),
             0)
       << dyn_hi;
@@ -145,7 +156,8 @@ TEST_F(DynamicCliTest, PackAndStoreGiveTheSameDynamicPerplexity) {
 
 TEST_F(DynamicCliTest, RunReportsSpeedBitsAndTheHiUnitHistogram) {
   std::string out;
-  ASSERT_EQ(Fq("run " + tmp_->Join("dyn.fqpack") + " --dynamic hi=F16,lo=Q4_K_M -p 'Once upon a time' -n 40 --temp 0",
+  ASSERT_EQ(Fq("run " + tmp_->Join("dyn.fqpack") +
+                   " --dynamic hi=F16,lo=Q4_K_M -p 'Once upon a time' -n 40 --temp 0",
                &out),
             0)
       << out;
@@ -154,11 +166,15 @@ TEST_F(DynamicCliTest, RunReportsSpeedBitsAndTheHiUnitHistogram) {
   EXPECT_NE(out.find("hi units per token (of 7"), std::string::npos) << out;
   EXPECT_NE(out.find("resident weights"), std::string::npos) << out;
   std::string json;
-  ASSERT_EQ(Fq("--json run --dynamic hi=F16,lo=Q4_K_M -p 'Once upon a time' -n 40 --temp 0", &json, false), 0) << json;
+  ASSERT_EQ(Fq("--json run --dynamic hi=F16,lo=Q4_K_M -p 'Once upon a time' -n 40 --temp 0", &json,
+               false),
+            0)
+      << json;
   const size_t at = json.find("\"hi_units_histogram\":");
   ASSERT_NE(at, std::string::npos) << json;
   // One count per k = 0..7, summing to the tokens decided.
-  const std::string hist = json.substr(json.find('[', at) + 1, json.find(']', at) - json.find('[', at) - 1);
+  const std::string hist =
+      json.substr(json.find('[', at) + 1, json.find(']', at) - json.find('[', at) - 1);
   double sum = 0;
   int n = 0;
   for (size_t p = 0; p < hist.size();) {
@@ -187,9 +203,11 @@ TEST_F(DynamicCliTest, BadInputGetsAClearError) {
        "not of higher precision"},
       {"ppl --dynamic hi=F16,lo=Q4_K_M --target-bits 3" + eval, 2, "below lo's"},
       {"ppl --dynamic hi=F16,lo=Q4_K_M --target-bits 40" + eval, 2, "above hi's"},
-      {"calibrate-dynamic --hi F16 --lo Q4_K_M --target-bits 40 --calib " + TestDataPath("text/tinystories.txt"), 2,
-       "above hi's"},
-      {"ppl " + tmp_->Join("bare.fqpack") + " --dynamic hi=F16,lo=Q4_K_M" + eval, 4, "calibrate-dynamic"},
+      {"calibrate-dynamic --hi F16 --lo Q4_K_M --target-bits 40 --calib " +
+           TestDataPath("text/tinystories.txt"),
+       2, "above hi's"},
+      {"ppl " + tmp_->Join("bare.fqpack") + " --dynamic hi=F16,lo=Q4_K_M" + eval, 4,
+       "calibrate-dynamic"},
       {"run --dynamic hi=F16,lo=Q2_K -n 3", 4, "run `fqpack calibrate-dynamic --hi F16 --lo Q2_K"},
       {"run --dynamic F16 -n 3", 2, "expected hi=LABEL,lo=LABEL"},
       {"run --dynamic hi=F16,lo=Q9 -n 3", 4, "Q9"},

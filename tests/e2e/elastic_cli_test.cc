@@ -63,8 +63,9 @@ class ElasticCliTest : public ::testing::Test {
   }
   std::string WriteText(const std::string& name, const std::string& text) {
     const std::string path = ladder_->Join(name);
-    EXPECT_TRUE(
-        PublishFile(Env::Default(), path, ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size())).ok());
+    EXPECT_TRUE(PublishFile(Env::Default(), path,
+                            ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size()))
+                    .ok());
     return path;
   }
   // Levels and overhead of a generating run with -t 2, as the CLI sees them.
@@ -93,19 +94,23 @@ TEST_F(ElasticCliTest, BudgetRunsTheLargestEqmThatFits) {
   const size_t want = levels.size() / 2;
   const uint64_t budget = overhead + (levels[want].footprint + levels[want - 1].footprint) / 2;
   std::string out;
-  ASSERT_EQ(Fq("--json run " + *pack_ + " --budget " + std::to_string(budget) + " -p t5t9 -n 6 --temp 0", &out,
-               false),
-            0)
+  ASSERT_EQ(
+      Fq("--json run " + *pack_ + " --budget " + std::to_string(budget) + " -p t5t9 -n 6 --temp 0",
+         &out, false),
+      0)
       << out;
   EXPECT_EQ(JsonString(out, "level"), "eqm:" + std::to_string(want)) << out;
   EXPECT_EQ(JsonNumber(out, "budget"), static_cast<double>(budget));
   EXPECT_EQ(JsonNumber(out, "resident_bytes"), static_cast<double>(levels[want].footprint));
-  EXPECT_EQ(JsonNumber(out, "kv_cache_bytes") + JsonNumber(out, "scratch_bytes"), static_cast<double>(overhead));
+  EXPECT_EQ(JsonNumber(out, "kv_cache_bytes") + JsonNumber(out, "scratch_bytes"),
+            static_cast<double>(overhead));
   // The same tokens as naming that EQM.
   std::string by_eqm;
-  ASSERT_EQ(Fq("--json run " + *pack_ + " --eqm " + std::to_string(want) + " -p t5t9 -n 6 --temp 0", &by_eqm, false),
+  ASSERT_EQ(Fq("--json run " + *pack_ + " --eqm " + std::to_string(want) + " -p t5t9 -n 6 --temp 0",
+               &by_eqm, false),
             0);
-  EXPECT_EQ(out.substr(out.find("\"tokens\"")).substr(0, 60), by_eqm.substr(by_eqm.find("\"tokens\"")).substr(0, 60));
+  EXPECT_EQ(out.substr(out.find("\"tokens\"")).substr(0, 60),
+            by_eqm.substr(by_eqm.find("\"tokens\"")).substr(0, 60));
   // Without --budget or --eqm: the largest.
   ASSERT_EQ(Fq("--json run " + *pack_ + " -p t5 -n 2", &out, false), 0) << out;
   EXPECT_EQ(JsonString(out, "level"), "eqm:0");
@@ -117,29 +122,37 @@ TEST_F(ElasticCliTest, BudgetTraceLogsEveryTransitionAndWritesThemAsJson) {
   const auto& levels = rt->residency()->levels();
   const uint64_t overhead = rt->overhead().total();
   const size_t last = levels.size() - 1;
-  const std::string trace = WriteText(
-      "trace.csv", "token_index,budget\n# a dip and back\n0," + std::to_string(levels[1].footprint + overhead) +
-                       "\n2," + std::to_string(levels[last].footprint + overhead) + "\n4," +
-                       std::to_string(levels[last / 2].footprint + overhead) + "B\n");
+  const std::string trace =
+      WriteText("trace.csv", "token_index,budget\n# a dip and back\n0," +
+                                 std::to_string(levels[1].footprint + overhead) + "\n2," +
+                                 std::to_string(levels[last].footprint + overhead) + "\n4," +
+                                 std::to_string(levels[last / 2].footprint + overhead) + "B\n");
   const std::string tj = ladder_->Join("transitions.json");
   std::string out;
-  ASSERT_EQ(Fq("run " + *pack_ + " --budget-trace " + trace + " -p t5t9t11 -n 8 --temp 0 --transitions-json " + tj,
+  ASSERT_EQ(Fq("run " + *pack_ + " --budget-trace " + trace +
+                   " -p t5t9t11 -n 8 --temp 0 --transitions-json " + tj,
                &out),
             0)
       << out;
   // Token 0's budget chose the starting EQM: no transition for it.
   EXPECT_EQ(Count(out, "transition token"), 2u) << out;
-  EXPECT_NE(out.find("transition token 2: eqm:1 -> eqm:" + std::to_string(last)), std::string::npos) << out;
-  EXPECT_NE(out.find("transition token 4: eqm:" + std::to_string(last) + " -> eqm:" + std::to_string(last / 2)),
+  EXPECT_NE(out.find("transition token 2: eqm:1 -> eqm:" + std::to_string(last)), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("transition token 4: eqm:" + std::to_string(last) +
+                     " -> eqm:" + std::to_string(last / 2)),
             std::string::npos)
       << out;
   Bytes json = *ReadFileBytes(Env::Default(), tj);
   const std::string j(json.begin(), json.end());
   EXPECT_EQ(Count(j, "\"modules_swapped\""), 2u) << j;
   int differ = 0;
-  for (size_t p = 0; p < levels[1].modules.size(); ++p) differ += levels[1].modules[p] != levels[last].modules[p];
-  EXPECT_EQ(JsonNumber(j, "modules_swapped"), static_cast<double>(differ)) << "only the modules that differ";
-  ASSERT_EQ(Fq("--json run " + *pack_ + " --budget-trace " + trace + " -p t5t9t11 -n 8 --temp 0", &out, false), 0);
+  for (size_t p = 0; p < levels[1].modules.size(); ++p)
+    differ += levels[1].modules[p] != levels[last].modules[p];
+  EXPECT_EQ(JsonNumber(j, "modules_swapped"), static_cast<double>(differ))
+      << "only the modules that differ";
+  ASSERT_EQ(Fq("--json run " + *pack_ + " --budget-trace " + trace + " -p t5t9t11 -n 8 --temp 0",
+               &out, false),
+            0);
   EXPECT_EQ(JsonNumber(out, "transition_count"), 2) << out;
   EXPECT_EQ(JsonString(out, "level"), "eqm:" + std::to_string(last / 2));
 }
@@ -157,18 +170,26 @@ TEST_F(ElasticCliTest, PerplexityOfAnEqmEqualsTheStoreQmAndItsExportedGguf) {
   std::string out;
   ASSERT_EQ(Fq("export " + *pack_ + " --eqm " + std::to_string(k) + " -o " + gguf, &out), 0) << out;
   const std::string other = ladder_->Join("other-store");
-  ASSERT_EQ(RunCommand(FqpackBinary() + " --store " + other + " import --model x --label E " + gguf + " 2>&1", &out), 0)
+  ASSERT_EQ(RunCommand(FqpackBinary() + " --store " + other + " import --model x --label E " +
+                           gguf + " 2>&1",
+                       &out),
+            0)
       << out;
-  ASSERT_EQ(Fq("ppl " + *pack_ + " --eqm " + std::to_string(k) + " -f " + *text_ + " -c 16", &a, false), 0) << a;
-  ASSERT_EQ(RunCommand(FqpackBinary() + " -t 2 --store " + other + " ppl --qm E -f " + *text_ + " -c 16 2>/dev/null",
+  ASSERT_EQ(
+      Fq("ppl " + *pack_ + " --eqm " + std::to_string(k) + " -f " + *text_ + " -c 16", &a, false),
+      0)
+      << a;
+  ASSERT_EQ(RunCommand(FqpackBinary() + " -t 2 --store " + other + " ppl --qm E -f " + *text_ +
+                           " -c 16 2>/dev/null",
                        &b),
             0)
       << b;
   EXPECT_EQ(a.substr(0, a.find("  (")), b.substr(0, b.find("  ("))) << a << b;
   // The middle EQM is neither end: its PPL differs from both.
   std::string low;
-  ASSERT_EQ(Fq("ppl " + *pack_ + " --eqm " + std::to_string(ladder_->n_eqms() - 1) + " -f " + *text_ + " -c 16", &low,
-               false),
+  ASSERT_EQ(Fq("ppl " + *pack_ + " --eqm " + std::to_string(ladder_->n_eqms() - 1) + " -f " +
+                   *text_ + " -c 16",
+               &low, false),
             0);
   EXPECT_NE(a.substr(0, a.find("  (")), low.substr(0, low.find("  (")));
 }
@@ -182,12 +203,13 @@ TEST_F(ElasticCliTest, PerplexityFollowsATraceBetweenChunks) {
   ASSERT_TRUE(rt.ok());
   const auto& levels = (*rt)->residency()->levels();
   const uint64_t overhead = (*rt)->overhead().total();
-  const std::string trace = WriteText("ppl-trace.csv", "0," + std::to_string(levels[0].footprint + overhead) +
-                                                           "\n32," + std::to_string(levels.back().footprint + overhead) +
-                                                           "\n");
+  const std::string trace =
+      WriteText("ppl-trace.csv", "0," + std::to_string(levels[0].footprint + overhead) + "\n32," +
+                                     std::to_string(levels.back().footprint + overhead) + "\n");
   std::string out;
-  ASSERT_EQ(Fq("--json ppl " + *pack_ + " --budget-trace " + trace + " -f " + *text_ + " -c 16 --chunks 4", &out,
-               false),
+  ASSERT_EQ(Fq("--json ppl " + *pack_ + " --budget-trace " + trace + " -f " + *text_ +
+                   " -c 16 --chunks 4",
+               &out, false),
             0)
       << out;
   EXPECT_EQ(JsonNumber(out, "transition_count"), 1) << out;
@@ -237,20 +259,31 @@ TEST_F(ElasticCliTest, ExportRefusesFqpackOwnTypesNamingATensor) {
                        &out),
             0)
       << out;
-  ASSERT_EQ(RunCommand(FqpackBinary() + " -t 2 --store " + store + " quantize --from F16 --bits 4 --label int4 2>&1",
+  ASSERT_EQ(RunCommand(FqpackBinary() + " -t 2 --store " + store +
+                           " quantize --from F16 --bits 4 --label int4 2>&1",
                        &out),
             0)
       << out;
   const std::string pack = tmp.Join("q.fqpack");
-  ASSERT_EQ(RunCommand(FqpackBinary() + " --store " + store + " pack -o " + pack + " 2>&1", &out), 0) << out;
-  EXPECT_EQ(RunCommand(FqpackBinary() + " export " + pack + " --qm int4 -o " + tmp.Join("q.gguf") + " 2>&1", &out), 5)
+  ASSERT_EQ(RunCommand(FqpackBinary() + " --store " + store + " pack -o " + pack + " 2>&1", &out),
+            0)
+      << out;
+  EXPECT_EQ(RunCommand(FqpackBinary() + " export " + pack + " --qm int4 -o " + tmp.Join("q.gguf") +
+                           " 2>&1",
+                       &out),
+            5)
       << out;
   EXPECT_NE(out.find("tensor '"), std::string::npos) << out;
   EXPECT_NE(out.find("GGUF cannot hold"), std::string::npos) << out;
   // The float QM of the same pack exports fine, and the int4 QM runs.
-  EXPECT_EQ(RunCommand(FqpackBinary() + " export " + pack + " --qm F16 -o " + tmp.Join("f.gguf") + " 2>&1", &out), 0)
+  EXPECT_EQ(RunCommand(
+                FqpackBinary() + " export " + pack + " --qm F16 -o " + tmp.Join("f.gguf") + " 2>&1",
+                &out),
+            0)
       << out;
-  EXPECT_EQ(RunCommand(FqpackBinary() + " -t 2 run " + pack + " --qm int4 -p t5 -n 3 2>&1", &out), 0) << out;
+  EXPECT_EQ(RunCommand(FqpackBinary() + " -t 2 run " + pack + " --qm int4 -p t5 -n 3 2>&1", &out),
+            0)
+      << out;
 }
 
 }  // namespace

@@ -275,8 +275,12 @@ Bytes EnsemblePack() {
   e.up_qm_id = up.id;
   e.low_qm_id = low.id;
   e.library = {"F16", "Q8_0"};
-  e.params.Set("stem", int64_t{1}).Set("branch", int64_t{2}).Set("metric", std::string("kl"))
-      .Set("tokens", int64_t{64}).Set("n_ctx", int64_t{32}).Set("include_embed", false);
+  e.params.Set("stem", int64_t{1})
+      .Set("branch", int64_t{2})
+      .Set("metric", std::string("kl"))
+      .Set("tokens", int64_t{64})
+      .Set("n_ctx", int64_t{32})
+      .Set("include_embed", false);
   std::vector<store::NewEqm> eqms;
   std::vector<bool> lowered(up_mods.size(), false);
   for (size_t step = 0;; ++step) {

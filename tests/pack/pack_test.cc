@@ -34,8 +34,10 @@ class PackTest : public ::testing::Test {
         lo.tensors[i].data = hi.tensors[i].data;
       }
     }
-    ASSERT_TRUE(store::ImportGguf(store_.get(), testing::WriteGguf(tmp_.Join("m-F16.gguf"), hi), {}).ok());
-    ASSERT_TRUE(store::ImportGguf(store_.get(), testing::WriteGguf(tmp_.Join("m-Q8_0.gguf"), lo), {}).ok());
+    ASSERT_TRUE(
+        store::ImportGguf(store_.get(), testing::WriteGguf(tmp_.Join("m-F16.gguf"), hi), {}).ok());
+    ASSERT_TRUE(
+        store::ImportGguf(store_.get(), testing::WriteGguf(tmp_.Join("m-Q8_0.gguf"), lo), {}).ok());
     auto model = store_->FindModel("m");
     auto up = store_->FindQm(model->id, "F16");
     auto low = store_->FindQm(model->id, "Q8_0");
@@ -105,7 +107,8 @@ TEST_F(PackTest, ReaderGivesBackWhatTheStoreHolds) {
         auto da = (*reader)->Load(a->slots[i].key);
         auto db = store_->Load(b->slots[i].key);
         ASSERT_TRUE(da.ok() && db.ok());
-        ASSERT_TRUE(std::equal(da->bytes().begin(), da->bytes().end(), db->bytes().begin(), db->bytes().end()));
+        ASSERT_TRUE(std::equal(da->bytes().begin(), da->bytes().end(), db->bytes().begin(),
+                               db->bytes().end()));
         if (codec == Codec::kRaw) {
           EXPECT_FALSE(da->owned()) << "raw payloads are mapped in place";
         }
@@ -230,7 +233,8 @@ void ExpectCleanErrorOrSameContent(const std::string& bad, const std::map<std::s
   }
   ++*errors;
   EXPECT_TRUE(s.IsCorruption() || s.IsNotSupported()) << what << ": " << s.ToString();
-  EXPECT_EQ(s.message().rfind(bad, 0), 0u) << what << ": the error does not name the file: " << s.ToString();
+  EXPECT_EQ(s.message().rfind(bad, 0), 0u)
+      << what << ": the error does not name the file: " << s.ToString();
   EXPECT_EQ(s.message().find('\n'), std::string::npos) << what << ": " << s.ToString();
 }
 
@@ -247,7 +251,8 @@ TEST_F(PackTest, RandomDamageGivesACleanErrorOrTheSameModules) {
     const int kind = static_cast<int>(rng() % 3);
     switch (kind) {
       case 0:  // a burst of random bytes somewhere
-        for (size_t k = rng() % b.size(), n = 1 + rng() % 64; n > 0 && k < b.size(); --n, ++k) b[k] = rng();
+        for (size_t k = rng() % b.size(), n = 1 + rng() % 64; n > 0 && k < b.size(); --n, ++k)
+          b[k] = rng();
         break;
       case 1:  // cut
         b.resize(rng() % b.size());
@@ -262,7 +267,8 @@ TEST_F(PackTest, RandomDamageGivesACleanErrorOrTheSameModules) {
     // the footer's checksums to the index and payload checks behind them.
     if (i % 2 == 1) b = testing::ResealPack(std::move(b));
     WriteScratch(bad, b);
-    ExpectCleanErrorOrSameContent(bad, want, "round " + std::to_string(i) + " kind " + std::to_string(kind), &errors);
+    ExpectCleanErrorOrSameContent(
+        bad, want, "round " + std::to_string(i) + " kind " + std::to_string(kind), &errors);
   }
   EXPECT_GT(errors, 300u);
 }
@@ -272,21 +278,28 @@ TEST_F(PackTest, RandomDamageGivesACleanErrorOrTheSameModules) {
 TEST_F(PackTest, RejectsCraftedIndexRows) {
   const std::string path = Pack(Codec::kAuto);
   const Bytes good = *ReadFileBytes(Env::Default(), path);
-  const std::string zstd_row = "(SELECT hash FROM blob WHERE codec = 'zstd' ORDER BY pack_offset LIMIT 1)";
-  const std::string raw_row = "(SELECT hash FROM blob WHERE codec = 'raw' ORDER BY pack_offset LIMIT 1)";
+  const std::string zstd_row =
+      "(SELECT hash FROM blob WHERE codec = 'zstd' ORDER BY pack_offset LIMIT 1)";
+  const std::string raw_row =
+      "(SELECT hash FROM blob WHERE codec = 'raw' ORDER BY pack_offset LIMIT 1)";
   const std::string second_row = "(SELECT hash FROM blob ORDER BY pack_offset LIMIT 1 OFFSET 1)";
   struct Case {
     std::string sql;
     std::string message_part;
   };
   const std::vector<Case> cases = {
-      {"UPDATE blob SET raw_bytes = 1099511627776 WHERE hash = " + zstd_row, "does not match its type"},
+      {"UPDATE blob SET raw_bytes = 1099511627776 WHERE hash = " + zstd_row,
+       "does not match its type"},
       {"UPDATE blob SET raw_bytes = -1 WHERE hash = " + raw_row, "does not match its type"},
       // A shape that agrees with raw_bytes but needs terabytes from a few
       // hundred bytes of zstd.
-      {"UPDATE blob SET ne1 = 1 << 38, raw_bytes = 1 << 40, qtype = 0, n_dims = 2, ne0 = 1 WHERE hash = " + zstd_row,
+      {"UPDATE blob SET ne1 = 1 << 38, raw_bytes = 1 << 40, qtype = 0, n_dims = 2, ne0 = 1 WHERE "
+       "hash = " +
+           zstd_row,
        "cannot come from a zstd payload"},
-      {"UPDATE blob SET ne1 = 1 << 38, raw_bytes = 1 << 40, qtype = 0, n_dims = 2, ne0 = 1 WHERE hash = " + raw_row,
+      {"UPDATE blob SET ne1 = 1 << 38, raw_bytes = 1 << 40, qtype = 0, n_dims = 2, ne0 = 1 WHERE "
+       "hash = " +
+           raw_row,
        "raw payload of the wrong size"},
       {"UPDATE blob SET n_dims = 0 WHERE hash = " + raw_row, "bad number of dimensions"},
       {"UPDATE blob SET n_dims = 7 WHERE hash = " + raw_row, "bad number of dimensions"},
@@ -299,8 +312,11 @@ TEST_F(PackTest, RejectsCraftedIndexRows) {
       {"UPDATE blob SET pack_offset = NULL WHERE hash = " + raw_row, "no payload offset"},
       {"UPDATE blob SET pack_offset = -4096 WHERE hash = " + raw_row, "no payload offset"},
       {"UPDATE blob SET stored_bytes = -5 WHERE hash = " + zstd_row, "negative stored size"},
-      {"UPDATE blob SET pack_offset = 9223372036854775807 WHERE hash = " + raw_row, "outside the payload area"},
-      {"UPDATE blob SET pack_offset = 9223372036854775000, stored_bytes = 9223372036854775000 WHERE hash = " + zstd_row,
+      {"UPDATE blob SET pack_offset = 9223372036854775807 WHERE hash = " + raw_row,
+       "outside the payload area"},
+      {"UPDATE blob SET pack_offset = 9223372036854775000, stored_bytes = 9223372036854775000 "
+       "WHERE hash = " +
+           zstd_row,
        "outside the payload area"},
       {"UPDATE blob SET pack_offset = 64 WHERE hash = " + second_row, "overlaps another"},
       {"UPDATE blob SET codec = 'lz4' WHERE hash = " + raw_row, "unknown codec 'lz4'"},
@@ -310,13 +326,16 @@ TEST_F(PackTest, RejectsCraftedIndexRows) {
   };
   const std::string bad = tmp_.Join("row.fqpack");
   for (const Case& c : cases) {
-    Result<Bytes> b = testing::RewritePackIndex(good, "PRAGMA ignore_check_constraints = ON; PRAGMA foreign_keys = OFF; " + c.sql);
+    Result<Bytes> b = testing::RewritePackIndex(
+        good, "PRAGMA ignore_check_constraints = ON; PRAGMA foreign_keys = OFF; " + c.sql);
     ASSERT_TRUE(b.ok()) << c.sql << ": " << b.status().ToString();
     WriteScratch(bad, *b);
     Result<std::unique_ptr<PackReader>> r = PackReader::Open(Env::Default(), bad);
     ASSERT_FALSE(r.ok()) << c.sql << ": accepted";
-    EXPECT_TRUE(r.status().IsCorruption() || r.status().IsNotSupported()) << c.sql << ": " << r.status().ToString();
-    EXPECT_NE(r.status().message().find(c.message_part), std::string::npos) << c.sql << ": " << r.status().ToString();
+    EXPECT_TRUE(r.status().IsCorruption() || r.status().IsNotSupported())
+        << c.sql << ": " << r.status().ToString();
+    EXPECT_NE(r.status().message().find(c.message_part), std::string::npos)
+        << c.sql << ": " << r.status().ToString();
     EXPECT_EQ(r.status().message().rfind(bad, 0), 0u) << c.sql << ": " << r.status().ToString();
   }
 }
@@ -328,7 +347,9 @@ TEST_F(PackTest, RandomRowDamageGivesACleanErrorOrTheSameModules) {
   const Bytes good = *ReadFileBytes(Env::Default(), path);
   const std::map<std::string, Bytes> want = AllModules(path);
   const std::vector<std::pair<std::string, std::vector<std::string>>> tables = {
-      {"blob", {"qtype", "n_dims", "ne0", "ne1", "ne2", "ne3", "raw_bytes", "stored_bytes", "codec", "pack_offset"}},
+      {"blob",
+       {"qtype", "n_dims", "ne0", "ne1", "ne2", "ne3", "raw_bytes", "stored_bytes", "codec",
+        "pack_offset"}},
       {"slot", {"idx", "name", "layer", "n_dims", "ne0", "ne1"}},
       {"model", {"name", "arch", "n_kv", "metadata", "gguf_version"}},
       {"qm", {"label", "weight_bytes", "partial", "model_id"}},
@@ -337,9 +358,25 @@ TEST_F(PackTest, RandomRowDamageGivesACleanErrorOrTheSameModules) {
       {"eqm_module", {"slot_idx", "hash", "eqm_id"}},
       {"ensemble", {"library", "params", "up_qm_id", "model_id"}},
   };
-  const std::vector<std::string> values = {"0", "-1", "1", "2", "4", "5", "255", "65536", "4294967295",
-                                           "4294967296", "9223372036854775807", "-9223372036854775808",
-                                           "1099511627776", "NULL", "''", "'x'", "x'00ff'", "3.5", "1e300"};
+  const std::vector<std::string> values = {"0",
+                                           "-1",
+                                           "1",
+                                           "2",
+                                           "4",
+                                           "5",
+                                           "255",
+                                           "65536",
+                                           "4294967295",
+                                           "4294967296",
+                                           "9223372036854775807",
+                                           "-9223372036854775808",
+                                           "1099511627776",
+                                           "NULL",
+                                           "''",
+                                           "'x'",
+                                           "x'00ff'",
+                                           "3.5",
+                                           "1e300"};
   const std::string bad = tmp_.Join("rows.fqpack");
   std::mt19937 rng(11);
   size_t errors = 0;
@@ -347,13 +384,15 @@ TEST_F(PackTest, RandomRowDamageGivesACleanErrorOrTheSameModules) {
     const auto& [table, columns] = tables[rng() % tables.size()];
     const std::string& column = columns[rng() % columns.size()];
     const std::string& value = values[rng() % values.size()];
-    const std::string sql = "PRAGMA ignore_check_constraints = ON; PRAGMA foreign_keys = OFF; UPDATE " + table +
-                            " SET " + column + " = " + value + " WHERE rowid IN (SELECT rowid FROM " + table +
-                            " ORDER BY random() LIMIT 1)";
+    const std::string sql =
+        "PRAGMA ignore_check_constraints = ON; PRAGMA foreign_keys = OFF; UPDATE " + table +
+        " SET " + column + " = " + value + " WHERE rowid IN (SELECT rowid FROM " + table +
+        " ORDER BY random() LIMIT 1)";
     // WITHOUT ROWID tables: one row chosen by its primary key instead.
-    const std::string sql_norowid = "PRAGMA ignore_check_constraints = ON; PRAGMA foreign_keys = OFF; UPDATE " +
-                                    table + " SET " + column + " = " + value + " WHERE " + column +
-                                    " IN (SELECT " + column + " FROM " + table + " ORDER BY random() LIMIT 1)";
+    const std::string sql_norowid =
+        "PRAGMA ignore_check_constraints = ON; PRAGMA foreign_keys = OFF; UPDATE " + table +
+        " SET " + column + " = " + value + " WHERE " + column + " IN (SELECT " + column + " FROM " +
+        table + " ORDER BY random() LIMIT 1)";
     Result<Bytes> b = testing::RewritePackIndex(good, sql);
     if (!b.ok()) b = testing::RewritePackIndex(good, sql_norowid);
     if (!b.ok()) continue;  // a constraint SQLite enforces anyway (NOT NULL, UNIQUE)

@@ -204,7 +204,7 @@ TEST(Plot, SvgHasEveryElement) {
   EXPECT_NE(svg.find(">a &amp; b</text>"), std::string::npos);
   EXPECT_NE(svg.find(">Q8_0</text>"), std::string::npos);
   EXPECT_NE(svg.find(">ensemble A</text>"), std::string::npos);
-  EXPECT_NE(svg.find("rotate(-90"), std::string::npos);  // the y label
+  EXPECT_NE(svg.find("rotate(-90"), std::string::npos);                   // the y label
   EXPECT_EQ(count("stroke=\"#1f77b4\" stroke-width=\"2.0\""), 10u + 1u);  // segments + legend
 }
 

@@ -14,13 +14,12 @@
 #include "quantize/codec.h"
 #include "quantize/rtn.h"
 #include "runtime/quant/quant.h"
-#include "schema/thread_pool.h"
 #include "schema/coding.h"
 #include "schema/quant_types.h"
+#include "schema/thread_pool.h"
 
 namespace fqpack::quantize {
 namespace {
-
 
 // Inputs with correlated features (what makes GPTQ's error feedback pay):
 // x = z * A with A a random mixing matrix and per-feature scales.

@@ -14,10 +14,10 @@
 
 #include "runtime/model.h"
 #include "runtime/perplexity.h"
-#include "schema/thread_pool.h"
 #include "runtime/tokenizer.h"
 #include "schema/env.h"
 #include "schema/quant_types.h"
+#include "schema/thread_pool.h"
 #include "store/gguf_import.h"
 #include "store/store.h"
 #include "tests/support/store_util.h"
@@ -169,7 +169,8 @@ TEST_F(QuantizePipelineTest, LadderFollowsTheRulesAndRuns) {
   }
   Result<store::QmInfo> info = store_->FindQm(store_->FindModel(model_)->id, "int4-g64");
   EXPECT_EQ(info->origin, "quantize");
-  EXPECT_NE(store::ToJson(info->params).find("\"method\":\"rtn\""), std::string::npos) << store::ToJson(info->params);
+  EXPECT_NE(store::ToJson(info->params).find("\"method\":\"rtn\""), std::string::npos)
+      << store::ToJson(info->params);
 
   // They run, and lose quality in order.
   const double f32 = Ppl("F32"), q8 = Ppl("Q8_0"), i4 = Ppl("int4-g64"), i2 = Ppl("int2-g64");

@@ -15,16 +15,15 @@
 
 #include "quantize/codec.h"
 #include "runtime/quant/quant.h"
-#include "schema/thread_pool.h"
 #include "schema/env.h"
 #include "schema/gguf.h"
 #include "schema/quant_types.h"
+#include "schema/thread_pool.h"
 #include "tests/runtime/quant_test_util.h"
 #include "tests/support/test_util.h"
 
 namespace fqpack::quantize {
 namespace {
-
 
 using runtime::quant::testing::RandomValues;
 

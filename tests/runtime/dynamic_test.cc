@@ -39,8 +39,8 @@ class DynamicTest : public ::testing::Test {
     store_ = st->release();
     for (const char* q : {"F16", "Q4_K_M", "Q2_K"}) {
       store::ImportOptions io;
-      auto r = store::ImportGguf(store_, TestDataPath(std::string("models/stories260K/stories260K-") + q + ".gguf"),
-                                 io);
+      auto r = store::ImportGguf(
+          store_, TestDataPath(std::string("models/stories260K/stories260K-") + q + ".gguf"), io);
       ASSERT_TRUE(r.ok()) << r.status().ToString();
     }
     pool_ = new ThreadPool(2);
@@ -77,7 +77,8 @@ class DynamicTest : public ::testing::Test {
   static std::vector<int32_t> Tokens(const std::string& rel) {
     auto bytes = ReadFileBytes(Env::Default(), TestDataPath(rel));
     EXPECT_TRUE(bytes.ok());
-    return tok_->Encode(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()), true);
+    return tok_->Encode(
+        std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()), true);
   }
 
   static PerplexityOptions PplOptions(int64_t chunks) {
@@ -173,7 +174,8 @@ TEST_F(DynamicTest, HiUnitsNeverDecreaseWithEntropy) {
     const double target = model_->lo_bits() + f * (model_->hi_bits() - model_->lo_bits());
     auto plan = PlanForTarget(*model_, target);
     ASSERT_TRUE(plan.ok());
-    for (size_t u = 1; u < plan->thresholds.size(); ++u) EXPECT_LE(plan->thresholds[u - 1], plan->thresholds[u]);
+    for (size_t u = 1; u < plan->thresholds.size(); ++u)
+      EXPECT_LE(plan->thresholds[u - 1], plan->thresholds[u]);
     int prev = 0;
     for (double h = 0; h <= 7.0; h += 0.01) {
       const int k = HiUnitsForEntropy(plan->thresholds, h);
@@ -199,7 +201,8 @@ TEST_F(DynamicTest, CalibratedBitsMeetTheTargetOnTheCalibrationText) {
     DynamicStats stats;
     DynamicPpl(target, *calib_, 16, &stats);
     EXPECT_EQ(stats.tokens, 16 * kCtx);
-    EXPECT_NEAR(stats.mean_bits(), target, 0.04 * (model_->hi_bits() - model_->lo_bits())) << "target " << target;
+    EXPECT_NEAR(stats.mean_bits(), target, 0.04 * (model_->hi_bits() - model_->lo_bits()))
+        << "target " << target;
   }
 }
 
@@ -280,7 +283,8 @@ TEST_F(DynamicTest, StorePackAndResidencyCarryTheModelAndAgree) {
   auto missing = store_->FindDynamicModel(m->id, "F16", "Q4_K_M");
   ASSERT_FALSE(missing.ok());
   EXPECT_TRUE(missing.status().IsNotFound());
-  EXPECT_NE(missing.status().message().find("calibrate-dynamic"), std::string::npos) << missing.status().ToString();
+  EXPECT_NE(missing.status().message().find("calibrate-dynamic"), std::string::npos)
+      << missing.status().ToString();
   const std::string bare = tmp_->Join("bare.fqpack");
   pack::PackOptions po;
   ASSERT_TRUE(pack::WritePack(store_, po, bare).ok());
@@ -364,12 +368,14 @@ TEST_F(DynamicTest, RejectsBadPairsAndTargets) {
   // QMs of two models.
   store::ImportOptions io;
   io.model = "other";
-  ASSERT_TRUE(store::ImportGguf(store_, TestDataPath("models/stories260K/stories260K-Q2_K.gguf"), io).ok());
+  ASSERT_TRUE(
+      store::ImportGguf(store_, TestDataPath("models/stories260K/stories260K-Q2_K.gguf"), io).ok());
   auto other = store_->QmManifest("other", "Q2_K");
   ASSERT_TRUE(other.ok());
   auto mixed = CalibrateDynamic(*hi_, *other, store_, *calib_, opts, pool_);
   ASSERT_FALSE(mixed.ok());
-  EXPECT_NE(mixed.status().message().find("of model 'other'"), std::string::npos) << mixed.status().ToString();
+  EXPECT_NE(mixed.status().message().find("of model 'other'"), std::string::npos)
+      << mixed.status().ToString();
   // Targets outside [lo bits, hi bits].
   for (double t : {model_->lo_bits() - 0.01, model_->hi_bits() + 0.01, double{NAN}}) {
     auto plan = PlanForTarget(*model_, t);
@@ -378,7 +384,8 @@ TEST_F(DynamicTest, RejectsBadPairsAndTargets) {
     EXPECT_NE(plan.status().message().find("choose a target between"), std::string::npos);
   }
   opts.target_bits = model_->hi_bits() + 1;
-  EXPECT_TRUE(CalibrateDynamic(*hi_, *lo_, store_, *calib_, opts, pool_).status().IsInvalidArgument());
+  EXPECT_TRUE(
+      CalibrateDynamic(*hi_, *lo_, store_, *calib_, opts, pool_).status().IsInvalidArgument());
   // A text shorter than one chunk.
   opts.target_bits = NAN;
   const std::vector<int32_t> few(calib_->begin(), calib_->begin() + 10);

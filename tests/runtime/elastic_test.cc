@@ -76,7 +76,8 @@ class ElasticTest : public ::testing::Test {
     delete pack_path_;
   }
 
-  std::unique_ptr<ElasticRuntime> Open(Workload workload, int64_t n_ctx, const LevelChoice& choice) {
+  std::unique_ptr<ElasticRuntime> Open(Workload workload, int64_t n_ctx,
+                                       const LevelChoice& choice) {
     ElasticOptions o;
     o.workload = workload;
     o.n_ctx = n_ctx;
@@ -90,7 +91,8 @@ class ElasticTest : public ::testing::Test {
   // A model of `level` of the pack, loaded on its own: the reference.
   std::unique_ptr<Model> StaticModel(ElasticRuntime* rt, int level) {
     auto e = rt->pack()->FindEnsemble("walk");
-    auto m = rt->pack()->EqmManifest(e->id, rt->residency()->levels()[static_cast<size_t>(level)].step);
+    auto m =
+        rt->pack()->EqmManifest(e->id, rt->residency()->levels()[static_cast<size_t>(level)].step);
     EXPECT_TRUE(m.ok());
     auto model = Model::Load(*m, rt->pack(), &pool_);
     EXPECT_TRUE(model.ok()) << model.status().ToString();
@@ -175,14 +177,20 @@ TEST_F(ElasticTest, PerplexityFollowsTheTraceBetweenChunks) {
   ResidencyManager* m = rt->residency();
   const auto& levels = m->levels();
   const int last = static_cast<int>(levels.size()) - 1;
-  auto budget_of = [&](int level) { return levels[static_cast<size_t>(level)].footprint + m->overhead(); };
+  auto budget_of = [&](int level) {
+    return levels[static_cast<size_t>(level)].footprint + m->overhead();
+  };
   // Token 40 falls inside chunk 2 ([32, 48)): it applies from chunk 3.
-  std::vector<BudgetChange> trace = {
-      {0, budget_of(last / 2), 1}, {40, budget_of(last), 2}, {64, budget_of(last) + 1, 3}, {96, budget_of(1), 4}};
-  const std::vector<int> expected_level = {last / 2, last / 2, last / 2, last, last, last, 1, 1, 1, 1};
+  std::vector<BudgetChange> trace = {{0, budget_of(last / 2), 1},
+                                     {40, budget_of(last), 2},
+                                     {64, budget_of(last) + 1, 3},
+                                     {96, budget_of(1), 4}};
+  const std::vector<int> expected_level = {last / 2, last / 2, last / 2, last, last,
+                                           last,     1,        1,        1,    1};
   const std::vector<int32_t> tokens = RandomTokens(160, 9);
   std::vector<TransitionRecord> seen;
-  auto er = rt->Perplexity(tokens, -1, trace, {}, [&](const TransitionRecord& t) { seen.push_back(t); });
+  auto er =
+      rt->Perplexity(tokens, -1, trace, {}, [&](const TransitionRecord& t) { seen.push_back(t); });
   ASSERT_TRUE(er.ok()) << er.status().ToString();
   ASSERT_EQ(er->chunks.size(), expected_level.size());
   // Three changes of level (the 64 change keeps the same level).
@@ -199,13 +207,15 @@ TEST_F(ElasticTest, PerplexityFollowsTheTraceBetweenChunks) {
     // The chunk scored by a model of that level loaded on its own.
     auto model = StaticModel(rt.get(), expected_level[c]);
     Session s(model.get(), 16, &pool_);
-    std::vector<int32_t> input(tokens.begin() + static_cast<long>(c * 16), tokens.begin() + static_cast<long>(c * 16 + 16));
+    std::vector<int32_t> input(tokens.begin() + static_cast<long>(c * 16),
+                               tokens.begin() + static_cast<long>(c * 16 + 16));
     input[0] = 1;
     std::vector<float> logits;
     ASSERT_TRUE(s.Eval(input, 8, &logits).ok());
     MeanAccumulator acc;
     for (int j = 8; j < 15; ++j) {
-      const double v = TokenNll(std::span<const float>(logits.data() + (j - 8) * 64, 64), tokens[c * 16 + j + 1]);
+      const double v = TokenNll(std::span<const float>(logits.data() + (j - 8) * 64, 64),
+                                tokens[c * 16 + j + 1]);
       acc.Add(v);
       all.Add(v);
     }
@@ -257,7 +267,8 @@ TEST_F(ElasticTest, GenerationSwapsBetweenTokensExactlyWhereTheTraceSays) {
     ASSERT_TRUE(s.Decode(t, &logits).ok());
   }
   EXPECT_EQ(got, want);
-  EXPECT_GE(got.size(), 6u) << "the trace must take effect mid-generation for this test to mean anything";
+  EXPECT_GE(got.size(), 6u)
+      << "the trace must take effect mid-generation for this test to mean anything";
 }
 
 TEST_F(ElasticTest, ABudgetFromAnotherThreadLandsBetweenTokens) {
@@ -281,7 +292,8 @@ TEST_F(ElasticTest, ABudgetFromAnotherThreadLandsBetweenTokens) {
     ++tokens;
     // Give the setter a chance to run between tokens.
     if (tokens.load() == 3) {
-      for (int i = 0; i < 1000 && !m->has_pending_budget(); ++i) std::this_thread::sleep_for(std::chrono::microseconds(100));
+      for (int i = 0; i < 1000 && !m->has_pending_budget(); ++i)
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
     return Status::OK();
   });
@@ -343,7 +355,8 @@ TEST_F(ElasticTest, PublicApiGeneratesFollowsBudgetsAndReportsStats) {
   });
   auto text = (*model)->Generate({.prompt = "t5 t9", .max_tokens = 30, .temperature = 0},
                                  [&](std::string_view) {
-                                   if (++pieces == 2) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                                   if (++pieces == 2)
+                                     std::this_thread::sleep_for(std::chrono::milliseconds(50));
                                    return true;
                                  });
   if (pieces.load() < 2) pieces = 2;  // let the setter finish even if the text ended early
@@ -356,7 +369,8 @@ TEST_F(ElasticTest, PublicApiGeneratesFollowsBudgetsAndReportsStats) {
   EXPECT_EQ((*model)->Transitions().size(), 2u);
   // Stopping early is not an error.
   int n = 0;
-  auto stopped = (*model)->Generate({.prompt = "", .max_tokens = 30}, [&](std::string_view) { return ++n < 3; });
+  auto stopped = (*model)->Generate({.prompt = "", .max_tokens = 30},
+                                    [&](std::string_view) { return ++n < 3; });
   ASSERT_TRUE(stopped.ok()) << stopped.status().ToString();
   EXPECT_LE(n, 3);
 }
@@ -371,8 +385,9 @@ TEST(ElasticRealModelTest, EndsOfAWalkOverTheTinystoriesLadderAreItsQms) {
   ASSERT_TRUE(st.ok());
   std::vector<std::string> labels = {"Q8_0", "Q4_K_M", "Q2_K"};
   for (const auto& l : labels) {
-    auto r = store::ImportGguf(st->get(),
-                               testing::TestDataPath("models/tinystories-3M/tinystories-3M-" + l + ".gguf"), {});
+    auto r = store::ImportGguf(
+        st->get(), testing::TestDataPath("models/tinystories-3M/tinystories-3M-" + l + ".gguf"),
+        {});
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
   auto n = testing::AddWalkEnsemble(st->get(), "tinystories-3M", labels, "walk");

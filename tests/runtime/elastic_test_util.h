@@ -23,7 +23,8 @@ namespace fqpack::testing {
 // The tiny llama as a GGUF file.
 inline std::string WriteTinyLlamaGguf(const std::string& path, TinyLlama* tiny) {
   TestGguf g;
-  Result<gguf::Metadata> md = gguf::ParseMetadata(tiny->manifest.metadata, tiny->manifest.n_kv, path);
+  Result<gguf::Metadata> md =
+      gguf::ParseMetadata(tiny->manifest.metadata, tiny->manifest.n_kv, path);
   EXPECT_TRUE(md.ok()) << md.status().ToString();
   g.metadata = *md;
   for (const store::ManifestSlot& s : tiny->manifest.slots) {

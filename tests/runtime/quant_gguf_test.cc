@@ -13,10 +13,10 @@
 
 #include "runtime/matmul.h"
 #include "runtime/quant/quant.h"
-#include "schema/thread_pool.h"
 #include "schema/env.h"
 #include "schema/gguf.h"
 #include "schema/quant_types.h"
+#include "schema/thread_pool.h"
 #include "tests/runtime/quant_test_util.h"
 #include "tests/support/test_util.h"
 

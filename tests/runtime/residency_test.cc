@@ -83,11 +83,13 @@ TEST_F(ResidencyTest, LevelsAreTheEnsembleWithFootprintsSteppingDownOneModuleAtA
     EXPECT_EQ(level.label, "eqm:" + std::to_string(l));
     EXPECT_EQ(level.footprint, manifests[l].weight_bytes());
     for (size_t p = 0; p < manifests[l].slots.size(); ++p) {
-      EXPECT_EQ(mgr->modules()[static_cast<size_t>(level.modules[p])].key, manifests[l].slots[p].key);
+      EXPECT_EQ(mgr->modules()[static_cast<size_t>(level.modules[p])].key,
+                manifests[l].slots[p].key);
     }
     if (l > 0) {
       int differ = 0;
-      for (size_t p = 0; p < level.modules.size(); ++p) differ += level.modules[p] != mgr->levels()[l - 1].modules[p];
+      for (size_t p = 0; p < level.modules.size(); ++p)
+        differ += level.modules[p] != mgr->levels()[l - 1].modules[p];
       EXPECT_EQ(differ, 1) << "step " << l;
       EXPECT_LT(level.footprint, mgr->levels()[l - 1].footprint);
     }
@@ -122,7 +124,8 @@ TEST_F(ResidencyTest, BudgetPicksTheLargestLevelThatFitsAfterTheOverhead) {
   auto too_small = mgr->LevelForBudget(minimum - 1);
   ASSERT_FALSE(too_small.ok());
   EXPECT_TRUE(too_small.status().IsInvalidArgument());
-  EXPECT_NE(too_small.status().message().find("at least " + std::to_string(minimum) + " bytes"), std::string::npos)
+  EXPECT_NE(too_small.status().message().find("at least " + std::to_string(minimum) + " bytes"),
+            std::string::npos)
       << too_small.status().message();
   EXPECT_TRUE(mgr->RequestBudget(minimum - 1).IsInvalidArgument());
   EXPECT_FALSE(mgr->has_pending_budget());
@@ -158,7 +161,8 @@ TEST_F(ResidencyTest, TransitionSwapsOnlyWhatDiffersAndRunsLikeAFreshLoad) {
         auto want = pack->Load(manifests[target].slots[p].key);
         ASSERT_TRUE(want.ok());
         const store::ModuleData& have = mgr->model()->slot_at(static_cast<int>(p)).data;
-        ASSERT_TRUE(std::equal(have.bytes().begin(), have.bytes().end(), want->bytes().begin(), want->bytes().end()))
+        ASSERT_TRUE(std::equal(have.bytes().begin(), have.bytes().end(), want->bytes().begin(),
+                               want->bytes().end()))
             << manifests[target].slots[p].name;
       }
       current = target;
@@ -185,7 +189,8 @@ TEST_F(ResidencyTest, GoingDownMemoryOnlyFallsAndGoingUpPeaksAtTheEnd) {
     ASSERT_TRUE(down.ok());
     EXPECT_LT(down->resident_after, down->resident_before);
     if (codec == pack::Codec::kRaw) {
-      EXPECT_EQ(down->peak_bytes, down->resident_before) << "mapped modules are released before loading";
+      EXPECT_EQ(down->peak_bytes, down->resident_before)
+          << "mapped modules are released before loading";
     } else {
       EXPECT_LE(down->peak_bytes, down->resident_before + largest_module);
     }
@@ -338,7 +343,8 @@ TEST_F(ResidencyTest, AFailedTransitionLeavesARunnableModelAndTheNextOneRepairsI
 TEST_F(ResidencyTest, QmsOnlyIsALadderOfThePacksWholeQmsLargestFirst) {
   // Imported smallest-but-one first; the ladder sorts by footprint.
   ElasticLadder shuffled({QType::kF16, QType::kQ4_0, QType::kQ8_0});
-  auto pack = pack::PackReader::Open(Env::Default(), shuffled.Pack(pack::Codec::kRaw, "ladder.fqpack"));
+  auto pack =
+      pack::PackReader::Open(Env::Default(), shuffled.Pack(pack::Codec::kRaw, "ladder.fqpack"));
   ASSERT_TRUE(pack.ok());
   ResidencyOptions ro;
   ro.qms_only = true;
@@ -366,7 +372,8 @@ TEST_F(ResidencyTest, OutOfRangeEqmNamesTheRange) {
   auto r = mgr->LevelOfStep(ladder_->n_eqms());
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(r.status().IsInvalidArgument());
-  EXPECT_NE(r.status().message().find("0.." + std::to_string(ladder_->n_eqms() - 1)), std::string::npos)
+  EXPECT_NE(r.status().message().find("0.." + std::to_string(ladder_->n_eqms() - 1)),
+            std::string::npos)
       << r.status().message();
   ResidencyOptions ro;
   ro.ensemble = "nope";
@@ -390,7 +397,8 @@ TEST(EstimateOverheadTest, CountsTheKvCacheAndTheBuffersOfAForwardPass) {
   // 2 threads x 256 attention scores, 9 norms of 256.
   EXPECT_EQ(o.scratch, 4u * (256u * (1280 + 256 + 1536 + 32 + 768) + 512 + 512 + 2304));
   // Batches beyond the largest micro-batch cost no more.
-  EXPECT_EQ(EstimateOverhead(hp, 4096, 4096, 1, 1, 0).scratch, EstimateOverhead(hp, 4096, 512, 1, 1, 0).scratch);
+  EXPECT_EQ(EstimateOverhead(hp, 4096, 4096, 1, 1, 0).scratch,
+            EstimateOverhead(hp, 4096, 512, 1, 1, 0).scratch);
 }
 
 }  // namespace

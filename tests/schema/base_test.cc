@@ -75,7 +75,10 @@ uint16_t NearestFp16(float f) {
   uint16_t lo = 0, hi = 0x7c00;  // +0 .. +inf
   while (hi - lo > 1) {
     uint16_t mid = static_cast<uint16_t>((lo + hi) / 2);
-    if (Fp16ToF32(mid) <= ax) lo = mid; else hi = mid;
+    if (Fp16ToF32(mid) <= ax)
+      lo = mid;
+    else
+      hi = mid;
   }
   for (uint16_t c : {lo, hi}) {
     double v = Fp16ToF32(c);
@@ -151,7 +154,14 @@ TEST(Units, ParsesAndFormatsSizes) {
 TEST(Json, WritesNestedDocumentsWithEscapes) {
   JsonWriter w;
   w.BeginObject().Key("a").Int(-1).Key("b").BeginArray().Double(0.5).Bool(false).Null().EndArray();
-  w.Key("s").String("q\"\\\n\x01").Key("e").BeginObject().EndObject().Key("nan").Double(NAN).EndObject();
+  w.Key("s")
+      .String("q\"\\\n\x01")
+      .Key("e")
+      .BeginObject()
+      .EndObject()
+      .Key("nan")
+      .Double(NAN)
+      .EndObject();
   EXPECT_EQ(w.str(), R"({"a":-1,"b":[0.5,false,null],"s":"q\"\\\n\u0001","e":{},"nan":null})");
   JsonWriter d;
   d.Double(0.1);

@@ -90,7 +90,8 @@ TEST(Env, RandomRWFileReadsWritesAndTruncatesAnywhere) {
   uint8_t buf[16];
   size_t got = 0;
   ASSERT_TRUE((*f)->Read(1, sizeof(buf), buf, &got).ok());
-  EXPECT_EQ(Bytes(buf, buf + got), (Bytes{2, 0, 0, 5, 6, 7})) << "a short read at the end is not an error";
+  EXPECT_EQ(Bytes(buf, buf + got), (Bytes{2, 0, 0, 5, 6, 7}))
+      << "a short read at the end is not an error";
   ASSERT_TRUE((*f)->Truncate(3).ok());
   ASSERT_TRUE((*f)->Sync().ok());
   ASSERT_TRUE((*f)->Close().ok());
@@ -112,7 +113,8 @@ class PowerLoss : public ::testing::Test {
   void Write(const std::string& name, const std::string& text, bool sync) {
     auto f = env_.NewWritableFile(dir_.Join(name));
     ASSERT_TRUE(f.ok());
-    ASSERT_TRUE((*f)->Append(ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size())).ok());
+    ASSERT_TRUE(
+        (*f)->Append(ByteSpan(reinterpret_cast<const uint8_t*>(text.data()), text.size())).ok());
     if (sync) {
       ASSERT_TRUE((*f)->Sync().ok());
     }
@@ -125,7 +127,8 @@ class PowerLoss : public ::testing::Test {
 };
 
 TEST_F(PowerLoss, KeepsWhatWasSyncedAndNothingElse) {
-  ASSERT_TRUE(PublishFile(Env::Default(), dir_.Join("old"), B("durable")).ok());  // before the Env: durable
+  ASSERT_TRUE(
+      PublishFile(Env::Default(), dir_.Join("old"), B("durable")).ok());  // before the Env: durable
   Write("synced", "abc", true);
   Write("unsynced", "xyz", false);
   ASSERT_TRUE(env_.SyncDir(dir_.path()).ok());

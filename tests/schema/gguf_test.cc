@@ -112,7 +112,8 @@ TEST(Gguf, WriteFileReproducesTheEncodedFile) {
   testing::TempDir dir;
   const std::string out = dir.Join("out.gguf");
   ASSERT_TRUE(PublishFileWith(Env::Default(), out, [&](WritableFile* f) {
-                return WriteFile(f, spec, [&](size_t i) -> Result<ByteSpan> { return h.TensorBytes(file, i); });
+                return WriteFile(
+                    f, spec, [&](size_t i) -> Result<ByteSpan> { return h.TensorBytes(file, i); });
               }).ok());
   Result<Bytes> written = ReadFileBytes(Env::Default(), out);
   ASSERT_TRUE(written.ok());
@@ -144,38 +145,88 @@ TEST(Gguf, RejectsHandcraftedBadFiles) {
 
   std::vector<BadCase> cases = {
       {"bad magic", [](Bytes* b) { (*b)[0] = 'X'; }, Status::Code::kCorruption, "not a GGUF file"},
-      {"version 1", [](Bytes* b) { *b = Patch(*b, 4, {1, 0, 0, 0}); }, Status::Code::kNotSupported, "version 1"},
-      {"version 4", [](Bytes* b) { *b = Patch(*b, 4, {4, 0, 0, 0}); }, Status::Code::kNotSupported, "version 4"},
-      {"big endian", [](Bytes* b) { *b = Patch(*b, 4, {0, 0, 0, 3}); }, Status::Code::kNotSupported, "big-endian"},
-      {"absurd tensor count", [](Bytes* b) { *b = Patch(*b, 8, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}); },
+      {"version 1",
+       [](Bytes* b) {
+         *b = Patch(*b, 4, {1, 0, 0, 0});
+       },
+       Status::Code::kNotSupported, "version 1"},
+      {"version 4",
+       [](Bytes* b) {
+         *b = Patch(*b, 4, {4, 0, 0, 0});
+       },
+       Status::Code::kNotSupported, "version 4"},
+      {"big endian",
+       [](Bytes* b) {
+         *b = Patch(*b, 4, {0, 0, 0, 3});
+       },
+       Status::Code::kNotSupported, "big-endian"},
+      {"absurd tensor count",
+       [](Bytes* b) {
+         *b = Patch(*b, 8, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f});
+       },
        Status::Code::kCorruption, "tensor count"},
-      {"absurd kv count", [](Bytes* b) { *b = Patch(*b, 16, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0}); },
+      {"absurd kv count",
+       [](Bytes* b) {
+         *b = Patch(*b, 16, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0});
+       },
        Status::Code::kCorruption, "metadata count"},
-      {"absurd key length", [](Bytes* b) { *b = Patch(*b, 24, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}); },
+      {"absurd key length",
+       [](Bytes* b) {
+         *b = Patch(*b, 24, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff});
+       },
        Status::Code::kCorruption, "length"},
-      {"unknown value type", [](Bytes* b) { *b = Patch(*b, 24 + 8 + 2, {99, 0, 0, 0}); },
+      {"unknown value type",
+       [](Bytes* b) {
+         *b = Patch(*b, 24 + 8 + 2, {99, 0, 0, 0});
+       },
        Status::Code::kCorruption, "unknown value type 99"},
-      {"zero dims", [&](Bytes* b) { *b = Patch(*b, ti0_dims, {0, 0, 0, 0}); }, Status::Code::kCorruption, "0 dimensions"},
-      {"five dims", [&](Bytes* b) { *b = Patch(*b, ti0_dims, {5, 0, 0, 0}); }, Status::Code::kCorruption, "5 dimensions"},
-      {"unknown tensor type", [&](Bytes* b) { *b = Patch(*b, ti0_type, {77, 0, 0, 0}); },
+      {"zero dims",
+       [&](Bytes* b) {
+         *b = Patch(*b, ti0_dims, {0, 0, 0, 0});
+       },
+       Status::Code::kCorruption, "0 dimensions"},
+      {"five dims",
+       [&](Bytes* b) {
+         *b = Patch(*b, ti0_dims, {5, 0, 0, 0});
+       },
+       Status::Code::kCorruption, "5 dimensions"},
+      {"unknown tensor type",
+       [&](Bytes* b) {
+         *b = Patch(*b, ti0_type, {77, 0, 0, 0});
+       },
        Status::Code::kCorruption, "unknown tensor type 77"},
-      {"removed tensor type 4", [&](Bytes* b) { *b = Patch(*b, ti0_type, {4, 0, 0, 0}); },
+      {"removed tensor type 4",
+       [&](Bytes* b) {
+         *b = Patch(*b, ti0_type, {4, 0, 0, 0});
+       },
        Status::Code::kCorruption, "unknown tensor type 4"},
-      {"row not a block multiple", [&](Bytes* b) { *b = Patch(*b, ti0_type, {12, 0, 0, 0}); },
+      {"row not a block multiple",
+       [&](Bytes* b) {
+         *b = Patch(*b, ti0_type, {12, 0, 0, 0});
+       },
        Status::Code::kCorruption, "not a multiple of 256"},
-      {"misaligned offset", [&](Bytes* b) { *b = Patch(*b, ti0_off, {1, 0, 0, 0}); }, Status::Code::kCorruption,
-       "not a multiple of the alignment"},
-      {"data past the end", [&](Bytes* b) { *b = Patch(*b, ti0_off, {0, 0, 0, 0, 1, 0, 0, 0}); },
+      {"misaligned offset",
+       [&](Bytes* b) {
+         *b = Patch(*b, ti0_off, {1, 0, 0, 0});
+       },
+       Status::Code::kCorruption, "not a multiple of the alignment"},
+      {"data past the end",
+       [&](Bytes* b) {
+         *b = Patch(*b, ti0_off, {0, 0, 0, 0, 1, 0, 0, 0});
+       },
        Status::Code::kCorruption, "past the end"},
-      {"overlapping tensors", [&](Bytes* b) {
+      {"overlapping tensors",
+       [&](Bytes* b) {
          // Tensor "b" (second) moved onto tensor "a".
          size_t ti1 = ti0_off + 8;
          size_t ti1_off = ti1 + 8 + 1 + 4 + 8 + 4;
          *b = Patch(*b, ti1_off, {0, 0, 0, 0, 0, 0, 0, 0});
        },
        Status::Code::kCorruption, "overlaps"},
-      {"duplicate tensor name", [&](Bytes* b) { (*b)[ti0 + 8] = 'b'; }, Status::Code::kCorruption, "duplicate tensor 'b'"},
-      {"duplicate key", [&](Bytes* b) { (*b)[24 + 15 + 8] = 'u'; }, Status::Code::kCorruption, "duplicate metadata key 'u8'"},
+      {"duplicate tensor name", [&](Bytes* b) { (*b)[ti0 + 8] = 'b'; }, Status::Code::kCorruption,
+       "duplicate tensor 'b'"},
+      {"duplicate key", [&](Bytes* b) { (*b)[24 + 15 + 8] = 'u'; }, Status::Code::kCorruption,
+       "duplicate metadata key 'u8'"},
   };
   for (const BadCase& c : cases) {
     Bytes b = good;
@@ -183,8 +234,10 @@ TEST(Gguf, RejectsHandcraftedBadFiles) {
     Result<Header> r = ParseFile(b, "bad.gguf");
     ASSERT_FALSE(r.ok()) << c.name;
     EXPECT_EQ(r.status().code(), c.code) << c.name << ": " << r.status().ToString();
-    EXPECT_NE(r.status().message().find(c.message_part), std::string::npos) << c.name << ": " << r.status().ToString();
-    EXPECT_EQ(r.status().message().rfind("bad.gguf", 0), 0u) << c.name << ": " << r.status().ToString();
+    EXPECT_NE(r.status().message().find(c.message_part), std::string::npos)
+        << c.name << ": " << r.status().ToString();
+    EXPECT_EQ(r.status().message().rfind("bad.gguf", 0), 0u)
+        << c.name << ": " << r.status().ToString();
   }
 }
 
@@ -222,7 +275,8 @@ TEST(Gguf, RejectsATensorWhoseSizeWrapsTheBoundsCheck) {
   small.type = ToId(QType::kF32);
   small.offset = 32;
   t.offset = 0;
-  ASSERT_EQ(*TensorBytes(t.type, std::span(t.ne.data(), 2)), ~uint64_t{0} - (uint64_t{1} << 43) + 1);
+  ASSERT_EQ(*TensorBytes(t.type, std::span(t.ne.data(), 2)),
+            ~uint64_t{0} - (uint64_t{1} << 43) + 1);
   Bytes two = HeaderOnly(Metadata(), {t, small});
   two.resize(two.size() + 128, 0);
   Result<Header> r2 = ParseFile(two, "wrap2.gguf");
@@ -295,8 +349,8 @@ TEST(Gguf, RejectsEmptyAndAbsurdExtents) {
 // Counts that claim more elements than the bytes left can hold are refused
 // before anything is reserved, for every element type.
 TEST(Gguf, RejectsArrayCountsLargerThanTheFile) {
-  for (ValueType et : {ValueType::kU8, ValueType::kBool, ValueType::kF32, ValueType::kU64, ValueType::kString,
-                       ValueType::kArray}) {
+  for (ValueType et : {ValueType::kU8, ValueType::kBool, ValueType::kF32, ValueType::kU64,
+                       ValueType::kString, ValueType::kArray}) {
     Metadata md;
     md.Set("a", Value::Array(et, {}));
     Bytes kv = EncodeMetadata(md);
@@ -328,7 +382,8 @@ TEST(Gguf, EveryTruncationIsACleanError) {
     // The padding after the last tensor may be cut without losing data.
     if (r.ok()) {
       uint64_t end = 0;
-      for (const TensorInfo& t : r->tensors) end = std::max(end, r->data_offset + t.offset + t.nbytes);
+      for (const TensorInfo& t : r->tensors)
+        end = std::max(end, r->data_offset + t.offset + t.nbytes);
       EXPECT_GE(n, end) << "prefix of " << n << " bytes parsed";
       continue;
     }
@@ -383,8 +438,9 @@ TEST(Gguf, HonoursGeneralAlignment) {
 // Real files as llama.cpp writes them: header round trip is byte-exact.
 TEST(Gguf, SharedFilesReencodeByteForByte) {
   FQ_REQUIRE_TESTDATA();
-  for (const char* rel : {"models/stories260K/stories260K-F32.gguf", "models/stories260K/stories260K-Q4_K_M.gguf",
-                          "models/tinystories-3M/tinystories-3M-Q2_K.gguf", "tokenizer/ggml-vocab-llama-spm.gguf"}) {
+  for (const char* rel :
+       {"models/stories260K/stories260K-F32.gguf", "models/stories260K/stories260K-Q4_K_M.gguf",
+        "models/tinystories-3M/tinystories-3M-Q2_K.gguf", "tokenizer/ggml-vocab-llama-spm.gguf"}) {
     const std::string path = testing::TestDataPath(rel);
     Result<MappedFile> f = Env::Default()->MapFile(path);
     ASSERT_TRUE(f.ok()) << f.status().ToString();

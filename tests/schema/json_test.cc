@@ -11,7 +11,8 @@ TEST(JsonRead, StringArrays) {
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   EXPECT_EQ(*a, (std::vector<std::string>{"Q8_0", "a\"b", "A", "\xc3\xa9"}));
   EXPECT_TRUE(ParseJsonStringArray("[]", "lib")->empty());
-  for (const char* bad : {"[\"a\",]", "{\"a\"}", "[\"a\"", "[1]", "", "[\"\\uZZZZ\"]", "[\"\\u12\"]", "null"}) {
+  for (const char* bad :
+       {"[\"a\",]", "{\"a\"}", "[\"a\"", "[1]", "", "[\"\\uZZZZ\"]", "[\"\\u12\"]", "null"}) {
     Result<std::vector<std::string>> r = ParseJsonStringArray(bad, "lib");
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_TRUE(r.status().IsCorruption()) << bad;
@@ -20,7 +21,8 @@ TEST(JsonRead, StringArrays) {
 }
 
 TEST(JsonRead, ObjectMembers) {
-  auto o = ParseJsonObject(R"({"metric":"kl","stem":2,"ok":true,"x":null,"n":[1,2],"s":"a\"b"})", "params");
+  auto o = ParseJsonObject(R"({"metric":"kl","stem":2,"ok":true,"x":null,"n":[1,2],"s":"a\"b"})",
+                           "params");
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->at("metric"), "kl");
   EXPECT_EQ(o->at("stem"), "2");

@@ -20,9 +20,8 @@ class SearchEnsembleTest : public ::testing::Test {
   // a copy.
   static void SetUpTestSuite() {
     template_ = new testing::TempDir();
-    testing::TinyStore(template_->Join("store"), {{"Q8_0", QType::kQ8_0},
-                                                  {"Q5_0", QType::kQ5_0},
-                                                  {"Q4_0", QType::kQ4_0}});
+    testing::TinyStore(template_->Join("store"),
+                       {{"Q8_0", QType::kQ8_0}, {"Q5_0", QType::kQ5_0}, {"Q4_0", QType::kQ4_0}});
   }
   static void TearDownTestSuite() {
     delete template_;
@@ -73,7 +72,8 @@ TEST_F(SearchEnsembleTest, WritesTheEnsembleAsRows) {
   ASSERT_TRUE(e.ok());
   EXPECT_EQ(store::ToJson(e->library), "[\"Q8_0\",\"Q5_0\",\"Q4_0\"]");
   EXPECT_EQ(e->calib_sha256, Sha256::HexOf(req.calib_text));
-  EXPECT_NE(store::ToJson(e->params).find("\"stem\":2"), std::string::npos) << store::ToJson(e->params);
+  EXPECT_NE(store::ToJson(e->params).find("\"stem\":2"), std::string::npos)
+      << store::ToJson(e->params);
   EXPECT_NE(store::ToJson(e->params).find("\"metric\":\"kl\""), std::string::npos);
   EXPECT_EQ(e->params.Int("stem"), 2);
   EXPECT_EQ(e->params.String("metric"), "kl");
@@ -112,10 +112,12 @@ TEST_F(SearchEnsembleTest, WritesTheEnsembleAsRows) {
   for (size_t s = 0; s < prev.slots.size(); ++s) EXPECT_EQ(prev.slots[s].key, low_m->slots[s].key);
 
   // Each module row names the first library QM that holds it.
-  EXPECT_EQ(testing::IndexQueryInt(dir_, "SELECT count(*) FROM eqm_module m JOIN eqm x ON x.id = m.eqm_id "
-                                         "LEFT JOIN qm_module q ON q.qm_id = m.qm_id AND q.slot_idx = m.slot_idx "
-                                         "WHERE x.ensemble_id = " + std::to_string(e->id) +
-                                         " AND (q.hash IS NULL OR q.hash != m.hash)"),
+  EXPECT_EQ(testing::IndexQueryInt(
+                dir_,
+                "SELECT count(*) FROM eqm_module m JOIN eqm x ON x.id = m.eqm_id "
+                "LEFT JOIN qm_module q ON q.qm_id = m.qm_id AND q.slot_idx = m.slot_idx "
+                "WHERE x.ensemble_id = " +
+                    std::to_string(e->id) + " AND (q.hash IS NULL OR q.hash != m.hash)"),
             0);
   EXPECT_EQ(testing::VerifyErrors(dir_), "");
 }

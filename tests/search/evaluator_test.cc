@@ -31,7 +31,8 @@ TEST(CalibSet, TooShortSaysWhatItNeeds) {
   std::vector<int32_t> tokens(100, 5);
   auto c = MakeCalibSet(tokens, 64, 256, 1);
   ASSERT_TRUE(c.status().IsInvalidArgument());
-  EXPECT_NE(c.status().message().find("need 256 tokens"), std::string::npos) << c.status().message();
+  EXPECT_NE(c.status().message().find("need 256 tokens"), std::string::npos)
+      << c.status().message();
   EXPECT_NE(c.status().message().find("has 100"), std::string::npos) << c.status().message();
   EXPECT_TRUE(MakeCalibSet(tokens, 64, 10, 1).status().IsInvalidArgument());
 }

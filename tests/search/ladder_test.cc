@@ -177,9 +177,8 @@ TEST(Library, RejectsBadLibraries) {
 class LoadLibraryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    store_ = testing::TinyStore(tmp_.Join("s"), {{"Q8_0", QType::kQ8_0},
-                                                 {"Q5_0", QType::kQ5_0},
-                                                 {"Q4_0", QType::kQ4_0}});
+    store_ = testing::TinyStore(
+        tmp_.Join("s"), {{"Q8_0", QType::kQ8_0}, {"Q5_0", QType::kQ5_0}, {"Q4_0", QType::kQ4_0}});
   }
   testing::TempDir tmp_;
   std::unique_ptr<store::Store> store_;

@@ -19,10 +19,13 @@ class PruneCliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     tmp_ = new testing::TempDir();
     template_ = tmp_->Join("template");
-    for (const auto& [label, type] : std::vector<std::pair<std::string, QType>>{
-             {"Q8_0", QType::kQ8_0}, {"Q5_1", QType::kQ5_1}, {"Q4_1", QType::kQ4_1}, {"Q4_0", QType::kQ4_0}}) {
-      const std::string f =
-          testing::WriteTinyGguf(tmp_->Join("tiny-" + label + ".gguf"), testing::SearchSpec(ToId(type)));
+    for (const auto& [label, type] :
+         std::vector<std::pair<std::string, QType>>{{"Q8_0", QType::kQ8_0},
+                                                    {"Q5_1", QType::kQ5_1},
+                                                    {"Q4_1", QType::kQ4_1},
+                                                    {"Q4_0", QType::kQ4_0}}) {
+      const std::string f = testing::WriteTinyGguf(tmp_->Join("tiny-" + label + ".gguf"),
+                                                   testing::SearchSpec(ToId(type)));
       std::string out;
       ASSERT_EQ(Fq(template_, "import " + f, &out), 0) << out;
     }
@@ -56,7 +59,8 @@ class PruneCliTest : public ::testing::Test {
   // The perplexity of QM `label` on the calibration text, as printed by --json.
   double Ppl(const std::string& label) {
     std::string out;
-    EXPECT_EQ(Fq("--json ppl --model tiny --qm " + label + " --text " + calib_ + " -c 32", &out), 0) << out;
+    EXPECT_EQ(Fq("--json ppl --model tiny --qm " + label + " --text " + calib_ + " -c 32", &out), 0)
+        << out;
     const size_t at = out.find("\"ppl\":");
     EXPECT_NE(at, std::string::npos) << out;
     return at == std::string::npos ? 0 : std::atof(out.c_str() + at + 6);
@@ -119,8 +123,8 @@ TEST_F(PruneCliTest, AReaderProcessKeepsWorkingThroughAPrune) {
   const double low = Ppl("Q4_0");
   // Thirty perplexity runs of QM(n_up) in another process, while gc prunes.
   const std::string log = work_.Join("reader.log");
-  const std::string reader = "for i in $(seq 30); do " + testing::FqpackBinary() + " --store '" + store_ +
-                             "' --json ppl --model tiny --qm Q8_0 --text " + calib_ +
+  const std::string reader = "for i in $(seq 30); do " + testing::FqpackBinary() + " --store '" +
+                             store_ + "' --json ppl --model tiny --qm Q8_0 --text " + calib_ +
                              " -c 32 >> '" + log + "' 2>&1; echo \"rc=$?\" >> '" + log + "'; done";
   ASSERT_EQ(RunCommand("(" + reader + ") & " + testing::FqpackBinary() + " --store '" + store_ +
                        "' -q gc --prune 0.75 --wait > /dev/null 2>&1; rc=$?; wait; exit $rc"),
@@ -133,7 +137,8 @@ TEST_F(PruneCliTest, AReaderProcessKeepsWorkingThroughAPrune) {
     ++runs;
   }
   EXPECT_EQ(runs, 30u);
-  for (size_t at = text.find("\"ppl\":"); at != std::string::npos; at = text.find("\"ppl\":", at + 1)) {
+  for (size_t at = text.find("\"ppl\":"); at != std::string::npos;
+       at = text.find("\"ppl\":", at + 1)) {
     EXPECT_DOUBLE_EQ(std::atof(text.c_str() + at + 6), up);
   }
   EXPECT_DOUBLE_EQ(Ppl("Q8_0"), up);
@@ -149,7 +154,8 @@ TEST_F(PruneCliTest, AKillAtAnyMomentLeavesAStoreThatVerifiesAndRuns) {
     SCOPED_TRACE("kill after " + std::to_string(delay_ms) + " ms");
     ASSERT_EQ(RunCommand(testing::FqpackBinary() + " --store '" + store_ +
                          "' -q gc --prune 0.5 > /dev/null 2>&1 & pid=$!; sleep " +
-                         std::to_string(delay_ms / 1000.0) + "; kill -9 $pid 2>/dev/null; wait $pid; true"),
+                         std::to_string(delay_ms / 1000.0) +
+                         "; kill -9 $pid 2>/dev/null; wait $pid; true"),
               0);
     std::string out;
     ASSERT_EQ(Fq("verify", &out), 0) << out;

@@ -76,10 +76,12 @@ class PruneEnsembleTest : public ::testing::Test {
       EXPECT_EQ(eqms.back().slots[s].key, low.slots[s].key) << low.slots[s].name;
     }
     for (size_t i = 0; i < eqms.size(); ++i) {
-      for (const store::ManifestSlot& s : eqms[i].slots) EXPECT_EQ(gone.count(s.key), 0u) << "EQM " << i;
+      for (const store::ManifestSlot& s : eqms[i].slots)
+        EXPECT_EQ(gone.count(s.key), 0u) << "EQM " << i;
       if (i == 0) continue;
       int changed = 0;
-      for (size_t s = 0; s < up.slots.size(); ++s) changed += eqms[i].slots[s].key != eqms[i - 1].slots[s].key;
+      for (size_t s = 0; s < up.slots.size(); ++s)
+        changed += eqms[i].slots[s].key != eqms[i - 1].slots[s].key;
       EXPECT_EQ(changed, 1) << "EQM " << i;
       EXPECT_LT(eqms[i].weight_bytes(), eqms[i - 1].weight_bytes()) << "EQM " << i;
     }
@@ -110,7 +112,9 @@ TEST_F(PruneEnsembleTest, StorageFallsWithPAndEveryRepairIsAOneModuleWalk) {
     SCOPED_TRACE("P = " + std::to_string(p));
     // Each P on its own copy of the searched store.
     store_.reset();
-    ASSERT_EQ(testing::RunCommand("rm -rf '" + dir_ + "' && cp -a '" + template_->Join("store") + "' '" + dir_ + "'"), 0);
+    ASSERT_EQ(testing::RunCommand("rm -rf '" + dir_ + "' && cp -a '" + template_->Join("store") +
+                                  "' '" + dir_ + "'"),
+              0);
     store_ = std::move(store::Store::Open(Env::Default(), dir_).value());
     auto out = PruneEnsemble(store_.get(), Request(p));
     ASSERT_TRUE(out.ok()) << out.status().ToString();
@@ -123,7 +127,8 @@ TEST_F(PruneEnsembleTest, StorageFallsWithPAndEveryRepairIsAOneModuleWalk) {
     if (p > 0) {
       EXPECT_GT(out->plan.n_pruned, 0u);
       EXPECT_LT(out->eqms_after, out->eqms_before);  // fewer rungs, fewer steps
-      EXPECT_TRUE(store_->FindQm(model_.id, "Q5_1")->partial || store_->FindQm(model_.id, "Q4_1")->partial);
+      EXPECT_TRUE(store_->FindQm(model_.id, "Q5_1")->partial ||
+                  store_->FindQm(model_.id, "Q4_1")->partial);
     }
     // The end points never change.
     EXPECT_EQ(out->quality.front().after_ppl, out->quality.front().before_ppl);
@@ -160,7 +165,8 @@ TEST_F(PruneEnsembleTest, DryRunPredictsAndChangesNothing) {
   const std::vector<store::ModelManifest> after = Eqms();
   ASSERT_EQ(after.size(), before.size());
   for (size_t i = 0; i < after.size(); ++i) {
-    for (size_t s = 0; s < after[i].slots.size(); ++s) EXPECT_EQ(after[i].slots[s].key, before[i].slots[s].key);
+    for (size_t s = 0; s < after[i].slots.size(); ++s)
+      EXPECT_EQ(after[i].slots[s].key, before[i].slots[s].key);
   }
   EXPECT_FALSE(store_->FindQm(model_.id, "Q5_1")->partial);
   EXPECT_FALSE(store_->FindQm(model_.id, "Q4_1")->partial);

@@ -48,7 +48,8 @@ void CheckEnsemble(store::Store* store, const Case& c) {
     ASSERT_TRUE(man.ok());
     if (q.step > 0) {
       int changed = 0;
-      for (size_t s = 0; s < man->slots.size(); ++s) changed += man->slots[s].key != prev.slots[s].key;
+      for (size_t s = 0; s < man->slots.size(); ++s)
+        changed += man->slots[s].key != prev.slots[s].key;
       EXPECT_EQ(changed, 1) << c.model << " step " << q.step;
       EXPECT_LT(man->weight_bytes(), prev.weight_bytes());
     }
@@ -58,7 +59,8 @@ void CheckEnsemble(store::Store* store, const Case& c) {
   ReportOptions opts;
   opts.ensembles = {out->name};
   opts.has_eval_text = true;
-  opts.eval_text = *ReadFileBytes(Env::Default(), testing::TestDataPath("text/tinystories_val.txt"));
+  opts.eval_text =
+      *ReadFileBytes(Env::Default(), testing::TestDataPath("text/tinystories_val.txt"));
   opts.eval_name = "tinystories_val.txt";
   opts.n_ctx = 256;
   opts.max_chunks = c.eval_chunks;
@@ -67,23 +69,26 @@ void CheckEnsemble(store::Store* store, const Case& c) {
   auto r = BuildReport(store, c.model, opts);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   const EnsembleReport& e = r->ensembles[0];
-  EXPECT_GE(e.granularity.ratio(), 15) << c.model << ": median step " << e.granularity.ensemble.median
-                                       << " vs static " << e.granularity.library.median;
+  EXPECT_GE(e.granularity.ratio(), 15)
+      << c.model << ": median step " << e.granularity.ensemble.median << " vs static "
+      << e.granularity.library.median;
   EXPECT_LE(e.storage.ensemble_bytes, e.storage.library_bytes) << c.model;
   EXPECT_GE(e.storage.ratio(), 10) << c.model;
   ASSERT_EQ(e.quality.size(), 2 + c.mids.size());
   for (const QualityRow& q : e.quality) {
     EXPECT_LE(q.eqm_footprint, q.static_footprint);
     EXPECT_LE(q.eqm_ppl, 1.01 * q.static_ppl)
-        << c.model << " at " << q.label << "'s footprint: EQM " << q.eqm_step << " ppl " << q.eqm_ppl
-        << " vs " << q.static_ppl;
-    std::printf("  %s at %s (%llu bytes): static ppl %.4f, EQM %d (%llu bytes) ppl %.4f (%+.2f%%)\n",
-                c.model.c_str(), q.label.c_str(), static_cast<unsigned long long>(q.static_footprint),
-                q.static_ppl, q.eqm_step, static_cast<unsigned long long>(q.eqm_footprint), q.eqm_ppl,
-                q.delta_pct());
+        << c.model << " at " << q.label << "'s footprint: EQM " << q.eqm_step << " ppl "
+        << q.eqm_ppl << " vs " << q.static_ppl;
+    std::printf(
+        "  %s at %s (%llu bytes): static ppl %.4f, EQM %d (%llu bytes) ppl %.4f (%+.2f%%)\n",
+        c.model.c_str(), q.label.c_str(), static_cast<unsigned long long>(q.static_footprint),
+        q.static_ppl, q.eqm_step, static_cast<unsigned long long>(q.eqm_footprint), q.eqm_ppl,
+        q.delta_pct());
   }
-  std::printf("  %s: %zu EQMs, granularity %.1fx finer, storage %.1fx below a model per footprint\n",
-              c.model.c_str(), e.eqms.size(), e.granularity.ratio(), e.storage.ratio());
+  std::printf(
+      "  %s: %zu EQMs, granularity %.1fx finer, storage %.1fx below a model per footprint\n",
+      c.model.c_str(), e.eqms.size(), e.granularity.ratio(), e.storage.ratio());
 }
 
 TEST(RealModels, TinyStories3MLlamaCppLadder) {
@@ -96,7 +101,8 @@ TEST(RealModels, TinyStories3MLlamaCppLadder) {
   for (const char* label : {"Q8_0", "Q4_K_M", "Q2_K"}) {
     auto r = store::ImportGguf(
         st->get(),
-        testing::TestDataPath(std::string("models/tinystories-3M/tinystories-3M-") + label + ".gguf"),
+        testing::TestDataPath(std::string("models/tinystories-3M/tinystories-3M-") + label +
+                              ".gguf"),
         {});
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
@@ -108,11 +114,10 @@ TEST(RealModels, Stories260KGroupIntLibrary) {
   testing::TempDir tmp;
   const std::string dir = tmp.Join("store");
   std::string output;
-  ASSERT_EQ(testing::RunCommand("'" + testing::FqpackBinary() + "' --store '" + dir +
-                                    "' -q import '" +
-                                    testing::TestDataPath("models/stories260K/stories260K-F32.gguf") +
-                                    "' 2>&1",
-                                &output),
+  ASSERT_EQ(testing::RunCommand(
+                "'" + testing::FqpackBinary() + "' --store '" + dir + "' -q import '" +
+                    testing::TestDataPath("models/stories260K/stories260K-F32.gguf") + "' 2>&1",
+                &output),
             0)
       << output;
   const int rc = testing::RunCommand("'" + testing::FqpackBinary() + "' --store '" + dir +

@@ -39,7 +39,8 @@ TEST(Granularity, MedianAndMaxOfNeighbourSteps) {
 TEST(Report, BlankEndOfText) {
   const std::string in = "a\n<|endoftext|>\nb\r\n<|endoftext|>\r\n<|endoftext|> x\n<|endoftext|>";
   const std::string want = "a\n\nb\r\n\n<|endoftext|> x\n";
-  const Bytes out = BlankEndOfText(ByteSpan(reinterpret_cast<const uint8_t*>(in.data()), in.size()));
+  const Bytes out =
+      BlankEndOfText(ByteSpan(reinterpret_cast<const uint8_t*>(in.data()), in.size()));
   EXPECT_EQ(std::string(out.begin(), out.end()), want);
 }
 
@@ -56,9 +57,8 @@ class ReportTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     tmp_ = new testing::TempDir();
-    store_ = testing::TinyStore(tmp_->Join("s"), {{"Q8_0", QType::kQ8_0},
-                                                 {"Q5_0", QType::kQ5_0},
-                                                 {"Q4_0", QType::kQ4_0}});
+    store_ = testing::TinyStore(
+        tmp_->Join("s"), {{"Q8_0", QType::kQ8_0}, {"Q5_0", QType::kQ5_0}, {"Q4_0", QType::kQ4_0}});
     SearchRequest r;
     r.model = "tiny";
     r.up = "Q8_0";
@@ -207,15 +207,16 @@ TEST_F(ReportTest, JsonAndPlotCoverEveryCurve) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_EQ(r->ensembles.size(), 2u);
   const std::string json = ReportJson(*r);
-  for (const char* key : {"\"eqms\"", "\"static\"", "\"granularity\"", "\"median_step\"",
-                          "\"max_step\"", "\"static_median_step\"", "\"ratio\"", "\"storage\"",
-                          "\"ensemble_bytes\"", "\"library_bytes\"", "\"per_footprint_bytes\"",
-                          "\"curves\"", "\"eval_ppl\"", "\"calib_metric\"", "\"footprint\"",
-                          "\"quality\""}) {
+  for (const char* key :
+       {"\"eqms\"", "\"static\"", "\"granularity\"", "\"median_step\"", "\"max_step\"",
+        "\"static_median_step\"", "\"ratio\"", "\"storage\"", "\"ensemble_bytes\"",
+        "\"library_bytes\"", "\"per_footprint_bytes\"", "\"curves\"", "\"eval_ppl\"",
+        "\"calib_metric\"", "\"footprint\"", "\"quality\""}) {
     EXPECT_NE(json.find(key), std::string::npos) << key;
   }
   size_t curves = 0;
-  for (size_t at = json.find("\"name\""); at != std::string::npos; at = json.find("\"name\"", at + 1)) {
+  for (size_t at = json.find("\"name\""); at != std::string::npos;
+       at = json.find("\"name\"", at + 1)) {
     ++curves;
   }
   EXPECT_EQ(curves, 2u);

@@ -17,12 +17,10 @@ class SearchCliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     tmp_ = new testing::TempDir();
     store_ = tmp_->Join("store");
-    for (const auto& [label, type] :
-         std::vector<std::pair<std::string, QType>>{{"Q8_0", QType::kQ8_0},
-                                                    {"Q5_0", QType::kQ5_0},
-                                                    {"Q4_0", QType::kQ4_0}}) {
-      const std::string f =
-          testing::WriteTinyGguf(tmp_->Join("tiny-" + label + ".gguf"), testing::SearchSpec(ToId(type)));
+    for (const auto& [label, type] : std::vector<std::pair<std::string, QType>>{
+             {"Q8_0", QType::kQ8_0}, {"Q5_0", QType::kQ5_0}, {"Q4_0", QType::kQ4_0}}) {
+      const std::string f = testing::WriteTinyGguf(tmp_->Join("tiny-" + label + ".gguf"),
+                                                   testing::SearchSpec(ToId(type)));
       std::string out;
       ASSERT_EQ(Fq("import " + f, &out), 0) << out;
     }
@@ -48,8 +46,8 @@ class SearchCliTest : public ::testing::Test {
                       out);
   }
   static std::string Search(const std::string& extra) {
-    return "search --model tiny --up Q8_0 --low Q4_0 --calib " + calib_ +
-           " --tokens 128 -c 32 " + extra;
+    return "search --model tiny --up Q8_0 --low Q4_0 --calib " + calib_ + " --tokens 128 -c 32 " +
+           extra;
   }
 
   static testing::TempDir* tmp_;
@@ -67,9 +65,9 @@ TEST_F(SearchCliTest, BadInputGivesOneClearLineBeforeAnyWork) {
   EXPECT_EQ(Fq("search --model nope --up Q8_0 --low Q4_0 --calib " + calib_, &out), 4) << out;
   EXPECT_EQ(Fq("search --model tiny --up Q4_0 --low Q8_0 --calib " + calib_, &out), 2) << out;
   EXPECT_NE(out.find("higher precision"), std::string::npos) << out;
-  EXPECT_EQ(Fq("search --model tiny --up Q8_0 --low Q4_0 -c 32 --tokens 100000 --calib " + calib_,
-               &out),
-            2)
+  EXPECT_EQ(
+      Fq("search --model tiny --up Q8_0 --low Q4_0 -c 32 --tokens 100000 --calib " + calib_, &out),
+      2)
       << out;
   EXPECT_NE(out.find("too short"), std::string::npos) << out;
   EXPECT_NE(out.find("the text has"), std::string::npos) << out;
@@ -92,7 +90,8 @@ TEST_F(SearchCliTest, SearchListReportAndPlot) {
   EXPECT_NE(out.find("Q8_0>Q5_0>Q4_0"), std::string::npos) << out;
   EXPECT_NE(out.find("stem=2 branch=3"), std::string::npos) << out;
 
-  const std::string png = tmp_->Join("e1.png"), svg = tmp_->Join("e1.svg"), csv = tmp_->Join("e1.csv");
+  const std::string png = tmp_->Join("e1.png"), svg = tmp_->Join("e1.svg"),
+                    csv = tmp_->Join("e1.csv");
   ASSERT_EQ(Fq("report --model tiny -e e1 -f " + eval_ + " -c 32 --every 4 --json --plot " + png +
                    " --csv " + csv,
                &out, false),
@@ -115,7 +114,8 @@ TEST_F(SearchCliTest, SearchListReportAndPlot) {
   EXPECT_NE(out.find("granularity"), std::string::npos) << out;
   auto svg_bytes = ReadFileBytes(Env::Default(), svg);
   ASSERT_TRUE(svg_bytes.ok());
-  EXPECT_NE(std::string(svg_bytes->begin(), svg_bytes->end()).find("ensemble e1"), std::string::npos);
+  EXPECT_NE(std::string(svg_bytes->begin(), svg_bytes->end()).find("ensemble e1"),
+            std::string::npos);
   EXPECT_EQ(Fq("report --model tiny -e e1 -f " + eval_ + " -c 32 --plot x.gif", &out), 2) << out;
 }
 
@@ -125,20 +125,22 @@ TEST_F(SearchCliTest, CtrlCStopsTheSearchAndWritesNothing) {
   testing::TempDir tmp;
   const std::string dir = tmp.Join("store");
   std::string out;
-  ASSERT_EQ(RunCommand(testing::FqpackBinary() + " --store " + dir + " -q import " +
-                           testing::TestDataPath("models/tinystories-3M/tinystories-3M-Q8_0.gguf") +
-                           " " + testing::TestDataPath("models/tinystories-3M/tinystories-3M-Q2_K.gguf") +
-                           " 2>&1",
-                       &out),
-            0)
+  ASSERT_EQ(
+      RunCommand(testing::FqpackBinary() + " --store " + dir + " -q import " +
+                     testing::TestDataPath("models/tinystories-3M/tinystories-3M-Q8_0.gguf") + " " +
+                     testing::TestDataPath("models/tinystories-3M/tinystories-3M-Q2_K.gguf") +
+                     " 2>&1",
+                 &out),
+      0)
       << out;
   const std::string before = testing::SnapshotStore(dir);
   const std::string cmd = testing::FqpackBinary() + " --store " + dir +
                           " search --up Q8_0 --low Q2_K --tokens 16384 -t 1 --calib " +
                           testing::TestDataPath("text/tinystories.txt");
-  ASSERT_EQ(RunCommand("(" + cmd + " 2>&1 & pid=$!; sleep 2; kill -INT $pid; wait $pid; echo rc=$?)",
-                       &out),
-            0);
+  ASSERT_EQ(
+      RunCommand("(" + cmd + " 2>&1 & pid=$!; sleep 2; kill -INT $pid; wait $pid; echo rc=$?)",
+                 &out),
+      0);
   EXPECT_NE(out.find("rc=130"), std::string::npos) << out;
   EXPECT_NE(out.find("interrupted; nothing was written"), std::string::npos) << out;
   EXPECT_EQ(testing::SnapshotStore(dir), before);

@@ -49,11 +49,16 @@ inline void SetLetterVocab(gguf::Metadata* md, int64_t n_vocab) {
   std::vector<Value> tokens, scores, types;
   for (int64_t i = 0; i < n_vocab; ++i) {
     std::string text;
-    if (i == 0) text = "<unk>";
-    else if (i == 1) text = "<s>";
-    else if (i == 2) text = "</s>";
-    else if (i < 3 + 26) text = std::string(1, static_cast<char>('a' + (i - 3)));
-    else text = "\xe2\x96\x81" + std::string(1, static_cast<char>('a' + (i - 29)));
+    if (i == 0)
+      text = "<unk>";
+    else if (i == 1)
+      text = "<s>";
+    else if (i == 2)
+      text = "</s>";
+    else if (i < 3 + 26)
+      text = std::string(1, static_cast<char>('a' + (i - 3)));
+    else
+      text = "\xe2\x96\x81" + std::string(1, static_cast<char>('a' + (i - 29)));
     tokens.push_back(Value::String(text));
     scores.push_back(Value::Float(ValueType::kF32, -static_cast<double>(i)));
     types.push_back(Value::Int(ValueType::kI32, i == 0 ? 2 : i < 3 ? 3 : 1));

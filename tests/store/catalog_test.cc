@@ -180,10 +180,12 @@ class CatalogTest : public ::testing::Test {
 };
 
 TEST(JsonFields, EncodesAsCompactJsonInWriteOrder) {
-  EXPECT_EQ(ToJson(AllKinds()),
-            "{\"metric\":\"kl\",\"stem\":2,\"neg\":-7,\"big\":18446744073709551615,\"eps\":9.999999747378752e-06,"
-            "\"half\":0.5,\"include_embed\":true,\"nothing\":null,\"quote\":\"a\\\"b\\\\c\\n\xc3\xa9\","
-            "\"slots\":[\"blk.0.attn_q.weight\",\"output.weight\"],\"empty\":[]}");
+  EXPECT_EQ(
+      ToJson(AllKinds()),
+      "{\"metric\":\"kl\",\"stem\":2,\"neg\":-7,\"big\":18446744073709551615,\"eps\":9."
+      "999999747378752e-06,"
+      "\"half\":0.5,\"include_embed\":true,\"nothing\":null,\"quote\":\"a\\\"b\\\\c\\n\xc3\xa9\","
+      "\"slots\":[\"blk.0.attn_q.weight\",\"output.weight\"],\"empty\":[]}");
   EXPECT_EQ(ToJson(JsonFields()), "{}");
   EXPECT_EQ(ToJson(std::vector<std::string>{"Q8_0", "a\"b"}), "[\"Q8_0\",\"a\\\"b\"]");
   JsonFields f;
@@ -431,7 +433,8 @@ TEST_F(CatalogTest, AMalformedJsonColumnIsCorruptionNamingIt) {
   auto e = (*s)->catalog().EnsembleById(id);
   ASSERT_FALSE(e.ok());
   EXPECT_TRUE(e.status().IsCorruption()) << e.status().ToString();
-  EXPECT_NE(e.status().message().find("ensemble 'walk': column library"), std::string::npos) << e.status().ToString();
+  EXPECT_NE(e.status().message().find("ensemble 'walk': column library"), std::string::npos)
+      << e.status().ToString();
   EXPECT_TRUE((*s)->catalog().ListEnsembles(model_id_).status().IsCorruption());
   // The rest of the index still reads.
   EXPECT_TRUE((*s)->catalog().ListQms(model_id_).ok());
@@ -443,7 +446,8 @@ TEST_F(CatalogTest, AMalformedJsonColumnIsCorruptionNamingIt) {
   ASSERT_TRUE(s.ok());
   auto p = (*s)->catalog().EnsembleById(id);
   ASSERT_TRUE(p.status().IsCorruption());
-  EXPECT_NE(p.status().message().find("column params: not a JSON object"), std::string::npos) << p.status().ToString();
+  EXPECT_NE(p.status().message().find("column params: not a JSON object"), std::string::npos)
+      << p.status().ToString();
   s->reset();
 
   Sql(IndexPath(), "UPDATE model SET hparams = '{\"rope\":{\"base\":1}}'");
@@ -452,11 +456,13 @@ TEST_F(CatalogTest, AMalformedJsonColumnIsCorruptionNamingIt) {
   ASSERT_TRUE(s.ok());
   auto m = (*s)->catalog().ListModels();
   ASSERT_TRUE(m.status().IsCorruption());
-  EXPECT_NE(m.status().message().find("model 'm': column hparams: member 'rope'"), std::string::npos)
+  EXPECT_NE(m.status().message().find("model 'm': column hparams: member 'rope'"),
+            std::string::npos)
       << m.status().ToString();
   auto q = (*s)->catalog().FindQm(model_id_, "Q8");
   ASSERT_TRUE(q.status().IsCorruption());
-  EXPECT_NE(q.status().message().find("qm 'F32': column params"), std::string::npos) << q.status().ToString();
+  EXPECT_NE(q.status().message().find("qm 'F32': column params"), std::string::npos)
+      << q.status().ToString();
   s->reset();
 
   Sql(IndexPath(), "UPDATE model SET hparams = '" + std::string(100, '[') + "'");
@@ -464,7 +470,8 @@ TEST_F(CatalogTest, AMalformedJsonColumnIsCorruptionNamingIt) {
   ASSERT_TRUE(s.ok());
   auto deep = (*s)->catalog().ListModels();
   ASSERT_TRUE(deep.status().IsCorruption());
-  EXPECT_NE(deep.status().message().find("nested deeper"), std::string::npos) << deep.status().ToString();
+  EXPECT_NE(deep.status().message().find("nested deeper"), std::string::npos)
+      << deep.status().ToString();
 }
 
 TEST_F(CatalogTest, RemovingRowsCountsWhatWent) {

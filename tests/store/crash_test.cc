@@ -80,7 +80,8 @@ class ImportCrash : public ::testing::Test {
       const std::string out = dir + "/out-" + label + ".gguf";
       Result<ExportResult> e = ExportQmGguf(store->get(), "c", label, out);
       if (!e.ok()) return "export " + label + ": " + e.status().ToString() + "\n";
-      if (*ReadFileBytes(Env::Default(), out) != *ReadFileBytes(Env::Default(), dir + "/c-" + label + ".gguf")) {
+      if (*ReadFileBytes(Env::Default(), out) !=
+          *ReadFileBytes(Env::Default(), dir + "/c-" + label + ".gguf")) {
         return "QM " + label + " does not export byte for byte\n";
       }
       return std::string();
@@ -89,7 +90,8 @@ class ImportCrash : public ::testing::Test {
     ImportOptions opts;
     opts.threads = 1;
     Result<ImportResult> again = ImportGguf(store->get(), dir + "/c-Q8_0.gguf", opts);
-    if (!again.ok()) return problems + "the import fails when run again: " + again.status().ToString();
+    if (!again.ok())
+      return problems + "the import fails when run again: " + again.status().ToString();
     problems += same_export("Q8_0");
     store->reset();
     problems += testing::VerifyErrors(store_dir);
@@ -123,8 +125,8 @@ TEST_F(ImportCrash, PowerLossAtEveryFsync) {
   auto r = testing::RunCrashLoop(Loop(), CrashKind::kPowerLoss);
   EXPECT_TRUE(r.failures.empty()) << r.Summary();
   EXPECT_GT(r.sync_steps, 4);
-  std::printf("import: %lld power-loss points (%lld sync steps + after)\n", static_cast<long long>(r.points),
-              static_cast<long long>(r.sync_steps));
+  std::printf("import: %lld power-loss points (%lld sync steps + after)\n",
+              static_cast<long long>(r.points), static_cast<long long>(r.sync_steps));
 }
 
 // PowerLossAtEveryFsync passes because BlobStore::Put syncs the blob before
@@ -148,12 +150,15 @@ TEST_F(ImportCrash, PowerLossLoopCatchesAMissingFsync) {
     ASSERT_TRUE(lost.dry_run_ok) << lost.Summary();
     EXPECT_FALSE(lost.failures.empty()) << "a power cut after the commit must find modules missing";
     bool blob_lost = false;
-    for (const std::string& f : lost.failures) blob_lost = blob_lost || f.find(".zst") != std::string::npos;
+    for (const std::string& f : lost.failures)
+      blob_lost = blob_lost || f.find(".zst") != std::string::npos;
     EXPECT_TRUE(blob_lost) << lost.Summary();
-    const std::string first = lost.failures.empty() ? "" : lost.failures[0].substr(0, lost.failures[0].find('\n'));
-    std::printf("import without the %s fsync: %zu of %lld power-loss points lose data, e.g.\n  %s\n",
-                dir_sync ? "blob directory" : "blob file", lost.failures.size(), static_cast<long long>(lost.points),
-                first.c_str());
+    const std::string first =
+        lost.failures.empty() ? "" : lost.failures[0].substr(0, lost.failures[0].find('\n'));
+    std::printf(
+        "import without the %s fsync: %zu of %lld power-loss points lose data, e.g.\n  %s\n",
+        dir_sync ? "blob directory" : "blob file", lost.failures.size(),
+        static_cast<long long>(lost.points), first.c_str());
   }
 }
 
@@ -162,14 +167,14 @@ TEST(Crash, SigkillOfTheImportCommandAtRandomMoments) {
   const std::string dir = tmp.Join("store");
   ASSERT_TRUE(Store::Init(Env::Default(), dir).ok());
   // Big enough that an import takes a while (a few MB of incompressible data).
-  const std::string file =
-      testing::WriteGguf(tmp.Join("big-Q8_0.gguf"), testing::SmallLlama(ToId(QType::kQ8_0), 3, 8, 768));
+  const std::string file = testing::WriteGguf(tmp.Join("big-Q8_0.gguf"),
+                                              testing::SmallLlama(ToId(QType::kQ8_0), 3, 8, 768));
   const std::string bin = testing::FqpackBinary();
   auto spawn = [&](const std::string& store_dir, const std::string& model) {
     pid_t pid = ::fork();
     if (pid == 0) {
-      ::execl(bin.c_str(), bin.c_str(), "--quiet", "--threads", "1", "--store", store_dir.c_str(), "import",
-              "--model", model.c_str(), file.c_str(), static_cast<char*>(nullptr));
+      ::execl(bin.c_str(), bin.c_str(), "--quiet", "--threads", "1", "--store", store_dir.c_str(),
+              "import", "--model", model.c_str(), file.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
     return pid;
@@ -179,8 +184,10 @@ TEST(Crash, SigkillOfTheImportCommandAtRandomMoments) {
   const auto t0 = std::chrono::steady_clock::now();
   int status = 0;
   ::waitpid(spawn(tmp.Join("timing"), "t"), &status, 0);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << " running " << bin;
-  const auto full = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "status " << status << " running " << bin;
+  const auto full =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
   std::mt19937 rng(11);
   int killed = 0;
   for (int round = 0; round < 8; ++round) {

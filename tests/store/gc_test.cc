@@ -71,7 +71,9 @@ TEST_F(GcTest, RemovingAQmFreesExactlyItsOwnModules) {
 }
 
 TEST_F(GcTest, RemovesOrphansAndTempFiles) {
-  ASSERT_TRUE(PublishFile(Env::Default(), dir_ + "/blobs/ab/" + std::string(32, 'a') + ".zst", Bytes{1, 2}).ok());
+  ASSERT_TRUE(
+      PublishFile(Env::Default(), dir_ + "/blobs/ab/" + std::string(32, 'a') + ".zst", Bytes{1, 2})
+          .ok());
   ASSERT_TRUE(PublishFile(Env::Default(), dir_ + "/tmp/leftover", Bytes{3}).ok());
   auto gc = Sweep(store_.get());
   ASSERT_TRUE(gc.ok());
@@ -132,7 +134,8 @@ TEST_F(GcTest, FailOrKillAtEveryStepOfASweep) {
     // A kill at every step; a failure (the error path) at the first, middle
     // and last, which covers the row, file and directory operations.
     std::vector<FaultInjectionEnv::Mode> modes = {FaultInjectionEnv::Mode::kCrash};
-    if (step == 1 || step == total / 2 || step == total) modes.push_back(FaultInjectionEnv::Mode::kFail);
+    if (step == 1 || step == total / 2 || step == total)
+      modes.push_back(FaultInjectionEnv::Mode::kFail);
     for (auto mode : modes) {
       testing::ResetTree(base, copy);
       pid_t pid = ::fork();
@@ -146,7 +149,8 @@ TEST_F(GcTest, FailOrKillAtEveryStepOfASweep) {
       int status;
       ::waitpid(pid, &status, 0);
       ASSERT_TRUE(WIFEXITED(status));
-      EXPECT_EQ(WEXITSTATUS(status), mode == FaultInjectionEnv::Mode::kCrash ? 99 : 3) << "step " << step;
+      EXPECT_EQ(WEXITSTATUS(status), mode == FaultInjectionEnv::Mode::kCrash ? 99 : 3)
+          << "step " << step;
       EXPECT_EQ(testing::VerifyErrors(copy), "") << "step " << step;
       auto s = Store::Open(testing::FastEnv(), copy);
       ASSERT_TRUE(s.ok());

@@ -22,7 +22,8 @@ std::vector<std::string> LadderFiles(const std::string& model) {
   auto names = Env::Default()->GetChildren(testing::TestDataPath("models/" + model));
   if (!names.ok()) return out;
   for (const std::string& n : *names) {
-    if (n.size() > 5 && n.substr(n.size() - 5) == ".gguf") out.push_back(testing::TestDataPath("models/" + model + "/" + n));
+    if (n.size() > 5 && n.substr(n.size() - 5) == ".gguf")
+      out.push_back(testing::TestDataPath("models/" + model + "/" + n));
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -41,7 +42,8 @@ void CheckLadder(const std::string& model) {
     ASSERT_TRUE(h.ok()) << h.status().ToString();
     for (size_t i = 0; i < h->tensors.size(); ++i) {
       const auto& t = h->tensors[i];
-      unique.insert(std::to_string(t.type) + ":" + t.ShapeString() + ":" + Sha256::HexOf(h->TensorBytes(m->bytes(), i)));
+      unique.insert(std::to_string(t.type) + ":" + t.ShapeString() + ":" +
+                    Sha256::HexOf(h->TensorBytes(m->bytes(), i)));
       ++total;
     }
   }
@@ -60,8 +62,9 @@ void CheckLadder(const std::string& model) {
   EXPECT_EQ(stats->blobs, unique.size()) << model;
   EXPECT_EQ(stats->references, total);
   EXPECT_LT(stats->unique_raw_bytes, stats->logical_bytes);
-  std::printf("%s: %zu tensors in %zu files, %zu unique; %llu of %llu bytes stored once\n", model.c_str(), total,
-              files.size(), unique.size(), static_cast<unsigned long long>(stats->unique_raw_bytes),
+  std::printf("%s: %zu tensors in %zu files, %zu unique; %llu of %llu bytes stored once\n",
+              model.c_str(), total, files.size(), unique.size(),
+              static_cast<unsigned long long>(stats->unique_raw_bytes),
               static_cast<unsigned long long>(stats->logical_bytes));
   EXPECT_EQ(testing::VerifyErrors(dir), "");
   for (const std::string& f : files) {
@@ -69,7 +72,8 @@ void CheckLadder(const std::string& model) {
     const std::string out = tmp.Join("out.gguf");
     auto r = ExportQmGguf(store->get(), model, g.label, out);
     ASSERT_TRUE(r.ok()) << f << ": " << r.status().ToString();
-    EXPECT_TRUE(*ReadFileBytes(Env::Default(), out) == *ReadFileBytes(Env::Default(), f)) << f << " differs";
+    EXPECT_TRUE(*ReadFileBytes(Env::Default(), out) == *ReadFileBytes(Env::Default(), f))
+        << f << " differs";
   }
 }
 

@@ -25,9 +25,11 @@ class PruneTest : public ::testing::Test {
     testing::TestGguf mid = testing::SmallLlama(ToId(QType::kQ8_0), 2);
     testing::TestGguf low = testing::SmallLlama(ToId(QType::kQ4_0), 3);
     for (size_t i = 0; i < up.tensors.size(); ++i) {
-      if (up.tensors[i].type == ToId(QType::kF32)) mid.tensors[i].data = low.tensors[i].data = up.tensors[i].data;
+      if (up.tensors[i].type == ToId(QType::kF32))
+        mid.tensors[i].data = low.tensors[i].data = up.tensors[i].data;
     }
-    for (auto [g, name] : {std::pair{&up, "p-F16.gguf"}, {&mid, "p-Q8_0.gguf"}, {&low, "p-Q4_0.gguf"}}) {
+    for (auto [g, name] :
+         {std::pair{&up, "p-F16.gguf"}, {&mid, "p-Q8_0.gguf"}, {&low, "p-Q4_0.gguf"}}) {
       ASSERT_TRUE(ImportGguf(store_.get(), testing::WriteGguf(tmp_.Join(name), *g), {}).ok());
     }
     model_ = *store_->FindModel("p");
@@ -53,7 +55,8 @@ class PruneTest : public ::testing::Test {
     snapshot(step++);
     for (int target = 1; target <= 2; ++target) {
       for (size_t i = 0; i < n; ++i) {
-        if (mods_["F16"][i].desc.qtype == ToId(QType::kF32)) continue;  // norms: same module everywhere
+        if (mods_["F16"][i].desc.qtype == ToId(QType::kF32))
+          continue;  // norms: same module everywhere
         level[i] = target;
         snapshot(step++);
       }
@@ -87,7 +90,8 @@ TEST_F(PruneTest, RanksMidModulesByLowWeightedUse) {
   for (const auto& m : mods_["Q8_0"]) matrices += m.desc.qtype == ToId(QType::kQ8_0) ? 1 : 0;
   ASSERT_EQ(ranked->size(), matrices);
   // Independent computation of each score from the EQM list.
-  const double f_up = static_cast<double>(eqms_.front().footprint), f_low = static_cast<double>(eqms_.back().footprint);
+  const double f_up = static_cast<double>(eqms_.front().footprint),
+               f_low = static_cast<double>(eqms_.back().footprint);
   for (const PruneCandidate& c : *ranked) {
     double expect = 0;
     for (const NewEqm& q : eqms_) {
@@ -111,7 +115,8 @@ TEST_F(PruneTest, PruneMarksPartialReplacesTheEnsembleAndGcFrees) {
   std::vector<NewEqm> kept;
   for (NewEqm q : eqms_) {
     bool uses = false;
-    for (const ModuleKey& k : q.modules) uses = uses || std::find(gone.begin(), gone.end(), k) != gone.end();
+    for (const ModuleKey& k : q.modules)
+      uses = uses || std::find(gone.begin(), gone.end(), k) != gone.end();
     if (uses) continue;
     q.step = static_cast<int>(kept.size());
     kept.push_back(q);

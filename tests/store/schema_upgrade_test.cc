@@ -28,7 +28,8 @@ void Sql(const std::string& path, const std::string& sql) {
   sqlite3_close(db);
 }
 
-DynamicModelInfo SmallModel(Store* st, int64_t model_id, const std::string& hi, const std::string& lo) {
+DynamicModelInfo SmallModel(Store* st, int64_t model_id, const std::string& hi,
+                            const std::string& lo) {
   DynamicModelInfo d;
   d.model_id = model_id;
   d.hi_qm_id = st->FindQm(model_id, hi)->id;
@@ -64,19 +65,25 @@ TEST(SchemaUpgrade, AVersion1StoreOpensUpgradedWithItsRowsIntact) {
     auto st = Store::Open(Env::Default(), dir);
     ASSERT_TRUE(st.ok());
     for (const char* q : {"Q4_K_M", "Q2_K"}) {
-      ASSERT_TRUE(ImportGguf(st->get(), TestDataPath(std::string("models/stories260K/stories260K-") + q + ".gguf"), {})
-                      .ok());
+      ASSERT_TRUE(
+          ImportGguf(st->get(),
+                     TestDataPath(std::string("models/stories260K/stories260K-") + q + ".gguf"), {})
+              .ok());
     }
   }
   // What fqpack 0.1 wrote: the same tables without version 2's, user_version 1.
-  Sql(dir + "/index.sqlite", "DROP TABLE dynamic_unit; DROP TABLE dynamic_model; PRAGMA user_version = 1");
+  Sql(dir + "/index.sqlite",
+      "DROP TABLE dynamic_unit; DROP TABLE dynamic_model; PRAGMA user_version = 1");
   const std::string before = testing::SnapshotStore(dir);
   ASSERT_NE(before.find("Q2_K"), std::string::npos);
 
   auto st = Store::Open(Env::Default(), dir);
   ASSERT_TRUE(st.ok()) << st.status().ToString();
   EXPECT_EQ(testing::IndexQueryInt(dir, "PRAGMA user_version"), schema::kStoreSchemaVersion);
-  EXPECT_EQ(testing::IndexQueryInt(dir, "SELECT count(*) FROM sqlite_master WHERE name IN ('dynamic_model','dynamic_unit')"), 2);
+  EXPECT_EQ(
+      testing::IndexQueryInt(
+          dir, "SELECT count(*) FROM sqlite_master WHERE name IN ('dynamic_model','dynamic_unit')"),
+      2);
   auto m = (*st)->FindModel("stories260K");
   ASSERT_TRUE(m.ok());
   EXPECT_EQ((*st)->ListQms(m->id)->size(), 2u);
@@ -108,7 +115,9 @@ TEST(SchemaUpgrade, RemovingAQmRemovesTheDynamicModelsBuiltOnIt) {
   ASSERT_TRUE(st.ok());
   for (const char* q : {"Q6_K", "Q4_K_M", "Q2_K"}) {
     ASSERT_TRUE(
-        ImportGguf(st->get(), TestDataPath(std::string("models/stories260K/stories260K-") + q + ".gguf"), {}).ok());
+        ImportGguf(st->get(),
+                   TestDataPath(std::string("models/stories260K/stories260K-") + q + ".gguf"), {})
+            .ok());
   }
   const int64_t model = (*st)->FindModel("stories260K")->id;
   ASSERT_TRUE((*st)->PutDynamicModel(SmallModel(st->get(), model, "Q6_K", "Q2_K")).ok());
@@ -117,10 +126,12 @@ TEST(SchemaUpgrade, RemovingAQmRemovesTheDynamicModelsBuiltOnIt) {
   auto left = (*st)->ListDynamicModels(model);
   ASSERT_EQ(left->size(), 1u);
   EXPECT_EQ(left->front().hi_label, "Q4_K_M");
-  EXPECT_EQ(testing::IndexQueryInt(dir, "SELECT count(*) FROM dynamic_unit"), 2) << "its units went with it";
+  EXPECT_EQ(testing::IndexQueryInt(dir, "SELECT count(*) FROM dynamic_unit"), 2)
+      << "its units went with it";
   auto missing = (*st)->FindDynamicModel(model, "Q6_K", "Q2_K");
   EXPECT_TRUE(missing.status().IsNotFound());
-  EXPECT_NE(missing.status().message().find("hi=Q4_K_M,lo=Q2_K"), std::string::npos) << "names what there is";
+  EXPECT_NE(missing.status().message().find("hi=Q4_K_M,lo=Q2_K"), std::string::npos)
+      << "names what there is";
   ASSERT_TRUE(RemoveModel(st->get(), "stories260K").ok());
   EXPECT_EQ(testing::IndexQueryInt(dir, "SELECT count(*) FROM dynamic_model"), 0);
 }

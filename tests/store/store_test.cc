@@ -3,13 +3,13 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <set>
+
 #include "schema/quant_types.h"
 #include "store/gguf_export.h"
 #include "store/gguf_import.h"
 #include "store/naming.h"
 #include "store/verify.h"
-
-#include <set>
 #include "tests/support/store_util.h"
 #include "tests/support/test_util.h"
 
@@ -133,7 +133,8 @@ TEST_F(StoreTest, IdenticalTensorsAcrossFilesAreStoredOnce) {
 
 TEST_F(StoreTest, ExportWritesTheImportedFileByteForByte) {
   auto store = Open();
-  const std::string q4k = WriteGguf(tmp_.Join("k-Q4_K.gguf"), SmallLlama(ToId(QType::kQ4_K), 9, 2, 256));
+  const std::string q4k =
+      WriteGguf(tmp_.Join("k-Q4_K.gguf"), SmallLlama(ToId(QType::kQ4_K), 9, 2, 256));
   ASSERT_TRUE(ImportGguf(store.get(), q4k, {}).ok());
   const std::string out = tmp_.Join("out.gguf");
   auto r = ExportQmGguf(store.get(), "k", "Q4_K", out);
@@ -164,11 +165,13 @@ TEST_F(StoreTest, CollidingKeysNeverAliasTwoModules) {
 TEST_F(StoreTest, ACheckpointOfAnotherModelIsRefusedOrGoesToANewModel) {
   auto store = Open();
   ASSERT_TRUE(ImportGguf(store.get(), Checkpoint("same-F32.gguf", ToId(QType::kF32), 1), {}).ok());
-  const std::string other = WriteGguf(tmp_.Join("same-Q8_0.gguf"), SmallLlama(ToId(QType::kQ8_0), 1, 2, 96));
+  const std::string other =
+      WriteGguf(tmp_.Join("same-Q8_0.gguf"), SmallLlama(ToId(QType::kQ8_0), 1, 2, 96));
   auto r = ImportGguf(store.get(), other, {});
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(r.status().IsInvalidArgument());
-  EXPECT_NE(r.status().message().find("token_embd.weight"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("token_embd.weight"), std::string::npos)
+      << r.status().ToString();
   EXPECT_NE(r.status().message().find("--model"), std::string::npos);
   ImportOptions opts;
   opts.model = "bigger";
@@ -200,7 +203,8 @@ TEST_F(StoreTest, BadFilesLeaveTheStoreUnchanged) {
   Bytes magic = good;
   magic[1] = 'X';
   bad.push_back({"magic", magic});
-  bad.push_back({"truncated", Bytes(good.begin(), good.begin() + static_cast<long>(good.size() / 2))});
+  bad.push_back(
+      {"truncated", Bytes(good.begin(), good.begin() + static_cast<long>(good.size() / 2))});
   bad.push_back({"empty", {}});
   for (auto& [name, bytes] : bad) {
     const std::string path = tmp_.Join("b-" + name + ".gguf");
@@ -227,7 +231,8 @@ TEST_F(StoreTest, DiskFullMidImportLeavesTheIndexAndFilesAsTheyWere) {
     auto r = ImportGguf(store.get(), next, opts);
     env.Disarm();
     ASSERT_FALSE(r.ok()) << step;
-    EXPECT_NE(r.status().message().find("No space left"), std::string::npos) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("No space left"), std::string::npos)
+        << r.status().ToString();
     EXPECT_EQ(testing::SnapshotStore(dir_), before) << step;
   }
   auto r = ImportGguf(store.get(), next, {});
@@ -253,7 +258,8 @@ TEST_F(StoreTest, VerifyFindsDamagedMissingAndOrphanBlobs) {
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(report->errors(), 2u);
   std::string all;
-  for (const auto& i : report->issues) all += (i.error ? "E " : "W ") + i.where + ": " + i.message + "\n";
+  for (const auto& i : report->issues)
+    all += (i.error ? "E " : "W ") + i.where + ": " + i.message + "\n";
   EXPECT_NE(all.find("E " + damaged), std::string::npos) << all;
   EXPECT_NE(all.find("E " + missing), std::string::npos) << all;
   EXPECT_NE(all.find("W " + orphan), std::string::npos) << all;
@@ -280,7 +286,8 @@ TEST_F(StoreTest, ManifestListsEverySlotWithItsModule) {
   EXPECT_EQ(data->size(), q->bytes);
   auto missing = store->QmManifest("", "Q2_K");
   EXPECT_TRUE(missing.status().IsNotFound());
-  EXPECT_NE(missing.status().message().find("Q8_0"), std::string::npos) << "the error lists what there is";
+  EXPECT_NE(missing.status().message().find("Q8_0"), std::string::npos)
+      << "the error lists what there is";
 }
 
 TEST(Naming, GuessesModelAndLabelFromFileNames) {

@@ -18,7 +18,8 @@ Bytes RawBlockFrame(uint64_t declared, const Bytes& payload) {
   PutU32(&f, 0xFD2FB528);  // magic
   PutU8(&f, 0xE0);         // FCS field of 8 bytes, single segment, no checksum, no dictionary
   PutU64(&f, declared);
-  const uint32_t block = 1u | (0u << 1) | (static_cast<uint32_t>(payload.size()) << 3);  // last, raw
+  const uint32_t block =
+      1u | (0u << 1) | (static_cast<uint32_t>(payload.size()) << 3);  // last, raw
   PutU8(&f, block & 0xff);
   PutU8(&f, (block >> 8) & 0xff);
   PutU8(&f, (block >> 16) & 0xff);
@@ -41,7 +42,8 @@ TEST(Zstd, RefusesADeclaredSizeItsBlocksCannotHold) {
   Result<Bytes> out = ZstdDecompress(RawBlockFrame(tera, Bytes(100, 7)), tera, "liar.zst");
   ASSERT_FALSE(out.ok());
   EXPECT_TRUE(out.status().IsCorruption());
-  EXPECT_NE(out.status().message().find("can hold at most 100"), std::string::npos) << out.status().ToString();
+  EXPECT_NE(out.status().message().find("can hold at most 100"), std::string::npos)
+      << out.status().ToString();
   EXPECT_EQ(out.status().message().rfind("liar.zst", 0), 0u);
 }
 
@@ -67,7 +69,8 @@ TEST(Zstd, HighlyCompressibleModulesStillDecode) {
 TEST(Zstd, EveryPrefixAndFlipOfARealFrameIsCleanOrExact) {
   std::mt19937 rng(3);
   Bytes data(70000);
-  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i % 251 < 100 ? 0 : rng());
+  for (size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<uint8_t>(i % 251 < 100 ? 0 : rng());
   const Bytes frame = *ZstdCompress(data, 3);
   for (size_t n = 0; n < frame.size(); ++n) {
     Result<Bytes> out = ZstdDecompress(ByteSpan(frame).subspan(0, n), data.size(), "prefix");

@@ -53,7 +53,8 @@ Result<Bytes> EditPackIndex(ByteSpan pack, const std::function<Status(sqlite3*)>
   }
   // SQLite owns (and may grow) the copy it edits.
   const auto n = static_cast<sqlite3_int64>(parts->index.size());
-  auto* image = static_cast<unsigned char*>(sqlite3_malloc64(std::max<size_t>(parts->index.size(), 1)));
+  auto* image =
+      static_cast<unsigned char*>(sqlite3_malloc64(std::max<size_t>(parts->index.size(), 1)));
   if (image == nullptr) {
     sqlite3_close(db);
     return Status::IOError("sqlite3_malloc64 failed");

@@ -13,7 +13,8 @@ std::string SnapshotStore(const std::string& dir, bool include_files) {
   auto conn = store::Db::Open(Env::Default(), dir + "/index.sqlite", store::Db::Mode::kReadWrite);
   if (!conn.ok()) return conn.status().ToString();
   store::Db* db = conn->get();
-  for (const char* table : {"model", "slot", "qm", "qm_module", "blob", "ensemble", "eqm", "eqm_module"}) {
+  for (const char* table :
+       {"model", "slot", "qm", "qm_module", "blob", "ensemble", "eqm", "eqm_module"}) {
     auto st = db->Prepare(std::string("SELECT * FROM ") + table + " ORDER BY 1, 2");
     if (!st.ok()) return st.status().ToString();
     out += std::string("[") + table + "]\n";

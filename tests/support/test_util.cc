@@ -18,7 +18,8 @@ namespace fqpack::testing {
 
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");
-  std::string pattern = std::string(base != nullptr && *base ? base : "/tmp") + "/fqpack-test-XXXXXX";
+  std::string pattern =
+      std::string(base != nullptr && *base ? base : "/tmp") + "/fqpack-test-XXXXXX";
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back(0);
   char* dir = ::mkdtemp(buf.data());
@@ -171,7 +172,8 @@ struct FaultInjectionEnv::Model {
       const uint64_t off = it->first;
       if (off >= b.size()) continue;
       const size_t n = static_cast<size_t>(std::min<uint64_t>(it->second.size(), b.size() - off));
-      std::copy(it->second.begin(), it->second.begin() + static_cast<long>(n), b.begin() + static_cast<long>(off));
+      std::copy(it->second.begin(), it->second.begin() + static_cast<long>(n),
+                b.begin() + static_cast<long>(off));
     }
     return b;
   }
@@ -191,7 +193,8 @@ struct FaultInjectionEnv::Model {
     int fd = ::open(cpath.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return;
     struct stat s;
-    if (::fstat(fd, &s) == 0 && st.undo.empty() && static_cast<uint64_t>(s.st_size) == st.synced_size) {
+    if (::fstat(fd, &s) == 0 && st.undo.empty() &&
+        static_cast<uint64_t>(s.st_size) == st.synced_size) {
       ::close(fd);
       return;
     }
@@ -205,7 +208,8 @@ struct FaultInjectionEnv::Model {
 
 class FaultyWritableFile final : public WritableFile {
  public:
-  FaultyWritableFile(std::unique_ptr<WritableFile> base, FaultInjectionEnv* env, std::shared_ptr<FileState> state)
+  FaultyWritableFile(std::unique_ptr<WritableFile> base, FaultInjectionEnv* env,
+                     std::shared_ptr<FileState> state)
       : base_(std::move(base)), env_(env), state_(std::move(state)) {}
   Status Append(ByteSpan data) override {
     std::lock_guard<std::mutex> lock(env_->mu_);
@@ -237,7 +241,8 @@ class FaultyWritableFile final : public WritableFile {
 
 class FaultyRandomRWFile final : public RandomRWFile {
  public:
-  FaultyRandomRWFile(std::unique_ptr<RandomRWFile> base, FaultInjectionEnv* env, std::shared_ptr<FileState> state)
+  FaultyRandomRWFile(std::unique_ptr<RandomRWFile> base, FaultInjectionEnv* env,
+                     std::shared_ptr<FileState> state)
       : base_(std::move(base)), env_(env), state_(std::move(state)) {}
 
   Status Read(uint64_t offset, size_t n, uint8_t* out, size_t* got) override {
@@ -287,7 +292,8 @@ class FaultyRandomRWFile final : public RandomRWFile {
   std::shared_ptr<FileState> state_;
 };
 
-FaultInjectionEnv::FaultInjectionEnv(Env* target) : EnvWrapper(target), model_(std::make_unique<Model>()) {}
+FaultInjectionEnv::FaultInjectionEnv(Env* target)
+    : EnvWrapper(target), model_(std::make_unique<Model>()) {}
 
 FaultInjectionEnv::~FaultInjectionEnv() = default;
 
@@ -418,10 +424,12 @@ Result<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewWritableFile(const s
     state = std::make_shared<FileState>();
     model_->files[cpath] = state;
   }
-  return std::unique_ptr<WritableFile>(new FaultyWritableFile(std::move(f), this, std::move(state)));
+  return std::unique_ptr<WritableFile>(
+      new FaultyWritableFile(std::move(f), this, std::move(state)));
 }
 
-Result<std::unique_ptr<RandomRWFile>> FaultInjectionEnv::OpenRandomRWFile(const std::string& path, OpenMode mode) {
+Result<std::unique_ptr<RandomRWFile>> FaultInjectionEnv::OpenRandomRWFile(const std::string& path,
+                                                                          OpenMode mode) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string cpath = Canonical(path);
   uint64_t size = 0;
@@ -436,7 +444,8 @@ Result<std::unique_ptr<RandomRWFile>> FaultInjectionEnv::OpenRandomRWFile(const 
   } else {
     state = model_->StateOf(cpath);
   }
-  return std::unique_ptr<RandomRWFile>(new FaultyRandomRWFile(std::move(f), this, std::move(state)));
+  return std::unique_ptr<RandomRWFile>(
+      new FaultyRandomRWFile(std::move(f), this, std::move(state)));
 }
 
 Status FaultInjectionEnv::RenameFile(const std::string& from, const std::string& to) {

@@ -35,11 +35,11 @@ class TempDir {
 std::string TestDataDir();
 
 // Skips the current test (with a message) when FQ_TESTDATA is not set.
-#define FQ_REQUIRE_TESTDATA()                                                            \
-  do {                                                                                   \
-    if (::fqpack::testing::TestDataDir().empty()) {                                      \
+#define FQ_REQUIRE_TESTDATA()                                                           \
+  do {                                                                                  \
+    if (::fqpack::testing::TestDataDir().empty()) {                                     \
       GTEST_SKIP() << "FQ_TESTDATA is not set (CI sets it to ../shared/data); skipped"; \
-    }                                                                                    \
+    }                                                                                   \
   } while (0)
 
 std::string TestDataPath(const std::string& relative);
@@ -115,7 +115,8 @@ class FaultInjectionEnv : public EnvWrapper {
   [[noreturn]] void PowerLoss();
 
   Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override;
-  Result<std::unique_ptr<RandomRWFile>> OpenRandomRWFile(const std::string& path, OpenMode mode) override;
+  Result<std::unique_ptr<RandomRWFile>> OpenRandomRWFile(const std::string& path,
+                                                         OpenMode mode) override;
   Status RenameFile(const std::string& from, const std::string& to) override;
   Status RemoveFile(const std::string& path) override;
   Status RemoveDir(const std::string& path) override;
