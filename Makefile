@@ -12,7 +12,7 @@ FQPACK    := $(BUILD)/cli/fqpack
 # `make fuzz`.
 DEBS      := cmake make g++ pkg-config libsqlite3-dev libzstd-dev libxxhash-dev zlib1g-dev libssl-dev libeigen3-dev \
              libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev zstd xxhash python3 \
-             clang-14 libclang-rt-14-dev llvm-14
+             clang-14 libclang-rt-14-dev llvm-14 clang-format-14 clang-tidy-14
 
 # The sanitizer build: clang, ASan + UBSan, every fuzz target (README,
 # "Fuzzing and sanitizers").
@@ -33,7 +33,7 @@ SANITIZE_CRASH_STRIDE ?= 8
 export ASAN_SYMBOLIZER_PATH  ?= /usr/lib/llvm-14/bin/llvm-symbolizer
 export UBSAN_SYMBOLIZER_PATH ?= /usr/lib/llvm-14/bin/llvm-symbolizer
 
-.PHONY: demo test deps build bench clean format sanitize fuzz asan-build
+.PHONY: demo test deps build bench clean format lint tidy sanitize fuzz asan-build
 
 # The demo builds only the command it runs (no tests, no benchmarks).
 demo: deps
@@ -81,8 +81,16 @@ deps:
 	  fi; \
 	fi
 
-format:
-	@git ls-files '*.cc' '*.h' | xargs clang-format -i
+format: deps
+	@git ls-files '*.cc' '*.h' | xargs clang-format-14 -i
+
+# Every source as clang-format-14 leaves it (.clang-format); .ci/run runs it.
+lint: deps
+	@bash .ci/lint.sh format
+
+# clang-tidy-14 (.clang-tidy) over every library source; minutes.
+tidy: build
+	@bash .ci/lint.sh tidy $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
