@@ -243,7 +243,6 @@ uint64_t KvCacheBytes(const LlamaHparams& hp, int64_t n_ctx) {
 
 Session::Session(const Model* model, int64_t n_ctx, ThreadPool* pool)
     : model_(model),
-      pool_(pool),
       cache_(model->hparams(), n_ctx),
       scratch_(std::make_unique<ForwardScratch>(model, pool)) {}
 
@@ -288,7 +287,7 @@ uint64_t LayerStates::bytes() const {
 }
 
 BatchEvaluator::BatchEvaluator(const Model* model, ThreadPool* pool)
-    : model_(model), pool_(pool), scratch_(std::make_unique<ForwardScratch>(model, pool)) {}
+    : model_(model), scratch_(std::make_unique<ForwardScratch>(model, pool)) {}
 
 BatchEvaluator::~BatchEvaluator() = default;
 

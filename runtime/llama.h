@@ -107,7 +107,6 @@ class Session {
 
  private:
   const Model* model_;
-  ThreadPool* pool_;
   KvCache cache_;
   std::unique_ptr<ForwardScratch> scratch_;
 };
@@ -156,7 +155,6 @@ class BatchEvaluator {
 
  private:
   const Model* model_;
-  ThreadPool* pool_;
   std::unique_ptr<ForwardScratch> scratch_;
 };
 
