@@ -7,11 +7,9 @@
 #include <nlohmann/json.hpp>
 
 namespace fqpack {
-namespace {
-
 // Refuses nesting deeper than kMaxJsonDepth with one pass over the text (the
 // parser itself is iterative, but printing a nested value back is not).
-bool NestingWithinLimit(std::string_view text) {
+bool JsonNestingWithinLimit(std::string_view text) {
   int depth = 0;
   bool in_string = false;
   for (size_t i = 0; i < text.size(); ++i) {
@@ -32,9 +30,11 @@ bool NestingWithinLimit(std::string_view text) {
   return true;
 }
 
+namespace {
+
 // The parsed text, or a discarded value when it is not JSON.
 Result<nlohmann::json> Parse(std::string_view text, std::string_view what) {
-  if (!NestingWithinLimit(text)) {
+  if (!JsonNestingWithinLimit(text)) {
     return Status::Corruption(std::string(what) + ": JSON nested deeper than " +
                               std::to_string(kMaxJsonDepth));
   }

@@ -55,6 +55,10 @@ class JsonWriter {
 constexpr int kMaxJsonDepth = 64;
 
 // `text` as a JSON array of strings.
+// False when `text` nests arrays/objects deeper than kMaxJsonDepth (checked
+// in one pass before parsing: printing or destroying a deep value recurses).
+bool JsonNestingWithinLimit(std::string_view text);
+
 Result<std::vector<std::string>> ParseJsonStringArray(std::string_view text, std::string_view what);
 
 // The members of a JSON object: a string member as its value, any other

@@ -9,31 +9,8 @@
 namespace fqpack::store {
 namespace {
 
-// Refuses nesting deeper than kMaxJsonDepth before parsing: destroying a
-// deeply nested value recurses.
-bool NestingWithinLimit(std::string_view text) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > kMaxJsonDepth) return false;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return true;
-}
-
 Result<nlohmann::ordered_json> Parse(std::string_view text, const std::string& what) {
-  if (!NestingWithinLimit(text)) {
+  if (!JsonNestingWithinLimit(text)) {
     return Status::Corruption(what + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth));
   }
   nlohmann::ordered_json j =
