@@ -106,9 +106,9 @@ Result<rq::QuantizeRequest> MakeRequest(Context& ctx, const QuantizeArgs& args,
     if (floats.size() != 1) {
       std::string names;
       for (const auto& f : floats) names += (names.empty() ? "" : ", ") + f;
-      return Status::InvalidArgument(
-          "choose the float QM to quantize with --from" +
-          (names.empty() ? std::string(" (model '" + m.name + "' has none)") : " (" + names + ")"));
+      const std::string which =
+          names.empty() ? " (model '" + m.name + "' has none)" : " (" + names + ")";
+      return Status::InvalidArgument("choose the float QM to quantize with --from" + which);
     }
     req.from = floats[0];
   }

@@ -135,6 +135,7 @@ Result<std::string> TypeMix(Store* store, int64_t qm_id) {
   std::map<uint32_t, uint64_t> bytes;
   for (const auto& m : mods) bytes[m.desc.qtype] += m.raw_bytes;
   std::vector<std::pair<uint64_t, uint32_t>> order;
+  order.reserve(bytes.size());
   for (auto [t, b] : bytes) order.emplace_back(b, t);
   std::sort(order.rbegin(), order.rend());
   std::string s;
@@ -151,6 +152,7 @@ Status ListEnsembles(Store* store, const store::ModelInfo& m, JsonWriter* w, std
   for (const store::EnsembleInfo& e : ensembles) {
     FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, store->ListEqms(e.id));
     std::vector<uint64_t> fps;
+    fps.reserve(eqms.size());
     for (const store::EqmInfo& q : eqms) fps.push_back(q.footprint);
     const search::StepStats steps = search::FootprintSteps(fps);
     const uint64_t hi = fps.empty() ? 0 : *std::max_element(fps.begin(), fps.end());

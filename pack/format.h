@@ -21,7 +21,7 @@ constexpr uint8_t kFooterMagic[8] = {'F', 'Q', 'P', 'K', 'E', 'N', 'D', 0};
 // their pages can be released exactly; smaller ones on a cache line.
 constexpr uint64_t kPageAlign = 4096;
 constexpr uint64_t kSmallAlign = 64;
-constexpr uint64_t kPageAlignFrom = 64 * 1024;
+constexpr uint64_t kPageAlignFrom = uint64_t{64} << 10;
 
 struct Footer {
   uint64_t index_offset = 0;

@@ -436,8 +436,8 @@ void BlockCodec::FitWeighted(const float* x, const float* wt, int n, BlockGrid* 
       const int subs = n / shape.sub_len;
       Affine fits[kMaxSubBlocks];
       for (int s = 0; s < subs; ++s) {
-        fits[s] = FitAffine(x + s * shape.sub_len, wt + s * shape.sub_len, shape.sub_len,
-                            shape.qmax, true);
+        const ptrdiff_t at = ptrdiff_t{s} * shape.sub_len;
+        fits[s] = FitAffine(x + at, wt + at, shape.sub_len, shape.qmax, true);
       }
       QuantizeAffineScales(x, wt, fits, subs, shape.smax, g);
       return;
@@ -448,8 +448,8 @@ void BlockCodec::FitWeighted(const float* x, const float* wt, int n, BlockGrid* 
       const int subs = n / shape.sub_len;
       float fits[kMaxSubBlocks];
       for (int s = 0; s < subs; ++s) {
-        fits[s] = FitSymmetric(x + s * shape.sub_len, wt + s * shape.sub_len, shape.sub_len,
-                               shape.qmin, shape.qmax);
+        const ptrdiff_t at = ptrdiff_t{s} * shape.sub_len;
+        fits[s] = FitSymmetric(x + at, wt + at, shape.sub_len, shape.qmin, shape.qmax);
       }
       QuantizeSignedScales(x, wt, fits, subs, shape.smin, shape.smax, g);
       return;

@@ -15,9 +15,9 @@ namespace {
 // Weight bytes a row block of the batched path aims for: small enough to
 // stay in L2 while every token tile runs over it, large enough to amortize
 // the tile loop.
-constexpr size_t kRowBlockBytes = 128 * 1024;
+constexpr size_t kRowBlockBytes = size_t{128} << 10;
 // Weight bytes below which a decode chunk is not worth a thread hand-off.
-constexpr size_t kMinChunkBytes = 32 * 1024;
+constexpr size_t kMinChunkBytes = size_t{32} << 10;
 // Tokens from which activation conversion is split over the pool.
 constexpr int64_t kParallelConvertTokens = 16;
 
@@ -124,7 +124,7 @@ void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
   // it; within a tile each weight row is decoded once for up to
   // kMaxDotTokens tokens. Work items are (row block, token range); tokens
   // are split only when a matrix has too few rows to feed every thread.
-  const int64_t items_wanted = 4 * (pool != nullptr ? pool->size() : 1);
+  const int64_t items_wanted = int64_t{4} * (pool != nullptr ? pool->size() : 1);
   int64_t block_rows = std::clamp<int64_t>(
       static_cast<int64_t>(kRowBlockBytes / std::max<size_t>(1, row_bytes)), 4, 256);
   block_rows = std::min(block_rows, std::max<int64_t>(4, (rows + items_wanted - 1) / items_wanted));

@@ -234,7 +234,7 @@ Result<std::unique_ptr<Model>> Model::Load(const store::ModelManifest& manifest,
                               " out of range for " + std::to_string(manifest.slots.size()) +
                               " slots");
   }
-  m->position_of_idx_.assign(static_cast<size_t>(max_idx + 1), -1);
+  m->position_of_idx_.assign(static_cast<size_t>(max_idx) + 1, -1);
   for (size_t i = 0; i < m->slots_.size(); ++i) {
     int& pos = m->position_of_idx_[static_cast<size_t>(m->slots_[i].idx)];
     if (pos != -1) {

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -47,12 +49,20 @@ Result<uint64_t> ProcessRssBytes() {
   FILE* f = std::fopen("/proc/self/statm", "r");
   if (f == nullptr)
     return Status::IOError(std::string("/proc/self/statm: ") + std::strerror(errno));
-  unsigned long long size = 0, resident = 0;
-  const int n = std::fscanf(f, "%llu %llu", &size, &resident);
+  // "size resident shared text lib data dt", in pages.
+  char line[256] = {};
+  const bool read = std::fgets(line, sizeof line, f) != nullptr;
   std::fclose(f);
-  if (n != 2) return Status::IOError("/proc/self/statm: unreadable");
+  const char* end = line + std::strlen(line);
+  uint64_t size = 0, resident = 0;
+  auto [after_size, e1] = std::from_chars(line, end, size);
+  const char* p = after_size;
+  while (p < end && *p == ' ') ++p;
+  auto [after_resident, e2] = std::from_chars(p, end, resident);
+  if (!read || e1 != std::errc() || e2 != std::errc() || after_resident == p)
+    return Status::IOError("/proc/self/statm: unreadable");
   const long page = ::sysconf(_SC_PAGESIZE);
-  return static_cast<uint64_t>(resident) * static_cast<uint64_t>(page > 0 ? page : 4096);
+  return resident * static_cast<uint64_t>(page > 0 ? page : 4096);
 }
 
 Result<uint64_t> PackPayloadPresentBytes(const pack::PackReader& pack) {

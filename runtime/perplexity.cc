@@ -162,7 +162,7 @@ Result<PerplexityResult> Perplexity(const Model& model, std::span<const int32_t>
   Status error;
   int64_t done = 0;
   // Called after each chunk, from whichever thread scored it.
-  auto finish_chunk = [&](Status st) {
+  auto finish_chunk = [&](const Status& st) {
     std::lock_guard<std::mutex> lock(mu);
     if (!st.ok()) {
       if (error.ok()) error = st;
@@ -187,6 +187,7 @@ Result<PerplexityResult> Perplexity(const Model& model, std::span<const int32_t>
     // One scorer per thread that may be working at a time, handed out from a
     // free list: ParallelFor ranges carry no thread identity.
     std::vector<std::unique_ptr<ChunkScorer>> free_scorers;
+    free_scorers.reserve(static_cast<size_t>(pool->size()));
     for (int i = 0; i < pool->size(); ++i) {
       free_scorers.push_back(std::make_unique<ChunkScorer>(model, kl_base, n_ctx, nullptr));
     }

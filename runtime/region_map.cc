@@ -15,7 +15,7 @@ namespace {
 
 // Linux maps up to this many bytes of page-cache pages around a read fault
 // in a file mapping (fault_around_bytes, 64 KiB by default), aligned to it.
-constexpr uint64_t kFaultAroundBytes = 64 * 1024;
+constexpr uint64_t kFaultAroundBytes = uint64_t{64} << 10;
 
 }  // namespace
 

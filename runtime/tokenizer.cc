@@ -185,7 +185,7 @@ Result<Tokenizer> Tokenizer::FromMetadata(const gguf::Metadata& md) {
     for (size_t k = text.find(kSpaceMarker, 1); k != std::string::npos;
          k = text.find(kSpaceMarker, k + 1)) {
       if (k < kSpaceMarker.size() ||
-          std::string_view(text).substr(k - kSpaceMarker.size(), kSpaceMarker.size()) !=
+          std::string_view{text}.substr(k - kSpaceMarker.size(), kSpaceMarker.size()) !=
               kSpaceMarker) {
         tok.split_at_words_ = false;
       }

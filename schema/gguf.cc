@@ -402,7 +402,7 @@ size_t Value::size() const {
 
 std::string_view Value::StringAt(size_t k) const {
   const size_t begin = k == 0 ? 0 : static_cast<size_t>(ends[k - 1]);
-  return std::string_view(chars).substr(begin, static_cast<size_t>(ends[k]) - begin);
+  return std::string_view{chars}.substr(begin, static_cast<size_t>(ends[k]) - begin);
 }
 
 Value Value::At(size_t k) const {

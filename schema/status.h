@@ -119,9 +119,13 @@ class [[nodiscard]] Result {
 //   FQ_ASSIGN_OR_RETURN(auto file, env->MapFile(path));
 #define FQ_ASSIGN_OR_RETURN(lhs, expr) \
   FQ_ASSIGN_OR_RETURN_IMPL_(FQ_CONCAT_(fq_result_, __LINE__), lhs, expr)
+// tmp is a name and lhs may be a declaration, so neither can be
+// parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define FQ_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                              \
   if (!tmp.ok()) return tmp.status();             \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)
 
 #endif  // FQPACK_SCHEMA_STATUS_H_

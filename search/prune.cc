@@ -53,6 +53,7 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
   const std::vector<std::string>& labels = ensemble.library;
   FQ_ASSIGN_OR_RETURN(std::vector<store::EqmInfo> eqms, store->ListEqms(ensemble.id));
   std::vector<Point> before;
+  before.reserve(eqms.size());
   for (const store::EqmInfo& q : eqms) {
     before.push_back({q.step, q.footprint, q.calib_metric, q.calib_ppl});
   }

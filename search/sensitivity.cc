@@ -7,7 +7,7 @@ namespace fqpack::search {
 double MoveRate(const Library& lib, const Sensitivity& sens, int chain, int rung) {
   const SlotChain& c = lib.chains()[static_cast<size_t>(chain)];
   const uint64_t from = c.rungs[static_cast<size_t>(rung)].bytes;
-  const uint64_t to = c.rungs[static_cast<size_t>(rung + 1)].bytes;
+  const uint64_t to = c.rungs[static_cast<size_t>(rung) + 1].bytes;
   const double saved = from > to ? static_cast<double>(from - to) : 1.0;
   return (sens.Delta(chain, rung + 1) - sens.Delta(chain, rung)) / saved;
 }
@@ -20,12 +20,13 @@ std::vector<int> RankMoves(const Library& lib, const Sensitivity& sens, const Eq
     int chain;
   };
   std::vector<Key> keys;
+  keys.reserve(moves.size());
   for (int c : moves) {
     const SlotChain& ch = lib.chains()[static_cast<size_t>(c)];
     const int r = state[static_cast<size_t>(c)];
     keys.push_back(
         {MoveRate(lib, sens, c, r),
-         ch.rungs[static_cast<size_t>(r)].bytes - ch.rungs[static_cast<size_t>(r + 1)].bytes, c});
+         ch.rungs[static_cast<size_t>(r)].bytes - ch.rungs[static_cast<size_t>(r) + 1].bytes, c});
   }
   std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) {
     if (a.rate != b.rate) return a.rate < b.rate;
@@ -33,6 +34,7 @@ std::vector<int> RankMoves(const Library& lib, const Sensitivity& sens, const Eq
     return a.chain < b.chain;
   });
   std::vector<int> out;
+  out.reserve(keys.size());
   for (const Key& k : keys) out.push_back(k.chain);
   return out;
 }

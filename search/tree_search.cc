@@ -65,7 +65,7 @@ double RemainingArea(const Library& lib, const Sensitivity& sens, const EqmState
   for (size_t i = 0; i < chains.size(); ++i) {
     for (int r = state[i]; r < chains[i].moves(); ++r) {
       const uint64_t from = chains[i].rungs[static_cast<size_t>(r)].bytes;
-      const uint64_t to = chains[i].rungs[static_cast<size_t>(r + 1)].bytes;
+      const uint64_t to = chains[i].rungs[static_cast<size_t>(r) + 1].bytes;
       moves.push_back({!chains[i].searched, MoveRate(lib, sens, static_cast<int>(i), r),
                        from > to ? from - to : 0, static_cast<int>(i), r});
     }
@@ -201,6 +201,7 @@ Result<SearchResult> TreeSearch(const Library& lib, Evaluator* evaluator,
     if (order.size() > static_cast<size_t>(options.stem)) order.resize(options.stem);
 
     std::vector<Node> survivors;
+    survivors.reserve(order.size());
     for (size_t k : order) survivors.push_back(std::move(next[k]));
     if (!result.kept_states) {
       // Evaluate the survivors again, now keeping their activations.

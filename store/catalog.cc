@@ -528,6 +528,68 @@ Result<int64_t> CatalogReader::BrokenReferences() {
 
 // ---- Catalog: a store's index.
 
+namespace {
+
+// Brings an older index to the current schema in one transaction (the new
+// tables of store.sql and the new user_version commit together, so a kill
+// leaves the old version, which the next open upgrades again). Another
+// process may be upgrading at the same moment: the version is read again
+// under the write lock.
+Status UpgradeIndex(Db* db, int from) {
+  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db));
+  FQ_ASSIGN_OR_RETURN(int64_t now, db->QueryInt("PRAGMA user_version"));
+  if (now >= schema::kStoreSchemaVersion) return Status::OK();
+  const std::string_view sql = schema::StoreSqlUpgrade(static_cast<int>(now));
+  if (sql.empty()) {
+    return Status::NotSupported("no upgrade from store schema version " + std::to_string(from));
+  }
+  FQ_RETURN_IF_ERROR(db->Exec(sql));
+  FQ_RETURN_IF_ERROR(
+      db->Exec("PRAGMA user_version = " + std::to_string(schema::kStoreSchemaVersion)));
+  return txn->Commit();
+}
+
+}  // namespace
+
+Status Catalog::CreateIndex(Env* env, const std::string& path) {
+  FQ_ASSIGN_OR_RETURN(auto db, Db::Open(env, path, Db::Mode::kReadWriteCreate));
+  FQ_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL"));
+  FQ_RETURN_IF_ERROR(db->Exec("BEGIN"));
+  FQ_RETURN_IF_ERROR(db->Exec(schema::kStoreSql));
+  FQ_RETURN_IF_ERROR(
+      db->Exec("PRAGMA user_version = " + std::to_string(schema::kStoreSchemaVersion)));
+  return db->Exec("COMMIT");
+}
+
+Result<std::unique_ptr<Catalog>> Catalog::OpenIndex(Env* env, const std::string& path,
+                                                    const std::string& dir) {
+  FQ_ASSIGN_OR_RETURN(auto db, Db::Open(env, path, Db::Mode::kReadWrite));
+  Result<int64_t> version = db->QueryInt("PRAGMA user_version");
+  if (!version.ok()) {
+    return Status::InvalidArgument(path + ": not an fqpack store index (" +
+                                   version.status().message() + ")");
+  }
+  if (*version == 0) {
+    return Status::InvalidArgument(path + ": not an fqpack store index (schema version 0)");
+  }
+  if (*version > schema::kStoreSchemaVersion) {
+    return Status::NotSupported(dir + ": store schema version " + std::to_string(*version) +
+                                " is newer than this fqpack reads (" +
+                                std::to_string(schema::kStoreSchemaVersion) + "); upgrade fqpack");
+  }
+  Result<int64_t> tables = db->QueryInt(
+      "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
+      "('blob','model','slot','qm','qm_module')");
+  if (!tables.ok() || *tables != 5) {
+    return Status::Corruption(path + ": index is missing tables of the store schema");
+  }
+  if (*version < schema::kStoreSchemaVersion) {
+    FQ_RETURN_IF_ERROR(UpgradeIndex(db.get(), static_cast<int>(*version)).WithContext(path));
+  }
+  FQ_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL"));
+  return std::make_unique<Catalog>(std::move(db), dir);
+}
+
 Catalog::Catalog(std::unique_ptr<Db> db, std::string where)
     : CatalogReader(std::move(db), std::move(where)) {}
 

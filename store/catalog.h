@@ -341,7 +341,15 @@ struct BlobRow {
 // A store's index (index.sqlite). Writes are one transaction each.
 class Catalog : public CatalogReader {
  public:
-  // Takes over an open connection to a store index (store/store.cc).
+  // Writes a new, empty index of the current schema at `path` (one
+  // transaction; the caller renames it into place).
+  static Status CreateIndex(Env* env, const std::string& path);
+  // Opens the index at `path` of the store `dir` for reading and writing:
+  // checks that it is a store index this version reads and brings an older
+  // schema up to date.
+  static Result<std::unique_ptr<Catalog>> OpenIndex(Env* env, const std::string& path,
+                                                    const std::string& dir);
+  // Takes over an open connection to a store index.
   Catalog(std::unique_ptr<Db> db, std::string where);
 
   Result<StoreStats> Stats();

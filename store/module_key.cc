@@ -48,7 +48,7 @@ std::string ModuleDesc::ShapeString() const {
 std::string ModuleKey::Hex() const {
   static const char kHex[] = "0123456789abcdef";
   std::string s(32, '0');
-  for (int i = 0; i < 16; ++i) {
+  for (size_t i = 0; i < 16; ++i) {
     s[2 * i] = kHex[bytes[i] >> 4];
     s[2 * i + 1] = kHex[bytes[i] & 15];
   }
@@ -65,7 +65,7 @@ Result<ModuleKey> ModuleKey::FromHex(std::string_view hex) {
   ModuleKey k;
   if (hex.size() != 32)
     return Status::InvalidArgument("module key '" + std::string(hex) + "' is not 32 hex digits");
-  for (int i = 0; i < 16; ++i) {
+  for (size_t i = 0; i < 16; ++i) {
     int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
     if (hi < 0 || lo < 0)
       return Status::InvalidArgument("module key '" + std::string(hex) + "' is not hex");

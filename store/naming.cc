@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
 #include <utility>
 
@@ -74,7 +75,7 @@ std::string SlotKindOf(const std::string& name, int* layer) {
       std::string num = name.substr(4, dot - 4);
       bool digits = !num.empty() && num.size() < 6;
       for (char c : num) digits = digits && std::isdigit(static_cast<unsigned char>(c));
-      if (digits) *layer = std::atoi(num.c_str());
+      if (digits) std::from_chars(num.data(), num.data() + num.size(), *layer);
       rest = name.substr(dot + 1);
     }
   }

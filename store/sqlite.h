@@ -50,7 +50,7 @@ class Stmt {
   Stmt& Bind(int i, uint32_t v) { return Bind(i, static_cast<int64_t>(v)); }
   Stmt& Bind(int i, double v);
   Stmt& Bind(int i, std::string_view v);
-  Stmt& Bind(int i, const std::string& v) { return Bind(i, std::string_view(v)); }
+  Stmt& Bind(int i, const std::string& v) { return Bind(i, std::string_view{v}); }
   Stmt& Bind(int i, const char* v) { return Bind(i, std::string_view(v)); }
   Stmt& BindBlob(int i, ByteSpan v);
   Stmt& BindNull(int i);

@@ -4,9 +4,6 @@
 #include <cmath>
 #include <condition_variable>
 
-#include "schema/store_sql.h"
-#include "store/sqlite.h"
-
 namespace fqpack::store {
 namespace {
 
@@ -14,25 +11,6 @@ constexpr char kIndexName[] = "index.sqlite";
 constexpr char kLockName[] = "LOCK";
 
 std::string IndexPath(const std::string& dir) { return JoinPath(dir, kIndexName); }
-
-// Brings an older index to the current schema in one transaction (the new
-// tables of store.sql and the new user_version commit together, so a kill
-// leaves the old version, which the next open upgrades again). Another
-// process may be upgrading at the same moment: the version is read again
-// under the write lock.
-Status Upgrade(Db* db, int from) {
-  FQ_ASSIGN_OR_RETURN(auto txn, Txn::Begin(db));
-  FQ_ASSIGN_OR_RETURN(int64_t now, db->QueryInt("PRAGMA user_version"));
-  if (now >= schema::kStoreSchemaVersion) return Status::OK();
-  const std::string_view sql = schema::StoreSqlUpgrade(static_cast<int>(now));
-  if (sql.empty()) {
-    return Status::NotSupported("no upgrade from store schema version " + std::to_string(from));
-  }
-  FQ_RETURN_IF_ERROR(db->Exec(sql));
-  FQ_RETURN_IF_ERROR(
-      db->Exec("PRAGMA user_version = " + std::to_string(schema::kStoreSchemaVersion)));
-  return txn->Commit();
-}
 
 }  // namespace
 
@@ -71,15 +49,7 @@ Status Store::Init(Env* env, const std::string& dir, bool* created) {
   // Build the index under a temp name and rename it into place: a store
   // either has a complete index or none.
   const std::string tmp = UniqueTempName(IndexPath(dir) + ".init");
-  {
-    FQ_ASSIGN_OR_RETURN(auto db, Db::Open(env, tmp, Db::Mode::kReadWriteCreate));
-    FQ_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL"));
-    FQ_RETURN_IF_ERROR(db->Exec("BEGIN"));
-    FQ_RETURN_IF_ERROR(db->Exec(schema::kStoreSql));
-    FQ_RETURN_IF_ERROR(
-        db->Exec("PRAGMA user_version = " + std::to_string(schema::kStoreSchemaVersion)));
-    FQ_RETURN_IF_ERROR(db->Exec("COMMIT"));
-  }
+  FQ_RETURN_IF_ERROR(Catalog::CreateIndex(env, tmp));
   Status s = env->RenameFile(tmp, IndexPath(dir));
   if (!s.ok()) {
     (void)env->RemoveFile(tmp);
@@ -99,33 +69,9 @@ Result<std::unique_ptr<Store>> Store::Open(Env* env, const std::string& dir,
     return Status::InvalidArgument(dir + ": not an fqpack store (no " + kIndexName +
                                    "; run `fqpack init` to create one)");
   }
-  FQ_ASSIGN_OR_RETURN(auto db, Db::Open(env, IndexPath(dir), Db::Mode::kReadWrite));
-  Result<int64_t> version = db->QueryInt("PRAGMA user_version");
-  if (!version.ok()) {
-    return Status::InvalidArgument(IndexPath(dir) + ": not an fqpack store index (" +
-                                   version.status().message() + ")");
-  }
-  if (*version == 0) {
-    return Status::InvalidArgument(IndexPath(dir) +
-                                   ": not an fqpack store index (schema version 0)");
-  }
-  if (*version > schema::kStoreSchemaVersion) {
-    return Status::NotSupported(dir + ": store schema version " + std::to_string(*version) +
-                                " is newer than this fqpack reads (" +
-                                std::to_string(schema::kStoreSchemaVersion) + "); upgrade fqpack");
-  }
-  Result<int64_t> tables = db->QueryInt(
-      "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
-      "('blob','model','slot','qm','qm_module')");
-  if (!tables.ok() || *tables != 5) {
-    return Status::Corruption(IndexPath(dir) + ": index is missing tables of the store schema");
-  }
-  if (*version < schema::kStoreSchemaVersion) {
-    FQ_RETURN_IF_ERROR(Upgrade(db.get(), static_cast<int>(*version)).WithContext(IndexPath(dir)));
-  }
-  FQ_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL"));
-  return std::unique_ptr<Store>(
-      new Store(env, dir, options, std::make_unique<Catalog>(std::move(db), dir)));
+  FQ_ASSIGN_OR_RETURN(std::unique_ptr<Catalog> catalog,
+                      Catalog::OpenIndex(env, IndexPath(dir), dir));
+  return std::unique_ptr<Store>(new Store(env, dir, options, std::move(catalog)));
 }
 
 Result<std::unique_ptr<FileLock>> Store::WriterLock(bool wait) {

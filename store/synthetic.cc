@@ -68,9 +68,9 @@ void AddTokenizer(gguf::Metadata* md, uint32_t n_vocab) {
     ty.push_back(Value::Int(ValueType::kI32, types[i]));
   }
   md->Set("tokenizer.ggml.model", Value::String("llama"));
-  md->Set("tokenizer.ggml.tokens", Value::Array(ValueType::kString, std::move(t)));
-  md->Set("tokenizer.ggml.scores", Value::Array(ValueType::kF32, std::move(s)));
-  md->Set("tokenizer.ggml.token_type", Value::Array(ValueType::kI32, std::move(ty)));
+  md->Set("tokenizer.ggml.tokens", Value::Array(ValueType::kString, t));
+  md->Set("tokenizer.ggml.scores", Value::Array(ValueType::kF32, s));
+  md->Set("tokenizer.ggml.token_type", Value::Array(ValueType::kI32, ty));
   md->Set("tokenizer.ggml.bos_token_id", Value::Uint(ValueType::kU32, 1));
   md->Set("tokenizer.ggml.eos_token_id", Value::Uint(ValueType::kU32, 2));
   md->Set("tokenizer.ggml.unknown_token_id", Value::Uint(ValueType::kU32, 0));

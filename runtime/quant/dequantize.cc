@@ -193,8 +193,8 @@ void DequantizeRowQ6_K(const uint8_t* src, float* dst, int64_t n) {
       const int h = e / 128, r = e % 128, u = r / 32, l = r % 32;
       const int low4 = (b[i].ql[64 * h + 32 * (u & 1) + l] >> (4 * (u >> 1))) & 0xF;
       const int high2 = (b[i].qh[32 * h + l] >> (2 * u)) & 3;
-      const int q = (low4 | (high2 << 4)) - 32;
-      dst[e] = d * b[i].scales[e / 16] * q;
+      const int q = (low4 | (high2 << 4)) - 32, sub = e / 16;
+      dst[e] = d * b[i].scales[sub] * q;
     }
   }
 }

@@ -191,7 +191,7 @@ void DotQ2_KQ8_K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride,
                            }
                          }
                          int isum = 0, msum = 0;
-                         for (int s = 0; s < 16; ++s) {
+                         for (size_t s = 0; s < 16; ++s) {
                            isum += (b.scales[s] & 0xF) * DotCodes(q + 16 * s, y.qs + 16 * s, 16);
                            msum += (b.scales[s] >> 4) * y.bsums[s];
                          }
@@ -213,8 +213,9 @@ void DotQ3_KQ8_K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride,
                            }
                          }
                          int isum = 0;
-                         for (int s = 0; s < 16; ++s) {
-                           isum += Q3KScale(b.scales, s) * DotCodes(q + 16 * s, y.qs + 16 * s, 16);
+                         for (size_t s = 0; s < 16; ++s) {
+                           isum += Q3KScale(b.scales, static_cast<int>(s)) *
+                                   DotCodes(q + 16 * s, y.qs + 16 * s, 16);
                          }
                          return y.d * Fp16ToF32(b.d) * isum;
                        });
@@ -226,9 +227,9 @@ namespace {
 // sum_j mn_j * (bsums_2j + bsums_2j+1)) over the 8 sub-blocks of 32.
 float K4Sum(const uint8_t* scales, float d, float dmin, const int8_t* q, const BlockQ8_K& y) {
   int isum = 0, msum = 0;
-  for (int j = 0; j < 8; ++j) {
+  for (size_t j = 0; j < 8; ++j) {
     uint8_t sc, mn;
-    K4ScaleMin(scales, j, &sc, &mn);
+    K4ScaleMin(scales, static_cast<int>(j), &sc, &mn);
     isum += sc * DotCodes(q + 32 * j, y.qs + 32 * j, 32);
     msum += mn * (y.bsums[2 * j] + y.bsums[2 * j + 1]);
   }
@@ -284,7 +285,7 @@ void DotQ6_KQ8_K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride,
                            }
                          }
                          int isum = 0;
-                         for (int s = 0; s < 16; ++s) {
+                         for (size_t s = 0; s < 16; ++s) {
                            isum += b.scales[s] * DotCodes(q + 16 * s, y.qs + 16 * s, 16);
                          }
                          return y.d * Fp16ToF32(b.d) * isum;

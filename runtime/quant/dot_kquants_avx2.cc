@@ -6,6 +6,8 @@
 // (bsums): sum_s scale_s * offset * bsums_s is one madd per super-block.
 // The weight side of a group (unpacking, scale vectors) is done once for all
 // activation rows of the call.
+#include <cstddef>
+
 #include "runtime/quant/avx2_util.h"
 #include "runtime/quant/blocks.h"
 #include "runtime/quant/kernels.h"
@@ -80,7 +82,7 @@ void DotQ2K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
     __m256i sum[NT];
     for (int t = 0; t < NT; ++t) sum[t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
-      const __m256i bits = Load256(x[i].qs + 32 * h);
+      const __m256i bits = Load256(x[i].qs + ptrdiff_t{32} * h);
       for (int j = 0; j < 4; ++j) {
         const __m256i codes = LowBits(bits, 2 * j, 3);
         const __m256i scales = PairScale(sc_half[h], j);
@@ -133,7 +135,7 @@ void DotQ3K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
     __m256i sum[NT];
     for (int t = 0; t < NT; ++t) sum[t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
-      const __m256i bits = Load256(x[i].qs + 32 * h);
+      const __m256i bits = Load256(x[i].qs + ptrdiff_t{32} * h);
       for (int j = 0; j < 4; ++j) {
         const __m256i high = _mm256_slli_epi16(LowBits(hmask, 4 * h + j, 1), 2);
         const __m256i codes = _mm256_or_si256(LowBits(bits, 2 * j, 3), high);
@@ -235,9 +237,9 @@ void DotQ6K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
     __m256i sum[NT];
     for (int t = 0; t < NT; ++t) sum[t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
-      const __m256i ql0 = Load256(x[i].ql + 64 * h);
-      const __m256i ql1 = Load256(x[i].ql + 64 * h + 32);
-      const __m256i qh = Load256(x[i].qh + 32 * h);
+      const __m256i ql0 = Load256(x[i].ql + ptrdiff_t{64} * h);
+      const __m256i ql1 = Load256(x[i].ql + ptrdiff_t{64} * h + 32);
+      const __m256i qh = Load256(x[i].qh + ptrdiff_t{32} * h);
       const __m256i codes[4] = {
           _mm256_or_si256(_mm256_and_si256(ql0, low4), _mm256_slli_epi16(LowBits(qh, 0, 3), 4)),
           _mm256_or_si256(_mm256_and_si256(ql1, low4), _mm256_slli_epi16(LowBits(qh, 2, 3), 4)),

@@ -139,19 +139,21 @@ void UnpackBitStream(int bits, const uint8_t* in, int r, uint8_t* q) {
   }
 }
 
+// Chunk c of kGroupChunk codes packs into 4 * bits bytes.
 void PackGroupCodes(int bits, const uint8_t* q, int len, uint8_t* out) {
-  const int whole = len / kGroupChunk;
-  for (int c = 0; c < whole; ++c) PackChunk(bits, q + c * kGroupChunk, out + c * 4 * bits);
+  const ptrdiff_t whole = len / kGroupChunk, chunk_bytes = ptrdiff_t{4} * bits;
+  for (ptrdiff_t c = 0; c < whole; ++c) PackChunk(bits, q + c * kGroupChunk, out + c * chunk_bytes);
   if (len % kGroupChunk != 0) {
-    PackBitStream(bits, q + whole * kGroupChunk, len % kGroupChunk, out + whole * 4 * bits);
+    PackBitStream(bits, q + whole * kGroupChunk, len % kGroupChunk, out + whole * chunk_bytes);
   }
 }
 
 void UnpackGroupCodes(int bits, const uint8_t* in, int len, uint8_t* q) {
-  const int whole = len / kGroupChunk;
-  for (int c = 0; c < whole; ++c) UnpackChunk(bits, in + c * 4 * bits, q + c * kGroupChunk);
+  const ptrdiff_t whole = len / kGroupChunk, chunk_bytes = ptrdiff_t{4} * bits;
+  for (ptrdiff_t c = 0; c < whole; ++c)
+    UnpackChunk(bits, in + c * chunk_bytes, q + c * kGroupChunk);
   if (len % kGroupChunk != 0) {
-    UnpackBitStream(bits, in + whole * 4 * bits, len % kGroupChunk, q + whole * kGroupChunk);
+    UnpackBitStream(bits, in + whole * chunk_bytes, len % kGroupChunk, q + whole * kGroupChunk);
   }
 }
 

@@ -70,7 +70,7 @@ inline __m256i DecodePartialChunk(const uint8_t* p, int r) {
 
 template <int kBits, int kGroup, int NT>
 void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float* out) {
-  constexpr size_t kChunkBytes = 4 * kBits;
+  constexpr size_t kChunkBytes = size_t{4} * kBits;
   const uint8_t* act[NT];
   __m256 acc[2][NT];
   float offset[NT];
@@ -140,7 +140,7 @@ void QuantizeRowGroupIntActAvx2(const float* src, uint8_t* dst, int64_t n) {
     const float d = max / 127.f;
     const __m256 id = _mm256_set1_ps(max != 0.0f ? 127.f / max : 0.0f);
     __m256i i[4];
-    for (int k = 0; k < 4; ++k)
+    for (size_t k = 0; k < 4; ++k)
       i[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(src + 8 * k), id));
     const int sum =
         HsumEpi32(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));

@@ -70,7 +70,7 @@ int CodeOf(float x, float scale, float min, int max_code) {
 // sub-scales are then RoundClamped(*iscale * scale[s]).
 float SignedSubScales(const float* src, float code_min, float sub_min, float scale[16],
                       float* iscale, uint16_t* d_out) {
-  for (int s = 0; s < 16; ++s) scale[s] = SignedAbsMax(src + 16 * s, 16) / code_min;
+  for (size_t s = 0; s < 16; ++s) scale[s] = SignedAbsMax(src + 16 * s, 16) / code_min;
   const float max_scale = SignedAbsMax(scale, 16);
   *iscale = max_scale != 0 ? sub_min / max_scale : 0;
   return HalfRound(*iscale != 0 ? 1 / *iscale : 0, d_out);
@@ -258,7 +258,7 @@ void QuantizeRowQ2_K(const float* src, uint8_t* dst, int64_t n) {
   for (int64_t i = 0; i < n / kQKK; ++i, src += kQKK) {
     std::memset(&y[i], 0, sizeof(BlockQ2_K));
     float scale[16], min[16], max_scale = 0, max_min = 0;
-    for (int s = 0; s < 16; ++s) {
+    for (size_t s = 0; s < 16; ++s) {
       ScaleMin(src + 16 * s, 16, 3, &scale[s], &min[s]);
       max_scale = std::max(max_scale, scale[s]);
       max_min = std::max(max_min, min[s]);
@@ -322,7 +322,7 @@ void PackK4Scales(const int* sc, const int* mn, uint8_t* out) {
 void QuantizeK4Block(const float* x, int max_code, uint16_t* d_out, uint16_t* dmin_out,
                      uint8_t* scales_out, int* codes) {
   float scale[8], min[8], max_scale = 0, max_min = 0;
-  for (int s = 0; s < 8; ++s) {
+  for (size_t s = 0; s < 8; ++s) {
     ScaleMin(x + 32 * s, 32, max_code, &scale[s], &min[s]);
     max_scale = std::max(max_scale, scale[s]);
     max_min = std::max(max_min, min[s]);

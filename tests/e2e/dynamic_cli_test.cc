@@ -14,15 +14,11 @@ namespace fqpack {
 namespace {
 
 using testing::FqpackBinary;
+using testing::JsonNumber;
+using testing::JsonString;
 using testing::RunCommand;
 using testing::TempDir;
 using testing::TestDataPath;
-
-double JsonNumber(const std::string& json, const std::string& key) {
-  const size_t at = json.find("\"" + key + "\":");
-  if (at == std::string::npos) return NAN;
-  return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
-}
 
 class DynamicCliTest : public ::testing::Test {
  protected:

@@ -14,20 +14,9 @@ namespace {
 
 using testing::ElasticLadder;
 using testing::FqpackBinary;
+using testing::JsonNumber;
+using testing::JsonString;
 using testing::RunCommand;
-
-double JsonNumber(const std::string& json, const std::string& key) {
-  const size_t at = json.find("\"" + key + "\":");
-  if (at == std::string::npos) return NAN;
-  return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
-}
-
-std::string JsonString(const std::string& json, const std::string& key) {
-  size_t at = json.find("\"" + key + "\":");
-  if (at == std::string::npos) return "";
-  at = json.find('"', at + key.size() + 3) + 1;
-  return json.substr(at, json.find('"', at) - at);
-}
 
 size_t Count(const std::string& text, const std::string& what) {
   size_t n = 0;

@@ -22,6 +22,8 @@ namespace fqpack {
 namespace {
 
 using testing::FqpackBinary;
+using testing::JsonNumber;
+using testing::JsonString;
 using testing::RunCommand;
 using testing::TempDir;
 using testing::TestDataPath;
@@ -34,47 +36,6 @@ std::string ReadText(const std::string& path) {
 }
 
 std::string Quote(const std::string& s) { return "'" + s + "'"; }
-
-// The number after "key": in a JSON document (NaN when absent).
-double JsonNumber(const std::string& json, const std::string& key) {
-  const size_t at = json.find("\"" + key + "\":");
-  if (at == std::string::npos) return NAN;
-  return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
-}
-
-// The string after "key": in a JSON document, unescaped (ASCII escapes and
-// \u00XX, which is all the reference file uses).
-std::string JsonString(const std::string& json, const std::string& key) {
-  size_t i = json.find("\"" + key + "\":");
-  if (i == std::string::npos) return "";
-  i = json.find('"', i + key.size() + 3) + 1;
-  std::string out;
-  for (; i < json.size() && json[i] != '"'; ++i) {
-    if (json[i] != '\\') {
-      out += json[i];
-      continue;
-    }
-    const char c = json[++i];
-    switch (c) {
-      case 'n':
-        out += '\n';
-        break;
-      case 't':
-        out += '\t';
-        break;
-      case 'r':
-        out += '\r';
-        break;
-      case 'u':
-        out += static_cast<char>(std::strtol(json.substr(i + 1, 4).c_str(), nullptr, 16));
-        i += 4;
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
 
 // The evaluation text llama.cpp was run on: tinystories_val.txt with every
 // line that is exactly "<|endoftext|>" left empty.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -40,6 +41,44 @@ std::string TestDataDir() {
 }
 
 std::string TestDataPath(const std::string& relative) { return JoinPath(TestDataDir(), relative); }
+
+double JsonNumber(const std::string& json, const std::string& key) {
+  const size_t at = json.find("\"" + key + "\":");
+  if (at == std::string::npos) return NAN;
+  return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
+}
+
+std::string JsonString(const std::string& json, const std::string& key) {
+  size_t i = json.find("\"" + key + "\":");
+  if (i == std::string::npos) return "";
+  i = json.find('"', i + key.size() + 3) + 1;
+  std::string out;
+  for (; i < json.size() && json[i] != '"'; ++i) {
+    if (json[i] != '\\') {
+      out += json[i];
+      continue;
+    }
+    const char c = json[++i];
+    switch (c) {
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 'u':
+        out += static_cast<char>(std::strtol(json.substr(i + 1, 4).c_str(), nullptr, 16));
+        i += 4;
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
 
 int RunCommand(const std::string& command, std::string* output) {
   FILE* p = ::popen(command.c_str(), "r");

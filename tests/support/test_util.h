@@ -50,6 +50,13 @@ int RunCommand(const std::string& command, std::string* output = nullptr);
 // The fqpack binary under test.
 std::string FqpackBinary();
 
+// The number after "key": in a JSON document such as `fqpack --json` prints
+// (NaN when absent): the first occurrence, at any depth.
+double JsonNumber(const std::string& json, const std::string& key);
+// The string after "key": in a JSON document, unescaped (ASCII escapes and
+// \u00XX); empty when absent.
+std::string JsonString(const std::string& json, const std::string& key);
+
 // Fails, kills or cuts the power at a chosen file operation, and keeps the
 // model of what is durable that a power cut consults.
 //
