@@ -157,6 +157,32 @@ TEST_F(ElasticCliTest, BudgetTraceLogsEveryTransitionAndWritesThemAsJson) {
   EXPECT_EQ(JsonString(out, "level"), "eqm:" + std::to_string(last / 2));
 }
 
+// -n past the context shifts it, also while a budget trace swaps modules.
+TEST_F(ElasticCliTest, RunPastTheContextShiftsItUnderABudgetTrace) {
+  ThreadPool pool(2);
+  auto rt = Runtime(&pool);
+  const auto& levels = rt->residency()->levels();
+  const uint64_t overhead = rt->overhead().total();
+  const std::string trace =
+      WriteText("shift-trace.csv", "token_index,budget\n40," +
+                                       std::to_string(levels.back().footprint + overhead) + "\n");
+  const std::string run = "--json run " + *pack_ + " -p t5t9 -n 100 -c 32 --temp 0";
+  std::string out, again;
+  ASSERT_EQ(Fq(run, &out, false), 0) << out;
+  EXPECT_EQ(JsonNumber(out, "generated_tokens"), 100) << out;
+  EXPECT_EQ(JsonString(out, "stop"), "length");
+  EXPECT_GE(JsonNumber(out, "context_shifts"), 3) << out;
+  ASSERT_EQ(Fq(run, &again, false), 0);
+  EXPECT_EQ(out, again);
+  ASSERT_EQ(Fq(run + " --budget-trace " + trace, &out, false), 0) << out;
+  EXPECT_EQ(JsonNumber(out, "generated_tokens"), 100) << out;
+  EXPECT_GE(JsonNumber(out, "context_shifts"), 3) << out;
+  EXPECT_EQ(JsonNumber(out, "transition_count"), 1) << out;
+  // Without the JSON: a note says how many.
+  ASSERT_EQ(Fq("run " + *pack_ + " -p t5t9 -n 100 -c 32 --temp 0 --keep -1", &out), 0) << out;
+  EXPECT_NE(out.find("context shifts: "), std::string::npos) << out;
+}
+
 TEST_F(ElasticCliTest, PerplexityOfAnEqmEqualsTheStoreQmAndItsExportedGguf) {
   std::string a, b;
   ASSERT_EQ(Fq("ppl " + *pack_ + " --eqm 0 -f " + *text_ + " -c 16", &a, false), 0) << a;
