@@ -270,7 +270,11 @@ TEST_F(Stories260K, GenerationPastTheContextShiftsIt) {
   // 5 prompt tokens + 99 fed back through 32 positions, 15 dropped a shift.
   EXPECT_EQ(JsonNumber(a, "context_shifts"), 5) << a;
   ASSERT_EQ(RunCommand(cmd + " 2>/dev/null", &b), 0);
-  EXPECT_EQ(a, b) << "greedy output after a shift is deterministic";
+  auto tokens = [](const std::string& json) {
+    const size_t at = json.find("\"tokens\"");
+    return json.substr(at, json.find(']', at) - at);
+  };
+  EXPECT_EQ(tokens(b), tokens(a)) << "greedy output after a shift is deterministic";
   ASSERT_EQ(RunCommand(cmd + " --no-context-shift 2>/dev/null", &b), 0);
   EXPECT_EQ(JsonString(b, "stop"), "context") << b;
   EXPECT_EQ(JsonNumber(b, "context_shifts"), 0);
