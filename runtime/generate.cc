@@ -64,8 +64,9 @@ Status EvalTokens(Session* session, std::span<const int32_t> tokens, const Gener
 //   elastic runtime and dynamic precision change between tokens.
 // - The KV cache layout stays private to the forward pass.
 // The cost: a batched evaluation of the n_past - n_discard kept tokens
-// (about n_ctx / 2) per n_discard generated tokens; batched evaluation runs
-// at prompt speed, several times decode's rate per token.
+// (about n_ctx / 2) per n_discard generated tokens; a batched token costs
+// about a third of a decoded one, so shifts add about a third to generation
+// time (README, `run`).
 Result<int64_t> ShiftContext(Session* session, const GenerateOptions& options,
                              std::vector<float>* logits) {
   const std::span<const int32_t> held = session->tokens();
