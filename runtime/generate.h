@@ -78,11 +78,12 @@ Result<GenerateStats> Generate(Session* session, std::span<const int32_t> prompt
 // n_past tokens it holds, keeps the first n_keep = min(options.n_keep,
 // n_past), drops the oldest n_discard = (n_past - n_keep) / 2 of the rest and
 // moves the others down to positions n_keep.. . Afterwards the session holds
-// exactly what a fresh Session holds after evaluating the kept tokens (it
-// evaluates them again; generate.cc says why), and *logits are the logits of
-// the last kept token. Evaluation follows `options` (n_batch, before_token).
-// Returns n_discard; 0 when there is nothing to drop, and then the session
-// and *logits are unchanged.
+// bit for bit what a fresh Session holds after evaluating the kept tokens in
+// the same passes (it evaluates them again; generate.cc says why), and
+// *logits are the logits of the last kept token. Evaluation follows
+// `options` (n_batch, before_token). Returns n_discard; 0 when there is
+// nothing to drop, and then the session and *logits are unchanged. After an
+// error the session holds only part of the kept tokens.
 Result<int64_t> ShiftContext(Session* session, const GenerateOptions& options,
                              std::vector<float>* logits);
 
