@@ -1,4 +1,5 @@
-# The two commands a newcomer runs:
+# The two commands a newcomer runs (README; ./bootstrap.sh installs make
+# first where it is missing, then runs make with the same target):
 #   make demo   install what is missing, build, run the main job on its default input
 #   make test   install what is missing, build, run the whole test suite
 # Everything else is a step of those two.

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -64,6 +65,8 @@ struct RunArgs {
   float temperature = 0.8f;
   float top_p = 0.95f;
   int64_t seed = -1;
+  int64_t keep = 0;
+  bool no_context_shift = false;
 };
 
 Status RunRun(Context& ctx, const RunArgs& args) {
@@ -106,6 +109,12 @@ Status RunRun(Context& ctx, const RunArgs& args) {
   opts.sampling.seed = args.seed >= 0 ? static_cast<uint64_t>(args.seed) : std::random_device{}();
   opts.bos = tok.bos();
   opts.eos = tok.eos();
+  opts.context_shift = !args.no_context_shift;
+  // llama.cpp's rule: --keep N prompt tokens after the BOS, which a shift
+  // always keeps; -1 (or more than the prompt has) keeps the whole prompt.
+  const auto prompt_size = static_cast<int64_t>(prompt.size());
+  const int64_t with_bos = args.keep + (prompt.front() == tok.bos() ? 1 : 0);
+  opts.n_keep = args.keep < 0 ? prompt_size : std::min(with_bos, prompt_size);
   if (dyn.runner != nullptr) {
     opts.before_token = [&dyn](std::span<const float> previous) {
       return dyn.runner->BeforeToken(previous);
@@ -168,6 +177,7 @@ Status RunRun(Context& ctx, const RunArgs& args) {
         .Key("prompt_tokens").Int(r->prompt_tokens)
         .Key("generated_tokens").Int(r->generated)
         .Key("stop").String(runtime::StopReasonName(r->stop))
+        .Key("context_shifts").Int(r->context_shifts)
         .Key("prompt_seconds").Double(r->prompt_seconds)
         .Key("generate_seconds").Double(r->generate_seconds)
         .Key("seed").Uint(opts.sampling.seed)
@@ -196,6 +206,11 @@ Status RunRun(Context& ctx, const RunArgs& args) {
            FormatSeconds(r->generate_seconds) + " (" + rate(r->generated, r->generate_seconds) +
            " tokens/s); stopped at " + runtime::StopReasonName(r->stop) + "; " +
            std::to_string(ctx.Threads()) + " threads");
+  if (r->context_shifts > 0) {
+    ctx.Note("context shifts: " + std::to_string(r->context_shifts) + " (n_keep " +
+             std::to_string(opts.n_keep) + "; evaluating the kept tokens again took " +
+             FormatSeconds(r->shift_seconds) + ")");
+  }
   if (dyn.runner != nullptr) {
     NoteDynamic(ctx, dyn, r->generated / std::max(r->generate_seconds, 1e-9));
   } else if (rt != nullptr) {
@@ -215,10 +230,17 @@ void RegisterRunCommand(CLI::App& app, Context& ctx) {
   run->source.AddOptions(r, true);
   r->add_option("-p,--prompt", run->prompt, "Prompt text (empty: start from BOS alone)");
   r->add_option("-n,--n-predict", run->n_predict,
-                "Tokens to generate at most (default -1: until end of text or a full context)")
+                "Tokens to generate at most; past a full context, the oldest half of it (after "
+                "--keep) is dropped (default -1: until end of text or a full context)")
       ->check(CLI::Range(int64_t{-1}, int64_t{1} << 24));
   r->add_option("-c,--ctx-size", run->n_ctx, "Context length (default: the model's)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  r->add_option("--keep", run->keep,
+                "Prompt tokens (after the BOS) a context shift keeps; -1: the whole prompt "
+                "(default 0)")
+      ->check(CLI::Range(int64_t{-1}, int64_t{1} << 24));
+  r->add_flag("--no-context-shift", run->no_context_shift,
+              "Stop when the context is full instead of dropping the oldest half of it");
   r->add_option("--temp", run->temperature, "Temperature; 0 is greedy (default 0.8)")
       ->check(CLI::Range(0.0f, 100.0f));
   r->add_option("--top-p", run->top_p, "Nucleus sampling threshold in (0, 1] (default 0.95)");

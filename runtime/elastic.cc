@@ -185,10 +185,14 @@ Result<ElasticGenerateResult> ElasticRuntime::Generate(
   }
   const double head_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   int64_t generated = 0;
+  // A context shift evaluates the kept tokens in passes of n_batch too: the
+  // budget holds scratch for that many.
+  GenerateOptions gen = options;
+  gen.n_batch = n_batch_;
   FQ_ASSIGN_OR_RETURN(
       result.generate,
       runtime::Generate(
-          session_.get(), prompt.last(prompt.size() - head), options, [&](int32_t token) -> Status {
+          session_.get(), prompt.last(prompt.size() - head), gen, [&](int32_t token) -> Status {
             FQ_RETURN_IF_ERROR(on_token(token));
             ++generated;
             // The last token is never fed back: no transition for it.

@@ -7,6 +7,11 @@
 // after n_predict tokens, or when the context is full. Stop tokens are not
 // passed to the callback.
 //
+// A full context stops generation only when n_predict is -1 (or shifting is
+// off): with a token limit, Generate shifts the context as llama.cpp's main
+// example does ("infinite text generation"): it keeps the first n_keep
+// tokens, drops the oldest half of the rest and goes on (ShiftContext).
+//
 // Thread-safety: Generate drives one Session from the calling thread.
 #ifndef FQPACK_RUNTIME_GENERATE_H_
 #define FQPACK_RUNTIME_GENERATE_H_
@@ -34,6 +39,16 @@ struct GenerateOptions {
   // sees every position; dynamic precision (runtime/dynamic.h) picks each
   // token's precision there. A non-OK Status stops generation.
   std::function<Status(std::span<const float> previous_logits)> before_token;
+  // Context shift when the context is full and n_predict >= 0 (see above).
+  bool context_shift = true;
+  // Tokens at the start of the context that a shift keeps (llama.cpp's
+  // n_keep: the BOS, plus `--keep` prompt tokens); at most what the session
+  // holds.
+  int64_t n_keep = 1;
+  // Tokens per Eval when the prompt or the kept tokens of a shift are
+  // evaluated (the elastic runtime's budget counts scratch for that many);
+  // 0: all in one Eval.
+  int64_t n_batch = 0;
 };
 
 enum class StopReason { kLength, kEos, kBos, kContextFull };
@@ -46,6 +61,8 @@ struct GenerateStats {
   double generate_seconds = 0;  // from the end of the prompt to the last token
   StopReason stop = StopReason::kLength;
   std::vector<int32_t> tokens;  // the generated tokens
+  int64_t context_shifts = 0;
+  double shift_seconds = 0;  // re-evaluating kept tokens, part of generate_seconds
 };
 
 // Continues `session` (usually empty) with `prompt`, which must hold at least
@@ -56,6 +73,19 @@ struct GenerateStats {
 Result<GenerateStats> Generate(Session* session, std::span<const int32_t> prompt,
                                const GenerateOptions& options,
                                const std::function<Status(int32_t token)>& on_token);
+
+// Makes room in `session` the way llama.cpp's context shift does: of the
+// n_past tokens it holds, keeps the first n_keep = min(options.n_keep,
+// n_past), drops the oldest n_discard = (n_past - n_keep) / 2 of the rest and
+// moves the others down to positions n_keep.. . Afterwards the session holds
+// bit for bit what a fresh Session holds after evaluating the kept tokens in
+// the same passes (it evaluates them again; generate.cc says why), and
+// *logits are the logits of the last kept token. Evaluation follows
+// `options` (n_batch, before_token). Returns n_discard; 0 when there is
+// nothing to drop, and then the session and *logits are unchanged. After an
+// error the session holds only part of the kept tokens.
+Result<int64_t> ShiftContext(Session* session, const GenerateOptions& options,
+                             std::vector<float>* logits);
 
 }  // namespace fqpack::runtime
 

@@ -277,6 +277,7 @@ Status Session::Eval(std::span<const int32_t> tokens, size_t logits_from,
     }
   }
   cache_.set_n_past(cache_.n_past() + n);
+  tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
   return Status::OK();
 }
 

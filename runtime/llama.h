@@ -89,8 +89,14 @@ class Session {
   int64_t n_ctx() const { return cache_.n_ctx(); }
   int64_t n_past() const { return cache_.n_past(); }
   const KvCache& cache() const { return cache_; }
+  // The token at each position 0 .. n_past() - 1: what a context shift
+  // (runtime/generate.h) evaluates again.
+  std::span<const int32_t> tokens() const { return tokens_; }
   // Forgets every position (the next Eval starts at position 0).
-  void Reset() { cache_.Clear(); }
+  void Reset() {
+    cache_.Clear();
+    tokens_.clear();
+  }
 
   // Runs `tokens` at positions n_past() .. n_past() + size - 1 and appends
   // them to the cache. The logits of tokens[logits_from..] are written to
@@ -108,6 +114,7 @@ class Session {
  private:
   const Model* model_;
   KvCache cache_;
+  std::vector<int32_t> tokens_;  // tokens_.size() == cache_.n_past()
   std::unique_ptr<ForwardScratch> scratch_;
 };
 

@@ -46,8 +46,10 @@ struct OpenOptions {
 };
 
 struct GenerateRequest {
-  std::string prompt;        // "" starts from BOS alone
-  int64_t max_tokens = 128;  // -1: until the end of the text or a full context
+  std::string prompt;  // "" starts from BOS alone
+  // -1: until the end of the text or a full context; a limit goes on past a
+  // full context, dropping the oldest half of it after the first token.
+  int64_t max_tokens = 128;
   float temperature = 0.8f;  // 0 = greedy
   float top_p = 0.95f;
   uint64_t seed = 0;

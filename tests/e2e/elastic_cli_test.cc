@@ -146,6 +146,45 @@ TEST_F(ElasticCliTest, BudgetTraceLogsEveryTransitionAndWritesThemAsJson) {
   EXPECT_EQ(JsonString(out, "level"), "eqm:" + std::to_string(last / 2));
 }
 
+// -n past the context shifts it, also while a budget trace swaps modules.
+// (The tiny model says EOS after 32 tokens from this prompt: past its 4
+// prompt tokens and 28 free positions, so after one shift.)
+TEST_F(ElasticCliTest, RunPastTheContextShiftsItUnderABudgetTrace) {
+  ThreadPool pool(2);
+  auto rt = Runtime(&pool);
+  const auto& levels = rt->residency()->levels();
+  const uint64_t overhead = rt->overhead().total();
+  auto tokens = [](const std::string& json) {
+    const size_t at = json.find("\"tokens\"");
+    return json.substr(at, json.find(']', at) - at);
+  };
+  const std::string run = "--json run " + *pack_ + " -p t5t9 -n 100 -c 32 --temp 0";
+  std::string out, again;
+  ASSERT_EQ(Fq(run, &out, false), 0) << out;
+  const double prompt = JsonNumber(out, "prompt_tokens");
+  EXPECT_GT(JsonNumber(out, "generated_tokens"), 32 - prompt + 1) << out;
+  EXPECT_NE(JsonString(out, "stop"), "context");
+  EXPECT_GE(JsonNumber(out, "context_shifts"), 1) << out;
+  ASSERT_EQ(Fq(run, &again, false), 0);
+  EXPECT_EQ(tokens(out), tokens(again)) << "greedy output after a shift is deterministic";
+
+  ASSERT_EQ(Fq(run + " --no-context-shift", &out, false), 0) << out;
+  EXPECT_EQ(JsonString(out, "stop"), "context");
+  EXPECT_EQ(JsonNumber(out, "generated_tokens"), 32 - prompt + 1);
+  EXPECT_EQ(JsonNumber(out, "context_shifts"), 0);
+
+  const std::string trace =
+      WriteText("shift-trace.csv", "token_index,budget\n20," +
+                                       std::to_string(levels.back().footprint + overhead) + "\n");
+  ASSERT_EQ(Fq(run + " --budget-trace " + trace, &out, false), 0) << out;
+  EXPECT_GT(JsonNumber(out, "generated_tokens"), 32 - prompt + 1) << out;
+  EXPECT_GE(JsonNumber(out, "context_shifts"), 1) << out;
+  EXPECT_EQ(JsonNumber(out, "transition_count"), 1) << out;
+  // Without the JSON: a note says how many.
+  ASSERT_EQ(Fq("run " + *pack_ + " -p t5t9 -n 100 -c 32 --temp 0 --keep -1", &out), 0) << out;
+  EXPECT_NE(out.find("context shifts: "), std::string::npos) << out;
+}
+
 TEST_F(ElasticCliTest, PerplexityOfAnEqmEqualsTheStoreQmAndItsExportedGguf) {
   std::string a, b;
   ASSERT_EQ(Fq("ppl " + *pack_ + " --eqm 0 -f " + *text_ + " -c 16", &a, false), 0) << a;

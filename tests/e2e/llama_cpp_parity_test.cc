@@ -220,6 +220,27 @@ TEST_F(Stories260K, GenerationContinuesAPromptAndPrintsOnlyNewText) {
   EXPECT_EQ(JsonNumber(json, "prompt_tokens"), 3);  // BOS, "One", "day"
 }
 
+// -n past the context: the context shifts (keeping the BOS, dropping the
+// oldest half of the rest) instead of stopping, as llama.cpp's main does.
+TEST_F(Stories260K, GenerationPastTheContextShiftsIt) {
+  const std::string cmd = fq_ + "--json run --prompt 'Once upon a time' -n 100 -c 32 --temp 0";
+  std::string a, b;
+  ASSERT_EQ(RunCommand(cmd + " 2>/dev/null", &a), 0) << a;
+  EXPECT_EQ(JsonNumber(a, "generated_tokens"), 100) << a;
+  EXPECT_EQ(JsonString(a, "stop"), "length");
+  // 5 prompt tokens + 99 fed back through 32 positions, 15 dropped a shift.
+  EXPECT_EQ(JsonNumber(a, "context_shifts"), 5) << a;
+  ASSERT_EQ(RunCommand(cmd + " 2>/dev/null", &b), 0);
+  auto tokens = [](const std::string& json) {
+    const size_t at = json.find("\"tokens\"");
+    return json.substr(at, json.find(']', at) - at);
+  };
+  EXPECT_EQ(tokens(b), tokens(a)) << "greedy output after a shift is deterministic";
+  ASSERT_EQ(RunCommand(cmd + " --no-context-shift 2>/dev/null", &b), 0);
+  EXPECT_EQ(JsonString(b, "stop"), "context") << b;
+  EXPECT_EQ(JsonNumber(b, "context_shifts"), 0);
+}
+
 TEST_F(Stories260K, TooShortTextIsAClearError) {
   const std::string text = dir_.Join("short.txt");
   std::ofstream(text) << "Once upon a time there was a cat.\n";
