@@ -78,7 +78,7 @@ Result<Library> Library::Build(std::vector<LibraryQm> qms, const LibraryOptions&
     }
     // Every QM must be runnable: an unsupported type is reported now, not
     // after minutes of search.
-    Result<runtime::LlamaHparams> hp = runtime::Model::Validate(q.manifest);
+    Result<runtime::Hparams> hp = runtime::Model::Validate(q.manifest);
     if (!hp.ok()) return hp.status();
   }
 
