@@ -4,7 +4,8 @@
 // (reference/llama_cpp_ppl_zoo.tsv: llama-perplexity -c 256 --chunks 60 on
 // text/tinystories_val.ppl.txt), through the fqpack command, the same method
 // as llama_cpp_parity_test.cc. Every row whose file is in the zoo runs; one
-// test per family, so a failure names the architecture.
+// test per family, so a failure names the architecture. Also `synth --arch`
+// for every family and the exit code of an unknown architecture.
 
 #include <gtest/gtest.h>
 
@@ -142,6 +143,58 @@ TEST(ZooParity, Gemma3) {
 TEST(ZooParity, Phi3WhenItsFileArrives) {
   FQ_REQUIRE_TESTDATA();
   CheckFamily("phi3");
+}
+
+// synth --arch writes a model of each family that the runtime then runs,
+// and ls names its architecture.
+TEST(SynthArch, EveryArchitectureImportsAndRuns) {
+  for (const std::string arch : {"llama", "qwen2", "qwen3", "gemma3", "phi3"}) {
+    SCOPED_TRACE(arch);
+    TempDir dir;
+    const std::string fq = FqpackBinary() + " --store " + Quote(dir.Join("store")) + " ";
+    const std::string file = dir.Join(arch + ".gguf");
+    // qwen3 and gemma3 with heads wider than n_embd / n_head, as theirs are.
+    const std::string head = arch == "qwen3" || arch == "gemma3" ? " --head-dim 48" : "";
+    std::string out;
+    ASSERT_EQ(
+        RunCommand(fq + "synth --arch " + arch + head +
+                       " --embd 64 --heads 4 --kv-heads 2 --layers 7 --ff 96 --vocab 300 -o " +
+                       Quote(file) + " 2>&1",
+                   &out),
+        0)
+        << out;
+    EXPECT_NE(out.find("synthetic " + arch), std::string::npos) << out;
+    ASSERT_EQ(RunCommand(fq + "-q import " + Quote(file) + " 2>&1", &out), 0) << out;
+    ASSERT_EQ(RunCommand(fq + "ls", &out), 0) << out;
+    EXPECT_NE(out.find("(" + arch + ", "), std::string::npos) << out;
+    EXPECT_EQ(RunCommand(fq + "run --prompt 'Once upon' -n 4 --temp 0 2>&1", &out), 0) << out;
+  }
+}
+
+// A GGUF of an architecture the runtime does not know imports (the store
+// keeps any GGUF) but does not run: exit code 5 (not supported), naming the
+// model and the architecture.
+TEST(SynthArch, UnknownArchitectureExitsNotSupported) {
+  TempDir dir;
+  const std::string fq = FqpackBinary() + " --store " + Quote(dir.Join("store")) + " ";
+  const std::string qwen = dir.Join("q.gguf"), mamba = dir.Join("m.gguf");
+  std::string out;
+  ASSERT_EQ(RunCommand(fq +
+                           "synth --arch qwen2 --embd 64 --heads 4 --kv-heads 2 --layers 2 --ff "
+                           "96 --vocab 300 -o " +
+                           Quote(qwen) + " 2>&1",
+                       &out),
+            0)
+      << out;
+  // "qwen2" -> "mamba" everywhere: the architecture and its keys' prefix.
+  std::string bytes = ReadText(qwen);
+  for (size_t at = bytes.find("qwen2"); at != std::string::npos; at = bytes.find("qwen2", at)) {
+    bytes.replace(at, 5, "mamba");
+  }
+  std::ofstream(mamba, std::ios::binary) << bytes;
+  ASSERT_EQ(RunCommand(fq + "-q import " + Quote(mamba) + " --model m 2>&1", &out), 0) << out;
+  EXPECT_EQ(RunCommand(fq + "run --prompt hi -n 2 2>&1", &out), 5) << out;
+  EXPECT_NE(out.find("m/F32: architecture 'mamba' is not supported"), std::string::npos) << out;
 }
 
 }  // namespace
