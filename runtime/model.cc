@@ -90,6 +90,11 @@ Result<Hparams> Model::Validate(const store::ModelManifest& manifest) {
   }
   for (size_t i = 0; i < manifest.slots.size(); ++i) {
     if (!used[i]) {
+      // Phi-3.5 and the 128k Phi-3 models: LongRoPE's per-pair factors.
+      if (manifest.slots[i].name.rfind("rope_factors_", 0) == 0) {
+        return Status::NotSupported(what + ": tensor '" + manifest.slots[i].name +
+                                    "': LongRoPE rope scaling is not supported");
+      }
       return Status::NotSupported(what + ": tensor '" + manifest.slots[i].name +
                                   "' is not part of the " + std::string(hp.arch_name()) +
                                   " graph fqpack runs");

@@ -28,8 +28,9 @@ void SplitLabel(const std::string& text, std::string* model, std::string* label)
 }  // namespace
 
 bool IsSearchedKind(const std::string& kind, bool include_embed) {
-  static const std::set<std::string> kMatrices = {"attn_q",   "attn_k", "attn_v",  "attn_output",
-                                                  "ffn_gate", "ffn_up", "ffn_down"};
+  // attn_qkv: phi3's fused Q/K/V projection, a matrix like the others.
+  static const std::set<std::string> kMatrices = {"attn_q",      "attn_k",   "attn_v", "attn_qkv",
+                                                  "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
   if (kMatrices.count(kind) != 0) return true;
   return include_embed && (kind == "embed" || kind == "output");
 }

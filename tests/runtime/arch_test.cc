@@ -476,5 +476,17 @@ TEST(ArchValidate, ATensorOfAnotherFamilyIsNotSupported) {
       << s.message();
 }
 
+TEST(ArchValidate, LongRopeFactorsAreNamedAsNotSupported) {
+  // Phi-3.5's per-pair LongRoPE factors: a clear refusal, not a wrong result.
+  auto m = MakeArchModel({.arch = "phi3"});
+  store::ManifestSlot extra = m->manifest.slots.back();
+  extra.name = "rope_factors_long.weight";
+  extra.idx = static_cast<int>(m->manifest.slots.size());
+  m->manifest.slots.push_back(extra);
+  Status s = Model::Validate(m->manifest).status();
+  EXPECT_TRUE(s.IsNotSupported()) << s.ToString();
+  EXPECT_TRUE(Contains(s, "'rope_factors_long.weight': LongRoPE")) << s.message();
+}
+
 }  // namespace
 }  // namespace fqpack::runtime
