@@ -38,6 +38,7 @@ struct ArchSpec {
   int64_t head_dim = 8;
   int64_t n_swa = 0;  // written as attention.sliding_window when > 0
   float rope_base = 10000.0f;
+  float rope_scale = 0;  // linear rope.scaling.factor when > 0
   float rms_eps = 1e-5f;
   bool tied_output = false;
   uint32_t seed = 1;
@@ -74,6 +75,10 @@ gguf::Metadata ArchMetadata(const ArchSpec& s) {
   out.Set(a + "rope.freq_base", Value::Float(ValueType::kF32, s.rope_base));
   out.Set(a + "attention.layer_norm_rms_epsilon", Value::Float(ValueType::kF32, s.rms_eps));
   if (s.n_swa > 0) out.Set(a + "attention.sliding_window", u32(s.n_swa));
+  if (s.rope_scale > 0) {
+    out.Set(a + "rope.scaling.type", Value::String("linear"));
+    out.Set(a + "rope.scaling.factor", Value::Float(ValueType::kF32, s.rope_scale));
+  }
   return out;
 }
 
@@ -171,11 +176,13 @@ Vec MatVecRef(const std::vector<float>& w, const Vec& x) {
 }
 
 // Rotation of each head: NEOX pairs dimension i with i + hd/2, NORM pairs
-// 2i with 2i+1; pair i turns by pos * base^(-2i/hd).
-void RopeRef(Vec* v, int64_t n_heads, int64_t hd, bool neox, double base, int64_t pos) {
+// 2i with 2i+1; pair i turns by pos * base^(-2i/hd) / factor (linear
+// scaling: positions squeezed by the factor).
+void RopeRef(Vec* v, int64_t n_heads, int64_t hd, bool neox, double base, double factor,
+             int64_t pos) {
   for (int64_t h = 0; h < n_heads; ++h) {
     for (int64_t i = 0; i < hd / 2; ++i) {
-      const double angle = static_cast<double>(pos) * std::pow(base, -2.0 * i / hd);
+      const double angle = static_cast<double>(pos) * std::pow(base, -2.0 * i / hd) / factor;
       const size_t i0 = static_cast<size_t>(h * hd + (neox ? i : 2 * i));
       const size_t i1 = static_cast<size_t>(h * hd + (neox ? i + hd / 2 : 2 * i + 1));
       const double a = (*v)[i0], b = (*v)[i1];
@@ -236,10 +243,12 @@ std::vector<double> ReferenceLogits(const ArchModel& m, const std::vector<int32_
           std::copy(y.begin(), y.end(), k[t].begin() + h2 * hd);
         }
       }
-      // gemma3's windowed layers turn with base 10000 whatever rope.freq_base says.
+      // gemma3's windowed layers turn with base 10000 and no scaling,
+      // whatever rope.freq_base and rope.scaling say.
       const double base = windowed ? 10000.0 : s.rope_base;
-      RopeRef(&q[t], s.n_head, hd, neox, base, t);
-      RopeRef(&k[t], s.n_head_kv, hd, neox, base, t);
+      const double factor = windowed || s.rope_scale == 0 ? 1.0 : s.rope_scale;
+      RopeRef(&q[t], s.n_head, hd, neox, base, factor, t);
+      RopeRef(&k[t], s.n_head_kv, hd, neox, base, factor, t);
     }
     for (int64_t t = 0; t < n; ++t) {
       Vec att(static_cast<size_t>(qd), 0.0);
@@ -386,7 +395,16 @@ INSTANTIATE_TEST_SUITE_P(
               .rope_base = 1e6f,
               .tied_output = true,
               .seed = 7}},
-        Case{"LlamaNorm", {.arch = "llama", .seed = 8}}),
+        // Gemma 3 4B's kind: global layers scaled linearly, windowed ones not.
+        Case{"Gemma3LinearRopeScaling",
+             {.arch = "gemma3",
+              .n_layer = 6,
+              .n_swa = 6,
+              .rope_base = 1e6f,
+              .rope_scale = 8.0f,
+              .seed = 9}},
+        Case{"LlamaNorm", {.arch = "llama", .seed = 8}},
+        Case{"LlamaLinearRopeScaling", {.arch = "llama", .rope_scale = 4.0f, .seed = 10}}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 TEST(Arch, TableDescribesEachFamily) {
