@@ -35,24 +35,24 @@ enum class Activation { kSilu, kGelu };
 // (GGUF names, per block "blk.N." + name) a true field brings in.
 struct ArchInfo {
   std::string_view name;  // general.architecture
-  RopeType rope;
-  Activation act;
-  bool qkv_bias;       // attn_q.bias, attn_k.bias, attn_v.bias (required)
-  bool qk_norm;        // attn_q_norm.weight, attn_k_norm.weight: RMSNorm per head
-  bool post_norms;     // post_attention_norm.weight, post_ffw_norm.weight
-  bool fused_qkv;      // attn_qkv.weight = [Q; K; V] rows instead of attn_q/k/v
-  bool fused_gate_up;  // ffn_up.weight = [gate; up] rows (gate first), no ffn_gate
-  bool rope_freqs;     // optional rope_freqs.weight: per-pair divisors of the angle
-  bool embd_scale;     // the embedding is multiplied by sqrt(n_embd)
+  RopeType rope = RopeType::kNorm;
+  Activation act = Activation::kSilu;
+  bool qkv_bias = false;       // attn_q.bias, attn_k.bias, attn_v.bias (required)
+  bool qk_norm = false;        // attn_q_norm.weight, attn_k_norm.weight: RMSNorm per head
+  bool post_norms = false;     // post_attention_norm.weight, post_ffw_norm.weight
+  bool fused_qkv = false;      // attn_qkv.weight = [Q; K; V] rows instead of attn_q/k/v
+  bool fused_gate_up = false;  // ffn_up.weight = [gate; up] rows (gate first), no ffn_gate
+  bool rope_freqs = false;     // optional rope_freqs.weight: per-pair divisors of the angle
+  bool embd_scale = false;     // the embedding is multiplied by sqrt(n_embd)
   // Q is multiplied by the attention scale before attention (then the
   // scores are not scaled) instead of scaling the scores.
-  bool q_prescale;
+  bool q_prescale = false;
   // Sliding-window attention: every swa_pattern-th layer is global, the
   // others see only the last n_swa positions (0: no sliding window).
-  int swa_pattern;
-  bool swa_ignored;     // the window key is read but not applied (llama.cpp's phi3)
-  float swa_rope_base;  // rope base of the windowed layers unless rope.freq_base_swa says
-  bool softcaps;        // attn_logit_softcapping / final_logit_softcapping keys are read
+  int swa_pattern = 0;
+  bool swa_ignored = false;        // the window key is read but not applied (llama.cpp's phi3)
+  float swa_rope_base = 10000.0f;  // rope base of the windowed layers unless rope.freq_base_swa
+  bool softcaps = false;           // attn_logit_softcapping / final_logit_softcapping are read
 };
 
 // The supported architectures, in the order `fqpack synth --arch` lists them.

@@ -15,7 +15,9 @@
 #include <random>
 
 #include "runtime/llama.h"
+#include "runtime/llama_kernels.h"
 #include "runtime/model.h"
+#include "runtime/quant/quant.h"
 #include "schema/half.h"
 #include "tests/support/tiny_llama.h"
 
@@ -406,6 +408,57 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"LlamaNorm", {.arch = "llama", .seed = 8}},
         Case{"LlamaLinearRopeScaling", {.arch = "llama", .rope_scale = 4.0f, .seed = 10}}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
+
+// The attention kernels' sliding window (positions before `first` take no
+// part) and gemma2-style score softcapping, portable and AVX2, against
+// double precision.
+TEST(ArchKernels, AttendHonoursTheWindowAndTheSoftcap) {
+  std::vector<std::pair<const char*, const llama_kernels::Kernels*>> sets = {
+      {"portable", &llama_kernels::Portable()}};
+  if (quant::CpuHasAvx2()) sets.push_back({"avx2", &llama_kernels::Avx2()});
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+  for (auto [name, k] : sets) {
+    for (int64_t len : {1, 9, 40, 77}) {
+      for (int64_t first : {int64_t{0}, len / 3, len - 1}) {
+        for (float softcap : {0.0f, 2.5f}) {
+          const int64_t hd = 16, kt_stride = (len + 7) / 8 * 8, v_stride = hd;
+          std::vector<float> q(hd), s(kt_stride), out(hd);
+          // Junk (NaN) before the window too: it must not leak in.
+          std::vector<uint16_t> kt(hd * kt_stride, F32ToFp16(NAN)), v(len * v_stride);
+          for (float& x : q) x = dist(rng);
+          for (int64_t d = 0; d < hd; ++d) {
+            for (int64_t j = 0; j < len; ++j) {
+              kt[d * kt_stride + j] = j < first ? F32ToFp16(NAN) : F32ToFp16(dist(rng));
+              v[j * v_stride + d] = j < first ? F32ToFp16(NAN) : F32ToFp16(dist(rng));
+            }
+          }
+          const float scale = 0.6f;
+          k->attend(q.data(), kt.data(), kt_stride, v.data(), v_stride, hd, first, len, scale,
+                    softcap, s.data(), out.data());
+          std::vector<double> w(len, 0.0);
+          double max = -1e300, sum = 0;
+          for (int64_t j = first; j < len; ++j) {
+            double dot = 0;
+            for (int64_t d = 0; d < hd; ++d)
+              dot += static_cast<double>(q[d]) * Fp16ToF32(kt[d * kt_stride + j]);
+            w[j] = dot * scale;
+            if (softcap > 0) w[j] = softcap * std::tanh(w[j] / softcap);
+            max = std::max(max, w[j]);
+          }
+          for (int64_t j = first; j < len; ++j) sum += (w[j] = std::exp(w[j] - max));
+          for (int64_t d = 0; d < hd; ++d) {
+            double ref = 0;
+            for (int64_t j = first; j < len; ++j)
+              ref += w[j] / sum * Fp16ToF32(v[j * v_stride + d]);
+            EXPECT_NEAR(out[d], ref, 2e-5)
+                << name << " len " << len << " first " << first << " softcap " << softcap;
+          }
+        }
+      }
+    }
+  }
+}
 
 TEST(Arch, TableDescribesEachFamily) {
   const ArchInfo* gemma = FindArch("gemma3");
