@@ -58,7 +58,7 @@ Status RunCalibrateDynamic(Context& ctx, const CalibrateDynamicArgs& args) {
 
   FQ_ASSIGN_OR_RETURN(gguf::Metadata md, gguf::ParseMetadata(m.metadata, m.n_kv, m.name));
   FQ_ASSIGN_OR_RETURN(runtime::Tokenizer tok, runtime::Tokenizer::FromMetadata(md));
-  FQ_ASSIGN_OR_RETURN(runtime::LlamaHparams hp, runtime::ReadLlamaHparams(md, m.name));
+  FQ_ASSIGN_OR_RETURN(runtime::Hparams hp, runtime::ReadHparams(md, m.name));
   FQ_ASSIGN_OR_RETURN(Bytes text, ReadFileBytes(ctx.env, args.calib_file));
   const std::vector<int32_t> tokens =
       tok.Encode(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()), true);

@@ -6,6 +6,7 @@
 #include "cli/app.h"
 #include "cli/output.h"
 #include "pack/reader.h"
+#include "runtime/arch.h"
 #include "schema/json.h"
 #include "schema/quant_types.h"
 #include "schema/units.h"
@@ -473,15 +474,86 @@ Status RunExport(Context& ctx, const ExportArgs& args) {
 
 struct SynthArgs {
   store::SyntheticLlama spec;
+  std::string arch = "llama";
+  uint32_t head_dim = 0;  // attention.key_length; 0: n_embd / heads
   std::string type = "F32";
   std::string out;
 };
 
+// A model of any architecture of the runtime's table: its keys, then the
+// tensors its graph reads (runtime::ExpectedTensors), so that what synth
+// writes is exactly what the runtime validates.
+Status WriteSyntheticArch(Context& ctx, const SynthArgs& args) {
+  using gguf::Value;
+  using gguf::ValueType;
+  const store::SyntheticLlama& s = args.spec;
+  if (s.n_heads == 0 || s.n_kv_heads == 0 || s.n_heads % s.n_kv_heads != 0 ||
+      (args.head_dim == 0 && s.n_embd % s.n_heads != 0)) {
+    return Status::InvalidArgument(
+        "synthetic model: kv heads must divide the heads, and heads the embedding unless "
+        "--head-dim is given");
+  }
+  const uint32_t head_dim = args.head_dim > 0 ? args.head_dim : s.n_embd / s.n_heads;
+  const std::string a = args.arch + ".";
+  auto u32 = [](uint64_t v) { return Value::Uint(ValueType::kU32, v); };
+  gguf::Metadata md;
+  md.Set("general.architecture", Value::String(args.arch));
+  md.Set("general.name", Value::String(s.name));
+  md.Set(a + "context_length", u32(s.n_ctx));
+  md.Set(a + "embedding_length", u32(s.n_embd));
+  md.Set(a + "feed_forward_length", u32(s.n_ff));
+  md.Set(a + "attention.head_count", u32(s.n_heads));
+  md.Set(a + "attention.head_count_kv", u32(s.n_kv_heads));
+  md.Set(a + "block_count", u32(s.n_layers));
+  md.Set(a + "attention.key_length", u32(head_dim));
+  md.Set(a + "attention.value_length", u32(head_dim));
+  md.Set(a + "rope.dimension_count", u32(head_dim));
+  // The bases and windows the families ship with (Qwen 1e6, Gemma 3 1B's
+  // 512-token window and 1e6 global base).
+  const bool qwen = args.arch == "qwen2" || args.arch == "qwen3";
+  const bool gemma = args.arch == "gemma3";
+  md.Set(a + "rope.freq_base", Value::Float(ValueType::kF32, qwen || gemma ? 1e6 : 10000.0));
+  md.Set(a + "attention.layer_norm_rms_epsilon", Value::Float(ValueType::kF32, 1e-6));
+  if (gemma) md.Set(a + "attention.sliding_window", u32(512));
+  // Read back through the runtime's table: the same checks a real file gets.
+  gguf::Metadata with_vocab = md;
+  with_vocab.Set(
+      "tokenizer.ggml.tokens",
+      Value::Array(ValueType::kString, std::vector<Value>(s.n_vocab, Value::String("t"))));
+  FQ_ASSIGN_OR_RETURN(runtime::Hparams hp, runtime::ReadHparams(with_vocab, "synth"));
+  std::vector<store::SyntheticTensor> tensors;
+  for (const runtime::ExpectedTensor& t : runtime::ExpectedTensors(hp)) {
+    if (!t.required && !(t.name == "output.weight" && !s.tied_output)) continue;
+    store::SyntheticTensor st;
+    st.name = t.name;
+    const bool vector = t.ne[1] == 1;
+    st.ne = vector ? std::vector<uint64_t>{t.ne[0]} : std::vector<uint64_t>{t.ne[0], t.ne[1]};
+    st.fill = !vector                                     ? store::SyntheticTensor::Fill::kMatrix
+              : t.name.find(".bias") != std::string::npos ? store::SyntheticTensor::Fill::kBias
+                                                          : store::SyntheticTensor::Fill::kNorm;
+    tensors.push_back(std::move(st));
+  }
+  return store::WriteSyntheticGguf(ctx.env, args.out, std::move(md), tensors, s.type, s.n_vocab,
+                                   s.seed);
+}
+
 Status RunSynth(Context& ctx, SynthArgs args) {
   FQ_ASSIGN_OR_RETURN(args.spec.type, ParseQTypeName(args.type));
-  FQ_RETURN_IF_ERROR(store::WriteSyntheticLlama(ctx.env, args.out, args.spec));
+  if (runtime::FindArch(args.arch) == nullptr) {
+    std::string names;
+    for (const runtime::ArchInfo& a : runtime::Architectures()) {
+      if (!names.empty()) names += ", ";
+      names += a.name;
+    }
+    return Status::InvalidArgument("synth --arch '" + args.arch + "': one of " + names);
+  }
+  if (args.arch == "llama" && args.head_dim == 0) {
+    FQ_RETURN_IF_ERROR(store::WriteSyntheticLlama(ctx.env, args.out, args.spec));
+  } else {
+    FQ_RETURN_IF_ERROR(WriteSyntheticArch(ctx, args));
+  }
   FQ_ASSIGN_OR_RETURN(uint64_t size, ctx.env->GetFileSize(args.out));
-  ctx.Print("wrote " + args.out + ": synthetic llama (random weights), " +
+  ctx.Print("wrote " + args.out + ": synthetic " + args.arch + " (random weights), " +
             std::to_string(args.spec.n_layers) + " layers, n_embd " +
             std::to_string(args.spec.n_embd) + ", " + args.type + ", " + FormatBytes(size));
   return Status::OK();
@@ -541,8 +613,14 @@ void RegisterStoreCommands(CLI::App& app, Context& ctx) {
   auto synth = std::make_shared<SynthArgs>();
   CLI::App* syn = app.add_subcommand(
       "synth",
-      "Write a llama GGUF with random weights (a model of any shape for demos and benchmarks)");
+      "Write a GGUF with random weights (a model of any architecture and shape for demos and "
+      "benchmarks)");
   syn->add_option("-o,--output", synth->out, "Output GGUF file")->required();
+  syn->add_option("--arch", synth->arch, "Architecture: llama, qwen2, qwen3, gemma3, phi3")
+      ->capture_default_str();
+  syn->add_option("--head-dim", synth->head_dim, "Head size (attention.key_length; 0: embd/heads)")
+      ->capture_default_str();
+  syn->add_flag("--tied", synth->spec.tied_output, "No output.weight: the embedding serves");
   syn->add_option("--name", synth->spec.name, "general.name")->capture_default_str();
   syn->add_option("--embd", synth->spec.n_embd, "Embedding width")->capture_default_str();
   syn->add_option("--layers", synth->spec.n_layers, "Blocks")->capture_default_str();

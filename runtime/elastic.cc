@@ -99,7 +99,7 @@ Result<std::unique_ptr<ElasticRuntime>> ElasticRuntime::Open(Env* env, const std
                       gguf::ParseMetadata(manifest.metadata, manifest.n_kv, path));
   FQ_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::FromMetadata(md));
   rt->tokenizer_ = std::make_unique<Tokenizer>(std::move(tok));
-  const LlamaHparams& hp = rt->residency_->hparams();
+  const Hparams& hp = rt->residency_->hparams();
   if (options.n_ctx < 0) return Status::InvalidArgument("the context size must be positive");
   if (options.n_batch < 0) return Status::InvalidArgument("the batch size must be positive");
   rt->n_ctx_ = options.n_ctx > 0 ? options.n_ctx : hp.n_ctx_train;

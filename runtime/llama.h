@@ -1,13 +1,20 @@
-// The llama forward pass: token embedding, then per block RMSNorm ->
-// Q/K/V projections -> RoPE -> causal grouped-query attention over a KV cache
-// -> output projection -> residual, RMSNorm -> SwiGLU feed-forward ->
-// residual; a final RMSNorm and the output projection give the logits.
+// The forward pass of every architecture in runtime/arch.h: token embedding
+// (scaled where the architecture says), then per block RMSNorm -> Q/K/V
+// projections (fused or not, with or without biases) -> per-head q/k norms
+// where present -> RoPE -> causal grouped-query attention over a KV cache,
+// windowed in sliding-window layers -> output projection -> optional
+// post-attention norm -> residual, RMSNorm -> gated feed-forward (SwiGLU or
+// GEGLU, gate and up fused or not) -> optional post-FFN norm -> residual; a
+// final RMSNorm and the output projection (optionally soft-capped) give the
+// logits. The options are taken from the architecture's row once per model,
+// not per token.
 //
 // Numerics follow llama.cpp's CPU backend so that perplexities and greedy
 // generations agree with it:
-// - RoPE is ggml's "normal" mode, the one llama.cpp uses for arch llama:
-//   it rotates adjacent pairs (x[2i], x[2i+1]) by pos * base^(-2i/n_rot),
-//   the angle built by repeated float multiplication as ggml builds it.
+// - RoPE is ggml's: "normal" mode (adjacent pairs, arch llama) or NEOX mode
+//   (pairs i and i + n_rot/2), each rotating by pos * base^(-2i/n_rot),
+//   the angle built by repeated float multiplication as ggml builds it and
+//   divided by Llama 3's per-pair rope_freqs when the model has them.
 // - The KV cache holds F16 (llama.cpp's default cache type): K after RoPE and
 //   V are rounded to F16 when stored. Q is rounded to F16 too, because ggml
 //   converts the activation side of an F16 matmul (Q against the K cache) to
@@ -17,6 +24,8 @@
 //   far below anything measurable, and keeping one rule makes the decode
 //   path and the batched path agree with each other).
 // - RMSNorm sums squares in double, then y = (x * (1/sqrt(mean + eps))) * w.
+// - GELU is ggml's CPU gelu: the tanh approximation looked up in its F16
+//   table (llama_kernels::GeGlu).
 //
 // Two ways to run the graph:
 // - Session: a KV cache plus scratch; Eval appends tokens (a whole prompt or
@@ -49,7 +58,7 @@ namespace fqpack::runtime {
 // positions in whole vectors; V is [n_ctx][n_embd_kv].
 class KvCache {
  public:
-  KvCache(const LlamaHparams& hp, int64_t n_ctx);
+  KvCache(const Hparams& hp, int64_t n_ctx);
 
   int64_t n_ctx() const { return n_ctx_; }
   // Positions filled so far; the next token goes to position n_past().
@@ -73,7 +82,7 @@ class KvCache {
 };
 
 // Bytes the KV cache of `n_ctx` positions takes (for memory budgets).
-uint64_t KvCacheBytes(const LlamaHparams& hp, int64_t n_ctx);
+uint64_t KvCacheBytes(const Hparams& hp, int64_t n_ctx);
 
 class ForwardScratch;
 

@@ -44,26 +44,28 @@ inline float SoftmaxExp(float x) {
 }
 
 void AttendPortable(const float* q, const uint16_t* kt, int64_t kt_stride, const uint16_t* v,
-                    int64_t v_stride, int64_t hd, int64_t len, float scale, float* s, float* out) {
+                    int64_t v_stride, int64_t hd, int64_t first, int64_t len, float scale,
+                    float softcap, float* s, float* out) {
   const float* half = HalfTable();
-  std::fill(s, s + len, 0.0f);
+  std::fill(s + first, s + len, 0.0f);
   for (int64_t d = 0; d < hd; ++d) {
     const float qd = q[d];
     const uint16_t* kd = kt + d * kt_stride;
-    for (int64_t j = 0; j < len; ++j) s[j] += qd * half[kd[j]];
+    for (int64_t j = first; j < len; ++j) s[j] += qd * half[kd[j]];
   }
   float max = -INFINITY;
-  for (int64_t j = 0; j < len; ++j) {
+  for (int64_t j = first; j < len; ++j) {
     s[j] *= scale;
+    if (softcap > 0) s[j] = softcap * std::tanh(s[j] * (1.0f / softcap));
     max = std::max(max, s[j]);
   }
-  for (int64_t j = 0; j < len; ++j) s[j] = SoftmaxExp(s[j] - max);
+  for (int64_t j = first; j < len; ++j) s[j] = SoftmaxExp(s[j] - max);
   double sum = 0;
-  for (int64_t j = 0; j < len; ++j) sum += s[j];
+  for (int64_t j = first; j < len; ++j) sum += s[j];
   const float inv = static_cast<float>(1.0 / sum);
-  for (int64_t j = 0; j < len; ++j) s[j] *= inv;
+  for (int64_t j = first; j < len; ++j) s[j] *= inv;
   std::fill(out, out + hd, 0.0f);
-  for (int64_t j = 0; j < len; ++j) {
+  for (int64_t j = first; j < len; ++j) {
     const float pj = s[j];
     const uint16_t* vj = v + j * v_stride;
     for (int64_t d = 0; d < hd; ++d) out[d] += pj * half[vj[d]];
@@ -83,7 +85,37 @@ void SwiGluPortable(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+// ggml's table: gelu of every F16 value, rounded to F16.
+const float* GeluTable() {
+  static const std::vector<float> table = [] {
+    const float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+    const float kCoefA = 0.044715f;
+    std::vector<float> t(65536);
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const float x = Fp16ToF32(static_cast<uint16_t>(h));
+      const float g = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x)));
+      t[h] = Fp16ToF32(F32ToFp16(g));
+    }
+    return t;
+  }();
+  return table.data();
+}
+
 }  // namespace
+
+void GeGlu(float* gate, const float* up, int64_t n) {
+  const float* table = GeluTable();
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = gate[i];
+    if (x <= -10.0f) {
+      gate[i] = 0.0f;
+    } else if (x >= 10.0f) {
+      gate[i] = x * up[i];
+    } else {
+      gate[i] = table[F32ToFp16(x)] * up[i];
+    }
+  }
+}
 
 const Kernels& Portable() {
   static const Kernels k = {AttendPortable, ToHalfPortable, RoundToHalfPortable, SwiGluPortable};

@@ -1,5 +1,5 @@
 // The inner loops of the forward pass outside the matmuls (attention, KV-cache
-// conversions, SwiGLU), in a portable version and an AVX2 + FMA + F16C one
+// conversions, SwiGLU, GeGLU), in a portable version and an AVX2 + FMA + F16C one
 // (llama_kernels_avx2.cc, entered only after a CPU check). runtime/llama.cc
 // is the only user; the functions are here so the SIMD file can be compiled
 // with its own flags.
@@ -12,9 +12,12 @@
 
 namespace fqpack::runtime::llama_kernels {
 
-// One query row against `len` positions of one KV head, read straight from
-// the F16 cache:
+// One query row against positions [first, len) of one KV head, read straight
+// from the F16 cache:
 //   s[j] = scale * (q . k_j), p = softmax(s), out = sum_j p[j] v_j.
+// Positions before `first` (a sliding window's start) take no part. With
+// softcap > 0 the scores are capped first, s = softcap * tanh(s / softcap)
+// (gemma2-style attention logit softcapping).
 // K is transposed: kt[d * kt_stride + j] is dimension d of position j, and
 // every row can be read in whole blocks of 8 past len (kt_stride is a
 // multiple of 8; what lies past len is ignored). V is row-major:
@@ -22,8 +25,8 @@ namespace fqpack::runtime::llama_kernels {
 // vector exponential (within 3 ulp of e^x), sums in double and scales by the
 // float reciprocal of the sum. `s` is scratch of len rounded up to 8 floats.
 using AttendFn = void (*)(const float* q, const uint16_t* kt, int64_t kt_stride, const uint16_t* v,
-                          int64_t v_stride, int64_t hd, int64_t len, float scale, float* s,
-                          float* out);
+                          int64_t v_stride, int64_t hd, int64_t first, int64_t len, float scale,
+                          float softcap, float* s, float* out);
 
 // F32 -> F16 bits, rounding to nearest even (IEEE binary16).
 using ToHalfFn = void (*)(const float* src, uint16_t* dst, int64_t n);
@@ -34,6 +37,12 @@ using RoundToHalfFn = void (*)(float* x, int64_t n);
 // gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x) (the AVX2
 // version with the vector exponential, as ggml's SiLU has its own).
 using SwiGluFn = void (*)(float* gate, const float* up, int64_t n);
+
+// gate[i] = gelu(gate[i]) * up[i] as ggml's CPU backend computes it: gelu
+// with the tanh approximation, 0.5x(1 + tanh(sqrt(2/pi) x (1 + 0.044715x^2))),
+// looked up in a table of its F16-rounded values at the F16-rounded x;
+// x <= -10 gives 0 and x >= 10 gives x. One version: it is a table lookup.
+void GeGlu(float* gate, const float* up, int64_t n);
 
 struct Kernels {
   AttendFn attend;

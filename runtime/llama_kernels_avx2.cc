@@ -51,11 +51,14 @@ inline __m256 LoadHalf8(const uint16_t* p) {
 }
 
 void AttendAvx2(const float* q, const uint16_t* kt, int64_t kt_stride, const uint16_t* v,
-                int64_t v_stride, int64_t hd, int64_t len, float scale, float* s, float* out) {
+                int64_t v_stride, int64_t hd, int64_t first, int64_t len, float scale,
+                float softcap, float* s, float* out) {
   // Scores for whole blocks of 8 positions, 32 at a time where possible so
-  // each broadcast of q[d] feeds four FMAs.
+  // each broadcast of q[d] feeds four FMAs; blocks start at the block that
+  // holds `first`.
   const int64_t len8 = (len + 7) & ~int64_t{7};
-  int64_t j = 0;
+  const int64_t first8 = first & ~int64_t{7};
+  int64_t j = first8;
   for (; j + 32 <= len8; j += 32) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t d = 0; d < hd; ++d) {
@@ -78,25 +81,39 @@ void AttendAvx2(const float* q, const uint16_t* kt, int64_t kt_stride, const uin
     }
     _mm256_storeu_ps(s + j, a);
   }
-  // Lanes past len (whatever the cache holds there) take no part.
+  // Lanes past len and before first (whatever the cache holds there) take
+  // no part.
   for (j = len; j < len8; ++j) s[j] = -INFINITY;
+  for (j = first8; j < first; ++j) s[j] = -INFINITY;
 
   const __m256 vscale = _mm256_set1_ps(scale);
   __m256 vmax = _mm256_set1_ps(-INFINITY);
-  for (j = 0; j < len8; j += 8) {
-    const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + j), vscale);
+  for (j = first8; j < len8; j += 8) {
+    __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + j), vscale);
+    if (softcap > 0) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, x);
+      for (float& l : lanes) l = softcap * std::tanh(l * (1.0f / softcap));
+      x = _mm256_load_ps(lanes);
+    }
     vmax = _mm256_max_ps(vmax, x);
     _mm256_storeu_ps(s + j, x);
   }
   const __m256 max = _mm256_set1_ps(HorizontalMax(vmax));
 
-  // Exponentials and their sum in double; lanes past len are set to zero.
+  // Exponentials and their sum in double; lanes outside [first, len) are
+  // set to zero.
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256d sum0 = _mm256_setzero_pd(), sum1 = sum0;
-  for (j = 0; j < len8; j += 8) {
+  for (j = first8; j < len8; j += 8) {
     __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), max));
     if (j + 8 > len) {
       const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(len - j)), lane);
+      e = _mm256_and_ps(e, _mm256_castsi256_ps(live));
+    }
+    if (j < first) {
+      const __m256i live =
+          _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(static_cast<int>(first - j) - 1));
       e = _mm256_and_ps(e, _mm256_castsi256_ps(live));
     }
     _mm256_storeu_ps(s + j, e);
@@ -107,13 +124,14 @@ void AttendAvx2(const float* q, const uint16_t* kt, int64_t kt_stride, const uin
   _mm256_store_pd(lanes, _mm256_add_pd(sum0, sum1));
   const double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
   const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
-  for (j = 0; j < len8; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+  for (j = first8; j < len8; j += 8)
+    _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
 
   // out = sum_j p[j] v_j, along the rows of V, 32 dimensions at a time.
   int64_t d = 0;
   for (; d + 32 <= hd; d += 32) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (j = 0; j < len; ++j) {
+    for (j = first; j < len; ++j) {
       const __m256 p = _mm256_set1_ps(s[j]);
       const uint16_t* vj = v + j * v_stride + d;
       a0 = _mm256_fmadd_ps(p, LoadHalf8(vj), a0);
@@ -128,13 +146,13 @@ void AttendAvx2(const float* q, const uint16_t* kt, int64_t kt_stride, const uin
   }
   for (; d + 8 <= hd; d += 8) {
     __m256 a = _mm256_setzero_ps();
-    for (j = 0; j < len; ++j)
+    for (j = first; j < len; ++j)
       a = _mm256_fmadd_ps(_mm256_set1_ps(s[j]), LoadHalf8(v + j * v_stride + d), a);
     _mm256_storeu_ps(out + d, a);
   }
   for (; d < hd; ++d) {
     float a = 0;
-    for (j = 0; j < len; ++j) a = std::fma(s[j], _cvtsh_ss(v[j * v_stride + d]), a);
+    for (j = first; j < len; ++j) a = std::fma(s[j], _cvtsh_ss(v[j * v_stride + d]), a);
     out[d] = a;
   }
 }

@@ -9,62 +9,12 @@
 namespace fqpack::runtime {
 namespace {
 
-// Upper bounds on hyper-parameters. They are far above any real llama and
-// only keep crafted metadata from asking for absurd allocations (the KV
-// cache is sized from them before any tensor is read).
-constexpr uint64_t kMaxDim = 1u << 20;
-constexpr uint64_t kMaxLayers = 1u << 12;
-constexpr uint64_t kMaxContext = 1u << 24;
-
-Result<int64_t> GetDim(const gguf::Metadata& md, const std::string& key, uint64_t max,
-                       std::string_view what) {
-  Result<uint64_t> v = md.GetUint(key);
-  if (!v.ok()) return Status::InvalidArgument(std::string(what) + ": " + v.status().message());
-  if (*v == 0 || *v > max) {
-    return Status::InvalidArgument(std::string(what) + ": " + key + " = " + std::to_string(*v) +
-                                   " is out of range [1, " + std::to_string(max) + "]");
-  }
-  return static_cast<int64_t>(*v);
-}
-
 std::string ShapeString(const std::array<uint64_t, 4>& ne) {
   int dims = 4;
   while (dims > 1 && ne[dims - 1] == 1) --dims;
   std::string s;
   for (int d = 0; d < dims; ++d) s += (d ? "x" : "") + std::to_string(ne[d]);
   return s;
-}
-
-std::array<uint64_t, 4> Shape(int64_t ne0, int64_t ne1 = 1) {
-  return {static_cast<uint64_t>(ne0), static_cast<uint64_t>(ne1), 1, 1};
-}
-
-struct ExpectedTensor {
-  std::string name;
-  std::array<uint64_t, 4> ne;
-  bool required = true;
-};
-
-// Every tensor llama.cpp's llama graph reads, with its shape (GGUF order:
-// ne0 = row length = input width of a projection).
-std::vector<ExpectedTensor> ExpectedTensors(const LlamaHparams& hp) {
-  std::vector<ExpectedTensor> t;
-  t.push_back({"token_embd.weight", Shape(hp.n_embd, hp.n_vocab)});
-  t.push_back({"output_norm.weight", Shape(hp.n_embd)});
-  t.push_back({"output.weight", Shape(hp.n_embd, hp.n_vocab), false});
-  for (int64_t l = 0; l < hp.n_layer; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
-    t.push_back({p + "attn_norm.weight", Shape(hp.n_embd)});
-    t.push_back({p + "attn_q.weight", Shape(hp.n_embd, hp.n_embd)});
-    t.push_back({p + "attn_k.weight", Shape(hp.n_embd, hp.n_embd_kv())});
-    t.push_back({p + "attn_v.weight", Shape(hp.n_embd, hp.n_embd_kv())});
-    t.push_back({p + "attn_output.weight", Shape(hp.n_embd, hp.n_embd)});
-    t.push_back({p + "ffn_norm.weight", Shape(hp.n_embd)});
-    t.push_back({p + "ffn_gate.weight", Shape(hp.n_embd, hp.n_ff)});
-    t.push_back({p + "ffn_up.weight", Shape(hp.n_embd, hp.n_ff)});
-    t.push_back({p + "ffn_down.weight", Shape(hp.n_ff, hp.n_embd)});
-  }
-  return t;
 }
 
 std::string ManifestName(const store::ModelManifest& m) {
@@ -116,72 +66,11 @@ Status CheckModule(const std::string& slot, const store::ModuleDesc& expected_sh
 
 }  // namespace
 
-Result<LlamaHparams> ReadLlamaHparams(const gguf::Metadata& md, std::string_view what) {
-  Result<std::string> arch = md.GetString("general.architecture");
-  if (!arch.ok())
-    return Status::InvalidArgument(std::string(what) + ": " + arch.status().message());
-  if (*arch != "llama") {
-    return Status::NotSupported(std::string(what) + ": architecture '" + *arch +
-                                "' is not supported (the runtime runs 'llama' models)");
-  }
-  LlamaHparams hp;
-  const gguf::Value* tokens = md.Find("tokenizer.ggml.tokens");
-  if (tokens == nullptr || tokens->type != gguf::ValueType::kArray || tokens->size() == 0) {
-    return Status::InvalidArgument(std::string(what) +
-                                   ": metadata has no tokenizer.ggml.tokens array, so the "
-                                   "vocabulary size is unknown");
-  }
-  hp.n_vocab = static_cast<int64_t>(tokens->size());
-  FQ_ASSIGN_OR_RETURN(hp.n_embd, GetDim(md, "llama.embedding_length", kMaxDim, what));
-  FQ_ASSIGN_OR_RETURN(hp.n_layer, GetDim(md, "llama.block_count", kMaxLayers, what));
-  FQ_ASSIGN_OR_RETURN(hp.n_ff, GetDim(md, "llama.feed_forward_length", kMaxDim, what));
-  FQ_ASSIGN_OR_RETURN(hp.n_head, GetDim(md, "llama.attention.head_count", kMaxDim, what));
-  FQ_ASSIGN_OR_RETURN(hp.n_ctx_train, GetDim(md, "llama.context_length", kMaxContext, what));
-  if (hp.n_embd % hp.n_head != 0) {
-    return Status::InvalidArgument(
-        std::string(what) + ": attention.head_count " + std::to_string(hp.n_head) +
-        " does not divide embedding_length " + std::to_string(hp.n_embd));
-  }
-  hp.n_head_kv = hp.n_head;
-  if (md.Has("llama.attention.head_count_kv")) {
-    FQ_ASSIGN_OR_RETURN(hp.n_head_kv, GetDim(md, "llama.attention.head_count_kv", kMaxDim, what));
-  }
-  if (hp.n_head % hp.n_head_kv != 0) {
-    return Status::InvalidArgument(std::string(what) + ": attention.head_count_kv " +
-                                   std::to_string(hp.n_head_kv) + " does not divide head_count " +
-                                   std::to_string(hp.n_head));
-  }
-  hp.n_rot = hp.head_dim();
-  if (md.Has("llama.rope.dimension_count")) {
-    FQ_ASSIGN_OR_RETURN(hp.n_rot, GetDim(md, "llama.rope.dimension_count", kMaxDim, what));
-  }
-  if (hp.n_rot > hp.head_dim() || hp.n_rot % 2 != 0) {
-    return Status::InvalidArgument(
-        std::string(what) + ": rope.dimension_count " + std::to_string(hp.n_rot) +
-        " must be even and at most the head size " + std::to_string(hp.head_dim()));
-  }
-  if (md.Has("llama.rope.freq_base")) {
-    FQ_ASSIGN_OR_RETURN(double base, md.GetFloat("llama.rope.freq_base"));
-    if (!(base > 0) || !std::isfinite(base)) {
-      return Status::InvalidArgument(std::string(what) + ": rope.freq_base must be positive");
-    }
-    hp.rope_freq_base = static_cast<float>(base);
-  }
-  Result<double> eps = md.GetFloat("llama.attention.layer_norm_rms_epsilon");
-  if (!eps.ok()) return Status::InvalidArgument(std::string(what) + ": " + eps.status().message());
-  if (!(*eps >= 0) || !std::isfinite(*eps)) {
-    return Status::InvalidArgument(std::string(what) +
-                                   ": attention.layer_norm_rms_epsilon must be >= 0");
-  }
-  hp.rms_eps = static_cast<float>(*eps);
-  return hp;
-}
-
-Result<LlamaHparams> Model::Validate(const store::ModelManifest& manifest) {
+Result<Hparams> Model::Validate(const store::ModelManifest& manifest) {
   const std::string what = ManifestName(manifest);
   Result<gguf::Metadata> md = gguf::ParseMetadata(manifest.metadata, manifest.n_kv, what);
   if (!md.ok()) return md.status();
-  FQ_ASSIGN_OR_RETURN(LlamaHparams hp, ReadLlamaHparams(*md, what));
+  FQ_ASSIGN_OR_RETURN(Hparams hp, ReadHparams(*md, what));
   std::vector<ExpectedTensor> expected = ExpectedTensors(hp);
   std::vector<bool> used(manifest.slots.size(), false);
   for (const ExpectedTensor& e : expected) {
@@ -201,8 +90,14 @@ Result<LlamaHparams> Model::Validate(const store::ModelManifest& manifest) {
   }
   for (size_t i = 0; i < manifest.slots.size(); ++i) {
     if (!used[i]) {
+      // Phi-3.5 and the 128k Phi-3 models: LongRoPE's per-pair factors.
+      if (manifest.slots[i].name.rfind("rope_factors_", 0) == 0) {
+        return Status::NotSupported(what + ": tensor '" + manifest.slots[i].name +
+                                    "': LongRoPE rope scaling is not supported");
+      }
       return Status::NotSupported(what + ": tensor '" + manifest.slots[i].name +
-                                  "' is not part of the llama graph fqpack runs");
+                                  "' is not part of the " + std::string(hp.arch_name()) +
+                                  " graph fqpack runs");
     }
   }
   return hp;
@@ -210,7 +105,7 @@ Result<LlamaHparams> Model::Validate(const store::ModelManifest& manifest) {
 
 Result<std::unique_ptr<Model>> Model::Load(const store::ModelManifest& manifest,
                                            store::ModuleSource* source, ThreadPool* pool) {
-  FQ_ASSIGN_OR_RETURN(LlamaHparams hp, Validate(manifest));
+  FQ_ASSIGN_OR_RETURN(Hparams hp, Validate(manifest));
   std::unique_ptr<Model> m(new Model());
   m->hp_ = hp;
   m->name_ = manifest.model;
@@ -285,6 +180,7 @@ Status Model::Wire() {
   token_embd_ = find("token_embd.weight");
   output_norm_ = find("output_norm.weight");
   output_ = find("output.weight");
+  rope_freqs_ = find("rope_freqs.weight");
   layers_.assign(static_cast<size_t>(hp_.n_layer), Layer{});
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
@@ -298,6 +194,14 @@ Status Model::Wire() {
     L.ffn_gate = find(p + "ffn_gate.weight");
     L.ffn_up = find(p + "ffn_up.weight");
     L.ffn_down = find(p + "ffn_down.weight");
+    L.wqkv = find(p + "attn_qkv.weight");
+    L.bq = find(p + "attn_q.bias");
+    L.bk = find(p + "attn_k.bias");
+    L.bv = find(p + "attn_v.bias");
+    L.q_norm = find(p + "attn_q_norm.weight");
+    L.k_norm = find(p + "attn_k_norm.weight");
+    L.post_attn_norm = find(p + "post_attention_norm.weight");
+    L.post_ffn_norm = find(p + "post_ffw_norm.weight");
   }
   // Validate() guaranteed presence; this guards the invariant cheaply.
   if (token_embd_ == nullptr || output_norm_ == nullptr) {

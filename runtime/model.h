@@ -1,7 +1,6 @@
-// Model: a llama checkpoint ready to run, built from a ModelManifest (the
-// GGUF metadata and the module of each slot) and a ModuleSource (the bytes).
-// The runtime never reads the store's index; a .fqpack reader hands it
-// manifests the same way.
+// Model: a checkpoint of one of the architectures of runtime/arch.h ready to run, built from a
+// ModelManifest (the GGUF metadata and the module of each slot) and a ModuleSource (the bytes). The
+// runtime never reads the store's index; a .fqpack reader hands it manifests the same way.
 //
 // Each slot's weights are a small record (SlotWeights): the module's bytes
 // (kept alive by their ModuleData) and a WeightView over them. The forward
@@ -23,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/arch.h"
 #include "runtime/matmul.h"
 #include "schema/gguf.h"
 #include "schema/status.h"
@@ -30,30 +30,6 @@
 #include "store/module_source.h"
 
 namespace fqpack::runtime {
-
-// Hyper-parameters of a llama model, from the `llama.*` GGUF keys.
-struct LlamaHparams {
-  int64_t n_vocab = 0;              // length of tokenizer.ggml.tokens
-  int64_t n_embd = 0;               // embedding_length
-  int64_t n_layer = 0;              // block_count
-  int64_t n_ff = 0;                 // feed_forward_length
-  int64_t n_head = 0;               // attention.head_count
-  int64_t n_head_kv = 0;            // attention.head_count_kv (default: n_head)
-  int64_t n_rot = 0;                // rope.dimension_count (default: head dim)
-  int64_t n_ctx_train = 0;          // context_length
-  float rope_freq_base = 10000.0f;  // rope.freq_base
-  float rms_eps = 0;                // attention.layer_norm_rms_epsilon
-
-  int64_t head_dim() const { return n_embd / n_head; }
-  // Width of the K and V projections (grouped-query attention).
-  int64_t n_embd_kv() const { return head_dim() * n_head_kv; }
-};
-
-// Reads and checks the hyper-parameters. NotSupported when the architecture
-// is not llama (naming it); InvalidArgument naming the key when one is
-// missing, of the wrong type, or inconsistent (heads not dividing the
-// embedding, an odd or too large rope dimension). `what` prefixes messages.
-Result<LlamaHparams> ReadLlamaHparams(const gguf::Metadata& md, std::string_view what);
 
 // The weights of one slot: the module's bytes, the view the kernels read,
 // and for one-dimensional slots (norms) their values as floats.
@@ -81,15 +57,25 @@ class Model {
     const SlotWeights* ffn_gate = nullptr;
     const SlotWeights* ffn_up = nullptr;
     const SlotWeights* ffn_down = nullptr;
+    // Present only where the architecture has them (runtime/arch.h).
+    const SlotWeights* wqkv = nullptr;  // fused [Q; K; V] (wq, wk, wv are null)
+    const SlotWeights* bq = nullptr;
+    const SlotWeights* bk = nullptr;
+    const SlotWeights* bv = nullptr;
+    const SlotWeights* q_norm = nullptr;
+    const SlotWeights* k_norm = nullptr;
+    const SlotWeights* post_attn_norm = nullptr;
+    const SlotWeights* post_ffn_norm = nullptr;
   };
 
   // Checks everything that can be checked without module bytes: metadata
-  // (ReadLlamaHparams), that every tensor the llama graph needs is present
-  // with its exact shape and no other tensor is (Corruption naming the
-  // tensor, the expected and the actual shape; NotSupported for a tensor the
-  // llama runtime does not use), and that every type is executable
-  // (NotSupported naming tensor and type).
-  static Result<LlamaHparams> Validate(const store::ModelManifest& manifest);
+  // (ReadHparams; NotSupported naming the model and the architecture when
+  // it is not in the table), that every tensor the architecture's graph
+  // needs is present with its exact shape and no other tensor is
+  // (Corruption naming the tensor, the expected and the actual shape;
+  // NotSupported for a tensor the graph does not use), and that every type
+  // is executable (NotSupported naming tensor and type).
+  static Result<Hparams> Validate(const store::ModelManifest& manifest);
 
   // Validates, then loads every module from `source` (in parallel on `pool`
   // when given). Nothing is kept of `source` after Load returns.
@@ -106,7 +92,7 @@ class Model {
   // search gives each thread a model of its own.
   std::unique_ptr<Model> Clone() const;
 
-  const LlamaHparams& hparams() const { return hp_; }
+  const Hparams& hparams() const { return hp_; }
   const gguf::Metadata& metadata() const { return metadata_; }
   const std::string& name() const { return name_; }    // model name in the store
   const std::string& label() const { return label_; }  // QM label or "eqm:<step>"
@@ -134,12 +120,14 @@ class Model {
   const SlotWeights& output_norm() const { return *output_norm_; }
   // output.weight, or the token embedding when the model ties them.
   const SlotWeights& output() const { return output_ != nullptr ? *output_ : *token_embd_; }
+  // Llama 3's per-pair rope frequency divisors, or nullptr.
+  const SlotWeights* rope_freqs() const { return rope_freqs_; }
 
  private:
   Model() = default;
   Status Wire();
 
-  LlamaHparams hp_;
+  Hparams hp_;
   gguf::Metadata metadata_;
   std::string name_;
   std::string label_;
@@ -149,6 +137,7 @@ class Model {
   const SlotWeights* token_embd_ = nullptr;
   const SlotWeights* output_norm_ = nullptr;
   const SlotWeights* output_ = nullptr;
+  const SlotWeights* rope_freqs_ = nullptr;
 };
 
 }  // namespace fqpack::runtime

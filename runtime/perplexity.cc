@@ -125,7 +125,7 @@ constexpr uint64_t kMaxSessionBytesForChunkThreads = 64ull << 20;
 // stream and the Q, K, V, attention and projection outputs (about 6 x n_embd),
 // the gate and up activations (2 x n_ff) and the logits, in floats.
 uint64_t SessionBytes(const Model& m, int64_t n_ctx) {
-  const LlamaHparams& hp = m.hparams();
+  const Hparams& hp = m.hparams();
   const int64_t rows = std::min<int64_t>(n_ctx, 512);
   return KvCacheBytes(hp, n_ctx) +
          static_cast<uint64_t>(rows) *

@@ -31,13 +31,19 @@ std::string BytesText(uint64_t bytes) {
 
 }  // namespace
 
-RuntimeOverhead EstimateOverhead(const LlamaHparams& hp, int64_t n_ctx, int64_t n_batch,
+RuntimeOverhead EstimateOverhead(const Hparams& hp, int64_t n_ctx, int64_t n_batch,
                                  int64_t n_logit_rows, int threads, uint64_t norm_floats) {
   RuntimeOverhead o;
   o.kv_cache = KvCacheBytes(hp, n_ctx);
   const uint64_t rows = static_cast<uint64_t>(std::clamp<int64_t>(n_batch, 1, kMaxRows));
-  const uint64_t per_row = static_cast<uint64_t>(5 * hp.n_embd + 2 * hp.n_embd_kv() + 2 * hp.n_ff +
-                                                 hp.n_rot + std::max(hp.n_embd, hp.n_ff));
+  // The forward pass's buffers per token (llama.cc's ForwardScratch::Reserve)
+  // and the output's.
+  int64_t floats = 3 * hp.n_embd + 2 * hp.n_embd_q() + 2 * hp.n_embd_kv() + 2 * hp.n_ff + hp.n_rot +
+                   std::max(hp.n_embd, hp.n_ff);
+  if (hp.arch != nullptr && hp.arch->fused_qkv) floats += hp.n_embd_q() + 2 * hp.n_embd_kv();
+  if (hp.arch != nullptr && hp.arch->fused_gate_up) floats += hp.n_ff;
+  if (hp.n_swa > 0) floats += hp.n_rot;
+  const uint64_t per_row = static_cast<uint64_t>(floats);
   const uint64_t logits =
       static_cast<uint64_t>(std::max<int64_t>(n_logit_rows, 1)) * static_cast<uint64_t>(hp.n_vocab);
   const uint64_t attention = static_cast<uint64_t>(std::max(threads, 1)) *

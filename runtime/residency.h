@@ -86,7 +86,7 @@ struct RuntimeOverhead {
 // of logits; per thread an attention row of n_ctx floats; the float copies of
 // the one-dimensional slots (`norm_floats`). An upper bound: buffers grow
 // only to what is used.
-RuntimeOverhead EstimateOverhead(const LlamaHparams& hp, int64_t n_ctx, int64_t n_batch,
+RuntimeOverhead EstimateOverhead(const Hparams& hp, int64_t n_ctx, int64_t n_batch,
                                  int64_t n_logit_rows, int threads, uint64_t norm_floats);
 
 // One runnable configuration (see the file comment).
@@ -158,7 +158,7 @@ class ResidencyManager {
   ResidencyManager(const ResidencyManager&) = delete;
   ResidencyManager& operator=(const ResidencyManager&) = delete;
 
-  const LlamaHparams& hparams() const { return hp_; }
+  const Hparams& hparams() const { return hp_; }
   // The manifest of level 0 (metadata and slot names; the modules differ per level).
   const store::ModelManifest& manifest() const { return manifest_; }
   const std::string& ensemble_name() const { return ensemble_name_; }  // "" for QMs
@@ -250,7 +250,7 @@ class ResidencyManager {
 
   pack::PackReader* pack_ = nullptr;
   ResidencyOptions options_;
-  LlamaHparams hp_;
+  Hparams hp_;
   store::ModelManifest manifest_;
   std::string ensemble_name_;
   bool qms_only_ = false;

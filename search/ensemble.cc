@@ -102,7 +102,7 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
   }
 
   // The calibration tokens, checked before any module is loaded.
-  FQ_ASSIGN_OR_RETURN(runtime::LlamaHparams hp, runtime::Model::Validate(lib.up().manifest));
+  FQ_ASSIGN_OR_RETURN(runtime::Hparams hp, runtime::Model::Validate(lib.up().manifest));
   FQ_ASSIGN_OR_RETURN(gguf::Metadata md,
                       gguf::ParseMetadata(lib.up().manifest.metadata, lib.up().manifest.n_kv,
                                           lib.up().manifest.model));

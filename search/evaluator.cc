@@ -56,7 +56,7 @@ struct Evaluator::Worker {
 
 Evaluator::~Evaluator() = default;
 
-const runtime::LlamaHparams& Evaluator::hparams() const { return model_->hparams(); }
+const runtime::Hparams& Evaluator::hparams() const { return model_->hparams(); }
 
 namespace {
 
@@ -106,7 +106,7 @@ Result<std::unique_ptr<Evaluator>> Evaluator::Create(const Library* library,
   if (ev->calib_.chunks() == 0) return Status::InvalidArgument("no calibration chunks");
   FQ_ASSIGN_OR_RETURN(ev->model_,
                       runtime::Model::Load(library->up().manifest, source, ev->pool_.get()));
-  const runtime::LlamaHparams& hp = ev->model_->hparams();
+  const runtime::Hparams& hp = ev->model_->hparams();
   ev->n_vocab_ = hp.n_vocab;
   const int n_layer = static_cast<int>(hp.n_layer);
 

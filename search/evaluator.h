@@ -116,7 +116,7 @@ class Evaluator {
 
   const Library& library() const { return *library_; }
   const CalibSet& calib() const { return calib_; }
-  const runtime::LlamaHparams& hparams() const;
+  const runtime::Hparams& hparams() const;
   int threads() const { return pool_->size(); }
   bool reuse() const { return reuse_; }
 

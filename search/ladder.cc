@@ -28,8 +28,9 @@ void SplitLabel(const std::string& text, std::string* model, std::string* label)
 }  // namespace
 
 bool IsSearchedKind(const std::string& kind, bool include_embed) {
-  static const std::set<std::string> kMatrices = {"attn_q",   "attn_k", "attn_v",  "attn_output",
-                                                  "ffn_gate", "ffn_up", "ffn_down"};
+  // attn_qkv: phi3's fused Q/K/V projection, a matrix like the others.
+  static const std::set<std::string> kMatrices = {"attn_q",      "attn_k",   "attn_v", "attn_qkv",
+                                                  "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
   if (kMatrices.count(kind) != 0) return true;
   return include_embed && (kind == "embed" || kind == "output");
 }
@@ -78,7 +79,7 @@ Result<Library> Library::Build(std::vector<LibraryQm> qms, const LibraryOptions&
     }
     // Every QM must be runnable: an unsupported type is reported now, not
     // after minutes of search.
-    Result<runtime::LlamaHparams> hp = runtime::Model::Validate(q.manifest);
+    Result<runtime::Hparams> hp = runtime::Model::Validate(q.manifest);
     if (!hp.ok()) return hp.status();
   }
 

@@ -103,7 +103,7 @@ Result<SearchResult> TreeSearch(const Library& lib, Evaluator* evaluator,
   const Sensitivity& sens = result.sensitivity;
 
   const Clock::time_point t_search = Clock::now();
-  const runtime::LlamaHparams& hp = evaluator->hparams();
+  const runtime::Hparams& hp = evaluator->hparams();
   const CalibSet& calib = evaluator->calib();
   // Activations of one EQM: every layer's input for every chunk, in floats.
   const uint64_t node_bytes = static_cast<uint64_t>(calib.tokens()) *

@@ -79,8 +79,9 @@ std::string SlotKindOf(const std::string& name, int* layer) {
       rest = name.substr(dot + 1);
     }
   }
-  static const char* kKinds[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
-                                 "ffn_gate", "ffn_up", "ffn_down"};
+  // attn_qkv: phi3's fused Q/K/V projection.
+  static const char* kKinds[] = {"attn_q",   "attn_k",   "attn_v", "attn_output",
+                                 "attn_qkv", "ffn_gate", "ffn_up", "ffn_down"};
   for (const char* k : kKinds) {
     if (rest == std::string(k) + ".weight") return k;
   }

@@ -102,21 +102,10 @@ Status WriteSyntheticLlama(Env* env, const std::string& path, const SyntheticLla
   md.Set("llama.rope.dimension_count", Value::Uint(ValueType::kU32, head_dim));
   md.Set("llama.rope.freq_base", Value::Float(ValueType::kF32, 10000.0));
   md.Set("llama.attention.layer_norm_rms_epsilon", Value::Float(ValueType::kF32, 1e-5));
-  AddTokenizer(&md, spec.n_vocab);
-
-  gguf::FileSpec fs;
-  fs.kv = gguf::EncodeMetadata(md);
-  fs.n_kv = md.entries.size();
-  // Scale of each tensor's values: norms are 1; matrices ~ N(0, 1/sqrt(fan_in)).
-  std::vector<float> scale;
+  std::vector<SyntheticTensor> tensors;
   auto add = [&](std::string name, std::vector<uint64_t> ne, bool is_norm) {
-    gguf::TensorInfo t;
-    t.name = std::move(name);
-    t.n_dims = static_cast<uint32_t>(ne.size());
-    for (size_t d = 0; d < ne.size(); ++d) t.ne[d] = ne[d];
-    t.type = is_norm ? ToId(QType::kF32) : spec.type;
-    fs.tensors.push_back(std::move(t));
-    scale.push_back(is_norm ? 0.0f : 1.0f / std::sqrt(static_cast<float>(ne[0])));
+    tensors.push_back({std::move(name), std::move(ne),
+                       is_norm ? SyntheticTensor::Fill::kNorm : SyntheticTensor::Fill::kMatrix});
   };
   const uint64_t e = spec.n_embd, kv = head_dim * spec.n_kv_heads, ff = spec.n_ff, v = spec.n_vocab;
   add("token_embd.weight", {e, v}, false);
@@ -134,9 +123,44 @@ Status WriteSyntheticLlama(Env* env, const std::string& path, const SyntheticLla
     add(p + "ffn_up.weight", {e, ff}, false);
     add(p + "ffn_down.weight", {ff, e}, false);
   }
+  return WriteSyntheticGguf(env, path, std::move(md), tensors, spec.type, spec.n_vocab, spec.seed);
+}
+
+Status WriteSyntheticGguf(Env* env, const std::string& path, gguf::Metadata md,
+                          const std::vector<SyntheticTensor>& tensors, uint32_t type,
+                          uint32_t n_vocab, uint64_t seed) {
+  if (type != ToId(QType::kF32) && type != ToId(QType::kF16)) {
+    return Status::InvalidArgument("synthetic checkpoints are F32 or F16");
+  }
+  if (n_vocab < 260) {
+    return Status::InvalidArgument("synthetic model: the vocabulary needs at least 260 tokens");
+  }
+  if (!md.Has("general.file_type")) {
+    md.Set("general.file_type", Value::Uint(ValueType::kU32, type == ToId(QType::kF32) ? 0 : 1));
+  }
+  AddTokenizer(&md, n_vocab);
+
+  gguf::FileSpec fs;
+  fs.kv = gguf::EncodeMetadata(md);
+  fs.n_kv = md.entries.size();
+  // Scale of each tensor's values: norms are 1 (scale 0 marks them);
+  // matrices ~ N(0, 1/sqrt(fan_in)); biases ~ N(0, 0.02).
+  std::vector<float> scale;
+  for (const SyntheticTensor& st : tensors) {
+    gguf::TensorInfo t;
+    t.name = st.name;
+    t.n_dims = static_cast<uint32_t>(st.ne.size());
+    for (size_t d = 0; d < st.ne.size(); ++d) t.ne[d] = st.ne[d];
+    t.type = st.fill == SyntheticTensor::Fill::kMatrix ? type : ToId(QType::kF32);
+    fs.tensors.push_back(std::move(t));
+    scale.push_back(st.fill == SyntheticTensor::Fill::kNorm ? 0.0f
+                    : st.fill == SyntheticTensor::Fill::kBias
+                        ? 0.02f
+                        : 1.0f / std::sqrt(static_cast<float>(st.ne[0])));
+  }
   FQ_RETURN_IF_ERROR(gguf::AssignOffsets(&fs));
 
-  std::mt19937_64 rng(spec.seed);
+  std::mt19937_64 rng(seed);
   Bytes buf;
   return PublishFileWith(env, path, [&](WritableFile* f) {
     return gguf::WriteFile(f, fs, [&](size_t i) -> Result<ByteSpan> {

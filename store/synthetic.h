@@ -1,14 +1,18 @@
-// Synthetic llama checkpoints: random weights in a real GGUF file, for the
-// demo (a model fqpack can make for itself) and for benchmarks of realistic
-// shape. The text such a model writes is noise; its files, tensors and
-// compute are those of a real model of the same shape.
+// Synthetic checkpoints: random weights in a real GGUF file, for the demo (a
+// model fqpack can make for itself) and for benchmarks of realistic shape.
+// Llama is written here; other architectures come from the caller, which
+// knows their tensors (the runtime's architecture table) and hands over the
+// metadata and the tensor list (WriteSyntheticGguf). The text such a model writes is noise; its
+// files, tensors and compute are those of a real model of the same shape.
 #ifndef FQPACK_STORE_SYNTHETIC_H_
 #define FQPACK_STORE_SYNTHETIC_H_
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "schema/env.h"
+#include "schema/gguf.h"
 #include "schema/status.h"
 
 namespace fqpack::store {
@@ -30,6 +34,23 @@ struct SyntheticLlama {
 // Writes the checkpoint crash-safely (temp file, fsync, rename); tensors are
 // generated one at a time, so any size fits in little memory.
 Status WriteSyntheticLlama(Env* env, const std::string& path, const SyntheticLlama& spec);
+
+// One tensor of a synthetic checkpoint: values ~ N(0, 1/sqrt(ne[0])) for
+// matrices, 1 for norms, N(0, 0.02) for biases.
+struct SyntheticTensor {
+  enum class Fill { kMatrix, kNorm, kBias };
+  std::string name;
+  std::vector<uint64_t> ne;
+  Fill fill = Fill::kMatrix;
+};
+
+// Writes `md` (the architecture's keys; general.file_type and the same
+// SentencePiece-style vocabulary of n_vocab tokens as WriteSyntheticLlama are
+// added) and `tensors` (matrices as `type`, F32 or F16; vectors F32), crash-
+// safely like WriteSyntheticLlama.
+Status WriteSyntheticGguf(Env* env, const std::string& path, gguf::Metadata md,
+                          const std::vector<SyntheticTensor>& tensors, uint32_t type,
+                          uint32_t n_vocab, uint64_t seed);
 
 }  // namespace fqpack::store
 

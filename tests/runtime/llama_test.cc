@@ -311,8 +311,8 @@ TEST(LlamaKernels, AttendMatchesDoublePrecision) {
           }
         }
         const float scale = 0.7f;
-        k->attend(q.data(), kt.data(), kt_stride, v.data(), v_stride, hd, len, scale, s.data(),
-                  out.data());
+        k->attend(q.data(), kt.data(), kt_stride, v.data(), v_stride, hd, 0, len, scale, 0.0f,
+                  s.data(), out.data());
         std::vector<double> w(len);
         double max = -1e300, sum = 0;
         for (int64_t j = 0; j < len; ++j) {

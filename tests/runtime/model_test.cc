@@ -37,7 +37,7 @@ TEST(Model, ReadsHyperParametersFromTheMetadata) {
                              .rms_eps = 1e-6f});
   Result<std::unique_ptr<Model>> m = Model::Load(tiny->manifest, &tiny->source);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
-  const LlamaHparams& hp = (*m)->hparams();
+  const Hparams& hp = (*m)->hparams();
   EXPECT_EQ(hp.n_vocab, 50);
   EXPECT_EQ(hp.n_embd, 48);
   EXPECT_EQ(hp.n_layer, 3);
@@ -71,7 +71,7 @@ TEST(Model, DefaultsFollowLlamaCpp) {
   spec.n_head_kv = spec.n_head;
   auto mha = MakeTinyLlama(spec);
   testing::SetManifestMetadata(&mha->manifest, md);
-  Result<LlamaHparams> hp = Model::Validate(mha->manifest);
+  Result<Hparams> hp = Model::Validate(mha->manifest);
   ASSERT_TRUE(hp.ok()) << hp.status().ToString();
   EXPECT_EQ(hp->n_head_kv, hp->n_head);
   EXPECT_EQ(hp->n_rot, hp->head_dim());

@@ -381,7 +381,7 @@ TEST_F(ResidencyTest, OutOfRangeEqmNamesTheRange) {
 }
 
 TEST(EstimateOverheadTest, CountsTheKvCacheAndTheBuffersOfAForwardPass) {
-  LlamaHparams hp;
+  Hparams hp;
   hp.n_vocab = 512;
   hp.n_embd = 256;
   hp.n_layer = 4;
