@@ -1,0 +1,116 @@
+// The whole FlexQuant pipeline on families other than llama-2, as a user runs
+// it: import a zoo model's three checkpoints, search an ensemble between
+// Q8_0 and Q4_K_M, prune it, pack it, run the pack under a falling budget,
+// export an EQM as a GGUF and read that back in a fresh store.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "runtime/elastic.h"
+#include "tests/support/test_util.h"
+
+namespace fqpack {
+namespace {
+
+using testing::FqpackBinary;
+using testing::JsonNumber;
+using testing::JsonString;
+using testing::RunCommand;
+using testing::TestDataPath;
+
+// "PPL = 8.1234 ..." up to the timing in parentheses.
+std::string PplLine(const std::string& out) {
+  const size_t at = out.find("PPL = ");
+  if (at == std::string::npos) return "(no PPL in: " + out + ")";
+  return out.substr(at, out.find("  (", at) - at);
+}
+
+class ZooPipeline : public ::testing::TestWithParam<std::string> {
+ protected:
+  int Fq(const std::string& store, const std::string& args, std::string* out,
+         bool with_stderr = true) {
+    return RunCommand(FqpackBinary() + " -t 2 --store " + store + " " + args +
+                          (with_stderr ? " 2>&1" : " 2>/dev/null"),
+                      out);
+  }
+};
+
+TEST_P(ZooPipeline, ImportSearchPrunePackRunExport) {
+  FQ_REQUIRE_TESTDATA();
+  const std::string model = "zoo-" + GetParam();
+  testing::TempDir tmp;
+  const std::string store = tmp.Join("store");
+  const std::string calib = TestDataPath("text/tinystories.txt");
+  const std::string eval = TestDataPath("text/tinystories_val.txt");
+  std::string out;
+
+  // Import: one model, three QMs.
+  std::string files;
+  for (const char* label : {"F32", "Q8_0", "Q4_K_M"})
+    files += " " + TestDataPath("models/zoo/" + model + "-" + label + ".gguf");
+  ASSERT_EQ(Fq(store, "-q import" + files, &out), 0) << out;
+
+  // Search and prune; the store verifies after each.
+  ASSERT_EQ(
+      Fq(store,
+         "-q search --model " + model + " --up Q8_0 --low Q4_K_M --tokens 256 --calib " + calib,
+         &out),
+      0)
+      << out;
+  ASSERT_EQ(Fq(store, "-q gc --prune 0.5 --model " + model, &out), 0) << out;
+  ASSERT_EQ(Fq(store, "verify", &out), 0) << out;
+
+  // Pack, and read its levels to build a falling budget.
+  const std::string pack = tmp.Join(model + ".fqpack");
+  ASSERT_EQ(Fq(store, "-q pack --model " + model + " -o " + pack, &out), 0) << out;
+  ASSERT_EQ(Fq(store, "--json info " + pack, &out, false), 0) << out;
+  EXPECT_EQ(JsonString(out, "architecture"), GetParam() == "llama3" ? "llama" : GetParam()) << out;
+  ThreadPool pool(2);
+  auto rt = runtime::ElasticRuntime::Open(Env::Default(), pack, runtime::ElasticOptions{}, &pool);
+  ASSERT_TRUE(rt.ok()) << rt.status().ToString();
+  const auto& levels = (*rt)->residency()->levels();
+  ASSERT_GE(levels.size(), 4u);
+  const uint64_t overhead = (*rt)->overhead().total();
+  const size_t last = levels.size() - 1;
+  const std::string trace = tmp.Join("trace.csv");
+  const std::string trace_text = "token_index,budget\n0," +
+                                 std::to_string(levels[0].footprint + overhead) + "\n3," +
+                                 std::to_string(levels[last / 2].footprint + overhead) + "\n6," +
+                                 std::to_string(levels[last].footprint + overhead) + "\n";
+  ASSERT_TRUE(
+      PublishFile(Env::Default(), trace,
+                  ByteSpan(reinterpret_cast<const uint8_t*>(trace_text.data()), trace_text.size()))
+          .ok());
+  ASSERT_EQ(Fq(store,
+               "--json run " + pack + " --budget-trace " + trace +
+                   " -p \"Once upon a time\" -n 10 --temp 0",
+               &out, false),
+            0)
+      << out;
+  EXPECT_EQ(JsonNumber(out, "transition_count"), 2) << out;
+  EXPECT_EQ(JsonString(out, "level"), "eqm:" + std::to_string(last)) << out;
+  EXPECT_EQ(JsonNumber(out, "generated_tokens"), 10) << out;
+
+  // The middle EQM exported as a GGUF, imported into a fresh store: the
+  // same perplexity as the pack gives it.
+  const std::string k = std::to_string(last / 2);
+  const std::string gguf = tmp.Join("eqm.gguf");
+  ASSERT_EQ(Fq(store, "export " + pack + " --eqm " + k + " -o " + gguf, &out), 0) << out;
+  const std::string other = tmp.Join("other");
+  ASSERT_EQ(Fq(other, "-q import --model back --label E " + gguf, &out), 0) << out;
+  std::string a, b;
+  ASSERT_EQ(
+      Fq(store, "ppl " + pack + " --eqm " + k + " -f " + eval + " -c 128 --chunks 8", &a, false), 0)
+      << a;
+  ASSERT_EQ(Fq(other, "ppl --qm E -f " + eval + " -c 128 --chunks 8", &b, false), 0) << b;
+  EXPECT_EQ(PplLine(a), PplLine(b));
+  EXPECT_EQ(PplLine(a).find("(no PPL"), std::string::npos) << a;
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, ZooPipeline, ::testing::Values("qwen2", "llama3"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+}  // namespace
+}  // namespace fqpack
