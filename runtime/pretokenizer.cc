@@ -1,6 +1,7 @@
 #include "runtime/pretokenizer.h"
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 
 #include "runtime/unicode.h"
@@ -82,7 +83,12 @@ constexpr Range kDeepseekLetters[] = {
     {0xFF41, 0xFF5A},   {0x10400, 0x1044F}, {0x104B0, 0x104D3}, {0x104D8, 0x104FB},
     {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2}, {0x118A0, 0x118DF}, {0x1E900, 0x1E943},
 };
-bool IsDeepseekLetter(uint32_t cp) { return InRanges(kDeepseekLetters, cp); }
+bool IsDeepseekLetter(uint32_t cp) {
+  // Sorted and disjoint: the last range starting at or before cp decides.
+  const Range* it = std::upper_bound(std::begin(kDeepseekLetters), std::end(kDeepseekLetters), cp,
+                                     [](uint32_t c, const Range& r) { return c < r.lo; });
+  return it != std::begin(kDeepseekLetters) && cp <= (it - 1)->hi;
+}
 
 // DeepSeek LLM's punctuation: [!-/:-~！-／：-～‘-‟　-。] (ASCII letters
 // included: the range :-~ spans them).

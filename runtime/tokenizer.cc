@@ -569,6 +569,13 @@ void Tokenizer::MergeSymbols(std::string_view text, std::vector<Symbol>* symbols
 
 void Tokenizer::EncodeBpeFragment(std::string_view text, std::vector<int32_t>* out) const {
   const std::vector<uint32_t> cps = DecodeUtf8(text);
+  // Words recur (" the", ","): each distinct short word is merged once per
+  // fragment and its tokens copied after that. Bounded so that a text of
+  // endless distinct words cannot grow it without limit.
+  constexpr size_t kMaxCachedWordBytes = 32;
+  constexpr size_t kMaxCachedWords = 1 << 16;
+  std::unordered_map<std::string, std::pair<uint32_t, uint32_t>> cache;  // [begin, end) in cached
+  std::vector<int32_t> cached;
   std::string word;
   std::string utf8;
   size_t begin = 0;
@@ -578,16 +585,29 @@ void Tokenizer::EncodeBpeFragment(std::string_view text, std::vector<int32_t>* o
     utf8.clear();
     for (size_t i = begin; i < begin + len; ++i) AppendUtf8(cps[i], &utf8);
     begin += len;
-    word.clear();
-    for (char c : utf8) word += ByteToUnicode(static_cast<uint8_t>(c));
-    if (bpe_->pre.ignore_merges()) {
-      const int32_t id = Find(word);
-      if (id != kNoToken) {
-        out->push_back(id);
+    const bool cacheable = utf8.size() <= kMaxCachedWordBytes;
+    if (cacheable) {
+      auto it = cache.find(utf8);
+      if (it != cache.end()) {
+        out->insert(out->end(), cached.begin() + it->second.first,
+                    cached.begin() + it->second.second);
         continue;
       }
     }
-    MergeBpeWord(utf8, word, out);
+    const size_t first = out->size();
+    word.clear();
+    for (char c : utf8) word += ByteToUnicode(static_cast<uint8_t>(c));
+    const int32_t whole = bpe_->pre.ignore_merges() ? Find(word) : kNoToken;
+    if (whole != kNoToken) {
+      out->push_back(whole);
+    } else {
+      MergeBpeWord(utf8, word, out);
+    }
+    if (cacheable && cache.size() < kMaxCachedWords) {
+      const uint32_t at = static_cast<uint32_t>(cached.size());
+      cached.insert(cached.end(), out->begin() + first, out->end());
+      cache.emplace(utf8, std::make_pair(at, static_cast<uint32_t>(cached.size())));
+    }
   }
 }
 
