@@ -101,6 +101,26 @@ TEST(PreTokenizer, WordsJoinBackToTheText) {
   EXPECT_TRUE(Split("gpt-2", "").empty());
 }
 
+// Random texts over a hostile alphabet (every kind of space, combining
+// marks, CJK, digits of other scripts, contractions) split by an independent
+// regex engine with Unicode classes, following llama.cpp's regexes; see
+// gen_pretokenizer_cases.py.
+struct RegexCase {
+  const char* pre;
+  const char* text;
+  std::vector<std::string> words;
+};
+
+TEST(PreTokenizer, AgreesWithARegexEngine) {
+  const std::vector<RegexCase> cases = {
+#include "tests/runtime/pretokenizer_cases.inc"
+  };
+  ASSERT_GE(cases.size(), 300u);
+  for (const RegexCase& c : cases) {
+    EXPECT_EQ(Split(c.pre, c.text), c.words) << c.pre << ": '" << c.text << "'";
+  }
+}
+
 TEST(PreTokenizer, RejectsUnknownNames) {
   const Result<PreTokenizer> p = PreTokenizer::ForName("klingon-bpe");
   ASSERT_FALSE(p.ok());
