@@ -94,7 +94,10 @@ class Tokenizer {
   // concatenated, with the leading space of the first piece removed when
   // add_space_prefix (the space Encode added). remove_special drops a leading
   // BOS (then no space is removed) and a trailing EOS when the vocabulary adds
-  // them; unparse_special renders control tokens as their text.
+  // them; unparse_special renders control tokens as their text. llama.cpp
+  // also "cleans up" spaces before punctuation for some BPE vocabularies
+  // (gpt-2, starcoder, falcon: clean_up_tokenization_spaces); fqpack never
+  // does, so the bytes Encode was given come back exactly.
   std::string Decode(std::span<const int32_t> ids, bool remove_special = false,
                      bool unparse_special = false) const;
 
