@@ -286,11 +286,10 @@ Result<Tokenizer> Tokenizer::Load(const gguf::Metadata& md) {
   FQ_RETURN_IF_ERROR(ReadSpecialId(md, kEomKey, n, &eom));
 
   // End of turn and of generation by their text, as llama.cpp finds them; a
-  // token found so that is not a control token is made one (llama.cpp
-  // warns that the model is probably wrong and does the same).
-  auto make_control = [&tok](int32_t id) {
-    if (tok.types_[id] != TokenType::kControl) tok.types_[id] = TokenType::kControl;
-  };
+  // token found so becomes a control token whatever its type (llama.cpp
+  // warns that the model is probably wrong and adds the control attribute,
+  // which then decides how the token is parsed and rendered).
+  auto make_control = [&tok](int32_t id) { tok.types_[id] = TokenType::kControl; };
   for (int32_t id = 0; id < n && tok.eot_ == kNoToken; ++id) {
     if (std::find(std::begin(kEotTexts), std::end(kEotTexts), tok.texts_[id]) !=
         std::end(kEotTexts)) {
