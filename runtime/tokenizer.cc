@@ -37,21 +37,20 @@ constexpr std::string_view kMergesKey = "tokenizer.ggml.merges";
 constexpr std::string_view kEotKey = "tokenizer.ggml.eot_token_id";
 constexpr std::string_view kEomKey = "tokenizer.ggml.eom_token_id";
 
-// DeepSeek's "<｜end▁of▁sentence｜>".
-#define FQ_DEEPSEEK_EOS \
-  "<\xEF\xBD\x9C"       \
-  "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"
+// DeepSeek's "<｜end▁of▁sentence｜>" (octal escapes: a hex escape would run
+// into the letters after it).
+constexpr std::string_view kDeepseekEos =
+    "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>";
 // Texts llama.cpp takes for an end-of-turn token when the metadata names
 // none, and for end-of-generation tokens (llama_vocab::impl::load).
 constexpr std::string_view kEotTexts[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",     "<|end_of_text|>",
-    "<EOT>",      "_<EOT>",     "[EOT]",   FQ_DEEPSEEK_EOS, "<end_of_utterance>"};
+    "<EOT>",      "_<EOT>",     "[EOT]",   kDeepseekEos,    "<end_of_utterance>"};
 constexpr std::string_view kEogTexts[] = {
     "<|eot_id|>",    "<|im_end|>",    "<|end|>", "<|return|>",      "<|call|>",
     "<end_of_turn>", "<|endoftext|>", "</s>",    "<|eom_id|>",      "<EOT>",
     "_<EOT>",        "[EOT]",         "[EOS]",   "<|end_of_text|>", "<end_of_utterance>",
-    "<eos>",         FQ_DEEPSEEK_EOS};
-#undef FQ_DEEPSEEK_EOS
+    "<eos>",         kDeepseekEos};
 
 size_t HashText(std::string_view s) { return std::hash<std::string_view>{}(s); }
 

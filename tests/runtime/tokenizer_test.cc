@@ -732,6 +732,9 @@ TEST(TokenizerBpeDeepseekCoder, AddsBosAsTheVocabularySays) {
   const Tokenizer tok = LoadVocab("tokenizer/ggml-vocab-deepseek-coder.gguf");
   EXPECT_TRUE(tok.add_bos());
   EXPECT_EQ(tok.bos(), 32013);
+  // No eot_token_id in the file: found by its text, "<｜end▁of▁sentence｜>".
+  EXPECT_EQ(tok.eot(), 32014);
+  EXPECT_TRUE(tok.IsEndOfGeneration(32014));
   const Ids ids = tok.Encode("int main", true);
   ASSERT_FALSE(ids.empty());
   EXPECT_EQ(ids.front(), 32013);
