@@ -7,6 +7,7 @@
 
 #include "cli/app.h"
 #include "cli/model_resolution.h"
+#include "pack/format.h"
 #include "runtime/tokenizer.h"
 #include "schema/gguf.h"
 #include "schema/json.h"
@@ -21,9 +22,9 @@ struct TokenizeArgs {
   bool parse_special = false;
 };
 
-bool IsGguf(const MappedFile& file) {
+bool StartsWith(const MappedFile& file, const void* magic, size_t n) {
   const ByteSpan bytes = file.bytes();
-  return bytes.size() >= 4 && std::memcmp(bytes.data(), "GGUF", 4) == 0;
+  return bytes.size() >= n && std::memcmp(bytes.data(), magic, n) == 0;
 }
 
 // The tokenizer of `path` when it is a GGUF file: its metadata is all that is
@@ -48,8 +49,11 @@ Status RunTokenize(Context& ctx, const TokenizeArgs& args) {
   std::optional<runtime::Tokenizer> loaded;
   if (!args.source.pack.empty()) {
     FQ_ASSIGN_OR_RETURN(MappedFile file, ctx.env->MapFile(args.source.pack));
-    if (IsGguf(file)) {
+    if (StartsWith(file, "GGUF", 4)) {
       FQ_ASSIGN_OR_RETURN(loaded, GgufTokenizer(args.source.pack, file, &model));
+    } else if (!StartsWith(file, pack::kHeaderMagic, sizeof(pack::kHeaderMagic))) {
+      return Status::Corruption(args.source.pack +
+                                ": neither a GGUF file nor a .fqpack (no magic of either)");
     }
   }
   if (!loaded) {

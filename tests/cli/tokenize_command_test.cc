@@ -97,6 +97,10 @@ TEST_F(TokenizeCommand, RefusesBrokenVocabulariesNamingTheFile) {
                 [](gguf::Metadata* md) { Erase(md, "tokenizer.ggml.model"); });
   EXPECT_EQ(Fq("tokenize " + no_vocab + " --text hi", &out), 5) << out;
   EXPECT_NE(out.find(no_vocab + ": no tokenizer"), std::string::npos) << out;
+
+  const std::string text = testing::TestDataPath("tokenizer/ggml-vocab-gpt-2.gguf.inp");
+  EXPECT_EQ(Fq("tokenize " + text + " --text hi", &out), 3) << out;
+  EXPECT_NE(out.find(text + ": neither a GGUF file nor a .fqpack"), std::string::npos) << out;
 }
 
 }  // namespace
