@@ -70,6 +70,22 @@ void BM_EncodeWikiText_LlamaSpm(benchmark::State& state) {
 }
 BENCHMARK(BM_EncodeWikiText_LlamaSpm)->Unit(benchmark::kMillisecond);
 
+// Byte-level BPE: pre-tokenizer splits, byte mapping and rank merges.
+void BM_EncodeWikiText_Gpt2(benchmark::State& state) {
+  EncodeFile(state, "tokenizer/ggml-vocab-gpt-2.gguf", "text/wiki.test.raw");
+}
+BENCHMARK(BM_EncodeWikiText_Gpt2)->Unit(benchmark::kMillisecond);
+
+void BM_EncodeWikiText_DeepseekLlm(benchmark::State& state) {
+  EncodeFile(state, "tokenizer/ggml-vocab-deepseek-llm.gguf", "text/wiki.test.raw");
+}
+BENCHMARK(BM_EncodeWikiText_DeepseekLlm)->Unit(benchmark::kMillisecond);
+
+void BM_EncodeTinyStoriesVal_Starcoder(benchmark::State& state) {
+  EncodeFile(state, "tokenizer/ggml-vocab-starcoder.gguf", "text/tinystories_val.txt");
+}
+BENCHMARK(BM_EncodeTinyStoriesVal_Starcoder)->Unit(benchmark::kMillisecond);
+
 void BM_DecodeTinyStoriesVal_Stories260K(benchmark::State& state) {
   const std::optional<Tokenizer> tok = LoadVocab("models/stories260K/stories260K-F32.gguf");
   const std::optional<std::string> text = LoadText("text/tinystories_val.txt");

@@ -175,7 +175,7 @@ Result<std::unique_ptr<runtime::Model>> LoadModel(const ModelSource& src, Thread
 Result<runtime::Tokenizer> TokenizerOf(const store::ModelManifest& manifest) {
   FQ_ASSIGN_OR_RETURN(gguf::Metadata md,
                       gguf::ParseMetadata(manifest.metadata, manifest.n_kv, manifest.model));
-  return runtime::Tokenizer::FromMetadata(md);
+  return runtime::Tokenizer::FromMetadata(md, manifest.model);
 }
 
 Result<int64_t> ContextSize(Context& ctx, const runtime::Model& model, int64_t requested) {

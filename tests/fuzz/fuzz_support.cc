@@ -5,9 +5,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
+#include "runtime/unicode.h"
 #include "tests/fuzz/fuzz_target.h"
 
 namespace fqpack::fuzz {
@@ -186,6 +189,57 @@ gguf::Metadata TinyVocabMetadata() {
 Bytes TinyVocabGguf() {
   gguf::FileSpec spec;
   const gguf::Metadata md = TinyVocabMetadata();
+  spec.n_kv = md.entries.size();
+  spec.kv = gguf::EncodeMetadata(md);
+  return gguf::EncodeHeader(spec);
+}
+
+gguf::Metadata TinyBpeVocabMetadata() {
+  using gguf::Value;
+  using gguf::ValueType;
+  std::vector<Value> tokens, types, merges;
+  auto add = [&](const std::string& text, int32_t type) {
+    tokens.push_back(Value::String(text));
+    types.push_back(Value::Int(ValueType::kI32, type));
+  };
+  for (int b = 0; b < 256; ++b) add(runtime::ByteToUnicode(static_cast<uint8_t>(b)), 1);
+  const std::string g = runtime::ByteToUnicode(' ');  // "Ġ"
+  // Each merge's halves are tokens made by earlier merges (or bytes).
+  const std::pair<std::string, std::string> kMerges[] = {
+      {g, "t"},
+      {"h", "e"},
+      {g + "t", "he"},
+      {"i", "n"},
+      {g, "a"},
+      {"e", "r"},
+      {g, "w"},
+      {"o", "r"},
+      {g + "w", "or"},
+      {"l", "d"},
+      {g + "wor", "ld"},
+      {g, g},
+      {runtime::ByteToUnicode(0xC3), runtime::ByteToUnicode(0xA9)}};  // é
+  for (const auto& [left, right] : kMerges) {
+    add(left + right, 1);
+    merges.push_back(Value::String(left + " " + right));
+  }
+  add("<|endoftext|>", 3);
+  const uint64_t end = tokens.size() - 1;
+  gguf::Metadata md;
+  md.Set("general.architecture", Value::String("llama"));
+  md.Set("tokenizer.ggml.model", Value::String("gpt2"));
+  md.Set("tokenizer.ggml.pre", Value::String("llama-bpe"));
+  md.Set("tokenizer.ggml.tokens", Value::Array(ValueType::kString, tokens));
+  md.Set("tokenizer.ggml.token_type", Value::Array(ValueType::kI32, types));
+  md.Set("tokenizer.ggml.merges", Value::Array(ValueType::kString, merges));
+  md.Set("tokenizer.ggml.bos_token_id", Value::Uint(ValueType::kU32, end));
+  md.Set("tokenizer.ggml.eos_token_id", Value::Uint(ValueType::kU32, end));
+  return md;
+}
+
+Bytes TinyBpeVocabGguf() {
+  gguf::FileSpec spec;
+  const gguf::Metadata md = TinyBpeVocabMetadata();
   spec.n_kv = md.entries.size();
   spec.kv = gguf::EncodeMetadata(md);
   return gguf::EncodeHeader(spec);

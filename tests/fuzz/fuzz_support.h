@@ -69,6 +69,12 @@ uint64_t TouchBytes(ByteSpan bytes);
 gguf::Metadata TinyVocabMetadata();
 // The same as a GGUF file without tensors (what llama.cpp's vocab files are).
 Bytes TinyVocabGguf();
+// A byte-level BPE vocabulary (tokenizer.ggml.model "gpt2", pre "llama-bpe"):
+// the 256 characters of GPT-2's byte map, a few merged words, their merges,
+// and "<|endoftext|>" (control, BOS/EOS/EOT); as metadata and as a GGUF file
+// without tensors.
+gguf::Metadata TinyBpeVocabMetadata();
+Bytes TinyBpeVocabGguf();
 
 }  // namespace fqpack::fuzz
 

@@ -1,12 +1,15 @@
-// The SentencePiece tokenizer (runtime/tokenizer.h), two ways; the first
-// input byte chooses:
+// The tokenizers (runtime/tokenizer.h), two ways; the first input byte
+// chooses:
 //  - bit 0 clear: the rest is text, encoded and decoded with the vocabulary
 //    of $FQ_TESTDATA/tokenizer/ggml-vocab-llama-spm.gguf (llama.cpp's test
-//    vocabulary) or, without test data, TinyVocabMetadata(); bits 1-4 are
-//    add_special, parse_special, remove_special and unparse_special. With
-//    all four clear, byte fallback for every byte, no "▁" in the text
-//    (which decodes as a space) and no broken UTF-8 sequence that could
-//    swallow one (see SplitsCleanly), decoding must give the text back.
+//    vocabulary) or, without test data, TinyVocabMetadata(); with bit 5 set,
+//    the byte-level BPE vocabulary of ggml-vocab-gpt-2.gguf or
+//    TinyBpeVocabMetadata(). Bits 1-4 are add_special, parse_special,
+//    remove_special and unparse_special. With all four clear, decoding must
+//    give the text back: SentencePiece when it has byte fallback for every
+//    byte, no "▁" is in the text (which decodes as a space) and no broken
+//    UTF-8 sequence could swallow one (see SplitsCleanly); BPE whenever the
+//    text is valid UTF-8 (invalid bytes become U+FFFD, as in llama.cpp).
 //  - bit 0 set: the rest is a vocabulary file (GGUF), read as `fqpack run`
 //    reads a model's tokenizer, then used on a few fixed texts.
 
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "runtime/tokenizer.h"
+#include "runtime/unicode.h"
 #include "schema/gguf.h"
 #include "tests/fuzz/fuzz_support.h"
 #include "tests/fuzz/fuzz_target.h"
@@ -30,7 +34,15 @@ constexpr std::string_view kSpaceMarker = "\xE2\x96\x81";  // U+2581
 struct Vocab {
   std::unique_ptr<Tokenizer> tok;
   bool byte_fallback = false;  // a <0xXX> byte token for all 256 bytes
+  bool known = false;          // a vocabulary of ours, not a crafted file
 };
+
+// True when llama.cpp's decoder reads `text` without a U+FFFD for a bad byte.
+bool DecodesCleanly(std::string_view text) {
+  std::string again;
+  for (uint32_t cp : runtime::DecodeUtf8(text)) runtime::AppendUtf8(cp, &again);
+  return again == text;
+}
 
 bool HasByteFallback(const Tokenizer& tok) {
   for (int b = 0; b < 256; ++b) {
@@ -42,28 +54,34 @@ bool HasByteFallback(const Tokenizer& tok) {
   return true;
 }
 
-Result<gguf::Metadata> TestVocab() {
+Result<gguf::Metadata> TestVocab(bool bpe) {
   const char* dir = std::getenv("FQ_TESTDATA");
-  if (dir == nullptr || *dir == '\0') return TinyVocabMetadata();
-  const std::string path = JoinPath(JoinPath(dir, "tokenizer"), "ggml-vocab-llama-spm.gguf");
-  if (!Env::Default()->FileExists(path)) return TinyVocabMetadata();
+  const gguf::Metadata tiny = bpe ? TinyBpeVocabMetadata() : TinyVocabMetadata();
+  if (dir == nullptr || *dir == '\0') return tiny;
+  const std::string path = JoinPath(JoinPath(dir, "tokenizer"),
+                                    bpe ? "ggml-vocab-gpt-2.gguf" : "ggml-vocab-llama-spm.gguf");
+  if (!Env::Default()->FileExists(path)) return tiny;
   FQ_ASSIGN_OR_RETURN(MappedFile f, Env::Default()->MapFile(path));
   FQ_ASSIGN_OR_RETURN(gguf::Header h, gguf::ParseFile(f.bytes(), path));
   return std::move(h.metadata);
 }
 
-const Vocab& SharedVocab() {
-  static const Vocab* vocab = [] {
-    auto* v = new Vocab();
-    Result<gguf::Metadata> md = TestVocab();
-    FQ_FUZZ_CHECK(md.ok(), md.status().ToString());
-    Result<Tokenizer> tok = Tokenizer::FromMetadata(*md);
-    FQ_FUZZ_CHECK(tok.ok(), tok.status().ToString());
-    v->tok = std::make_unique<Tokenizer>(std::move(*tok));
-    v->byte_fallback = HasByteFallback(*v->tok);
-    return v;
-  }();
-  return *vocab;
+Vocab* MakeVocab(bool bpe) {
+  auto* v = new Vocab();
+  Result<gguf::Metadata> md = TestVocab(bpe);
+  FQ_FUZZ_CHECK(md.ok(), md.status().ToString());
+  Result<Tokenizer> tok = Tokenizer::FromMetadata(*md);
+  FQ_FUZZ_CHECK(tok.ok(), tok.status().ToString());
+  v->tok = std::make_unique<Tokenizer>(std::move(*tok));
+  v->byte_fallback = HasByteFallback(*v->tok);
+  v->known = true;
+  return v;
+}
+
+const Vocab& SharedVocab(bool bpe) {
+  static const Vocab* spm = MakeVocab(false);
+  static const Vocab* byte_pairs = MakeVocab(true);
+  return bpe ? *byte_pairs : *spm;
 }
 
 // True when splitting `text` into characters as the tokenizer does (the
@@ -98,8 +116,10 @@ void RunText(const Vocab& vocab, uint8_t flags, std::string_view text) {
   CheckIds(tok, ids);
   const std::string decoded = tok.Decode(ids, remove_special, unparse_special);
   // A "▁" in the text decodes as a space, as in SentencePiece and llama.cpp.
-  if (vocab.byte_fallback && (flags & 30) == 0 &&
-      text.find(kSpaceMarker) == std::string_view::npos && SplitsCleanly(text)) {
+  const bool bpe = tok.vocab_type() == runtime::VocabType::kBytePairs;
+  const bool spm_exact = vocab.byte_fallback && text.find(kSpaceMarker) == std::string_view::npos &&
+                         SplitsCleanly(text);
+  if (vocab.known && (flags & 30) == 0 && (bpe ? DecodesCleanly(text) : spm_exact)) {
     FQ_FUZZ_CHECK(decoded == text,
                   "Decode(Encode(text)) is not the text: " + std::to_string(text.size()) +
                       " bytes in, " + std::to_string(decoded.size()) + " out");
@@ -151,7 +171,7 @@ FQ_FUZZ_ENTRY(fuzz_tokenizer)(const uint8_t* data, size_t size) {
   if (data[0] & 1) {
     fuzz::RunVocabFile(ByteSpan(data + 1, size - 1));
   } else {
-    fuzz::RunText(fuzz::SharedVocab(), data[0],
+    fuzz::RunText(fuzz::SharedVocab(data[0] & 32), data[0],
                   std::string_view(reinterpret_cast<const char*>(data + 1), size - 1));
   }
   return 0;

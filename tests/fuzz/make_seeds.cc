@@ -13,7 +13,8 @@
 //   packed with --codec auto (zero weights: zstd); and the Q8_0 one with
 //   random weights alone, --codec raw. Both indexes are rewritten with
 //   512-byte pages (RepageIndex) to keep the files small.
-// fuzz_tokenizer: the vocabulary-file mode's seed (0x01 + TinyVocabGguf()).
+// fuzz_tokenizer: the vocabulary-file mode's seeds (0x01 + TinyVocabGguf(),
+//   0x01 + TinyBpeVocabGguf()).
 //
 // The files change with every run (random temp names, timestamps in the
 // packs' index); commit them only when the seeds should change.
@@ -372,5 +373,9 @@ int main(int argc, char** argv) {
   const Bytes tiny_vocab = TinyVocabGguf();
   vocab.insert(vocab.end(), tiny_vocab.begin(), tiny_vocab.end());
   Write(dir, "fuzz_tokenizer", "vocab-file-tiny", vocab);
+  Bytes bpe_vocab = {1};
+  const Bytes tiny_bpe = TinyBpeVocabGguf();
+  bpe_vocab.insert(bpe_vocab.end(), tiny_bpe.begin(), tiny_bpe.end());
+  Write(dir, "fuzz_tokenizer", "vocab-file-bpe", bpe_vocab);
   return 0;
 }

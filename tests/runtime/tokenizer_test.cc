@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <sstream>
@@ -9,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/unicode.h"
 #include "schema/env.h"
 #include "schema/gguf.h"
 #include "tests/support/test_util.h"
@@ -290,10 +292,10 @@ TEST(TokenizerHand, LongRunsStayCorrect) {
 }
 
 TEST(TokenizerHand, RejectsOtherModelsAndBadVocabularies) {
-  const Result<Tokenizer> gpt2 = Tokenizer::FromMetadata(MakeMetadata(HandVocab(), "gpt2"));
-  ASSERT_FALSE(gpt2.ok());
-  EXPECT_TRUE(gpt2.status().IsNotSupported());
-  EXPECT_NE(gpt2.status().message().find("gpt2"), std::string::npos);
+  const Result<Tokenizer> bert = Tokenizer::FromMetadata(MakeMetadata(HandVocab(), "bert"));
+  ASSERT_FALSE(bert.ok());
+  EXPECT_TRUE(bert.status().IsNotSupported());
+  EXPECT_NE(bert.status().message().find("bert"), std::string::npos);
 
   gguf::Metadata no_model = MakeMetadata(HandVocab());
   no_model.entries.erase(no_model.entries.begin());
@@ -346,32 +348,42 @@ std::string ReadText(const std::string& relative) {
 // "\n__ggml_vocab_test__\n" (the text after the last separator, empty here,
 // is not a test), each .out line holds the expected ids, and every string is
 // tokenized with add_special = false, parse_special = false.
+struct VocabVectors {
+  std::vector<std::string> inputs;
+  std::vector<Ids> expected;
+};
+
+VocabVectors ReadVectors(const std::string& vocab) {
+  VocabVectors v;
+  const std::string raw = ReadText(vocab + ".inp");
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  for (size_t pos = 0; pos < raw.size();) {
+    const size_t next = raw.find(sep, pos);
+    if (next == std::string::npos) {
+      v.inputs.push_back(raw.substr(pos));
+      break;
+    }
+    v.inputs.push_back(raw.substr(pos, next - pos));
+    pos = next + sep.size();
+  }
+  std::istringstream out_lines(ReadText(vocab + ".out"));
+  for (std::string line; std::getline(out_lines, line);) {
+    std::istringstream fields(line);
+    Ids ids;
+    for (int32_t id; fields >> id;) ids.push_back(id);
+    v.expected.push_back(ids);
+  }
+  return v;
+}
+
 TEST(TokenizerLlamaSpm, MatchesLlamaCppTestVectors) {
   FQ_REQUIRE_TESTDATA();
   const Tokenizer tok = LoadVocab("tokenizer/ggml-vocab-llama-spm.gguf");
   EXPECT_EQ(tok.n_vocab(), 32000);
 
-  const std::string raw = ReadText("tokenizer/ggml-vocab-llama-spm.gguf.inp");
-  const std::string sep = "\n__ggml_vocab_test__\n";
-  std::vector<std::string> inputs;
-  for (size_t pos = 0; pos < raw.size();) {
-    const size_t next = raw.find(sep, pos);
-    if (next == std::string::npos) {
-      inputs.push_back(raw.substr(pos));
-      break;
-    }
-    inputs.push_back(raw.substr(pos, next - pos));
-    pos = next + sep.size();
-  }
-
-  std::istringstream out_lines(ReadText("tokenizer/ggml-vocab-llama-spm.gguf.out"));
-  std::vector<Ids> expected;
-  for (std::string line; std::getline(out_lines, line);) {
-    std::istringstream fields(line);
-    Ids ids;
-    for (int32_t id; fields >> id;) ids.push_back(id);
-    expected.push_back(ids);
-  }
+  const VocabVectors v = ReadVectors("tokenizer/ggml-vocab-llama-spm.gguf");
+  const std::vector<std::string>& inputs = v.inputs;
+  const std::vector<Ids>& expected = v.expected;
   ASSERT_EQ(inputs.size(), expected.size());
   ASSERT_GE(inputs.size(), 40u);
 
@@ -523,6 +535,211 @@ TEST(TokenizerStories260K, DecodeStreamPrintsLikeLlama2c) {
   std::string printed;
   for (size_t i = 1; i < ids.size(); ++i) printed += stream.Next(ids[i]);
   EXPECT_EQ(printed, expected);
+}
+
+// A byte-level BPE vocabulary built by hand: the 256 byte characters of
+// GPT-2's map (id b for byte b), then "ab" 256, "bc" 257, "abc" 258,
+// "<|endoftext|>" 259 (control) and "<tag>" 260 (user-defined).
+constexpr int32_t kBpeAB = 256, kBpeBC = 257, kBpeABC = 258, kBpeEnd = 259, kBpeTag = 260;
+
+gguf::Metadata BpeMetadata(const std::vector<std::string>& merges, std::string_view pre) {
+  std::vector<Value> texts, types, merge_values;
+  for (int b = 0; b < 256; ++b) {
+    texts.push_back(Value::String(ByteToUnicode(static_cast<uint8_t>(b))));
+    types.push_back(Value::Int(ValueType::kI32, 1));
+  }
+  for (const char* t : {"ab", "bc", "abc"}) {
+    texts.push_back(Value::String(t));
+    types.push_back(Value::Int(ValueType::kI32, 1));
+  }
+  texts.push_back(Value::String("<|endoftext|>"));
+  types.push_back(Value::Int(ValueType::kI32, 3));
+  texts.push_back(Value::String("<tag>"));
+  types.push_back(Value::Int(ValueType::kI32, 4));
+  for (const std::string& m : merges) merge_values.push_back(Value::String(m));
+  gguf::Metadata md;
+  md.Set("tokenizer.ggml.model", Value::String("gpt2"));
+  md.Set("tokenizer.ggml.pre", Value::String(std::string(pre)));
+  md.Set("tokenizer.ggml.tokens", Value::Array(ValueType::kString, texts));
+  md.Set("tokenizer.ggml.token_type", Value::Array(ValueType::kI32, types));
+  md.Set("tokenizer.ggml.merges", Value::Array(ValueType::kString, merge_values));
+  md.Set("tokenizer.ggml.bos_token_id", Value::Uint(ValueType::kU32, kBpeEnd));
+  md.Set("tokenizer.ggml.eos_token_id", Value::Uint(ValueType::kU32, kBpeEnd));
+  return md;
+}
+
+TEST(TokenizerBpeHand, MergesLowestRankFirst) {
+  // "b c" ranks first: a + bc, then "a bc" makes abc.
+  const Tokenizer first_bc = MustLoad(BpeMetadata({"b c", "a b", "a bc"}, "gpt-2"));
+  EXPECT_EQ(first_bc.vocab_type(), VocabType::kBytePairs);
+  EXPECT_EQ(first_bc.Encode("abc", false), (Ids{kBpeABC}));
+  // "a b" ranks first and nothing merges ab with c: ab c.
+  const Tokenizer first_ab = MustLoad(BpeMetadata({"a b", "b c", "a bc"}, "gpt-2"));
+  EXPECT_EQ(first_ab.Encode("abc", false), (Ids{kBpeAB, 'c'}));
+  // Equal pairs: the leftmost merges first ("bcbc": bc bc).
+  EXPECT_EQ(first_bc.Encode("bcbc", false), (Ids{kBpeBC, kBpeBC}));
+  // Merges never cross words: " abc" is the word " abc", whose space has
+  // no merge with a.
+  EXPECT_EQ(first_bc.Encode(" abc", false), (Ids{' ', kBpeABC}));
+}
+
+TEST(TokenizerBpeHand, IgnoreMergesTakesWholeWordTokens) {
+  // Llama-3's pre-tokenizer takes a word that is a token as it is, even with
+  // no merge leading to it; GPT-2's merges byte by byte.
+  const Tokenizer llama3 = MustLoad(BpeMetadata({"x y"}, "llama-bpe"));
+  EXPECT_EQ(llama3.Encode("abc", false), (Ids{kBpeABC}));
+  EXPECT_TRUE(llama3.add_bos());
+  EXPECT_EQ(llama3.Encode("abc", true), (Ids{kBpeEnd, kBpeABC}));
+  const Tokenizer gpt2 = MustLoad(BpeMetadata({"x y"}, "gpt-2"));
+  EXPECT_EQ(gpt2.Encode("abc", false), (Ids{'a', 'b', 'c'}));
+  EXPECT_FALSE(gpt2.add_bos());
+  EXPECT_EQ(gpt2.Encode("abc", true), gpt2.Encode("abc", false));
+}
+
+TEST(TokenizerBpeHand, SpecialTokensAndEndOfGeneration) {
+  const Tokenizer tok = MustLoad(BpeMetadata({"a b"}, "gpt-2"));
+  EXPECT_EQ(tok.eot(), kBpeEnd);
+  EXPECT_TRUE(tok.IsEndOfGeneration(kBpeEnd));
+  EXPECT_FALSE(tok.IsEndOfGeneration(kBpeAB));
+  // Control tokens only when asked; user-defined always.
+  EXPECT_EQ(tok.Encode("ab<|endoftext|>", false, true), (Ids{kBpeAB, kBpeEnd}));
+  EXPECT_EQ(tok.Encode("ab<|endoftext|>", false, false).size(), 1u + 13u);
+  EXPECT_EQ(tok.Encode("<tag>ab", false, false), (Ids{kBpeTag, kBpeAB}));
+  EXPECT_EQ(tok.TokenToPiece(kBpeEnd), "");
+  EXPECT_EQ(tok.TokenToPiece(kBpeEnd, true), "<|endoftext|>");
+  EXPECT_EQ(tok.TokenToPiece(kBpeTag), "<tag>");
+  // The byte characters decode to their bytes.
+  EXPECT_EQ(tok.TokenToPiece(tok.Find(ByteToUnicode(' '))), " ");
+  EXPECT_EQ(tok.TokenToPiece(tok.Find(ByteToUnicode(0xF0))), "\xF0");
+}
+
+TEST(TokenizerBpeHand, RejectsVocabulariesWithoutMergesOrWithAnUnknownPreTokenizer) {
+  gguf::Metadata no_merges = BpeMetadata({"a b"}, "gpt-2");
+  no_merges.entries.erase(
+      std::find_if(no_merges.entries.begin(), no_merges.entries.end(),
+                   [](const gguf::KeyValue& kv) { return kv.key == "tokenizer.ggml.merges"; }));
+  const Result<Tokenizer> missing = Tokenizer::FromMetadata(no_merges, "vocab.gguf");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(missing.status().IsCorruption());
+  EXPECT_EQ(missing.status().message().rfind("vocab.gguf: ", 0), 0u) << missing.status().message();
+  EXPECT_NE(missing.status().message().find("tokenizer.ggml.merges"), std::string::npos);
+
+  const Result<Tokenizer> empty = Tokenizer::FromMetadata(BpeMetadata({}, "gpt-2"), "vocab.gguf");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_TRUE(empty.status().IsCorruption());
+  EXPECT_NE(empty.status().message().find("merges"), std::string::npos);
+
+  const Result<Tokenizer> unknown =
+      Tokenizer::FromMetadata(BpeMetadata({"a b"}, "klingon-bpe"), "vocab.gguf");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_TRUE(unknown.status().IsNotSupported());
+  EXPECT_NE(unknown.status().message().find("vocab.gguf: "), std::string::npos);
+  EXPECT_NE(unknown.status().message().find("'klingon-bpe'"), std::string::npos);
+  EXPECT_NE(unknown.status().message().find("tokenizer.ggml.pre"), std::string::npos);
+
+  // No tokenizer.ggml.pre at all: llama.cpp's default rules, with a warning.
+  gguf::Metadata no_pre = BpeMetadata({"a b"}, "gpt-2");
+  no_pre.entries.erase(
+      std::find_if(no_pre.entries.begin(), no_pre.entries.end(),
+                   [](const gguf::KeyValue& kv) { return kv.key == "tokenizer.ggml.pre"; }));
+  const Tokenizer fallback = MustLoad(no_pre);
+  EXPECT_EQ(fallback.pre_tokenizer(), "default");
+  EXPECT_EQ(fallback.Encode("ab", false), (Ids{kBpeAB}));
+}
+
+// The byte-level BPE vocabularies of llama.cpp's test suite.
+class TokenizerBpeVocab : public ::testing::TestWithParam<const char*> {
+ protected:
+  std::string VocabPath() const {
+    return std::string("tokenizer/ggml-vocab-") + GetParam() + ".gguf";
+  }
+};
+
+TEST_P(TokenizerBpeVocab, MatchesLlamaCppTestVectors) {
+  FQ_REQUIRE_TESTDATA();
+  const Tokenizer tok = LoadVocab(VocabPath());
+  EXPECT_EQ(tok.vocab_type(), VocabType::kBytePairs);
+  EXPECT_EQ(tok.pre_tokenizer(), GetParam());
+  const VocabVectors v = ReadVectors(VocabPath());
+  ASSERT_EQ(v.inputs.size(), v.expected.size());
+  ASSERT_GE(v.inputs.size(), 40u);
+  size_t passed = 0;
+  for (size_t i = 0; i < v.inputs.size(); ++i) {
+    const Ids ids = tok.Encode(v.inputs[i], false, false);
+    EXPECT_EQ(ids, v.expected[i]) << "vector " << i << ": '" << v.inputs[i] << "'";
+    passed += ids == v.expected[i];
+  }
+  EXPECT_EQ(passed, v.inputs.size());
+}
+
+TEST_P(TokenizerBpeVocab, DecodeGivesBackTheBytes) {
+  FQ_REQUIRE_TESTDATA();
+  const Tokenizer tok = LoadVocab(VocabPath());
+  const std::string text =
+      "Hello, y'all! How are you \xF0\x9F\x98\x81 ?\xE6\x88\x91\xE6\x83\xB3\n\tdone  \r\n"
+      "   3333 caf\xC3\xA9 \xE1\x80\xA1 <|endoftext|>";
+  const Ids ids = tok.Encode(text, false);
+  EXPECT_EQ(tok.Decode(ids), text);
+  // Piece by piece: pieces may hold part of a UTF-8 character (the emoji
+  // takes several tokens in GPT-2), their concatenation is the text.
+  std::string joined;
+  for (int32_t id : ids) joined += tok.TokenToPiece(id);
+  EXPECT_EQ(joined, text);
+  // Every vector round-trips too.
+  for (const std::string& input : ReadVectors(VocabPath()).inputs) {
+    EXPECT_EQ(tok.Decode(tok.Encode(input, false)), input);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(LlamaCpp, TokenizerBpeVocab,
+                         ::testing::Values("gpt-2", "starcoder", "deepseek-coder", "deepseek-llm",
+                                           "falcon"));
+
+TEST(TokenizerBpeGpt2, SplitsACharacterAcrossTokensAndReplacesInvalidUtf8) {
+  FQ_REQUIRE_TESTDATA();
+  const Tokenizer tok = LoadVocab("tokenizer/ggml-vocab-gpt-2.gguf");
+  EXPECT_EQ(tok.bos(), 50256);
+  EXPECT_FALSE(tok.add_bos());
+  EXPECT_EQ(tok.eot(), 50256);
+  EXPECT_TRUE(tok.IsEndOfGeneration(50256));
+  // The emoji's four bytes take more than one token, and some piece is not
+  // valid UTF-8 on its own.
+  const Ids emoji = tok.Encode("\xF0\x9F\x98\x81", false);
+  ASSERT_GT(emoji.size(), 1u);
+  EXPECT_NE(tok.TokenToPiece(emoji[0]), "\xF0\x9F\x98\x81");
+  std::string joined;
+  for (int32_t id : emoji) joined += tok.TokenToPiece(id);
+  EXPECT_EQ(joined, "\xF0\x9F\x98\x81");
+  // DecodeStream hands out the same bytes, the space after BOS kept (no
+  // dummy prefix in a BPE vocabulary).
+  DecodeStream stream(&tok, tok.bos());
+  std::string printed;
+  for (int32_t id : tok.Encode(" Hi \xF0\x9F\x98\x81", false)) printed += stream.Next(id);
+  EXPECT_EQ(printed, " Hi \xF0\x9F\x98\x81");
+  // Invalid UTF-8 becomes U+FFFD before merging, as in llama.cpp.
+  EXPECT_EQ(tok.Decode(tok.Encode("a\xFF"
+                                  "b",
+                                  false)),
+            "a\xEF\xBF\xBD"
+            "b");
+  // Control tokens are parsed only when asked.
+  EXPECT_EQ(tok.Encode("<|endoftext|>", false, true), (Ids{50256}));
+  EXPECT_GT(tok.Encode("<|endoftext|>", false, false).size(), 1u);
+}
+
+TEST(TokenizerBpeDeepseekCoder, AddsBosAsTheVocabularySays) {
+  FQ_REQUIRE_TESTDATA();
+  const Tokenizer tok = LoadVocab("tokenizer/ggml-vocab-deepseek-coder.gguf");
+  EXPECT_TRUE(tok.add_bos());
+  EXPECT_EQ(tok.bos(), 32013);
+  // No eot_token_id in the file: found by its text, "<｜end▁of▁sentence｜>".
+  EXPECT_EQ(tok.eot(), 32014);
+  EXPECT_TRUE(tok.IsEndOfGeneration(32014));
+  const Ids ids = tok.Encode("int main", true);
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids.front(), 32013);
+  EXPECT_EQ(Ids(ids.begin() + 1, ids.end()), tok.Encode("int main", false));
+  EXPECT_EQ(tok.Decode(ids, /*remove_special=*/true), "int main");
 }
 
 }  // namespace
