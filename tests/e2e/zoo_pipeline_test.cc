@@ -1,10 +1,12 @@
 // The whole FlexQuant pipeline on families other than llama-2, as a user runs
 // it: import a zoo model's three checkpoints, search an ensemble between
 // Q8_0 and Q4_K_M, prune it, pack it, run the pack under a falling budget,
-// export an EQM as a GGUF and read that back in a fresh store.
+// export an EQM as a GGUF and read that back in a fresh store, and score
+// per-token dynamic precision between the two QMs.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -19,6 +21,13 @@ using testing::JsonNumber;
 using testing::JsonString;
 using testing::RunCommand;
 using testing::TestDataPath;
+
+// A double written so that it reads back as the same double.
+std::string Digits(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
 
 // "PPL = 8.1234 ..." up to the timing in parentheses.
 std::string PplLine(const std::string& out) {
@@ -62,11 +71,18 @@ TEST_P(ZooPipeline, ImportSearchPrunePackRunExport) {
   ASSERT_EQ(Fq(store, "-q gc --prune 0.5 --model " + model, &out), 0) << out;
   ASSERT_EQ(Fq(store, "verify", &out), 0) << out;
 
+  // Dynamic precision between the same two QMs travels in the pack.
+  ASSERT_EQ(
+      Fq(store, "-q calibrate-dynamic --model " + model + " --hi Q8_0 --lo Q4_K_M --calib " + calib,
+         &out),
+      0)
+      << out;
+
   // Pack, and read its levels to build a falling budget.
   const std::string pack = tmp.Join(model + ".fqpack");
   ASSERT_EQ(Fq(store, "-q pack --model " + model + " -o " + pack, &out), 0) << out;
   ASSERT_EQ(Fq(store, "--json info " + pack, &out, false), 0) << out;
-  EXPECT_EQ(JsonString(out, "architecture"), GetParam() == "llama3" ? "llama" : GetParam()) << out;
+  EXPECT_EQ(JsonString(out, "arch"), GetParam() == "llama3" ? "llama" : GetParam()) << out;
   ThreadPool pool(2);
   auto rt = runtime::ElasticRuntime::Open(Env::Default(), pack, runtime::ElasticOptions{}, &pool);
   ASSERT_TRUE(rt.ok()) << rt.status().ToString();
@@ -107,6 +123,24 @@ TEST_P(ZooPipeline, ImportSearchPrunePackRunExport) {
   ASSERT_EQ(Fq(other, "ppl --qm E -f " + eval + " -c 128 --chunks 8", &b, false), 0) << b;
   EXPECT_EQ(PplLine(a), PplLine(b));
   EXPECT_EQ(PplLine(a).find("(no PPL"), std::string::npos) << a;
+
+  // Per-token dynamic precision: at either QM's bits it is that QM
+  // exactly; between them it switches per token.
+  auto ppl_of = [&](const std::string& args, std::string* json) {
+    EXPECT_EQ(Fq(store, "--json ppl " + pack + " " + args + " -f " + eval + " -c 128 --chunks 8",
+                 json, false),
+              0)
+        << *json;
+    return JsonNumber(*json, "ppl");
+  };
+  std::string json;
+  const double hi = ppl_of("--qm Q8_0", &json), lo = ppl_of("--qm Q4_K_M", &json);
+  ppl_of("--dynamic hi=Q8_0,lo=Q4_K_M --target-bits 6", &json);
+  const double hi_bits = JsonNumber(json, "hi_bits"), lo_bits = JsonNumber(json, "lo_bits");
+  EXPECT_GT(JsonNumber(json, "mean_bits"), lo_bits) << json;
+  EXPECT_LT(JsonNumber(json, "mean_bits"), hi_bits) << json;
+  EXPECT_EQ(ppl_of("--dynamic hi=Q8_0,lo=Q4_K_M --target-bits " + Digits(hi_bits), &json), hi);
+  EXPECT_EQ(ppl_of("--dynamic hi=Q8_0,lo=Q4_K_M --target-bits " + Digits(lo_bits), &json), lo);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, ZooPipeline, ::testing::Values("qwen2", "llama3"),
