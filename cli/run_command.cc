@@ -109,6 +109,7 @@ Status RunRun(Context& ctx, const RunArgs& args) {
   opts.sampling.seed = args.seed >= 0 ? static_cast<uint64_t>(args.seed) : std::random_device{}();
   opts.bos = tok.bos();
   opts.eos = tok.eos();
+  opts.eot = tok.eot();
   opts.context_shift = !args.no_context_shift;
   // llama.cpp's rule: --keep N prompt tokens after the BOS, which a shift
   // always keeps; -1 (or more than the prompt has) keeps the whole prompt.

@@ -106,6 +106,7 @@ Result<std::string> ElasticModel::GenerateLocked(
   opts.sampling.seed = request.seed;
   opts.bos = tok.bos();
   opts.eos = tok.eos();
+  opts.eot = tok.eot();
   runtime::DecodeStream stream(&tok, prompt.back());
   std::string text;
   bool stopped = false;

@@ -99,18 +99,12 @@ struct Hparams {
   }
 };
 
-// Kept so code written against the llama-only name still compiles.
-using LlamaHparams = Hparams;
-
 // Reads and checks the hyper-parameters. NotSupported when the architecture
 // is not in the table (naming `what` and the architecture); InvalidArgument
 // naming the key when one is missing, of the wrong type, or inconsistent
 // (heads not dividing the embedding, an odd or too large rope dimension).
 // `what` prefixes messages.
 Result<Hparams> ReadHparams(const gguf::Metadata& md, std::string_view what);
-inline Result<Hparams> ReadLlamaHparams(const gguf::Metadata& md, std::string_view what) {
-  return ReadHparams(md, what);
-}
 
 // One tensor the graph reads, with its shape in GGUF order (ne0 = row
 // length = input width of a projection).

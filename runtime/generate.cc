@@ -107,7 +107,7 @@ Result<GenerateStats> Generate(Session* session, std::span<const int32_t> prompt
       break;
     }
     const int32_t next = sampler.Sample(logits);
-    if (next == options.eos) {
+    if (next == options.eos || (options.eot >= 0 && next == options.eot)) {
       stats.stop = StopReason::kEos;
       break;
     }

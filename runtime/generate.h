@@ -33,6 +33,7 @@ struct GenerateOptions {
   SamplerOptions sampling;
   int32_t bos = -1;  // stop tokens; -1 for none
   int32_t eos = -1;
+  int32_t eot = -1;  // end of turn (chat vocabularies): stops as EOS does
   // Called before each token is evaluated, with the logits of the token
   // before it (empty when they are not known: the session's first position).
   // When set, the prompt too is evaluated a token at a time, so the hook

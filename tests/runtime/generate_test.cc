@@ -92,7 +92,7 @@ TEST_F(GenerateTest, GreedyEqualsRecomputingEveryPrefix) {
   EXPECT_EQ(r->tokens, GreedyByRecomputation({1, 5, 9}, 12));
 }
 
-TEST_F(GenerateTest, StopsAtEosAndAtBosWithoutPassingThem) {
+TEST_F(GenerateTest, StopsAtEosEotAndBosWithoutPassingThem) {
   GenerateOptions opts;
   opts.n_predict = 12;
   opts.sampling.temperature = 0;
@@ -106,7 +106,14 @@ TEST_F(GenerateTest, StopsAtEosAndAtBosWithoutPassingThem) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->stop, StopReason::kEos);
   EXPECT_EQ(r->tokens, std::vector<int32_t>(all.begin(), all.begin() + first));
+  // A chat vocabulary's end-of-turn token stops it the same way.
   opts.eos = -1;
+  opts.eot = stop;
+  r = Run({1}, opts);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->stop, StopReason::kEos);
+  EXPECT_EQ(r->generated, static_cast<int64_t>(first));
+  opts.eot = -1;
   opts.bos = stop;
   r = Run({1}, opts);
   ASSERT_TRUE(r.ok());

@@ -3,7 +3,8 @@
 // has the full-size numbers): every step changes one module, the median
 // step is at least 15x finer than the static ladder's, at every static QM's
 // footprint the ensemble is at most 1% worse, and the ensemble stores at
-// most its library and at least 10x less than a model per footprint.
+// most its library and at least 10x less than a model per footprint; on
+// llama and on one other family.
 #include <gtest/gtest.h>
 
 #include "search/ensemble.h"
@@ -107,6 +108,23 @@ TEST(RealModels, TinyStories3MLlamaCppLadder) {
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
   CheckEnsemble(st->get(), {"tinystories-3M", "Q8_0", "Q2_K", {"Q4_K_M"}, 512, 48});
+}
+
+// A family other than llama: the zoo's qwen2 (NEOX rope, q/k/v biases).
+TEST(RealModels, ZooQwen2LlamaCppPair) {
+  FQ_REQUIRE_TESTDATA();
+  testing::TempDir tmp;
+  const std::string dir = tmp.Join("store");
+  ASSERT_TRUE(store::Store::Init(Env::Default(), dir).ok());
+  auto st = store::Store::Open(Env::Default(), dir);
+  ASSERT_TRUE(st.ok());
+  for (const char* label : {"Q8_0", "Q4_K_M"}) {
+    auto r = store::ImportGguf(
+        st->get(), testing::TestDataPath(std::string("models/zoo/zoo-qwen2-") + label + ".gguf"),
+        {});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  CheckEnsemble(st->get(), {"zoo-qwen2", "Q8_0", "Q4_K_M", {}, 512, 48});
 }
 
 TEST(RealModels, Stories260KGroupIntLibrary) {
