@@ -15,6 +15,7 @@
 #include <sstream>
 #include <vector>
 
+#include "schema/gguf.h"
 #include "tests/support/test_util.h"
 
 namespace fqpack {
@@ -195,6 +196,40 @@ TEST(SynthArch, UnknownArchitectureExitsNotSupported) {
   ASSERT_EQ(RunCommand(fq + "-q import " + Quote(mamba) + " --model m 2>&1", &out), 0) << out;
   EXPECT_EQ(RunCommand(fq + "run --prompt hi -n 2 2>&1", &out), 5) << out;
   EXPECT_NE(out.find("m/F32: architecture 'mamba' is not supported"), std::string::npos) << out;
+}
+
+// A tensor of the wrong shape for its architecture (here a qwen2 q bias one
+// element short): exit code 3 (corrupt), naming the tensor and both shapes.
+TEST(SynthArch, AWrongShapeExitsCorruptNamingTheTensor) {
+  TempDir dir;
+  const std::string fq = FqpackBinary() + " --store " + Quote(dir.Join("store")) + " ";
+  const std::string qwen = dir.Join("q.gguf"), bad = dir.Join("bad.gguf");
+  std::string out;
+  ASSERT_EQ(RunCommand(fq +
+                           "synth --arch qwen2 --embd 64 --heads 4 --kv-heads 2 --layers 2 --ff "
+                           "96 --vocab 300 -o " +
+                           Quote(qwen) + " 2>&1",
+                       &out),
+            0)
+      << out;
+  const std::string bytes = ReadText(qwen);
+  auto header =
+      gguf::ParseFile(ByteSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), qwen);
+  ASSERT_TRUE(header.ok()) << header.status().ToString();
+  testing::TestGguf g;
+  g.metadata = header->metadata;
+  for (const gguf::TensorInfo& t : header->tensors) {
+    testing::TestTensor tt{t.name, {t.ne.begin(), t.ne.begin() + t.n_dims}, t.type, {}};
+    if (t.name == "blk.1.attn_q.bias") tt.ne[0] -= 1;
+    g.tensors.push_back(tt);
+  }
+  testing::FillRandom(&g, 7);
+  testing::WriteGguf(bad, g);
+  ASSERT_EQ(RunCommand(fq + "-q import " + Quote(bad) + " --model b 2>&1", &out), 0) << out;
+  EXPECT_EQ(RunCommand(fq + "run --prompt hi -n 2 2>&1", &out), 3) << out;
+  EXPECT_NE(out.find("blk.1.attn_q.bias"), std::string::npos) << out;
+  EXPECT_NE(out.find("63"), std::string::npos) << out;
+  EXPECT_NE(out.find("64"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -111,20 +111,20 @@ TEST(RealModels, TinyStories3MLlamaCppLadder) {
 }
 
 // A family other than llama: the zoo's qwen2 (NEOX rope, q/k/v biases).
-TEST(RealModels, ZooQwen2LlamaCppPair) {
+TEST(RealModels, ZooQwen2LlamaCppLadder) {
   FQ_REQUIRE_TESTDATA();
   testing::TempDir tmp;
   const std::string dir = tmp.Join("store");
   ASSERT_TRUE(store::Store::Init(Env::Default(), dir).ok());
   auto st = store::Store::Open(Env::Default(), dir);
   ASSERT_TRUE(st.ok());
-  for (const char* label : {"Q8_0", "Q4_K_M"}) {
+  for (const char* label : {"F32", "Q8_0", "Q4_K_M"}) {
     auto r = store::ImportGguf(
         st->get(), testing::TestDataPath(std::string("models/zoo/zoo-qwen2-") + label + ".gguf"),
         {});
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
-  CheckEnsemble(st->get(), {"zoo-qwen2", "Q8_0", "Q4_K_M", {}, 512, 48});
+  CheckEnsemble(st->get(), {"zoo-qwen2", "F32", "Q4_K_M", {"Q8_0"}, 512, 48});
 }
 
 TEST(RealModels, Stories260KGroupIntLibrary) {
