@@ -72,10 +72,11 @@ TEST_P(ZooPipeline, ImportSearchPrunePackRunExport) {
   ASSERT_EQ(Fq(store, "verify", &out), 0) << out;
 
   // Dynamic precision between the same two QMs travels in the pack.
-  ASSERT_EQ(
-      Fq(store, "-q calibrate-dynamic --model " + model + " --hi Q8_0 --lo Q4_K_M --calib " + calib,
-         &out),
-      0)
+  ASSERT_EQ(Fq(store,
+               "-q calibrate-dynamic --model " + model +
+                   " --hi Q8_0 --lo Q4_K_M --tokens 1024 --calib " + calib,
+               &out),
+            0)
       << out;
 
   // Pack, and read its levels to build a falling budget.
@@ -118,16 +119,16 @@ TEST_P(ZooPipeline, ImportSearchPrunePackRunExport) {
   ASSERT_EQ(Fq(other, "-q import --model back --label E " + gguf, &out), 0) << out;
   std::string a, b;
   ASSERT_EQ(
-      Fq(store, "ppl " + pack + " --eqm " + k + " -f " + eval + " -c 128 --chunks 8", &a, false), 0)
+      Fq(store, "ppl " + pack + " --eqm " + k + " -f " + eval + " -c 128 --chunks 4", &a, false), 0)
       << a;
-  ASSERT_EQ(Fq(other, "ppl --qm E -f " + eval + " -c 128 --chunks 8", &b, false), 0) << b;
+  ASSERT_EQ(Fq(other, "ppl --qm E -f " + eval + " -c 128 --chunks 4", &b, false), 0) << b;
   EXPECT_EQ(PplLine(a), PplLine(b));
   EXPECT_EQ(PplLine(a).find("(no PPL"), std::string::npos) << a;
 
   // Per-token dynamic precision: at either QM's bits it is that QM
   // exactly; between them it switches per token.
   auto ppl_of = [&](const std::string& args, std::string* json) {
-    EXPECT_EQ(Fq(store, "--json ppl " + pack + " " + args + " -f " + eval + " -c 128 --chunks 8",
+    EXPECT_EQ(Fq(store, "--json ppl " + pack + " " + args + " -f " + eval + " -c 128 --chunks 4",
                  json, false),
               0)
         << *json;
