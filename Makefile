@@ -22,13 +22,14 @@ FUZZ_SECONDS ?= 30
 FUZZ_JOBS    ?= $(JOBS)
 # Tests left out under the sanitizers (they all run in `make test`), as a
 # ctest -E regex, to keep CI within its time: the llama.cpp perplexity ladder
-# and the zoo's (every family against llama.cpp on 60 chunks), the real-model
-# searches and the k-quant comparison on tinystories-3M (7-40 s each in
-# Release, two minutes or more here; tests/runtime/arch_test.cc runs every
-# family's forward pass under the sanitizers on small models). The kill and power-loss loops run, on
+# and the zoo's (every family against llama.cpp on 60 chunks), the zoo
+# pipeline, the real-model searches and the k-quant comparison on
+# tinystories-3M (7-40 s each in Release, two minutes or more here;
+# tests/runtime/arch_test.cc runs every family's forward pass under the
+# sanitizers on small models, and the pipeline's code runs here on llama). The kill and power-loss loops run, on
 # every SANITIZE_CRASH_STRIDE-th crash point (and always the last ones):
 # ASan's start-up per crash makes every point cost ~0.5 s.
-SANITIZE_EXCLUDE ?= LlamaCppPerplexity|ZooParity\.(Llama3|Qwen|Gemma)|RealModels\.|KQuantsAreAsGoodAsLlamaCpp
+SANITIZE_EXCLUDE ?= LlamaCppPerplexity|ZooParity\.(Llama3|Qwen|Gemma)|ZooPipeline|RealModels\.|KQuantsAreAsGoodAsLlamaCpp
 SANITIZE_CRASH_STRIDE ?= 8
 
 # Function names and lines in sanitizer reports: llvm-14 installs no
