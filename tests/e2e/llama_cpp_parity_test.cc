@@ -24,18 +24,11 @@ namespace {
 using testing::FqpackBinary;
 using testing::JsonNumber;
 using testing::JsonString;
+using testing::Quote;
+using testing::ReadText;
 using testing::RunCommand;
 using testing::TempDir;
 using testing::TestDataPath;
-
-std::string ReadText(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::string Quote(const std::string& s) { return "'" + s + "'"; }
 
 // The evaluation text llama.cpp was run on: tinystories_val.txt with every
 // line that is exactly "<|endoftext|>" left empty.

@@ -22,24 +22,12 @@ namespace fqpack {
 namespace {
 
 using testing::FqpackBinary;
+using testing::JsonNumber;
+using testing::Quote;
+using testing::ReadText;
 using testing::RunCommand;
 using testing::TempDir;
 using testing::TestDataPath;
-
-std::string ReadText(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::string Quote(const std::string& s) { return "'" + s + "'"; }
-
-double JsonNumber(const std::string& json, const std::string& key) {
-  const size_t at = json.find("\"" + key + "\":");
-  if (at == std::string::npos) return NAN;
-  return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
-}
 
 struct ZooRow {
   std::string file;

@@ -11,7 +11,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include "schema/quant_types.h"
 
@@ -41,6 +43,15 @@ std::string TestDataDir() {
 }
 
 std::string TestDataPath(const std::string& relative) { return JoinPath(TestDataDir(), relative); }
+
+std::string ReadText(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string Quote(const std::string& s) { return "'" + s + "'"; }
 
 double JsonNumber(const std::string& json, const std::string& key) {
   const size_t at = json.find("\"" + key + "\":");

@@ -50,6 +50,11 @@ int RunCommand(const std::string& command, std::string* output = nullptr);
 // The fqpack binary under test.
 std::string FqpackBinary();
 
+// The whole file as a string ("" when unreadable).
+std::string ReadText(const std::string& path);
+// `s` in single quotes, for a shell command line.
+std::string Quote(const std::string& s);
+
 // The number after "key": in a JSON document such as `fqpack --json` prints
 // (NaN when absent): the first occurrence, at any depth.
 double JsonNumber(const std::string& json, const std::string& key);
