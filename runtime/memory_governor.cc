@@ -141,6 +141,26 @@ Result<std::unique_ptr<MemoryGovernor>> MemoryGovernor::Open(Env* env, Residency
 
 MemoryGovernor::~MemoryGovernor() { Stop(); }
 
+Result<GovernorState> MemoryGovernor::Probe(Env* env, const GovernorOptions& options) {
+  FQ_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<MemorySource>> sources,
+                      OpenSystemSources(env, options.root));
+  GovernorState st;
+  uint64_t total = 0;
+  bool any = false;
+  for (const std::unique_ptr<MemorySource>& source : sources) {
+    FQ_ASSIGN_OR_RETURN(MemoryReading r, source->Read());
+    if (!any || r.available < st.available) {
+      st.available = r.available;
+      st.source = r.source;
+      total = r.total;
+    }
+    any = true;
+  }
+  st.reserve = options.policy.reserve > 0 ? options.policy.reserve : DefaultReserve(total);
+  st.effective = st.available > st.reserve ? st.available - st.reserve : 0;
+  return st;
+}
+
 double MemoryGovernor::Now() const {
   if (options_.clock) return options_.clock();
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())

@@ -148,6 +148,11 @@ class MemoryGovernor {
                                                       const GovernorOptions& options);
   ~MemoryGovernor();
   MemoryGovernor(const MemoryGovernor&) = delete;
+
+  // One reading before any model is loaded (nothing of this process to add
+  // back): what `--budget auto` starts at. NotFound / Corruption naming the
+  // file when a source cannot be read.
+  static Result<GovernorState> Probe(Env* env, const GovernorOptions& options);
   MemoryGovernor& operator=(const MemoryGovernor&) = delete;
 
   // Called after each budget request, from the watcher thread: an owner that
