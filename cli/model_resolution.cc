@@ -40,8 +40,8 @@ Result<bool> ParseAutoBudget(const std::string& text, uint64_t* reserve) {
   if (text.size() > 5) {
     Result<uint64_t> r = ParseBytes(text.substr(5));
     if (!r.ok()) {
-      return Status::InvalidArgument("--budget '" + text + "': the reserve: " +
-                                     r.status().message());
+      return Status::InvalidArgument("--budget '" + text +
+                                     "': the reserve: " + r.status().message());
     }
     if (*r == 0) return Status::InvalidArgument("--budget '" + text + "': a reserve of 0 bytes");
     *reserve = *r;
@@ -57,9 +57,8 @@ Result<std::unique_ptr<runtime::MemoryGovernor>> StartGovernor(Context& ctx,
   FQ_ASSIGN_OR_RETURN(std::unique_ptr<runtime::MemoryGovernor> g,
                       runtime::MemoryGovernor::Open(ctx.env, elastic->residency(), o));
   const runtime::GovernorState st = g->state();
-  ctx.Note("budget auto: " + st.source + " " + FormatBytes(st.available) +
-                " available, reserve " + FormatBytes(st.reserve) + ", budget " +
-                FormatBytes(st.effective) + "; " + st.trigger);
+  ctx.Note("budget auto: " + st.source + " " + FormatBytes(st.available) + " available, reserve " +
+           FormatBytes(st.reserve) + ", budget " + FormatBytes(st.effective) + "; " + st.trigger);
   FQ_RETURN_IF_ERROR(g->Start());
   return g;
 }
@@ -133,8 +132,8 @@ Result<ModelSource> OpenPackSource(Context& ctx, const ModelSourceArgs& args, bo
     const uint64_t minimum = src.elastic->residency()->MinimumBudget();
     if (st.effective < minimum) {
       ctx.Note("warning: budget auto: " + st.source + " leaves " + FormatBytes(st.effective) +
-                    " after the reserve, below the smallest EQM's " + FormatBytes(minimum) +
-                    "; starting there");
+               " after the reserve, below the smallest EQM's " + FormatBytes(minimum) +
+               "; starting there");
     }
     choice.budget = std::max(st.effective, minimum);
   } else if (!args.budget.empty()) {

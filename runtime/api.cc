@@ -5,6 +5,7 @@
 
 #include "fqpack/fqpack.h"
 #include "runtime/elastic.h"
+#include "runtime/memory_governor.h"
 
 namespace fqpack {
 
@@ -17,6 +18,40 @@ struct ElasticModel::Impl {
   std::mutex run_mu;
   mutable std::mutex log_mu;
   std::vector<TransitionInfo> transitions;
+  // Following the device's memory (declared after rt: stops first).
+  mutable std::mutex governor_mu;
+  std::unique_ptr<runtime::MemoryGovernor> governor;
+
+  Status Follow(bool os, uint64_t reserve) {
+    runtime::GovernorOptions o;
+    o.os_sources = os;
+    o.policy.reserve = reserve;
+    StopFollowing();
+    FQ_ASSIGN_OR_RETURN(std::unique_ptr<runtime::MemoryGovernor> g,
+                        runtime::MemoryGovernor::Open(Env::Default(), rt->residency(), o));
+    // An idle model applies what the governor asks for at once.
+    g->set_on_request([this](uint64_t) { ApplyLeftovers(); });
+    FQ_RETURN_IF_ERROR(g->Start());
+    {
+      std::lock_guard<std::mutex> lock(governor_mu);
+      governor = std::move(g);
+    }
+    ApplyLeftovers();  // what its first reading asked for, before the callback was set
+    return Status::OK();
+  }
+  void StopFollowing() {
+    std::unique_ptr<runtime::MemoryGovernor> g;
+    {
+      std::lock_guard<std::mutex> lock(governor_mu);
+      g = std::move(governor);
+    }
+    if (g != nullptr) g->Stop();
+  }
+  template <typename F>
+  void WithGovernor(F f) {
+    std::lock_guard<std::mutex> lock(governor_mu);
+    if (governor != nullptr) f(governor.get());
+  }
 
   // Owner thread, holding run_mu: applies a budget requested meanwhile.
   Status ApplyPending() {
@@ -51,7 +86,9 @@ struct ElasticModel::Impl {
 };
 
 ElasticModel::ElasticModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-ElasticModel::~ElasticModel() = default;
+ElasticModel::~ElasticModel() {
+  if (impl_ != nullptr) impl_->StopFollowing();
+}
 
 Result<std::unique_ptr<ElasticModel>> ElasticModel::Open(const std::string& path,
                                                          const OpenOptions& options) {
@@ -71,6 +108,7 @@ Result<std::unique_ptr<ElasticModel>> ElasticModel::Open(const std::string& path
 }
 
 Status ElasticModel::SetBudget(uint64_t bytes) {
+  impl_->StopFollowing();
   FQ_RETURN_IF_ERROR(impl_->rt->residency()->RequestBudget(bytes));
   std::unique_lock<std::mutex> lock(impl_->run_mu, std::try_to_lock);
   if (!lock.owns_lock()) return Status::OK();  // the running call applies it before its next token
@@ -78,6 +116,41 @@ Status ElasticModel::SetBudget(uint64_t bytes) {
 }
 
 uint64_t ElasticModel::MinimumBudget() const { return impl_->rt->residency()->MinimumBudget(); }
+
+Status ElasticModel::FollowSystemMemory(uint64_t reserve) { return impl_->Follow(true, reserve); }
+Status ElasticModel::FollowHostReports(uint64_t reserve) { return impl_->Follow(false, reserve); }
+void ElasticModel::StopFollowing() { impl_->StopFollowing(); }
+
+void ElasticModel::ReportAvailableBytes(uint64_t bytes) {
+  impl_->WithGovernor([&](runtime::MemoryGovernor* g) { g->ReportAvailableBytes(bytes); });
+}
+
+void ElasticModel::ReportPressure(MemoryPressure level) {
+  const auto p = level == MemoryPressure::kCritical   ? runtime::PressureLevel::kCritical
+                 : level == MemoryPressure::kModerate ? runtime::PressureLevel::kModerate
+                                                      : runtime::PressureLevel::kNormal;
+  impl_->WithGovernor([&](runtime::MemoryGovernor* g) { g->ReportPressure(p); });
+}
+
+void ElasticModel::ReportAndroidTrimLevel(int level) {
+  impl_->WithGovernor([&](runtime::MemoryGovernor* g) { g->ReportAndroidTrimLevel(level); });
+}
+
+MemoryStatus ElasticModel::Memory() const {
+  MemoryStatus m;
+  impl_->WithGovernor([&](runtime::MemoryGovernor* g) {
+    const runtime::GovernorState st = g->state();
+    m.following = true;
+    m.source = st.source;
+    m.available = st.available;
+    m.reserve = st.reserve;
+    m.budget = st.effective;
+    m.pressure = st.pressure == runtime::PressureLevel::kCritical   ? MemoryPressure::kCritical
+                 : st.pressure == runtime::PressureLevel::kModerate ? MemoryPressure::kModerate
+                                                                    : MemoryPressure::kNormal;
+  });
+  return m;
+}
 
 Result<std::string> ElasticModel::Generate(
     const GenerateRequest& request, const std::function<bool(std::string_view piece)>& on_piece) {

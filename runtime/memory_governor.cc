@@ -47,8 +47,8 @@ void BudgetPolicy::TransitionDone(double now) {
   up_since_ = -1;
 }
 
-BudgetPolicy::Decision BudgetPolicy::Observe(double now, uint64_t effective,
-                                             PressureLevel pressure, uint64_t current_need) {
+BudgetPolicy::Decision BudgetPolicy::Observe(double now, uint64_t effective, PressureLevel pressure,
+                                             uint64_t current_need) {
   if (needs_.empty()) return {};
   const uint64_t min_need = needs_.front();
   if (pressure != PressureLevel::kNormal) up_since_ = -1;
@@ -60,8 +60,8 @@ BudgetPolicy::Decision BudgetPolicy::Observe(double now, uint64_t effective,
   const char* reason = "down";
   if (pressure == PressureLevel::kModerate && now - last_pressure_step_ >= options_.dwell_seconds &&
       current_need > min_need) {
-    const auto stepped = static_cast<uint64_t>(static_cast<double>(current_need) *
-                                               options_.pressure_step);
+    const auto stepped =
+        static_cast<uint64_t>(static_cast<double>(current_need) * options_.pressure_step);
     if (stepped < cap) {
       cap = stepped;
       reason = "pressure";
@@ -122,9 +122,9 @@ Result<std::unique_ptr<MemoryGovernor>> MemoryGovernor::Open(Env* env, Residency
       }
     }
     if (g->trigger_ == nullptr) {
-      g->state_.trigger = "polling every " + std::to_string(static_cast<int>(
-                                                 std::lround(options.poll_interval * 1000))) +
-                          " ms";
+      g->state_.trigger =
+          "polling every " +
+          std::to_string(static_cast<int>(std::lround(options.poll_interval * 1000))) + " ms";
     }
   } else {
     g->state_.trigger = "host";
@@ -163,8 +163,7 @@ Result<GovernorState> MemoryGovernor::Probe(Env* env, const GovernorOptions& opt
 
 double MemoryGovernor::Now() const {
   if (options_.clock) return options_.clock();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 Status MemoryGovernor::Start() {
@@ -283,9 +282,9 @@ Status MemoryGovernor::PollOnce(double now) {
     state_ = std::move(next);
     return status;
   }
-  next.reserve = options_.policy.reserve > 0  ? options_.policy.reserve
-                 : best_total > 0             ? DefaultReserve(best_total)
-                                              : 0;
+  next.reserve = options_.policy.reserve > 0 ? options_.policy.reserve
+                 : best_total > 0            ? DefaultReserve(best_total)
+                                             : 0;
   next.effective = best > next.reserve ? best - next.reserve : 0;
   next.pressure = pressure;
   const uint64_t current_need = stats.footprint + stats.overhead_bytes;

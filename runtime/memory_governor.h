@@ -83,9 +83,9 @@ PressureLevel PressureFromAndroidTrimLevel(int level);
 uint64_t DefaultReserve(uint64_t total);
 
 struct BudgetPolicyOptions {
-  uint64_t reserve = 0;     // 0: DefaultReserve of the tightest source
-  double headroom = 0.05;   // going down, aim this fraction below effective
-  double hysteresis = 0.10; // going up, effective must exceed the need by this
+  uint64_t reserve = 0;      // 0: DefaultReserve of the tightest source
+  double headroom = 0.05;    // going down, aim this fraction below effective
+  double hysteresis = 0.10;  // going up, effective must exceed the need by this
   double dwell_seconds = 2.0;
   double pressure_step = 0.80;  // moderate pressure caps effective at this x current need
 };
@@ -97,7 +97,7 @@ class BudgetPolicy {
   BudgetPolicy(const BudgetPolicyOptions& options, std::vector<uint64_t> needs);
 
   struct Decision {
-    uint64_t request = 0;  // budget to request; 0: stay
+    uint64_t request = 0;     // budget to request; 0: stay
     const char* reason = "";  // "down", "up", "pressure", "critical"
   };
   // One observation at time `now` (seconds, any origin, not decreasing):
@@ -126,15 +126,15 @@ struct GovernorOptions {
 
 // What the governor knows now (GET /v1/budget, metrics, logs).
 struct GovernorState {
-  std::string source;          // the tightest source last read ("meminfo", "cgroup2:/x", "host")
-  uint64_t available = 0;      // its available bytes
-  uint64_t effective = 0;      // after own share and reserve
+  std::string source;      // the tightest source last read ("meminfo", "cgroup2:/x", "host")
+  uint64_t available = 0;  // its available bytes
+  uint64_t effective = 0;  // after own share and reserve
   uint64_t reserve = 0;
   PressureLevel pressure = PressureLevel::kNormal;
-  std::string trigger;         // "psi trigger: /proc/pressure/memory", "polling", "host"
-  uint64_t requested = 0;      // last budget requested
-  int64_t requests = 0;        // budgets requested so far
-  std::string reason;          // why the last request was made ("down", "up", "pressure", "critical")
+  std::string trigger;     // "psi trigger: /proc/pressure/memory", "polling", "host"
+  uint64_t requested = 0;  // last budget requested
+  int64_t requests = 0;    // budgets requested so far
+  std::string reason;      // why the last request was made ("down", "up", "pressure", "critical")
   bool below_minimum = false;  // effective is below the smallest level's need
   std::string error;           // the last source that failed to read, and why ("" when none)
 };
@@ -193,7 +193,7 @@ class MemoryGovernor {
   std::unique_ptr<BudgetPolicy> policy_;
   std::function<void(uint64_t)> on_request_;
 
-  std::mutex poll_mu_;  // one PollOnce at a time (the watcher, host reports, tests)
+  std::mutex poll_mu_;     // one PollOnce at a time (the watcher, host reports, tests)
   mutable std::mutex mu_;  // guards what follows
   std::condition_variable wake_;
   bool stop_ = false;

@@ -13,7 +13,8 @@ constexpr uint64_t kNoLimitAbove = uint64_t{1} << 62;
 
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r'))
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r'))
     s.remove_suffix(1);
   return s;
 }
@@ -168,8 +169,9 @@ class CgroupSource final : public MemorySource {
                                 "\"");
     }
     FQ_ASSIGN_OR_RETURN(std::string stat, env_->ReadSmallFile(stat_path));
-    FQ_ASSIGN_OR_RETURN(uint64_t inactive_file,
-                        ParseStatValue(stat, v2 ? "inactive_file" : "total_inactive_file", stat_path));
+    FQ_ASSIGN_OR_RETURN(
+        uint64_t inactive_file,
+        ParseStatValue(stat, v2 ? "inactive_file" : "total_inactive_file", stat_path));
     const uint64_t working_set = usage > inactive_file ? usage - inactive_file : 0;
     MemoryReading r;
     r.source = "cgroup" + std::to_string(version_) + ":" + level.path;
@@ -194,7 +196,8 @@ struct Mount {
 // The cgroup2 mount, or the v1 mount with the memory controller.
 std::optional<Mount> FindMount(std::string_view mountinfo, bool v2) {
   for (std::string_view line : Lines(mountinfo)) {
-    // "<id> <parent> <maj:min> <root> <mountpoint> <options> [tags...] - <fstype> <source> <super options>"
+    // "<id> <parent> <maj:min> <root> <mountpoint> <options> [tags...] - <fstype> <source> <super
+    // options>"
     size_t dash = line.find(" - ");
     if (dash == std::string_view::npos) continue;
     std::vector<std::string_view> head = Fields(line.substr(0, dash));
@@ -265,7 +268,8 @@ Result<Meminfo> ParseMeminfo(std::string_view text, const std::string& name) {
     if (!ParseU64(f[1], &v) || (f.size() > 2 && f[2] != "kB")) {
       return Status::Corruption(name + ": bad line \"" + std::string(line) + "\"");
     }
-    if (v > (uint64_t{1} << 53)) return Status::Corruption(name + ": absurd value in \"" + std::string(line) + "\"");
+    if (v > (uint64_t{1} << 53))
+      return Status::Corruption(name + ": absurd value in \"" + std::string(line) + "\"");
     *dst = f.size() > 2 ? v * 1024 : v;
   }
   if (!have_available) {
@@ -320,8 +324,8 @@ Result<uint64_t> ParseStatValue(std::string_view text, std::string_view key,
 Result<std::unique_ptr<MemorySource>> OpenMeminfoSource(Env* env, const std::string& root) {
   const std::string path = Under(root, "/proc/meminfo");
   const std::string pressure = Under(root, "/proc/pressure/memory");
-  auto source = std::make_unique<MeminfoSource>(env, path,
-                                                env->FileExists(pressure) ? pressure : "");
+  auto source =
+      std::make_unique<MeminfoSource>(env, path, env->FileExists(pressure) ? pressure : "");
   FQ_RETURN_IF_ERROR(source->Read().status());
   return std::unique_ptr<MemorySource>(std::move(source));
 }

@@ -41,10 +41,10 @@ struct PressureStall {
 };
 
 struct MemoryReading {
-  std::string source;      // "meminfo", "cgroup2:/user.slice/x", "cgroup1:/x"
-  uint64_t available = 0;  // bytes this process could still take
-  uint64_t total = 0;      // MemTotal, or the limit that binds
-  bool counts_own_mapped = false;  // our mapped module pages are counted as used
+  std::string source;                     // "meminfo", "cgroup2:/user.slice/x", "cgroup1:/x"
+  uint64_t available = 0;                 // bytes this process could still take
+  uint64_t total = 0;                     // MemTotal, or the limit that binds
+  bool counts_own_mapped = false;         // our mapped module pages are counted as used
   std::optional<PressureStall> pressure;  // when the source has a pressure file
 };
 

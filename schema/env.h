@@ -153,7 +153,8 @@ class Env {
   // Reads a whole small file with read(2), for the kernel's files under /proc
   // and /sys, which report a size of 0 and cannot be mapped. InvalidArgument
   // past `max_bytes`.
-  virtual Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 1 << 20) = 0;
+  virtual Result<std::string> ReadSmallFile(const std::string& path,
+                                            size_t max_bytes = 1 << 20) = 0;
   // Registers a PSI trigger on `path` (e.g. /proc/pressure/memory) with
   // `spec` ("some 150000 1000000"). NotSupported when the kernel refuses it
   // (no PSI, or a window an unprivileged process may not use).

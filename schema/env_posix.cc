@@ -392,15 +392,16 @@ class PosixEnv final : public Env {
     int fd = ::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
       int err = errno;
-      if (err == ENOENT) return Status::NotSupported(path + ": no PSI (" + std::strerror(err) + ")");
+      if (err == ENOENT)
+        return Status::NotSupported(path + ": no PSI (" + std::strerror(err) + ")");
       return PosixError(path, err);
     }
     // The kernel takes the spec with its terminating NUL.
     if (::write(fd, spec.c_str(), spec.size() + 1) < 0) {
       int err = errno;
       ::close(fd);
-      return Status::NotSupported(path + ": trigger \"" + spec + "\" refused: " +
-                                  std::strerror(err));
+      return Status::NotSupported(path + ": trigger \"" + spec +
+                                  "\" refused: " + std::strerror(err));
     }
     return std::unique_ptr<PressureTrigger>(new PosixPressureTrigger(path, fd));
   }

@@ -15,6 +15,27 @@
 // smallest EQM (the message gives the minimum), Corruption for a damaged
 // file, NotFound or IOError from the file system.
 //
+// The budget from the device. FollowSystemMemory (Linux, Android with
+// /proc) reads MemAvailable, the process's cgroup and PSI itself and sets the
+// budget as they change; FollowHostReports reads nothing and waits for the
+// host app to pass on what its platform says, one call per kind of signal:
+//
+//   Android   ComponentCallbacks2.onTrimMemory(level)  -> ReportAndroidTrimLevel(level)
+//             (ActivityManager.MemoryInfo.availMem       -> ReportAvailableBytes)
+//   iOS       os_proc_available_memory()               -> ReportAvailableBytes(bytes)
+//             UIApplicationDidReceiveMemoryWarning     -> ReportPressure(kModerate)
+//   macOS     DISPATCH_SOURCE_TYPE_MEMORYPRESSURE      ->
+//   ReportPressure(kNormal/kModerate/kCritical)
+//             (DISPATCH_MEMORYPRESSURE_NORMAL / WARN / CRITICAL)
+//
+// Either way a drop in available memory moves to a smaller EQM at once
+// (between two tokens, or right away when idle); more memory moves up only
+// after it has lasted two seconds and with 10% to spare, so a noisy signal
+// does not swap back and forth. Moderate pressure steps down about 20% per
+// two seconds while it lasts; critical pressure goes to the smallest EQM.
+// `reserve` bytes are left to the rest of the system (0: 10% of RAM or of
+// the cgroup's limit, between 64 MiB and 1 GiB). SetBudget stops following.
+//
 // Ownership and thread-safety: Open returns the model's only owner; it maps
 // the file until destroyed. SetBudget, MinimumBudget, Stats and Transitions
 // may be called from any thread at any time, also while another thread is
@@ -43,6 +64,18 @@ struct OpenOptions {
   int eqm = -1;          // start with this EQM (step) instead
   bool evaluation =
       false;  // size the scratch for Perplexity (half a context of logits) rather than generation
+};
+
+enum class MemoryPressure { kNormal, kModerate, kCritical };
+
+// What FollowSystemMemory / FollowHostReports see now.
+struct MemoryStatus {
+  bool following = false;
+  std::string source;      // "meminfo", "cgroup2:/x", "cgroup1:/x", "host"
+  uint64_t available = 0;  // bytes the source says are left
+  uint64_t reserve = 0;
+  uint64_t budget = 0;  // the budget that follows from them
+  MemoryPressure pressure = MemoryPressure::kNormal;
 };
 
 struct GenerateRequest {
@@ -91,6 +124,17 @@ class ElasticModel {
   // budget in force stays then.
   Status SetBudget(uint64_t bytes);
   uint64_t MinimumBudget() const;
+
+  // The budget from the device (see the file comment). Either call replaces
+  // the other; SetBudget or StopFollowing ends it.
+  Status FollowSystemMemory(uint64_t reserve = 0);
+  Status FollowHostReports(uint64_t reserve = 0);
+  void StopFollowing();
+  // Host signals; ignored unless FollowHostReports is on.
+  void ReportAvailableBytes(uint64_t bytes);
+  void ReportPressure(MemoryPressure level);
+  void ReportAndroidTrimLevel(int level);
+  MemoryStatus Memory() const;
 
   // Generates from the prompt; `on_piece` gets each piece of text as it is
   // made and may return false to stop. Returns the whole text.

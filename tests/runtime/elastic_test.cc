@@ -375,6 +375,48 @@ TEST_F(ElasticTest, PublicApiGeneratesFollowsBudgetsAndReportsStats) {
   EXPECT_LE(n, 3);
 }
 
+// A host app's memory signals through the public API: an idle model moves
+// at once going down, and up only after the dwell, with nobody calling it.
+TEST_F(ElasticTest, PublicApiFollowsHostReports) {
+  auto model = ElasticModel::Open(*pack_path_, {.threads = 2});
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const ElasticStats start = (*model)->Stats();
+  // The reserve: what the host wants left over, here a whole largest budget.
+  ASSERT_TRUE((*model)->FollowHostReports(/*reserve=*/start.largest_budget).ok());
+  EXPECT_TRUE((*model)->Memory().following);
+  EXPECT_EQ((*model)->Memory().source, "");  // nothing reported yet
+  EXPECT_EQ((*model)->Stats().step, 0);
+  // iOS-style bytes: almost nothing left besides what this process holds
+  // (added back), and less than the reserve: only the smallest EQM fits.
+  (*model)->ReportAvailableBytes(10);
+  EXPECT_EQ((*model)->Memory().source, "host");
+  EXPECT_EQ((*model)->Stats().step, ladder_->n_eqms() - 1);
+  // Plenty again: not before the dwell...
+  (*model)->ReportAvailableBytes(start.largest_budget * 4);
+  EXPECT_GE((*model)->Memory().budget, start.largest_budget * 3);
+  EXPECT_EQ((*model)->Stats().step, ladder_->n_eqms() - 1);
+  // ...then by itself (the watcher polls every 100 ms; the dwell is 2 s).
+  for (int i = 0; i < 60 && (*model)->Stats().step != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ((*model)->Stats().step, 0);
+  // Android's RUNNING_CRITICAL: the smallest, whatever the bytes say.
+  (*model)->ReportAndroidTrimLevel(15);
+  EXPECT_EQ((*model)->Memory().pressure, MemoryPressure::kCritical);
+  EXPECT_EQ((*model)->Stats().step, ladder_->n_eqms() - 1);
+  // SetBudget takes over again.
+  ASSERT_TRUE((*model)->SetBudget(start.largest_budget).ok());
+  EXPECT_FALSE((*model)->Memory().following);
+  (*model)->ReportAndroidTrimLevel(80);  // ignored: nobody follows
+  EXPECT_EQ((*model)->Stats().step, 0);
+  // The OS path opens on this machine.
+  ASSERT_TRUE((*model)->FollowSystemMemory(uint64_t{1} << 40).ok());
+  EXPECT_EQ((*model)->Memory().source.substr(0, 7).find("meminfo") == 0 ||
+                (*model)->Memory().source.rfind("cgroup", 0) == 0,
+            true);
+  EXPECT_EQ((*model)->Stats().step, ladder_->n_eqms() - 1);  // a reserve of 1 TiB leaves nothing
+}
+
 // The real ladder of ../shared: walk Q8_0 -> Q4_K_M -> Q2_K.
 TEST(ElasticRealModelTest, EndsOfAWalkOverTheTinystoriesLadderAreItsQms) {
   FQ_REQUIRE_TESTDATA();

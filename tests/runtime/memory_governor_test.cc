@@ -2,6 +2,8 @@
 // limits, namespaces), the policy's decisions step by step, and the
 // governor driving a real residency manager from a fake tree, a fake PSI
 // trigger and host reports.
+#include "runtime/memory_governor.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "runtime/memory_governor.h"
 #include "runtime/memory_source.h"
 #include "tests/runtime/elastic_test_util.h"
 #include "tests/support/test_util.h"
@@ -68,13 +69,15 @@ TEST(MemorySourceTest, ParsesMeminfoPressureAndStat) {
   auto no_avail = ParseMeminfo("MemTotal: 2048 kB\nMemFree: 10 kB\n", "mi");
   EXPECT_TRUE(no_avail.status().IsCorruption());
   EXPECT_NE(no_avail.status().message().find("mi: no MemAvailable"), std::string::npos);
-  EXPECT_TRUE(ParseMeminfo("MemTotal: 2048 kB\nMemAvailable: 1x kB\n", "mi").status().IsCorruption());
   EXPECT_TRUE(
-      ParseMeminfo("MemTotal: 2048 kB\nMemAvailable: 99999999999999999 kB\n", "mi").status()
-          .IsCorruption());
+      ParseMeminfo("MemTotal: 2048 kB\nMemAvailable: 1x kB\n", "mi").status().IsCorruption());
+  EXPECT_TRUE(ParseMeminfo("MemTotal: 2048 kB\nMemAvailable: 99999999999999999 kB\n", "mi")
+                  .status()
+                  .IsCorruption());
 
   auto p = ParsePressure(
-      "some avg10=12.50 avg60=3.00 avg300=1.00 total=42\nfull avg10=0.75 avg60=0 avg300=0 total=1\n",
+      "some avg10=12.50 avg60=3.00 avg300=1.00 total=42\nfull avg10=0.75 avg60=0 avg300=0 "
+      "total=1\n",
       "psi");
   ASSERT_TRUE(p.ok());
   EXPECT_DOUBLE_EQ(p->some_avg10, 12.5);
@@ -392,16 +395,14 @@ class GovernorTest : public ::testing::Test {
     EXPECT_TRUE(r.ok());
     return manager_->level();
   }
-  uint64_t CurrentNeed() const {
-    return manager_->levels()[manager_->level()].footprint + 1000;
-  }
+  uint64_t CurrentNeed() const { return manager_->levels()[manager_->level()].footprint + 1000; }
   // Sets MemAvailable in a fake tree so that effective = `effective` bytes
   // for a reserve of 1 MiB (the manager's mapped pages count as available).
   void SetEffective(FakeTree* t, uint64_t effective) {
     const uint64_t own = manager_->stats().owned_bytes + manager_->stats().overhead_bytes;
     const uint64_t available = effective + kMiB - own;
-    t->Write("/proc/meminfo", "MemTotal: 8388608 kB\nMemAvailable: " +
-                                  std::to_string(available) + "\n");
+    t->Write("/proc/meminfo",
+             "MemTotal: 8388608 kB\nMemAvailable: " + std::to_string(available) + "\n");
   }
 
   static ElasticLadder* ladder_;
