@@ -150,6 +150,7 @@ struct GenerationRequest {
   bool chat = false;
   bool stream = false;
   bool include_usage = false;
+  bool ignore_eos = false;  // llama.cpp's server extension: go on past end of text
   std::string prompt_text;
   int64_t max_tokens = -1;
   runtime::SamplerOptions sampling;
@@ -204,6 +205,11 @@ Status ParseGenerationFields(const json& body, bool chat, GenerationRequest* g) 
   if (body.contains("stream") && !body["stream"].is_null()) {
     if (!body["stream"].is_boolean()) return WrongType("stream", "a boolean", body["stream"]);
     g->stream = body["stream"].get<bool>();
+  }
+  if (body.contains("ignore_eos") && !body["ignore_eos"].is_null()) {
+    if (!body["ignore_eos"].is_boolean())
+      return WrongType("ignore_eos", "a boolean", body["ignore_eos"]);
+    g->ignore_eos = body["ignore_eos"].get<bool>();
   }
   if (body.contains("stream_options") && body["stream_options"].is_object()) {
     const json& o = body["stream_options"];
@@ -287,6 +293,10 @@ struct Server::Impl {
   bool stopping = false;
   std::atomic<bool> stop_flag{false};  // stopping, read without mu by the token callback
   bool shut_down = false;
+  // Generation requests whose response is not written yet; Shutdown waits
+  // for them (httplib stops writing a stream the moment it stops).
+  int in_flight = 0;
+  std::condition_variable idle_cv;
 
   // Metrics.
   std::atomic<uint64_t> tokens_generated{0};
@@ -496,9 +506,19 @@ struct Server::Impl {
       std::lock_guard<std::mutex> l(mu);
       if (stopping) return Status::Busy("the server is shutting down");
       queue.push_back(job);
+      ++in_flight;
     }
     cv.notify_all();
     return Status::OK();
+  }
+
+  // The response of an enqueued job is written (or abandoned).
+  void Answered() {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      --in_flight;
+    }
+    idle_cv.notify_all();
   }
 
   json Usage(int64_t prompt, int64_t completion) const {
@@ -552,17 +572,21 @@ struct Server::Impl {
     runtime::GenerateOptions& o = job->options;
     o.n_predict = g.max_tokens;
     o.sampling = g.sampling;
-    o.bos = tok.bos();
-    o.eos = tok.eos();
-    o.eot = tok.eot();
+    if (!g.ignore_eos) {
+      o.bos = tok.bos();
+      o.eos = tok.eos();
+      o.eot = tok.eot();
+    }
     o.context_shift = true;
     o.n_keep = std::min<int64_t>(job->prompt.front() == tok.bos() ? 1 : 0, n_prompt);
     job->stops = g.stops;
+    bool enqueued = false;
     if (g.max_tokens == 0) {  // nothing to run
       job->done = true;
       job->finish_reason = "length";
     } else {
       FQ_RETURN_IF_ERROR(Enqueue(job));
+      enqueued = true;
     }
 
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(created) + "-" +
@@ -576,6 +600,7 @@ struct Server::Impl {
     if (!g.stream) {
       std::unique_lock<std::mutex> l(job->mu);
       job->cv.wait(l, [&] { return job->done; });
+      if (enqueued) Answered();
       if (!job->error.ok()) return job->error;
       info->tokens = job->completion_tokens;
       json choice = {{"index", 0}, {"finish_reason", job->finish_reason}};
@@ -653,8 +678,9 @@ struct Server::Impl {
           if (done) sink.done();
           return true;
         },
-        [this, job, info](bool success) {
+        [this, job, info, enqueued](bool success) {
           if (!success) job->cancel.store(true);
+          if (enqueued) Answered();
           {
             std::lock_guard<std::mutex> l(job->mu);
             info->tokens = job->completion_tokens;
@@ -912,8 +938,13 @@ void Server::Shutdown() {
     if (s.current) s.current->cancel.store(true);
   }
   s.cv.notify_all();
-  // Handlers of cancelled generations end by themselves; stop() then waits
-  // for them.
+  // Cancelled generations end at their next token; their responses are
+  // written before the HTTP server stops (a stream then ends with its
+  // finish reason and [DONE]).
+  {
+    std::unique_lock<std::mutex> l(s.mu);
+    s.idle_cv.wait_for(l, std::chrono::seconds(10), [&] { return s.in_flight == 0; });
+  }
   if (s.http_thread.joinable()) {
     s.http.stop();
     s.http_thread.join();
