@@ -760,17 +760,21 @@ struct Server::Impl {
     }
     FQ_ASSIGN_OR_RETURN(BudgetChoice c, budget->SetFixed(bytes));
     // An idle worker applies it at once, a busy one before its next token;
-    // answer when it did, or after a while with "applied": false.
+    // the stats show the budget once its transition is complete. Answer
+    // then, or after a while with "applied": false.
     const auto deadline = Clock::now() + std::chrono::seconds(10);
-    while (rt->residency()->has_pending_budget() && Clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    auto applied = [&] {
+      return !rt->residency()->has_pending_budget() && rt->residency()->stats().budget == bytes;
+    };
+    while (!applied() && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     const BudgetState s = budget->State();
     ReplyJson(res, 200,
               {{"source", s.source},
                {"budget", c.budget},
                {"eqm", LevelJson(c.label, c.step, c.footprint)},
-               {"applied", !s.pending},
+               {"applied", applied()},
                {"minimum_budget", s.minimum_budget}});
     return Status::OK();
   }
