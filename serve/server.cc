@@ -825,7 +825,7 @@ struct Server::Impl {
                             "Transitions between levels that changed at least one module.",
                             static_cast<uint64_t>(s.stats.transitions));
       out += PrometheusLine("fqpack_bytes_swapped_total", "counter",
-                            "Bytes of modules made resident by transitions.", s.stats.bytes_in);
+                            "Bytes of modules made resident, the initial load included.", s.stats.bytes_in);
       out += PrometheusLine("fqpack_bytes_read_total", "counter",
                             "Bytes read from the pack by transitions.", s.stats.bytes_read);
     }
