@@ -17,7 +17,9 @@ void ModelSourceArgs::AddOptions(CLI::App* cmd, bool with_qm, bool elastic) {
   cmd->add_option("-e,--ensemble", ensemble, "Ensemble of the pack (default: the newest)");
   cmd->add_option("--budget", budget,
                   "Memory budget (weights + KV cache + scratch), e.g. 600KB, 1.5GiB: runs the "
-                  "largest EQM that fits");
+                  "largest EQM that fits; 'auto[:RESERVE]' follows the memory the system has "
+                  "left (MemAvailable, the cgroup's limit, PSI) minus RESERVE (default 10% of "
+                  "RAM, 64 MiB to 1 GiB)");
   cmd->add_option("--budget-trace", budget_trace,
                   "File of 'token_index,budget' lines: the budget changes while it runs")
       ->check(CLI::ExistingFile);
@@ -30,6 +32,36 @@ void ModelSourceArgs::AddOptions(CLI::App* cmd, bool with_qm, bool elastic) {
                   "Tokens per forward pass of a .fqpack run; its activations count in the budget "
                   "(default: 64 for run, a whole chunk for ppl)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+}
+
+Result<bool> ParseAutoBudget(const std::string& text, uint64_t* reserve) {
+  *reserve = 0;
+  if (text != "auto" && text.rfind("auto:", 0) != 0) return false;
+  if (text.size() > 5) {
+    Result<uint64_t> r = ParseBytes(text.substr(5));
+    if (!r.ok()) {
+      return Status::InvalidArgument("--budget '" + text + "': the reserve: " +
+                                     r.status().message());
+    }
+    if (*r == 0) return Status::InvalidArgument("--budget '" + text + "': a reserve of 0 bytes");
+    *reserve = *r;
+  }
+  return true;
+}
+
+Result<std::unique_ptr<runtime::MemoryGovernor>> StartGovernor(Context& ctx,
+                                                               runtime::ElasticRuntime* elastic,
+                                                               uint64_t reserve) {
+  runtime::GovernorOptions o;
+  o.policy.reserve = reserve;
+  FQ_ASSIGN_OR_RETURN(std::unique_ptr<runtime::MemoryGovernor> g,
+                      runtime::MemoryGovernor::Open(ctx.env, elastic->residency(), o));
+  const runtime::GovernorState st = g->state();
+  ctx.Note("budget auto: " + st.source + " " + FormatBytes(st.available) +
+                " available, reserve " + FormatBytes(st.reserve) + ", budget " +
+                FormatBytes(st.effective) + "; " + st.trigger);
+  FQ_RETURN_IF_ERROR(g->Start());
+  return g;
 }
 
 namespace {
@@ -87,7 +119,25 @@ Result<ModelSource> OpenPackSource(Context& ctx, const ModelSourceArgs& args, bo
   runtime::LevelChoice choice;
   choice.eqm = args.eqm;
   choice.qm = args.qm;
-  if (!args.budget.empty()) {
+  uint64_t reserve = 0;
+  FQ_ASSIGN_OR_RETURN(const bool auto_budget, ParseAutoBudget(args.budget, &reserve));
+  if (auto_budget) {
+    if (!args.budget_trace.empty()) {
+      return Status::InvalidArgument("--budget auto follows the system; drop --budget-trace");
+    }
+    // Start at what the system has now, so a tight device never loads the
+    // largest EQM first.
+    runtime::GovernorOptions o;
+    o.policy.reserve = reserve;
+    FQ_ASSIGN_OR_RETURN(runtime::GovernorState st, runtime::MemoryGovernor::Probe(ctx.env, o));
+    const uint64_t minimum = src.elastic->residency()->MinimumBudget();
+    if (st.effective < minimum) {
+      ctx.Note("warning: budget auto: " + st.source + " leaves " + FormatBytes(st.effective) +
+                    " after the reserve, below the smallest EQM's " + FormatBytes(minimum) +
+                    "; starting there");
+    }
+    choice.budget = std::max(st.effective, minimum);
+  } else if (!args.budget.empty()) {
     Result<uint64_t> b = ParseBytes(args.budget);
     if (!b.ok())
       return Status::InvalidArgument("--budget '" + args.budget + "': " + b.status().message());
@@ -104,6 +154,9 @@ Result<ModelSource> OpenPackSource(Context& ctx, const ModelSourceArgs& args, bo
     }
   }
   FQ_RETURN_IF_ERROR(src.elastic->Start(choice));
+  if (auto_budget) {
+    FQ_ASSIGN_OR_RETURN(src.governor, StartGovernor(ctx, src.elastic.get(), reserve));
+  }
   src.manifest = src.elastic->residency()->manifest();
   src.manifest.label = src.elastic->residency()->stats().label;
   src.modules = src.elastic->pack();

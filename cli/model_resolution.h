@@ -15,6 +15,7 @@
 #include "cli/app.h"
 #include "runtime/dynamic.h"
 #include "runtime/elastic.h"
+#include "runtime/memory_governor.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
 #include "schema/status.h"
@@ -60,7 +61,19 @@ struct ModelSource {
   // A .fqpack: the runtime that holds its levels, model and session.
   std::unique_ptr<runtime::ElasticRuntime> elastic;
   std::vector<runtime::BudgetChange> trace;
+  // --budget auto: follows the system's memory (declared after `elastic`,
+  // so it stops before the runtime it drives goes away).
+  std::unique_ptr<runtime::MemoryGovernor> governor;
 };
+
+// `--budget auto[:RESERVE]`: true (and *reserve, 0 for the default) when
+// `text` asks for it; InvalidArgument for a bad reserve.
+Result<bool> ParseAutoBudget(const std::string& text, uint64_t* reserve);
+// Opens a governor for a started runtime and starts its thread, with a note
+// on stderr saying what it watches.
+Result<std::unique_ptr<runtime::MemoryGovernor>> StartGovernor(Context& ctx,
+                                                               runtime::ElasticRuntime* elastic,
+                                                               uint64_t reserve);
 
 // What opening a pack needs beyond the arguments.
 struct ElasticSetup {

@@ -290,6 +290,8 @@ void WriteTransitionJson(JsonWriter* w, const TransitionRecord& t) {
   w->BeginObject()
       .Key("token")
       .Int(t.token)
+      .Key("finished_at")
+      .Double(t.finished_at)
       .Key("from")
       .String(t.from_label)
       .Key("to")

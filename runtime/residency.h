@@ -122,6 +122,7 @@ struct TransitionRecord {
   uint64_t resident_after = 0;
   uint64_t peak_bytes = 0;  // highest accounted resident bytes during it
   double seconds = 0;
+  double finished_at = 0;  // wall clock when it finished, seconds since the Unix epoch
 };
 
 struct ResidencyStats {

@@ -235,6 +235,8 @@ Result<TransitionRecord> ResidencyManager::TransitionTo(int level) {
   if (owned_bytes_ < owned_before) ::malloc_trim(0);
 #endif
   rec.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  rec.finished_at =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   if (rec.modules_swapped > 0) {
     ++totals_.transitions;
     totals_.modules_swapped += rec.modules_swapped;

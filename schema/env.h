@@ -108,6 +108,18 @@ class FileLock {
 
 enum class LockMode { kShared, kExclusive };
 
+// A Linux PSI trigger (Documentation/accounting/psi.rst): a pressure file
+// opened for writing with "some|full <stall us> <window us>", which the kernel
+// signals (POLLPRI) when stalls in a window pass the threshold. Closed when
+// destroyed.
+class PressureTrigger {
+ public:
+  virtual ~PressureTrigger() = default;
+  // Waits up to `timeout_ms` for the trigger: true when it fired.
+  virtual Result<bool> Wait(int timeout_ms) = 0;
+  virtual const std::string& path() const = 0;
+};
+
 class Env {
  public:
   virtual ~Env() = default;
@@ -138,6 +150,15 @@ class Env {
   // held by someone else gives Busy at once.
   virtual Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, LockMode mode,
                                                      bool wait) = 0;
+  // Reads a whole small file with read(2), for the kernel's files under /proc
+  // and /sys, which report a size of 0 and cannot be mapped. InvalidArgument
+  // past `max_bytes`.
+  virtual Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 1 << 20) = 0;
+  // Registers a PSI trigger on `path` (e.g. /proc/pressure/memory) with
+  // `spec` ("some 150000 1000000"). NotSupported when the kernel refuses it
+  // (no PSI, or a window an unprivileged process may not use).
+  virtual Result<std::unique_ptr<PressureTrigger>> OpenPressureTrigger(const std::string& path,
+                                                                       const std::string& spec) = 0;
 };
 
 // Forwards every call to another Env; a test overrides only what it needs.
@@ -172,6 +193,13 @@ class EnvWrapper : public Env {
   Result<std::unique_ptr<FileLock>> LockFile(const std::string& path, LockMode mode,
                                              bool wait) override {
     return target_->LockFile(path, mode, wait);
+  }
+  Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) override {
+    return target_->ReadSmallFile(path, max_bytes);
+  }
+  Result<std::unique_ptr<PressureTrigger>> OpenPressureTrigger(const std::string& path,
+                                                               const std::string& spec) override {
+    return target_->OpenPressureTrigger(path, spec);
   }
 
  private:

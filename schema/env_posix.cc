@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -223,6 +224,31 @@ class PosixFileLock final : public FileLock {
   int fd_;
 };
 
+class PosixPressureTrigger final : public PressureTrigger {
+ public:
+  PosixPressureTrigger(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixPressureTrigger() override { ::close(fd_); }
+
+  Result<bool> Wait(int timeout_ms) override {
+    struct pollfd p = {fd_, POLLPRI, 0};
+    int n = ::poll(&p, 1, timeout_ms);
+    if (n < 0) {
+      if (errno == EINTR) return false;
+      return PosixError(path_ + ": poll", errno);
+    }
+    if (n == 0) return false;
+    if ((p.revents & POLLERR) != 0) {
+      return Status::IOError(path_ + ": the pressure trigger went away");
+    }
+    return (p.revents & POLLPRI) != 0;
+  }
+  const std::string& path() const override { return path_; }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
 class PosixEnv final : public Env {
  public:
   Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
@@ -334,6 +360,49 @@ class PosixEnv final : public Env {
       return PosixError(path + ": flock", err);
     }
     return std::unique_ptr<FileLock>(new PosixFileLock(fd));
+  }
+
+  Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) override {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return PosixError(path, errno);
+    std::string out;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof(buf));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        ::close(fd);
+        return PosixError(path + ": read", err);
+      }
+      if (n == 0) break;
+      out.append(buf, static_cast<size_t>(n));
+      if (out.size() > max_bytes) {
+        ::close(fd);
+        return Status::InvalidArgument(path + ": larger than " + std::to_string(max_bytes) +
+                                       " bytes");
+      }
+    }
+    ::close(fd);
+    return out;
+  }
+
+  Result<std::unique_ptr<PressureTrigger>> OpenPressureTrigger(const std::string& path,
+                                                               const std::string& spec) override {
+    int fd = ::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      if (err == ENOENT) return Status::NotSupported(path + ": no PSI (" + std::strerror(err) + ")");
+      return PosixError(path, err);
+    }
+    // The kernel takes the spec with its terminating NUL.
+    if (::write(fd, spec.c_str(), spec.size() + 1) < 0) {
+      int err = errno;
+      ::close(fd);
+      return Status::NotSupported(path + ": trigger \"" + spec + "\" refused: " +
+                                  std::strerror(err));
+    }
+    return std::unique_ptr<PressureTrigger>(new PosixPressureTrigger(path, fd));
   }
 };
 

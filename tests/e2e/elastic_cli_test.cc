@@ -105,6 +105,35 @@ TEST_F(ElasticCliTest, BudgetRunsTheLargestEqmThatFits) {
   EXPECT_EQ(JsonString(out, "level"), "eqm:0");
 }
 
+TEST_F(ElasticCliTest, BudgetAutoFollowsWhatTheSystemHasLeft) {
+  ThreadPool pool(2);
+  auto rt = Runtime(&pool);
+  const int last = static_cast<int>(rt->residency()->levels().size()) - 1;
+  std::string out;
+  // A reserve larger than the machine's memory leaves nothing: the smallest
+  // EQM, with a warning that says so.
+  ASSERT_EQ(Fq("--json run " + *pack_ + " --budget auto:1TiB -p t5t9 -n 4 --temp 0", &out), 0)
+      << out;
+  EXPECT_NE(out.find("budget auto: meminfo"), std::string::npos) << out;
+  EXPECT_NE(out.find("below the smallest EQM"), std::string::npos) << out;
+  EXPECT_EQ(JsonString(out, "level"), "eqm:" + std::to_string(last)) << out;
+  // A small reserve on a machine with room for this tiny model: the largest.
+  ASSERT_EQ(Fq("--json run " + *pack_ + " --budget auto:64KiB -p t5t9 -n 4 --temp 0", &out, false),
+            0)
+      << out;
+  EXPECT_EQ(JsonString(out, "level"), "eqm:0") << out;
+  // perplexity too
+  ASSERT_EQ(Fq("--json ppl " + *pack_ + " --budget auto:1TiB -f " + *text_ + " -c 32", &out, false),
+            0)
+      << out;
+  EXPECT_EQ(Fq("run " + *pack_ + " --budget auto:lots -p t5 -n 1", &out), 2) << out;
+  EXPECT_NE(out.find("--budget 'auto:lots': the reserve"), std::string::npos) << out;
+  const std::string trace = WriteText("auto-trace.csv", "0,10MB\n");
+  EXPECT_EQ(Fq("run " + *pack_ + " --budget auto --budget-trace " + trace + " -p t5 -n 1", &out), 2)
+      << out;
+  EXPECT_NE(out.find("drop --budget-trace"), std::string::npos) << out;
+}
+
 TEST_F(ElasticCliTest, BudgetTraceLogsEveryTransitionAndWritesThemAsJson) {
   ThreadPool pool(2);
   auto rt = Runtime(&pool);
