@@ -7,7 +7,6 @@
 #include "cli/app.h"
 #include "cli/model_resolution.h"
 #include "schema/thread_pool.h"
-#include "schema/units.h"
 #include "serve/server.h"
 
 namespace fqpack::cli {
@@ -35,19 +34,15 @@ Status RunServe(Context& ctx, ServeArgs args) {
   if (!args.chat_template.empty()) {
     FQ_ASSIGN_OR_RETURN(opts.chat_template, serve::ParseChatTemplateName(args.chat_template));
   }
-  // --budget auto[:RESERVE]: the OS's free memory, less the reserve.
-  const std::string& b = args.source.budget;
-  if (b == "auto" || b.rfind("auto:", 0) == 0) {
-    uint64_t reserve = 0;
-    if (b.size() > 5) {
-      Result<uint64_t> r = ParseBytes(b.substr(5));
-      if (!r.ok()) return Status::InvalidArgument("--budget '" + b + "': " + r.status().message());
-      reserve = *r;
-    }
+  // --budget auto[:RESERVE]: the OS's free memory, less the reserve. The
+  // pack starts at what the system has now (ResolveModelSource); the
+  // server's budget controller then owns the governor that follows it.
+  uint64_t reserve = 0;
+  FQ_ASSIGN_OR_RETURN(const bool auto_budget, ParseAutoBudget(args.source.budget, &reserve));
+  if (auto_budget) {
     opts.auto_reserve = reserve;
     opts.budget_source = "auto";
-    args.source.budget.clear();
-  } else if (!b.empty()) {
+  } else if (!args.source.budget.empty()) {
     opts.budget_source = "fixed";
   }
   if (!ctx.quiet) {
@@ -65,6 +60,7 @@ Status RunServe(Context& ctx, ServeArgs args) {
     ElasticSetup setup{&pool, runtime::Workload::kGenerate, args.n_ctx, args.source.n_batch};
     FQ_ASSIGN_OR_RETURN(ModelSource src, ResolveModelSource(ctx, args.source, true, setup));
     FQ_RETURN_IF_ERROR(ContextSize(ctx, *src.elastic->model(), args.n_ctx).status());
+    src.governor.reset();  // the server starts its own, which wakes its worker
     return std::move(src.elastic);
   };
   serve::Server server(std::move(opts));

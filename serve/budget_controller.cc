@@ -4,9 +4,14 @@
 
 namespace fqpack::serve {
 
-BudgetController::BudgetController(runtime::ResidencyManager* residency, std::string initial_source,
+BudgetController::BudgetController(Env* env, runtime::ResidencyManager* residency,
+                                   std::string initial_source, runtime::GovernorOptions governor,
                                    std::function<void()> wake)
-    : residency_(residency), wake_(std::move(wake)), source_(std::move(initial_source)) {
+    : env_(env),
+      residency_(residency),
+      governor_options_(std::move(governor)),
+      wake_(std::move(wake)),
+      source_(std::move(initial_source)) {
   budget_ = residency_->stats().budget;
 }
 
@@ -16,6 +21,11 @@ Result<BudgetChoice> BudgetController::SetFixed(uint64_t bytes) {
   FQ_ASSIGN_OR_RETURN(int level, residency_->LevelForBudget(bytes));
   {
     std::lock_guard<std::mutex> l(mu_);
+    // The governor stops first, so no request of its own follows this one.
+    if (governor_) {
+      governor_->Stop();
+      governor_.reset();
+    }
     FQ_RETURN_IF_ERROR(residency_->RequestBudget(bytes));
     source_ = "fixed";
     budget_ = bytes;
@@ -26,9 +36,28 @@ Result<BudgetChoice> BudgetController::SetFixed(uint64_t bytes) {
 }
 
 Status BudgetController::SetAuto(uint64_t reserve) {
-  return Status::NotSupported(
-      "an automatic budget needs the memory governor (runtime/memory_governor.h), which this "
-      "build does not have yet; set a budget in bytes instead");
+  runtime::GovernorOptions o = governor_options_;
+  o.policy.reserve = reserve;
+  FQ_ASSIGN_OR_RETURN(std::unique_ptr<runtime::MemoryGovernor> g,
+                      runtime::MemoryGovernor::Open(env_, residency_, o));
+  g->set_on_request([this](uint64_t) {
+    if (wake_) wake_();
+  });
+  std::lock_guard<std::mutex> l(mu_);
+  if (governor_) {
+    governor_->Stop();
+    governor_.reset();
+  }
+  // Its first reading decides at once (down when the system is short).
+  FQ_RETURN_IF_ERROR(g->Start());
+  governor_ = std::move(g);
+  source_ = "auto";
+  return Status::OK();
+}
+
+void BudgetController::TransitionDone() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (governor_) governor_->TransitionDone();
 }
 
 BudgetState BudgetController::State() const {
@@ -37,13 +66,22 @@ BudgetState BudgetController::State() const {
     std::lock_guard<std::mutex> l(mu_);
     s.source = source_;
     s.budget = budget_;
+    if (governor_) {
+      s.governor = governor_->state();
+      s.budget = s.governor->requested;
+    }
   }
   s.stats = residency_->stats();
+  if (s.governor && s.budget == 0) s.budget = s.stats.budget;  // it has asked for nothing yet
   s.minimum_budget = residency_->MinimumBudget();
   s.pending = residency_->has_pending_budget();
   return s;
 }
 
-void BudgetController::Stop() {}
+void BudgetController::Stop() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (governor_) governor_->Stop();
+  governor_.reset();
+}
 
 }  // namespace fqpack::serve

@@ -63,7 +63,6 @@ size_t PartialStopTail(std::string_view text, const std::vector<std::string>& st
 
 int HttpStatusOf(const Status& s) {
   if (s.IsInvalidArgument()) return 400;
-  if (s.IsNotFound()) return 404;
   if (s.IsNotSupported()) return 501;
   if (s.IsBusy()) return 503;
   return 500;
@@ -420,13 +419,16 @@ struct Server::Impl {
     }
     Log(chat_template ? std::string("chat template: ") + ChatTemplateName(*chat_template)
                       : "chat template: none (" + template_problem + ")");
-    budget = std::make_unique<BudgetController>(rt->residency(), options.budget_source,
-                                                [this] { Wake(); });
+    budget = std::make_unique<BudgetController>(options.env, rt->residency(), options.budget_source,
+                                                options.governor, [this] { Wake(); });
     if (options.auto_reserve) FQ_RETURN_IF_ERROR(budget->SetAuto(*options.auto_reserve));
     return Status::OK();
   }
 
-  void LogTransition(const runtime::TransitionRecord& t) { Log(runtime::DescribeTransition(t)); }
+  void LogTransition(const runtime::TransitionRecord& t) {
+    budget->TransitionDone();
+    Log(runtime::DescribeTransition(t));
+  }
 
   void ApplyPendingBudget() {
     Result<std::optional<runtime::TransitionRecord>> r = rt->residency()->ApplyPendingBudget();
@@ -706,16 +708,30 @@ struct Server::Impl {
       j["budget_needed"] = lv.footprint + overhead;
       levels.push_back(j);
     }
-    ReplyJson(res, 200,
-              {{"source", s.source},
-               {"budget", s.budget},
-               {"eqm", LevelJson(s.stats.label, s.stats.step, s.stats.footprint)},
-               {"resident_bytes", s.stats.resident_bytes},
-               {"overhead_bytes", s.stats.overhead_bytes},
-               {"minimum_budget", s.minimum_budget},
-               {"pending", s.pending},
-               {"transitions", s.stats.transitions},
-               {"levels", levels}});
+    json out = {{"source", s.source},
+                {"budget", s.budget},
+                {"eqm", LevelJson(s.stats.label, s.stats.step, s.stats.footprint)},
+                {"resident_bytes", s.stats.resident_bytes},
+                {"overhead_bytes", s.stats.overhead_bytes},
+                {"minimum_budget", s.minimum_budget},
+                {"pending", s.pending},
+                {"transitions", s.stats.transitions},
+                {"levels", levels}};
+    if (s.governor) {
+      const runtime::GovernorState& g = *s.governor;
+      out["auto"] = {{"source", g.source},
+                     {"available", g.available},
+                     {"effective", g.effective},
+                     {"reserve", g.reserve},
+                     {"pressure", runtime::PressureName(g.pressure)},
+                     {"trigger", g.trigger},
+                     {"requested", g.requested},
+                     {"requests", g.requests},
+                     {"reason", g.reason},
+                     {"below_minimum", g.below_minimum},
+                     {"error", g.error}};
+    }
+    ReplyJson(res, 200, out);
     return Status::OK();
   }
 
@@ -825,9 +841,28 @@ struct Server::Impl {
                             "Transitions between levels that changed at least one module.",
                             static_cast<uint64_t>(s.stats.transitions));
       out += PrometheusLine("fqpack_bytes_swapped_total", "counter",
-                            "Bytes of modules made resident, the initial load included.", s.stats.bytes_in);
+                            "Bytes of modules made resident, the initial load included.",
+                            s.stats.bytes_in);
       out += PrometheusLine("fqpack_bytes_read_total", "counter",
                             "Bytes read from the pack by transitions.", s.stats.bytes_read);
+      out +=
+          "# HELP fqpack_budget_auto 1 while the budget follows the system's memory.\n"
+          "# TYPE fqpack_budget_auto gauge\nfqpack_budget_auto " +
+          std::string(s.governor ? "1" : "0") + "\n";
+      if (s.governor) {
+        const runtime::GovernorState& g = *s.governor;
+        out += PrometheusLine("fqpack_memory_available_bytes", "gauge",
+                              "Memory the tightest source (meminfo, cgroup) says is available.",
+                              g.available);
+        out += PrometheusLine("fqpack_memory_effective_bytes", "gauge",
+                              "Available memory plus this process's share, less the reserve.",
+                              g.effective);
+        out += PrometheusLine("fqpack_memory_reserve_bytes", "gauge",
+                              "Memory auto mode leaves to others.", g.reserve);
+        out += PrometheusLine("fqpack_memory_pressure", "gauge",
+                              "Memory pressure: 0 normal, 1 moderate, 2 critical.",
+                              static_cast<uint64_t>(g.pressure));
+      }
     }
     out += PrometheusLine("fqpack_tokens_generated_total", "counter", "Tokens generated.",
                           tokens_generated.load());

@@ -26,6 +26,8 @@
 #include <string_view>
 
 #include "runtime/elastic.h"
+#include "runtime/memory_governor.h"
+#include "schema/env.h"
 #include "schema/status.h"
 #include "serve/chat_template.h"
 
@@ -38,9 +40,13 @@ struct ServerOptions {
   std::optional<ChatTemplate> chat_template;
   // What chose the starting budget, for GET /v1/budget: "fixed" or "none".
   std::string budget_source = "none";
-  // Start in auto mode with this reserve (BudgetController::SetAuto); a
-  // failure there fails the load.
+  // Start in auto mode with this reserve (BudgetController::SetAuto; 0 for
+  // the default); a failure there fails the load.
   std::optional<uint64_t> auto_reserve;
+  // Auto mode's governor: where it reads /proc and the cgroup (tests pass a
+  // fake tree), how often; the reserve comes from the request.
+  runtime::GovernorOptions governor;
+  Env* env = Env::Default();
   // One line per request and per transition; empty: no log. Called from
   // many threads, one call at a time.
   std::function<void(std::string_view line)> log;

@@ -438,9 +438,62 @@ TEST_F(ServerTest, BudgetDownAndUpMovesTheEqm) {
   EXPECT_EQ(GetJson("/v1/budget")["eqm"]["label"], levels[0]["label"]);
 }
 
-TEST_F(ServerTest, AutoBudgetIsNotSupportedYet) {
-  json r = PostJson("/v1/budget", {{"auto", true}}, 501);
-  EXPECT_NE(r["error"]["message"].get<std::string>().find("memory governor"), std::string::npos);
+TEST_F(ServerTest, AutoBudgetFollowsTheSystemsMemoryAndFixedEndsIt) {
+  // A fake /proc whose MemAvailable leaves just the smallest level's need
+  // after a 1 MiB reserve (the pack's pages are mapped, so nothing of this
+  // process is added back but its KV cache and scratch).
+  testing::TempDir tree;
+  ASSERT_TRUE(Env::Default()->CreateDir(tree.Join("proc")).ok());
+  ServerOptions o;
+  o.governor.root = tree.path();
+  o.governor.poll_interval = 0.01;
+  o.governor.psi_trigger = false;
+  StartServer(o);
+  const json levels = GetJson("/v1/budget")["levels"];
+  const json& last = levels[levels.size() - 1];
+  const uint64_t overhead = GetJson("/v1/budget")["overhead_bytes"];
+  const uint64_t kMiB = 1 << 20;
+  const uint64_t available = last["budget_needed"].get<uint64_t>() + 10 + kMiB - overhead;
+  const std::string meminfo =
+      "MemTotal: 8388608 kB\nMemAvailable: " + std::to_string(available / 1024 + 1) + " kB\n";
+  ASSERT_TRUE(
+      PublishFile(Env::Default(), tree.Join("proc/meminfo"),
+                  ByteSpan(reinterpret_cast<const uint8_t*>(meminfo.data()), meminfo.size()))
+          .ok());
+
+  json r = PostJson("/v1/budget", {{"auto", true}, {"reserve", "1MiB"}});
+  EXPECT_EQ(r["source"], "auto");
+  EXPECT_EQ(r["auto"]["source"], "meminfo");
+  EXPECT_EQ(r["auto"]["reserve"], kMiB);
+  EXPECT_EQ(r["auto"]["available"], (available / 1024 + 1) * 1024);
+  // The governor asks for less at once; the idle worker applies it.
+  json b;
+  for (int i = 0; i < 500; ++i) {
+    b = GetJson("/v1/budget");
+    if (b["eqm"]["label"] == last["label"]) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(b["eqm"]["label"], last["label"]) << b.dump();
+  EXPECT_EQ(b["auto"]["reason"], "down") << b.dump();
+  auto m = Metrics();
+  EXPECT_EQ(m["fqpack_budget_auto"], 1);
+  EXPECT_EQ(m["fqpack_memory_reserve_bytes"], kMiB);
+  EXPECT_GT(m["fqpack_memory_available_bytes"], 0);
+
+  // A fixed budget ends auto mode.
+  json f = PostJson("/v1/budget", {{"bytes", levels[0]["budget_needed"]}});
+  EXPECT_EQ(f["source"], "fixed");
+  b = GetJson("/v1/budget");
+  EXPECT_EQ(b["source"], "fixed");
+  EXPECT_FALSE(b.contains("auto"));
+  EXPECT_EQ(b["eqm"]["label"], levels[0]["label"]);
+  EXPECT_EQ(Metrics()["fqpack_budget_auto"], 0);
+
+  // A governor that cannot read its source: 500 naming the file, mode unchanged.
+  ASSERT_TRUE(Env::Default()->RemoveFile(tree.Join("proc/meminfo")).ok());
+  json bad = PostJson("/v1/budget", {{"auto", true}}, 500);
+  EXPECT_NE(bad["error"]["message"].get<std::string>().find("meminfo"), std::string::npos) << bad;
+  EXPECT_EQ(GetJson("/v1/budget")["source"], "fixed");
 }
 
 TEST_F(ServerTest, MetricsAreValidPrometheusText) {
