@@ -418,7 +418,7 @@ struct Server::Impl {
       }
     }
     Log(chat_template ? std::string("chat template: ") + ChatTemplateName(*chat_template)
-                      : "chat template: none (" + template_problem + ")");
+                      : "chat template: none; " + template_problem);
     budget = std::make_unique<BudgetController>(options.env, rt->residency(), options.budget_source,
                                                 options.governor, [this] { Wake(); });
     if (options.auto_reserve) FQ_RETURN_IF_ERROR(budget->SetAuto(*options.auto_reserve));
