@@ -9,6 +9,7 @@
 #include <atomic>
 #include <csignal>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
@@ -45,7 +46,10 @@ class ServerTest : public ::testing::Test {
   void StartServer(ServerOptions o) {
     if (server_) server_->Shutdown();
     o.port = 0;
-    o.log = [this](std::string_view line) { log_ += std::string(line) + "\n"; };
+    o.log = [this](std::string_view line) {
+      std::lock_guard<std::mutex> l(log_mu_);
+      log_ += std::string(line) + "\n";
+    };
     server_ = std::make_unique<Server>(o);
     ASSERT_TRUE(server_->Start([this] { return Open(&pool_); }).ok());
     Status s = server_->WaitUntilLoaded();
@@ -196,6 +200,7 @@ class ServerTest : public ::testing::Test {
   static ElasticLadder* ladder_;
   static std::string* pack_path_;
   ThreadPool pool_{2};
+  std::mutex log_mu_;  // the server logs from its threads
   std::string log_;
   std::unique_ptr<Server> server_;
 };
@@ -421,7 +426,10 @@ TEST_F(ServerTest, BudgetDownAndUpMovesTheEqm) {
   EXPECT_EQ(up["eqm"]["label"], levels[0]["label"]);
   EXPECT_EQ(GetJson("/v1/budget")["eqm"]["label"], levels[0]["label"]);
   EXPECT_EQ(Metrics()["fqpack_transitions_total"], transitions + 2);
-  EXPECT_NE(log_.find("->"), std::string::npos) << "transitions are logged: " << log_;
+  {
+    std::lock_guard<std::mutex> l(log_mu_);
+    EXPECT_NE(log_.find("->"), std::string::npos) << "transitions are logged: " << log_;
+  }
 
   // Generation still matches the largest level's.
   const Reference ref = Direct(kPrompt, 12);
