@@ -50,9 +50,10 @@ size_t IncompleteUtf8Tail(std::string_view text) {
 // stop string with the next token, so a stream holds it back.
 size_t PartialStopTail(std::string_view text, const std::vector<std::string>& stops) {
   size_t longest = 0;
-  for (const std::string& s : stops) {
+  for (const std::string& stop : stops) {
+    const std::string_view s = stop;
     for (size_t k = std::min(s.size() - 1, text.size()); k > longest; --k) {
-      if (text.substr(text.size() - k) == std::string_view(s).substr(0, k)) {
+      if (text.substr(text.size() - k) == s.substr(0, k)) {
         longest = k;
         break;
       }
@@ -333,7 +334,7 @@ struct Server::Impl {
 
   // Every route: errors become OpenAI-shaped JSON (an exception too: the
   // server never dies on a request), and each request is counted and logged.
-  httplib::Server::Handler Route(const std::string& endpoint, Handler h) {
+  httplib::Server::Handler Route(const std::string& endpoint, const Handler& h) {
     return [this, endpoint, h](const httplib::Request& req, httplib::Response& res) {
       auto info = std::make_shared<RequestInfo>();
       info->method = req.method;
