@@ -363,8 +363,20 @@ struct Server::Impl {
 
   // ---- the worker ----
 
+  // An exception on the worker (std::bad_alloc, say) would end the
+  // process; it becomes the failure of the load or of the one request.
+  static Status Guarded(const std::function<Status()>& fn) {
+    try {
+      return fn();
+    } catch (const std::exception& e) {
+      return Status::IOError(std::string("internal error: ") + e.what());
+    } catch (...) {
+      return Status::IOError("internal error");
+    }
+  }
+
   void WorkerMain(const RuntimeLoader& load) {
-    Status s = Load(load);
+    Status s = Guarded([&] { return Load(load); });
     {
       std::lock_guard<std::mutex> l(mu);
       load_finished = true;
@@ -391,7 +403,16 @@ struct Server::Impl {
         ApplyPendingBudget();
         continue;
       }
-      RunJob(job.get());
+      Status failed = Guarded([&] {
+        RunJob(job.get());
+        return Status::OK();
+      });
+      if (!failed.ok()) {
+        std::lock_guard<std::mutex> jl(job->mu);
+        job->error = failed;
+        job->done = true;
+        job->cv.notify_all();
+      }
       std::lock_guard<std::mutex> l(mu);
       current.reset();
     }
