@@ -218,6 +218,31 @@ TEST_F(ServerTest, HealthAndModels) {
   EXPECT_EQ(m["data"][0]["object"], "model");
 }
 
+TEST_F(ServerTest, HealthIs503WhileTheModelLoads) {
+  server_->Shutdown();
+  std::atomic<bool> go{false};
+  ServerOptions o;
+  o.port = 0;
+  server_ = std::make_unique<Server>(o);
+  ASSERT_TRUE(server_
+                  ->Start([&]() {
+                    while (!go.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                    return Open(&pool_);
+                  })
+                  .ok());
+  auto h = Client().Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 503);
+  EXPECT_EQ(json::parse(h->body)["status"], "loading");
+  auto c = Post("/v1/completions", "{\"prompt\": \"t5\"}");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->status, 503);
+  EXPECT_EQ(json::parse(c->body)["error"]["message"], "the model is still loading");
+  go.store(true);
+  ASSERT_TRUE(server_->WaitUntilLoaded().ok());
+  EXPECT_EQ(GetJson("/health")["status"], "ok");
+}
+
 TEST_F(ServerTest, GreedyCompletionEqualsTheRuntimesOwnGeneration) {
   const Reference ref = Direct(kPrompt, 20);
   ASSERT_FALSE(ref.text.empty());
