@@ -12,7 +12,7 @@ FQPACK    := $(BUILD)/cli/fqpack
 # (llvm-symbolizer, for readable sanitizer stacks) serve `make sanitize` and
 # `make fuzz`.
 DEBS      := cmake make g++ pkg-config libsqlite3-dev libzstd-dev libxxhash-dev zlib1g-dev libssl-dev libeigen3-dev \
-             libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev zstd xxhash python3 \
+             libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcpp-httplib-dev curl zstd xxhash python3 \
              clang-14 libclang-rt-14-dev llvm-14 clang-format-14 clang-tidy-14
 
 # The sanitizer build: clang, ASan + UBSan, every fuzz target (README,

@@ -9,6 +9,8 @@
 #   6. generate with a memory budget that changes while it runs, printing
 #      every transition
 #   7. report perplexity versus footprint (a table and demo-out/report.svg)
+#   8. serve the pack over HTTP: one chat request, a budget squeezed through
+#      POST /v1/budget, the metrics before and after, SIGTERM
 # Every command is printed before it runs, so the demo doubles as a
 # walk-through of the CLI.
 #
@@ -80,4 +82,30 @@ run "$FQPACK" run "$OUT/model.fqpack" --budget-trace "$OUT/budget-trace.csv" --p
   --transitions-json "$OUT/transitions.json"
 echo
 fq report --eval-text "$EVAL" --chunks "${CHUNKS:-32}" --every "${EVERY:-6}" --plot "$OUT/report.svg"
+
+# The pack as an OpenAI-compatible server, on a free port (--port 0; the
+# port is in the "listening on" line).
+"$FQPACK" serve "$OUT/model.fqpack" --port 0 --chat-template chatml 2> "$OUT/serve.log" &
+SERVER=$!
+echo "+ $FQPACK serve $OUT/model.fqpack --port 0 --chat-template chatml 2> $OUT/serve.log &" >&2
+URL=""
+for _ in $(seq 100); do
+  URL=$(sed -n 's/^listening on \(http:[^ ]*\)$/\1/p' "$OUT/serve.log")
+  [ -n "$URL" ] && curl -sf "$URL/health" > /dev/null && break
+  sleep 0.1
+done
+[ -n "$URL" ] || { cat "$OUT/serve.log"; kill "$SERVER"; exit 1; }
+run curl -s "$URL/v1/chat/completions" -H 'Content-Type: application/json' \
+  -d '{"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 40, "temperature": 0}'
+echo
+echo "metrics before:"
+curl -s "$URL/metrics" | grep -E '^fqpack_(budget_bytes|eqm_step|weights_resident_bytes|transitions_total|bytes_swapped_total)'
+run curl -s "$URL/v1/budget" -d "{\"bytes\": $((need * 101 / 100))}"
+echo
+echo "metrics after:"
+curl -s "$URL/metrics" | grep -E '^fqpack_(budget_bytes|eqm_step|weights_resident_bytes|transitions_total|bytes_swapped_total|tokens_generated_total)'
+kill -TERM "$SERVER"
+wait "$SERVER"
+echo "server log ($OUT/serve.log):"
+cat "$OUT/serve.log"
 echo "demo done: store $STORE, pack $OUT/model.fqpack, transitions $OUT/transitions.json, plot $OUT/report.svg"

@@ -24,7 +24,7 @@ case $what in
     build=${2:-build}
     [ -f "$build/compile_commands.json" ] || { echo "lint: $build/compile_commands.json is missing (build first)"; exit 1; }
     files=$(git ls-files 'schema/*.cc' 'store/*.cc' 'pack/*.cc' 'runtime/*.cc' 'quantize/*.cc' \
-                         'search/*.cc' 'plot/*.cc' 'cli/*.cc')
+                         'search/*.cc' 'plot/*.cc' 'serve/*.cc' 'cli/*.cc')
     log=$(mktemp)
     echo "$files" | xargs -P "$(nproc)" -n 4 clang-tidy-14 -p "$build" --quiet >"$log" 2>&1
     n=$(grep -c 'warning:' "$log")

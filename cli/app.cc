@@ -77,6 +77,7 @@ int Main(int argc, char** argv) {
   RegisterSearchCommands(app, ctx);
   RegisterQuantizeCommands(app, ctx);
   RegisterDynamicCommands(app, ctx);
+  RegisterServeCommand(app, ctx);
 
   SetWarningHandler([&ctx](std::string_view msg) { ctx.Note("warning: " + std::string(msg)); });
   std::signal(SIGINT, OnInterrupt);

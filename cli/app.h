@@ -56,6 +56,7 @@ void RegisterGcCommands(CLI::App& app, Context& ctx);
 void RegisterSearchCommands(CLI::App& app, Context& ctx);
 void RegisterQuantizeCommands(CLI::App& app, Context& ctx);
 void RegisterDynamicCommands(CLI::App& app, Context& ctx);
+void RegisterServeCommand(CLI::App& app, Context& ctx);
 
 // `fqpack export FILE.fqpack --eqm K | --qm LABEL -o OUT.gguf` (export_command.cc).
 Status ExportPackGguf(Context& ctx, const std::string& pack, const std::string& ensemble, int eqm,
