@@ -18,8 +18,12 @@
 // Outputs in DIR: timeline.csv, transitions.json, server.log, pressure.png
 // and pressure.svg; a summary (markdown) on stdout. Exit 1 when the server
 // died (an OOM kill included) or answered errors.
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,14 +36,11 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <httplib.h>
-
-#include <nlohmann/json.hpp>
 
 #include "plot/plot.h"
 #include "runtime/elastic.h"
@@ -52,8 +53,7 @@ using Json = nlohmann::json;
 constexpr double kMiB = 1024.0 * 1024.0;
 
 double WallNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 uint64_t MemAvailable() {
@@ -195,11 +195,21 @@ Options ParseArgs(int argc, char** argv) {
   return o;
 }
 
+// A port nobody listens on now (bound, read back, closed).
 int FreePort() {
-  httplib::Server probe;
-  const int port = probe.bind_to_any_port("127.0.0.1");
-  probe.stop();
-  return port;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) Die("socket");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    Die("cannot find a free port");
+  }
+  close(fd);
+  return ntohs(a.sin_port);
 }
 
 std::string Capture(const std::string& cmd) {
@@ -239,13 +249,14 @@ int main(int argc, char** argv) {
     const uint64_t overhead = (*rt)->overhead().total();
     for (const auto& l : (*rt)->residency()->levels()) {
       top_need = std::max(top_need, l.footprint + overhead);
-      min_need = min_need == 0 ? l.footprint + overhead : std::min(min_need, l.footprint + overhead);
+      min_need =
+          min_need == 0 ? l.footprint + overhead : std::min(min_need, l.footprint + overhead);
     }
   }
   const uint64_t avail0 = MemAvailable();
   const auto margin = static_cast<uint64_t>(o.margin_mib * kMiB);
   if (avail0 < top_need + margin + (uint64_t{256} << 20)) Die("too little memory for this run");
-  const uint64_t reserve = avail0 - top_need - margin;
+  const uint64_t reserve0 = avail0 - top_need - margin;
 
   const int port = FreePort();
   const std::string log_path = o.out + "/server.log";
@@ -255,7 +266,7 @@ int main(int argc, char** argv) {
     FILE* log = std::freopen(log_path.c_str(), "w", stderr);
     (void)log;
     const std::string port_s = std::to_string(port);
-    const std::string budget = "auto:" + std::to_string(reserve);
+    const std::string budget = "auto:" + std::to_string(reserve0);
     const std::string ctx = std::to_string(o.ctx);
     execl(o.fqpack.c_str(), o.fqpack.c_str(), "-t", "1", "serve", o.pack.c_str(), "--host",
           "127.0.0.1", "--port", port_s.c_str(), "--budget", budget.c_str(), "-c", ctx.c_str(),
@@ -271,7 +282,6 @@ int main(int argc, char** argv) {
     if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (!up) Die("the server did not come up; see " + log_path);
-  const double t0 = WallNow();
 
   // The client: one request after another for the whole run.
   std::atomic<bool> stop{false};
@@ -280,10 +290,8 @@ int main(int argc, char** argv) {
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(120, 0);
     for (int i = 0; !stop.load(); ++i) {
-      Json req = {{"prompt", "Once upon a time"},
-                  {"max_tokens", 96},
-                  {"temperature", 0.8},
-                  {"seed", i}};
+      Json req = {
+          {"prompt", "Once upon a time"}, {"max_tokens", 96}, {"temperature", 0.8}, {"seed", i}};
       auto r = c.Post("/v1/completions", req.dump(), "application/json");
       if (!r || r->status != 200) {
         ++errors;
@@ -294,6 +302,26 @@ int main(int argc, char** argv) {
       tokens += Json::parse(r->body)["usage"]["completion_tokens"].get<int64_t>();
     }
   });
+
+  // Once the server has served a while (its buffers, threads and caches in
+  // place), set the reserve so that its budget is the largest EQM's need
+  // plus the margin: what the server itself took since the first reading
+  // is then not counted as pressure.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  uint64_t reserve = reserve0;
+  {
+    auto r = cli.Get("/v1/budget");
+    if (!r || r->status != 200) Die("GET /v1/budget failed");
+    const Json j = Json::parse(r->body);
+    const auto effective = j["auto"]["effective"].get<uint64_t>();
+    const uint64_t want = top_need + margin;
+    reserve = effective > want ? reserve0 + (effective - want) : reserve0 - (want - effective);
+    auto p = cli.Post("/v1/budget", Json({{"auto", true}, {"reserve", reserve}}).dump(),
+                      "application/json");
+    if (!p || p->status != 200) Die("POST /v1/budget {auto, reserve} failed");
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const double t0 = WallNow();
 
   // The sampler.
   std::mutex mu;
@@ -312,7 +340,8 @@ int main(int argc, char** argv) {
         if (!j.is_discarded()) {
           if (j.contains("eqm")) {
             s.step = j["eqm"].value("step", -1);
-            s.need = j["eqm"].value("footprint", uint64_t{0}) + j.value("overhead_bytes", uint64_t{0});
+            s.need =
+                j["eqm"].value("footprint", uint64_t{0}) + j.value("overhead_bytes", uint64_t{0});
           }
           if (j.contains("auto")) {
             s.available = j["auto"].value("available", uint64_t{0});
@@ -331,14 +360,16 @@ int main(int argc, char** argv) {
   // The hog's steps.
   struct StepEvent {
     int mib;
-    double done;  // wall time the memory was in place
+    double start;  // wall time the hog started taking (or giving back) memory
+    double done;   // wall time the memory was in place
   };
   std::vector<StepEvent> events;
   std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(o.hold * 1000)));
   for (int mib : o.steps) {
+    const double start = WallNow();
     const double done = hog.Hold(mib);
     hog_mib = mib;
-    events.push_back({mib, done});
+    events.push_back({mib, start, done});
     std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(o.hold * 1000)));
   }
   stop = true;
@@ -361,31 +392,41 @@ int main(int argc, char** argv) {
     f << transitions.dump(2) << "\n";
   }
 
-  // Reaction: from a step that took memory to the end of the last
-  // transition before the next step (the run settled under the new budget).
+  // Reaction: from the start of a step that took memory (the hog touches
+  // its pages as it goes, so available memory starts falling then) to the
+  // end of the last transition before the next step (the run settled
+  // under the new budget).
   std::vector<double> reactions;
   int steps_down = 0, steps_moved = 0;
-  std::printf("| hog step | MemAvailable after | transitions | settled at | reaction |\n");
-  std::printf("|---|---|---|---|---|\n");
+  std::printf(
+      "| hog holds | hog took | MemAvailable after | transitions | ended at | reaction |\n");
+  std::printf("|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < events.size(); ++i) {
-    const double start = events[i].done;
-    const double end = i + 1 < events.size() ? events[i + 1].done : 1e300;
+    const double start = events[i].start;
+    const double end = i + 1 < events.size() ? events[i + 1].start : 1e300;
     int n = 0;
     double last = 0;
     std::string to;
+    // The run of down moves the step set off; an up move after them (the
+    // signal recovered a little, and held for the dwell) is not reaction.
+    bool going_down = true;
+    auto step_of = [](const std::string& label) {
+      return label.rfind("eqm:", 0) == 0 ? std::atoi(label.c_str() + 4) : -1;
+    };
     for (const Json& t : transitions) {
       const double at = t.value("finished_at", 0.0);
       if (at <= start || at >= end) continue;
       ++n;
-      last = std::max(last, at);
       to = t.value("to", "");
+      if (step_of(to) < step_of(t.value("from", ""))) going_down = false;
+      if (going_down) last = std::max(last, at);
     }
     const bool took = i > 0 ? events[i].mib > events[i - 1].mib : events[i].mib > 0;
     uint64_t after = 0;
     {
       std::lock_guard<std::mutex> lock(mu);
       for (const Sample& s : samples) {
-        if (s.t + t0 > start) {
+        if (s.t + t0 > events[i].done) {
           after = s.mem_available;
           break;
         }
@@ -393,16 +434,16 @@ int main(int argc, char** argv) {
     }
     std::string reaction = "-";
     if (took) ++steps_down;
-    if (took && n > 0) {
+    if (took && last > 0) {
       ++steps_moved;
       reactions.push_back((last - start) * 1e3);
       char b[32];
       std::snprintf(b, sizeof(b), "%.0f ms", reactions.back());
       reaction = b;
     }
-    std::printf("| %d MiB | %.1f MiB | %d | %s | %s |\n", events[i].mib,
-                static_cast<double>(after) / kMiB, n, n > 0 ? to.c_str() : "(stayed)",
-                reaction.c_str());
+    std::printf("| %d MiB | %.0f ms | %.1f MiB | %d | %s | %s |\n", events[i].mib,
+                (events[i].done - events[i].start) * 1e3, static_cast<double>(after) / kMiB, n,
+                n > 0 ? to.c_str() : "(stayed)", reaction.c_str());
   }
 
   // Time in each EQM and its perplexity.
@@ -410,7 +451,8 @@ int main(int argc, char** argv) {
   {
     std::lock_guard<std::mutex> lock(mu);
     for (size_t i = 1; i < samples.size(); ++i) {
-      if (samples[i - 1].step >= 0) seconds_at[samples[i - 1].step] += samples[i].t - samples[i - 1].t;
+      if (samples[i - 1].step >= 0)
+        seconds_at[samples[i - 1].step] += samples[i].t - samples[i - 1].t;
     }
   }
   double total_s = 0, weighted_nll = 0;
@@ -435,8 +477,10 @@ int main(int argc, char** argv) {
                std::to_string(static_cast<long long>(reserve / (1 << 20))) + " MiB)";
   spec.x_label = "time (s)";
   spec.y_label = "MiB";
-  fqpack::plot::PlotSeries s_avail{"MemAvailable - reserve", fqpack::plot::PlotSeries::Style::kLine};
-  fqpack::plot::PlotSeries s_eff{"budget the server derived", fqpack::plot::PlotSeries::Style::kLine};
+  fqpack::plot::PlotSeries s_avail{"MemAvailable - reserve",
+                                   fqpack::plot::PlotSeries::Style::kLine};
+  fqpack::plot::PlotSeries s_eff{"budget the server derived",
+                                 fqpack::plot::PlotSeries::Style::kLine};
   fqpack::plot::PlotSeries s_need{"running EQM: weights + KV + scratch",
                                   fqpack::plot::PlotSeries::Style::kLine};
   fqpack::plot::PlotSeries s_hog{"hog holds", fqpack::plot::PlotSeries::Style::kLine};
@@ -451,7 +495,8 @@ int main(int argc, char** argv) {
       const double avail_mib =
           (static_cast<double>(s.mem_available) - static_cast<double>(reserve)) / kMiB;
       s_avail.points.push_back({s.t, avail_mib, ""});
-      if (s.effective > 0) s_eff.points.push_back({s.t, static_cast<double>(s.effective) / kMiB, ""});
+      if (s.effective > 0)
+        s_eff.points.push_back({s.t, static_cast<double>(s.effective) / kMiB, ""});
       if (s.need > 0) s_need.points.push_back({s.t, static_cast<double>(s.need) / kMiB, ""});
       s_hog.points.push_back({s.t, static_cast<double>(s.hog_mib), ""});
     }
@@ -474,8 +519,10 @@ int main(int argc, char** argv) {
       static_cast<long long>(tokens.load()), static_cast<long long>(errors.load()),
       transitions.size(), steps_down, steps_moved);
   if (!reactions.empty()) {
-    std::printf("reaction (hog's memory in place -> transition finished): median %.0f ms, worst %.0f ms\n",
-                Median(reactions), *std::max_element(reactions.begin(), reactions.end()));
+    std::printf(
+        "reaction (hog starts taking memory -> last transition finished): median %.0f ms, worst "
+        "%.0f ms\n",
+        Median(reactions), *std::max_element(reactions.begin(), reactions.end()));
   }
   if (total_s > 0) {
     std::printf("perplexity over the run (time-weighted geometric mean of the EQMs used): %.4f\n",

@@ -16,10 +16,12 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/elastic.h"
 #include "runtime/generate.h"
 #include "runtime/sampler.h"
 #include "runtime/tokenizer.h"
 #include "schema/gguf.h"
+#include "schema/json.h"
 #include "schema/units.h"
 #include "serve/budget_controller.h"
 
@@ -302,6 +304,10 @@ struct Server::Impl {
   std::atomic<uint64_t> tokens_generated{0};
   std::atomic<uint64_t> prompt_tokens{0};
   std::mutex metrics_mu;
+  // The most recent transitions, oldest first (GET /v1/transitions).
+  std::mutex transitions_mu;
+  std::deque<runtime::TransitionRecord> recent_transitions;
+  static constexpr size_t kRecentTransitions = 1000;
   std::map<std::pair<std::string, int>, uint64_t> requests;  // (endpoint, code)
   std::mutex log_mu;
 
@@ -450,6 +456,24 @@ struct Server::Impl {
   void LogTransition(const runtime::TransitionRecord& t) {
     budget->TransitionDone();
     Log(runtime::DescribeTransition(t));
+    std::lock_guard<std::mutex> l(transitions_mu);
+    recent_transitions.push_back(t);
+    if (recent_transitions.size() > kRecentTransitions) recent_transitions.pop_front();
+  }
+
+  Status HandleTransitions(httplib::Response& res) {
+    JsonWriter w;
+    w.BeginObject().Key("transitions").BeginArray();
+    {
+      std::lock_guard<std::mutex> l(transitions_mu);
+      for (const runtime::TransitionRecord& t : recent_transitions) {
+        runtime::WriteTransitionJson(&w, t);
+      }
+    }
+    w.EndArray().EndObject();
+    res.status = 200;
+    res.set_content(w.str(), "application/json");
+    return Status::OK();
   }
 
   void ApplyPendingBudget() {
@@ -929,6 +953,9 @@ struct Server::Impl {
               }));
     http.Get("/v1/budget",
              Route("/v1/budget", [this](auto&, auto& res, auto&) { return HandleGetBudget(res); }));
+    http.Get("/v1/transitions", Route("/v1/transitions", [this](auto&, auto& res, auto&) {
+               return HandleTransitions(res);
+             }));
     http.Post("/v1/budget", Route("/v1/budget", [this](auto& req, auto& res, auto&) {
                 return HandlePostBudget(req, res);
               }));

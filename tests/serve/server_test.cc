@@ -451,6 +451,17 @@ TEST_F(ServerTest, BudgetDownAndUpMovesTheEqm) {
   EXPECT_EQ(up["eqm"]["label"], levels[0]["label"]);
   EXPECT_EQ(GetJson("/v1/budget")["eqm"]["label"], levels[0]["label"]);
   EXPECT_EQ(Metrics()["fqpack_transitions_total"], transitions + 2);
+  // The last two transitions, with when they finished.
+  const json tr = GetJson("/v1/transitions")["transitions"];
+  ASSERT_GE(tr.size(), 2u);
+  const json& t_down = tr[tr.size() - 2];
+  const json& t_up = tr[tr.size() - 1];
+  EXPECT_EQ(t_down["to"], last["label"]);
+  EXPECT_EQ(t_up["from"], last["label"]);
+  EXPECT_EQ(t_up["to"], levels[0]["label"]);
+  EXPECT_GT(t_down["modules_swapped"].get<int>(), 0);
+  EXPECT_GT(t_down["finished_at"].get<double>(), 1.7e9);  // seconds since 1970
+  EXPECT_GE(t_up["finished_at"].get<double>(), t_down["finished_at"].get<double>());
   {
     std::lock_guard<std::mutex> l(log_mu_);
     EXPECT_NE(log_.find("->"), std::string::npos) << "transitions are logged: " << log_;
