@@ -153,7 +153,7 @@ Result<ModelSource> OpenPackSource(Context& ctx, const ModelSourceArgs& args, bo
     }
   }
   FQ_RETURN_IF_ERROR(src.elastic->Start(choice));
-  if (auto_budget) {
+  if (auto_budget && setup.start_governor) {
     FQ_ASSIGN_OR_RETURN(src.governor, StartGovernor(ctx, src.elastic.get(), reserve));
   }
   src.manifest = src.elastic->residency()->manifest();

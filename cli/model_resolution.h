@@ -81,6 +81,9 @@ struct ElasticSetup {
   runtime::Workload workload = runtime::Workload::kGenerate;
   int64_t n_ctx = 0;
   int64_t n_batch = 0;
+  // --budget auto: start a governor that follows the system (false: the
+  // caller runs its own, as the server does).
+  bool start_governor = true;
 };
 
 // `need_modules` false: only the metadata is wanted (tokenize), so no QM has

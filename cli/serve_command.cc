@@ -58,9 +58,9 @@ Status RunServe(Context& ctx, ServeArgs args) {
   serve::RuntimeLoader load = [&ctx, &args,
                                &pool]() -> Result<std::unique_ptr<runtime::ElasticRuntime>> {
     ElasticSetup setup{&pool, runtime::Workload::kGenerate, args.n_ctx, args.source.n_batch};
+    setup.start_governor = false;  // the server runs its own, which wakes its worker
     FQ_ASSIGN_OR_RETURN(ModelSource src, ResolveModelSource(ctx, args.source, true, setup));
     FQ_RETURN_IF_ERROR(ContextSize(ctx, *src.elastic->model(), args.n_ctx).status());
-    src.governor.reset();  // the server starts its own, which wakes its worker
     return std::move(src.elastic);
   };
   serve::Server server(std::move(opts));

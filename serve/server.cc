@@ -449,7 +449,15 @@ struct Server::Impl {
                       : "chat template: none; " + template_problem);
     budget = std::make_unique<BudgetController>(options.env, rt->residency(), options.budget_source,
                                                 options.governor, [this] { Wake(); });
-    if (options.auto_reserve) FQ_RETURN_IF_ERROR(budget->SetAuto(*options.auto_reserve));
+    if (options.auto_reserve) {
+      FQ_RETURN_IF_ERROR(budget->SetAuto(*options.auto_reserve));
+      const BudgetState st = budget->State();
+      if (st.governor.has_value()) {
+        const runtime::GovernorState& g = *st.governor;
+        Log("budget auto: " + g.source + " " + FormatBytes(g.available) + " available, reserve " +
+            FormatBytes(g.reserve) + ", budget " + FormatBytes(g.effective) + "; " + g.trigger);
+      }
+    }
     return Status::OK();
   }
 
