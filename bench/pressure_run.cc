@@ -56,15 +56,15 @@ double WallNow() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// MemAvailable, read as the server's governor reads it.
 uint64_t MemAvailable() {
-  std::ifstream f("/proc/meminfo");
-  std::string key;
-  uint64_t value = 0;
-  std::string unit;
-  while (f >> key >> value >> unit) {
-    if (key == "MemAvailable:") return value * 1024;
-  }
-  return 0;
+  static std::unique_ptr<fqpack::runtime::MemorySource> meminfo = [] {
+    auto s = fqpack::runtime::OpenMeminfoSource(fqpack::Env::Default(), "");
+    return s.ok() ? std::move(*s) : nullptr;
+  }();
+  if (meminfo == nullptr) return 0;
+  auto r = meminfo->Read();
+  return r.ok() ? r->available : 0;
 }
 
 [[noreturn]] void Die(const std::string& what) {

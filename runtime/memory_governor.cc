@@ -37,6 +37,34 @@ uint64_t DefaultReserve(uint64_t total) {
   return std::clamp<uint64_t>(total / 10, kMin, kMax);
 }
 
+namespace {
+
+// The tightest of several readings, compared after adding back this
+// process's share (`adjusted`).
+struct Tightest {
+  bool any = false;
+  uint64_t adjusted = 0;
+  uint64_t available = 0;
+  uint64_t total = 0;  // 0: unknown (a host's figure)
+  std::string source;
+
+  void Offer(const std::string& name, uint64_t avail, uint64_t tot, uint64_t adj) {
+    if (any && adj >= adjusted) return;
+    any = true;
+    adjusted = adj;
+    available = avail;
+    total = tot;
+    source = name;
+  }
+  // The reserve: the one given, else the default for the binding total.
+  uint64_t Reserve(const BudgetPolicyOptions& policy) const {
+    if (policy.reserve > 0) return policy.reserve;
+    return total > 0 ? DefaultReserve(total) : 0;
+  }
+};
+
+}  // namespace
+
 BudgetPolicy::BudgetPolicy(const BudgetPolicyOptions& options, std::vector<uint64_t> needs)
     : options_(options), needs_(std::move(needs)) {
   std::sort(needs_.begin(), needs_.end());
@@ -144,20 +172,16 @@ MemoryGovernor::~MemoryGovernor() { Stop(); }
 Result<GovernorState> MemoryGovernor::Probe(Env* env, const GovernorOptions& options) {
   FQ_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<MemorySource>> sources,
                       OpenSystemSources(env, options.root));
-  GovernorState st;
-  uint64_t total = 0;
-  bool any = false;
+  Tightest t;
   for (const std::unique_ptr<MemorySource>& source : sources) {
     FQ_ASSIGN_OR_RETURN(MemoryReading r, source->Read());
-    if (!any || r.available < st.available) {
-      st.available = r.available;
-      st.source = r.source;
-      total = r.total;
-    }
-    any = true;
+    t.Offer(r.source, r.available, r.total, r.available);
   }
-  st.reserve = options.policy.reserve > 0 ? options.policy.reserve : DefaultReserve(total);
-  st.effective = st.available > st.reserve ? st.available - st.reserve : 0;
+  GovernorState st;
+  st.source = t.source;
+  st.available = t.available;
+  st.reserve = t.Reserve(options.policy);
+  st.effective = t.adjusted > st.reserve ? t.adjusted - st.reserve : 0;
   return st;
 }
 
@@ -225,8 +249,7 @@ Status MemoryGovernor::PollOnce(double now) {
       stats.resident_bytes > stats.owned_bytes ? stats.resident_bytes - stats.owned_bytes : 0;
 
   GovernorState next;
-  bool any = false;
-  uint64_t best = 0, best_total = 0;
+  Tightest t;
   PressureLevel pressure = PressureLevel::kNormal;
   Status status;
   for (const std::unique_ptr<MemorySource>& source : sources_) {
@@ -236,14 +259,8 @@ Status MemoryGovernor::PollOnce(double now) {
       status = r.status();
       continue;
     }
-    const uint64_t adjusted = r->available + anon + (r->counts_own_mapped ? mapped : 0);
-    if (!any || adjusted < best) {
-      best = adjusted;
-      best_total = r->total;
-      next.source = r->source;
-      next.available = r->available;
-    }
-    any = true;
+    t.Offer(r->source, r->available, r->total,
+            r->available + anon + (r->counts_own_mapped ? mapped : 0));
     if (r->pressure.has_value()) {
       if (r->pressure->full_avg10 >= kFullAvg10Critical) {
         pressure = PressureLevel::kCritical;
@@ -255,14 +272,7 @@ Status MemoryGovernor::PollOnce(double now) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (host_available_.has_value()) {
-      const uint64_t adjusted = *host_available_ + anon;
-      if (!any || adjusted < best) {
-        best = adjusted;
-        best_total = 0;
-        next.source = "host";
-        next.available = *host_available_;
-      }
-      any = true;
+      t.Offer("host", *host_available_, 0, *host_available_ + anon);
     }
     pressure = std::max(pressure, host_pressure_);
     if (now - psi_fired_at_ < kPressureHoldSeconds) {
@@ -273,7 +283,7 @@ Status MemoryGovernor::PollOnce(double now) {
     next.requests = state_.requests;
     next.reason = state_.reason;
   }
-  if (!any) {
+  if (!t.any) {
     // Nothing to go on (every source failed, or a host that has not
     // reported yet): keep the budget in force.
     std::lock_guard<std::mutex> lock(mu_);
@@ -282,10 +292,10 @@ Status MemoryGovernor::PollOnce(double now) {
     state_ = std::move(next);
     return status;
   }
-  next.reserve = options_.policy.reserve > 0 ? options_.policy.reserve
-                 : best_total > 0            ? DefaultReserve(best_total)
-                                             : 0;
-  next.effective = best > next.reserve ? best - next.reserve : 0;
+  next.source = t.source;
+  next.available = t.available;
+  next.reserve = t.Reserve(options_.policy);
+  next.effective = t.adjusted > next.reserve ? t.adjusted - next.reserve : 0;
   next.pressure = pressure;
   const uint64_t current_need = stats.footprint + stats.overhead_bytes;
   const BudgetPolicy::Decision d = policy_->Observe(now, next.effective, pressure, current_need);

@@ -160,6 +160,14 @@ TEST(SynthArch, EveryArchitectureImportsAndRuns) {
   }
 }
 
+// Writes a small generated qwen2 GGUF to `path` with the command `fq`;
+// returns its exit status.
+int SynthSmallQwen2(const std::string& fq, const std::string& path, std::string* out) {
+  return RunCommand(fq + "synth --arch qwen2 --embd 64 --heads 4 --kv-heads 2 --layers 2 --ff 96 " +
+                        "--vocab 300 -o " + Quote(path) + " 2>&1",
+                    out);
+}
+
 // A GGUF of an architecture the runtime does not know imports (the store
 // keeps any GGUF) but does not run: exit code 5 (not supported), naming the
 // model and the architecture.
@@ -168,13 +176,7 @@ TEST(SynthArch, UnknownArchitectureExitsNotSupported) {
   const std::string fq = FqpackBinary() + " --store " + Quote(dir.Join("store")) + " ";
   const std::string qwen = dir.Join("q.gguf"), mamba = dir.Join("m.gguf");
   std::string out;
-  ASSERT_EQ(RunCommand(fq +
-                           "synth --arch qwen2 --embd 64 --heads 4 --kv-heads 2 --layers 2 --ff "
-                           "96 --vocab 300 -o " +
-                           Quote(qwen) + " 2>&1",
-                       &out),
-            0)
-      << out;
+  ASSERT_EQ(SynthSmallQwen2(fq, qwen, &out), 0) << out;
   // "qwen2" -> "mamba" everywhere: the architecture and its keys' prefix.
   std::string bytes = ReadText(qwen);
   for (size_t at = bytes.find("qwen2"); at != std::string::npos; at = bytes.find("qwen2", at)) {
@@ -193,13 +195,7 @@ TEST(SynthArch, AWrongShapeExitsCorruptNamingTheTensor) {
   const std::string fq = FqpackBinary() + " --store " + Quote(dir.Join("store")) + " ";
   const std::string qwen = dir.Join("q.gguf"), bad = dir.Join("bad.gguf");
   std::string out;
-  ASSERT_EQ(RunCommand(fq +
-                           "synth --arch qwen2 --embd 64 --heads 4 --kv-heads 2 --layers 2 --ff "
-                           "96 --vocab 300 -o " +
-                           Quote(qwen) + " 2>&1",
-                       &out),
-            0)
-      << out;
+  ASSERT_EQ(SynthSmallQwen2(fq, qwen, &out), 0) << out;
   const std::string bytes = ReadText(qwen);
   auto header =
       gguf::ParseFile(ByteSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), qwen);

@@ -11,6 +11,7 @@
 #include "runtime/perplexity.h"
 #include "runtime/sampler.h"
 #include "tests/runtime/elastic_test_util.h"
+#include "tests/support/store_util.h"
 
 namespace fqpack::runtime {
 namespace {
@@ -421,17 +422,13 @@ TEST_F(ElasticTest, PublicApiFollowsHostReports) {
 TEST(ElasticRealModelTest, EndsOfAWalkOverTheTinystoriesLadderAreItsQms) {
   FQ_REQUIRE_TESTDATA();
   testing::TempDir tmp;
-  const std::string dir = tmp.Join("store");
-  ASSERT_TRUE(store::Store::Init(Env::Default(), dir).ok());
-  auto st = store::Store::Open(Env::Default(), dir);
-  ASSERT_TRUE(st.ok());
   std::vector<std::string> labels = {"Q8_0", "Q4_K_M", "Q2_K"};
+  std::vector<std::string> ggufs;
   for (const auto& l : labels) {
-    auto r = store::ImportGguf(
-        st->get(), testing::TestDataPath("models/tinystories-3M/tinystories-3M-" + l + ".gguf"),
-        {});
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ggufs.push_back(testing::TestDataPath("models/tinystories-3M/tinystories-3M-" + l + ".gguf"));
   }
+  auto st = testing::StoreWithImports(tmp.Join("store"), ggufs);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
   auto n = testing::AddWalkEnsemble(st->get(), "tinystories-3M", labels, "walk");
   ASSERT_TRUE(n.ok()) << n.status().ToString();
   const std::string path = tmp.Join("ts.fqpack");

@@ -389,6 +389,15 @@ class GovernorTest : public ::testing::Test {
     for (const ResidencyLevel& l : manager_->levels()) needs_.push_back(l.footprint + 1000);
     std::sort(needs_.begin(), needs_.end());
   }
+  // Options that read the fake tree `t`, keep a reserve of 1 MiB and run on
+  // the test's clock.
+  GovernorOptions Options(const FakeTree& t) {
+    GovernorOptions o;
+    o.root = t.root();
+    o.policy.reserve = kMiB;
+    o.clock = [this] { return now_; };
+    return o;
+  }
   // Applies what the governor asked for, as an owner thread does.
   int Apply() {
     auto r = manager_->ApplyPendingBudget();
@@ -416,11 +425,8 @@ ElasticLadder* GovernorTest::ladder_ = nullptr;
 TEST_F(GovernorTest, FollowsMemAvailableDownAtOnceAndUpAfterTheDwell) {
   FakeTree t;
   SetEffective(&t, needs_.back() * 2);
-  GovernorOptions o;
-  o.root = t.root();
-  o.policy.reserve = kMiB;
+  GovernorOptions o = Options(t);
   o.policy.dwell_seconds = 2;
-  o.clock = [this] { return now_; };
   auto g = MemoryGovernor::Open(Env::Default(), manager_.get(), o);
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   EXPECT_EQ(Apply(), 0);
@@ -464,11 +470,8 @@ TEST_F(GovernorTest, ACgroupLimitTighterThanMeminfoBinds) {
   t.Write("/sys/fs/cgroup/llm/memory.max", std::to_string(limit) + "\n");
   t.Write("/sys/fs/cgroup/llm/memory.current", std::to_string(5 * kMiB + mapped + 1000) + "\n");
   t.Write("/sys/fs/cgroup/llm/memory.stat", "inactive_file 0\n");
-  GovernorOptions o;
-  o.root = t.root();
-  o.policy.reserve = kMiB;
+  GovernorOptions o = Options(t);
   o.policy.headroom = 0;
-  o.clock = [this] { return now_; };
   auto g = MemoryGovernor::Open(Env::Default(), manager_.get(), o);
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   EXPECT_EQ((*g)->state().source, "cgroup2:/llm");
@@ -482,9 +485,8 @@ TEST_F(GovernorTest, APsiTriggerWakesItAndStepsDown) {
   t.Pressure("/proc/pressure/memory", 0, 0);
   TriggerEnv env;
   env.refuse_first = true;  // a 1 s window refused: it falls back to 2 s
-  GovernorOptions o;
-  o.root = t.root();
-  o.policy.reserve = kMiB;
+  GovernorOptions o = Options(t);
+  o.clock = {};  // real time: the watcher thread runs
   o.policy.dwell_seconds = 0.05;
   o.poll_interval = 1;  // only the trigger can wake it in time
   std::atomic<uint64_t> asked{0};
@@ -514,11 +516,8 @@ TEST_F(GovernorTest, PsiAveragesRaiseThePressure) {
   FakeTree t;
   SetEffective(&t, needs_.back() * 2);
   t.Pressure("/proc/pressure/memory", 0, 0);
-  GovernorOptions o;
-  o.root = t.root();
+  GovernorOptions o = Options(t);
   o.psi_trigger = false;
-  o.policy.reserve = kMiB;
-  o.clock = [this] { return now_; };
   auto g = MemoryGovernor::Open(Env::Default(), manager_.get(), o);
   ASSERT_TRUE(g.ok());
   EXPECT_EQ((*g)->state().pressure, PressureLevel::kNormal);
@@ -565,10 +564,7 @@ TEST_F(GovernorTest, HostReportsDriveItWithoutTheOs) {
 TEST_F(GovernorTest, ASourceThatBreaksKeepsTheBudgetAndSaysWhy) {
   FakeTree t;
   SetEffective(&t, needs_.back() * 2);
-  GovernorOptions o;
-  o.root = t.root();
-  o.policy.reserve = kMiB;
-  o.clock = [this] { return now_; };
+  GovernorOptions o = Options(t);
   auto g = MemoryGovernor::Open(Env::Default(), manager_.get(), o);
   ASSERT_TRUE(g.ok());
   t.Write("/proc/meminfo", "MemTotal: 1 kB\n");

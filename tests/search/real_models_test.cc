@@ -10,6 +10,7 @@
 #include "search/ensemble.h"
 #include "search/report.h"
 #include "store/gguf_import.h"
+#include "tests/support/store_util.h"
 #include "tests/support/test_util.h"
 
 namespace fqpack::search {
@@ -95,18 +96,13 @@ void CheckEnsemble(store::Store* store, const Case& c) {
 TEST(RealModels, TinyStories3MLlamaCppLadder) {
   FQ_REQUIRE_TESTDATA();
   testing::TempDir tmp;
-  const std::string dir = tmp.Join("store");
-  ASSERT_TRUE(store::Store::Init(Env::Default(), dir).ok());
-  auto st = store::Store::Open(Env::Default(), dir);
-  ASSERT_TRUE(st.ok());
+  std::vector<std::string> ggufs;
   for (const char* label : {"Q8_0", "Q4_K_M", "Q2_K"}) {
-    auto r = store::ImportGguf(
-        st->get(),
-        testing::TestDataPath(std::string("models/tinystories-3M/tinystories-3M-") + label +
-                              ".gguf"),
-        {});
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ggufs.push_back(testing::TestDataPath(std::string("models/tinystories-3M/tinystories-3M-") +
+                                          label + ".gguf"));
   }
+  auto st = testing::StoreWithImports(tmp.Join("store"), ggufs);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
   CheckEnsemble(st->get(), {"tinystories-3M", "Q8_0", "Q2_K", {"Q4_K_M"}, 512, 48});
 }
 
@@ -114,16 +110,12 @@ TEST(RealModels, TinyStories3MLlamaCppLadder) {
 TEST(RealModels, ZooQwen2LlamaCppLadder) {
   FQ_REQUIRE_TESTDATA();
   testing::TempDir tmp;
-  const std::string dir = tmp.Join("store");
-  ASSERT_TRUE(store::Store::Init(Env::Default(), dir).ok());
-  auto st = store::Store::Open(Env::Default(), dir);
-  ASSERT_TRUE(st.ok());
+  std::vector<std::string> ggufs;
   for (const char* label : {"F32", "Q8_0", "Q4_K_M"}) {
-    auto r = store::ImportGguf(
-        st->get(), testing::TestDataPath(std::string("models/zoo/zoo-qwen2-") + label + ".gguf"),
-        {});
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ggufs.push_back(testing::TestDataPath(std::string("models/zoo/zoo-qwen2-") + label + ".gguf"));
   }
+  auto st = testing::StoreWithImports(tmp.Join("store"), ggufs);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
   CheckEnsemble(st->get(), {"zoo-qwen2", "F32", "Q4_K_M", {"Q8_0"}, 512, 48});
 }
 

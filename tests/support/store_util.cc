@@ -1,5 +1,6 @@
 #include "tests/support/store_util.h"
 
+#include "store/gguf_import.h"
 #include "store/sqlite.h"
 #include "store/verify.h"
 
@@ -53,6 +54,16 @@ std::string VerifyErrors(const std::string& dir) {
     if (i.error) out += i.where + ": " + i.message + "\n";
   }
   return out;
+}
+
+Result<std::unique_ptr<store::Store>> StoreWithImports(const std::string& dir,
+                                                       const std::vector<std::string>& ggufs) {
+  FQ_RETURN_IF_ERROR(store::Store::Init(Env::Default(), dir));
+  FQ_ASSIGN_OR_RETURN(std::unique_ptr<store::Store> st, store::Store::Open(Env::Default(), dir));
+  for (const std::string& path : ggufs) {
+    FQ_RETURN_IF_ERROR(store::ImportGguf(st.get(), path, {}).status());
+  }
+  return st;
 }
 
 }  // namespace fqpack::testing

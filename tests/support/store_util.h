@@ -3,7 +3,9 @@
 #ifndef FQPACK_TESTS_SUPPORT_STORE_UTIL_H_
 #define FQPACK_TESTS_SUPPORT_STORE_UTIL_H_
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "store/store.h"
 
@@ -21,6 +23,11 @@ int64_t IndexQueryInt(const std::string& dir, const std::string& sql);
 // Opens the store, runs VerifyStore and returns its error messages joined
 // ("" when verify passed).
 std::string VerifyErrors(const std::string& dir);
+
+// A new store in `dir` with `ggufs` imported, the model and labels named by
+// the file names as `fqpack import` names them.
+Result<std::unique_ptr<store::Store>> StoreWithImports(const std::string& dir,
+                                                       const std::vector<std::string>& ggufs);
 
 }  // namespace fqpack::testing
 
