@@ -123,7 +123,7 @@ const Kernels& Portable() {
 }
 
 const Kernels& Best() {
-  if (quant::SimdEnabled() && quant::CpuHasAvx2()) return Avx2();
+  if (quant::ActiveSimdLevel() >= quant::SimdLevel::kAvx2) return Avx2();
   return Portable();
 }
 

@@ -54,7 +54,7 @@ struct Kernels {
 // The plain C++ kernels.
 const Kernels& Portable();
 // The AVX2 kernels when the CPU has AVX2, FMA and F16C and SIMD is enabled
-// (runtime/quant/quant.h, SetSimdEnabled), else the portable ones.
+// (runtime/quant/quant.h, ActiveSimdLevel), else the portable ones.
 const Kernels& Best();
 
 // The AVX2 kernels (llama_kernels_avx2.cc). Only call after a CPU check.

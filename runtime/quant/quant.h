@@ -18,8 +18,8 @@
 // fixed-size blocks; it sizes rows with RowBytes() (schema/quant_types.h).
 //
 // Thread-safety: the table is immutable; every function is reentrant.
-// SetSimdEnabled is a test and benchmark switch, not for concurrent use with
-// running kernels.
+// SetSimdCap and SetSimdEnabled are test and benchmark switches, not for
+// concurrent use with running kernels.
 #ifndef FQPACK_RUNTIME_QUANT_QUANT_H_
 #define FQPACK_RUNTIME_QUANT_QUANT_H_
 
@@ -113,6 +113,9 @@ struct TypeTraits {
   DotFn dot = nullptr;
   // AVX2 + FMA + F16C dot, or null. Only called after a CPU check.
   DotFn dot_avx2 = nullptr;
+  // AVX-512 (F, BW, VL, DQ) + VNNI dot, or null: the widest tier; only
+  // called after a CPU check.
+  DotFn dot_avx512 = nullptr;
   // AVX2 version of `quantize` giving the same bytes, or null (activation
   // types, where conversion speed matters).
   QuantizeRowFn quantize_avx2 = nullptr;
@@ -138,8 +141,23 @@ const TypeTraits* FindTraits(uint32_t type);
 // True when `type` can be a weight of MatMul: it has a dot kernel.
 bool IsExecutable(uint32_t type);
 
-// The dot to use on this CPU: dot_avx2 when present, the CPU has AVX2, FMA
-// and F16C, and SIMD is enabled; dot otherwise.
+// The kernel tiers, narrowest first. kAvx2 needs AVX2, FMA and F16C;
+// kAvx512 needs those and AVX-512 F, BW, VL, DQ and VNNI.
+enum class SimdLevel : uint8_t { kPortable, kAvx2, kAvx512 };
+
+// The widest tier this CPU runs.
+SimdLevel CpuSimdLevel();
+
+// The tier kernels are chosen at: the CPU's, lowered to the cap.
+SimdLevel ActiveSimdLevel();
+
+// Caps the tier for the whole process (kAvx512, no cap, by default), so
+// tests compare tiers and benchmarks measure the narrower tier as a baseline
+// in the same run.
+void SetSimdCap(SimdLevel cap);
+
+// The dot to use: the widest of dot_avx512, dot_avx2 and dot that is
+// present and at most ActiveSimdLevel().
 DotFn BestDot(const TypeTraits& traits);
 
 // The quantizer to use on this CPU, chosen as BestDot chooses.
@@ -148,8 +166,8 @@ QuantizeRowFn BestQuantize(const TypeTraits& traits);
 // True when the CPU runs the *_avx2.cc kernels (AVX2, FMA and F16C).
 bool CpuHasAvx2();
 
-// Turns the SIMD kernels off (or back on) for the whole process, so tests and
-// benchmarks can run the portable kernels on any machine. On by default.
+// SetSimdCap(kPortable) or SetSimdCap(kAvx512): the portable kernels only, or
+// every tier the CPU has. SimdEnabled: the cap is above kPortable.
 void SetSimdEnabled(bool enabled);
 bool SimdEnabled();
 

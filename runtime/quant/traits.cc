@@ -1,5 +1,6 @@
 #include <cpuid.h>
 
+#include <algorithm>
 #include <atomic>
 #include <iterator>
 #include <string_view>
@@ -245,7 +246,7 @@ constexpr bool TableIsConsistent() {
 }
 static_assert(TableIsConsistent());
 
-std::atomic<bool> g_simd_enabled{true};
+std::atomic<SimdLevel> g_simd_cap{SimdLevel::kAvx512};
 
 }  // namespace
 
@@ -275,19 +276,37 @@ bool CpuHasAvx2() {
   return has;
 }
 
-namespace {
-bool UseAvx2() { return g_simd_enabled.load(std::memory_order_relaxed) && CpuHasAvx2(); }
-}  // namespace
+SimdLevel CpuSimdLevel() {
+  static const SimdLevel level = [] {
+    if (!CpuHasAvx2()) return SimdLevel::kPortable;
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                        __builtin_cpu_supports("avx512vnni");
+    return avx512 ? SimdLevel::kAvx512 : SimdLevel::kAvx2;
+  }();
+  return level;
+}
+
+SimdLevel ActiveSimdLevel() {
+  return std::min(CpuSimdLevel(), g_simd_cap.load(std::memory_order_relaxed));
+}
+
+void SetSimdCap(SimdLevel cap) { g_simd_cap.store(cap, std::memory_order_relaxed); }
 
 DotFn BestDot(const TypeTraits& traits) {
-  return traits.dot_avx2 != nullptr && UseAvx2() ? traits.dot_avx2 : traits.dot;
+  const SimdLevel level = ActiveSimdLevel();
+  if (traits.dot_avx512 != nullptr && level >= SimdLevel::kAvx512) return traits.dot_avx512;
+  if (traits.dot_avx2 != nullptr && level >= SimdLevel::kAvx2) return traits.dot_avx2;
+  return traits.dot;
 }
 
 QuantizeRowFn BestQuantize(const TypeTraits& traits) {
-  return traits.quantize_avx2 != nullptr && UseAvx2() ? traits.quantize_avx2 : traits.quantize;
+  return traits.quantize_avx2 != nullptr && ActiveSimdLevel() >= SimdLevel::kAvx2
+             ? traits.quantize_avx2
+             : traits.quantize;
 }
 
-void SetSimdEnabled(bool enabled) { g_simd_enabled.store(enabled, std::memory_order_relaxed); }
-bool SimdEnabled() { return g_simd_enabled.load(std::memory_order_relaxed); }
+void SetSimdEnabled(bool enabled) { SetSimdCap(enabled ? SimdLevel::kAvx512 : SimdLevel::kPortable); }
+bool SimdEnabled() { return g_simd_cap.load(std::memory_order_relaxed) != SimdLevel::kPortable; }
 
 }  // namespace fqpack::runtime::quant
