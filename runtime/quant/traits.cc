@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "runtime/quant/blocks.h"
+#include "runtime/quant/gemm.h"
 #include "runtime/quant/group_int.h"
 #include "runtime/quant/kernels.h"
 #include "runtime/quant/quant.h"
@@ -83,7 +84,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .dot = DotQ4_0Q8_0,
                                    .dot_avx2 = DotQ4_0Q8_0Avx2,
                                    .codec = {.kind = Kind::kSymmetric, .qmin = -8, .qmax = 7},
-                                   .encode = EncodeBlockQ4_0}),
+                                   .encode = EncodeBlockQ4_0,
+                                   .gemm = &kGemmQ4_0}),
     Gguf<QType::kQ4_1, BlockQ4_1>({.vec_dot_type = Id(QType::kQ8_1),
                                    .dequantize = DequantizeRowQ4_1,
                                    .quantize = QuantizeRowQ4_1,
@@ -113,7 +115,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .quantize_avx2 = QuantizeRowQ8_0Avx2,
                                    .codec = {.kind = Kind::kSymmetric, .qmin = -127, .qmax = 127},
                                    .encode = EncodeBlockQ8_0,
-                                   .embed_bits = 8}),
+                                   .embed_bits = 8,
+                                   .gemm = &kGemmQ8_0}),
     Gguf<QType::kQ8_1, BlockQ8_1>({.vec_dot_type = Id(QType::kQ8_1),
                                    .dequantize = DequantizeRowQ8_1,
                                    .quantize = QuantizeRowQ8_1,
@@ -125,7 +128,8 @@ constexpr TypeTraits kTypeTraits[] = {
          .dot = DotIQ4_NLQ8_0,
          .dot_avx2 = DotIQ4_NLQ8_0Avx2,
          .codec = {.kind = Kind::kLevels, .qmin = 0, .qmax = 15, .levels = kIq4nlValues},
-         .encode = EncodeBlockIQ4_NL}),
+         .encode = EncodeBlockIQ4_NL,
+         .gemm = &kGemmIQ4_NL}),
     Gguf<QType::kQ2_K, BlockQ2_K>(
         {.vec_dot_type = Id(QType::kQ8_K),
          .dequantize = DequantizeRowQ2_K,
@@ -306,7 +310,9 @@ QuantizeRowFn BestQuantize(const TypeTraits& traits) {
              : traits.quantize;
 }
 
-void SetSimdEnabled(bool enabled) { SetSimdCap(enabled ? SimdLevel::kAvx512 : SimdLevel::kPortable); }
+void SetSimdEnabled(bool enabled) {
+  SetSimdCap(enabled ? SimdLevel::kAvx512 : SimdLevel::kPortable);
+}
 bool SimdEnabled() { return g_simd_cap.load(std::memory_order_relaxed) != SimdLevel::kPortable; }
 
 }  // namespace fqpack::runtime::quant
