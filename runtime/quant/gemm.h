@@ -26,6 +26,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "runtime/quant/kernels.h"
+
 namespace fqpack::runtime::quant {
 
 // Rows of a weight panel: one zmm of int32 lanes, one lane per row.
@@ -76,6 +78,9 @@ template <int kBits, int kGroup>
 struct GemmGroupInt {
   static const GemmOps ops;
 };
+#define FQ_GEMM_GROUP_INT_DECLARE(B, G) extern template struct GemmGroupInt<B, G>;
+FQ_GROUP_INT_FOR_EACH(FQ_GEMM_GROUP_INT_DECLARE)
+#undef FQ_GEMM_GROUP_INT_DECLARE
 
 }  // namespace fqpack::runtime::quant
 

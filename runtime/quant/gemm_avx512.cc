@@ -5,11 +5,18 @@
 // picked by the linker for the other files and run on a CPU without AVX-512.
 #include <immintrin.h>
 
+// GCC 12's gather and int-to-float intrinsics start from an undefined vector
+// and trip -Wmaybe-uninitialized inside the header; the values are set.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <cstddef>
 #include <cstring>
+#include <type_traits>
 
 #include "runtime/quant/blocks.h"
 #include "runtime/quant/gemm.h"
 #include "runtime/quant/group_int.h"
+#include "runtime/quant/kernels.h"
 #include "runtime/quant/quant.h"
 
 namespace fqpack::runtime::quant {
@@ -340,7 +347,134 @@ void UnpackIQ4_NL(const uint8_t* row, int64_t u, RowUnit* out) {
   }
 }
 
+// ---- The k-quants, with Q8_K activations: one unit is a super-block.
+
+using ShapeQ6_K = Shape<kQKK, 16, true, false, false, 32>;
+using ShapeQ3_K = Shape<kQKK, 16, true, false, false, 4>;
+using ShapeQ2_K = Shape<kQKK, 16, true, true, false, 0>;
+using ShapeQ4_K = Shape<kQKK, 8, true, true, false, 0>;
+
+// Q6_K: the 6-bit code, zero point 32; int8 sub-block scales.
+void UnpackQ6_K(const uint8_t* row, int64_t u, RowUnit* out) {
+  const uint8_t* blk = row + u * sizeof(BlockQ6_K);
+  const uint8_t* ql = blk + offsetof(BlockQ6_K, ql);
+  const uint8_t* qh = blk + offsetof(BlockQ6_K, qh);
+  const auto* scales = reinterpret_cast<const int8_t*>(blk + offsetof(BlockQ6_K, scales));
+  out->d = Half(blk + offsetof(BlockQ6_K, d));
+  for (int s = 0; s < 16; ++s) out->sc[s] = scales[s];
+  for (int h = 0; h < 2; ++h) {
+    for (int q = 0; q < 4; ++q) {
+      for (int l = 0; l < 32; ++l) {
+        const int low4 = (ql[64 * h + 32 * (q & 1) + l] >> (4 * (q >> 1))) & 0xF;
+        const int high2 = (qh[32 * h + l] >> (2 * q)) & 3;
+        out->codes[128 * h + 32 * q + l] = static_cast<uint8_t>(low4 | (high2 << 4));
+      }
+    }
+  }
+}
+
+// Q3_K: low2 | hbit << 2 = q + 4, zero point 4; signed 6-bit scales.
+void UnpackQ3_K(const uint8_t* row, int64_t u, RowUnit* out) {
+  const uint8_t* blk = row + u * sizeof(BlockQ3_K);
+  const uint8_t* hmask = blk + offsetof(BlockQ3_K, hmask);
+  const uint8_t* qs = blk + offsetof(BlockQ3_K, qs);
+  const uint8_t* scales = blk + offsetof(BlockQ3_K, scales);
+  out->d = Half(blk + offsetof(BlockQ3_K, d));
+  for (int s = 0; s < 16; ++s) out->sc[s] = Q3KScale(scales, s);
+  for (int h = 0; h < 2; ++h) {
+    for (int j = 0; j < 4; ++j) {
+      for (int l = 0; l < 32; ++l) {
+        const int low2 = (qs[32 * h + l] >> (2 * j)) & 3;
+        const int hbit = (hmask[l] >> (4 * h + j)) & 1;
+        out->codes[128 * h + 32 * j + l] = static_cast<uint8_t>(low2 | (hbit << 2));
+      }
+    }
+  }
+}
+
+// Q2_K: the 2-bit code; 4-bit scales and mins.
+void UnpackQ2_K(const uint8_t* row, int64_t u, RowUnit* out) {
+  const uint8_t* blk = row + u * sizeof(BlockQ2_K);
+  const uint8_t* qs = blk + offsetof(BlockQ2_K, qs);
+  const uint8_t* scales = blk + offsetof(BlockQ2_K, scales);
+  out->d = Half(blk + offsetof(BlockQ2_K, d));
+  out->d2 = Half(blk + offsetof(BlockQ2_K, dmin));
+  for (int s = 0; s < 16; ++s) {
+    out->sc[s] = scales[s] & 0xF;
+    out->mn[s] = static_cast<int16_t>(scales[s] >> 4);
+  }
+  for (int h = 0; h < 2; ++h) {
+    for (int j = 0; j < 4; ++j) {
+      for (int l = 0; l < 32; ++l) {
+        out->codes[128 * h + 32 * j + l] = (qs[32 * h + l] >> (2 * j)) & 3;
+      }
+    }
+  }
+}
+
+// Q4_K and Q5_K: the 4- or 5-bit code; 6-bit scales and mins.
+template <bool kHighBit>
+void UnpackQ45_K(const uint8_t* row, int64_t u, RowUnit* out) {
+  using Block = std::conditional_t<kHighBit, BlockQ5_K, BlockQ4_K>;
+  const uint8_t* blk = row + u * sizeof(Block);
+  const uint8_t* qs = blk + offsetof(Block, qs);
+  const uint8_t* scales = blk + offsetof(Block, scales);
+  out->d = Half(blk + offsetof(Block, d));
+  out->d2 = Half(blk + offsetof(Block, dmin));
+  for (int s = 0; s < 8; ++s) {
+    uint8_t sc, mn;
+    K4ScaleMin(scales, s, &sc, &mn);
+    out->sc[s] = sc;
+    out->mn[s] = mn;
+  }
+  for (int c = 0; c < 4; ++c) {
+    for (int l = 0; l < 32; ++l) {
+      out->codes[64 * c + l] = qs[32 * c + l] & 0xF;
+      out->codes[64 * c + 32 + l] = qs[32 * c + l] >> 4;
+    }
+  }
+  if constexpr (kHighBit) {
+    const uint8_t* qh = blk + offsetof(BlockQ5_K, qh);
+    for (int c = 0; c < 4; ++c) {
+      for (int l = 0; l < 32; ++l) {
+        out->codes[64 * c + l] |= static_cast<uint8_t>(((qh[l] >> (2 * c)) & 1) << 4);
+        out->codes[64 * c + 32 + l] |= static_cast<uint8_t>(((qh[l] >> (2 * c + 1)) & 1) << 4);
+      }
+    }
+  }
+}
+
+// ---- fqpack's group-int types, with int8-act activations: one unit is a
+// 32-element chunk; the group's d and m repeat over its chunks.
+
+using ShapeGroupInt = Shape<kGroupChunk, 1, false, false, true, 0>;
+
+template <int kBits, int kGroup>
+void UnpackGroupInt(const uint8_t* row, int64_t u, RowUnit* out) {
+  constexpr int kChunks = kGroup / kGroupChunk;
+  // Every group before the row's last is whole, and the last one's chunks
+  // are whole when cols is a multiple of 32 (cols_multiple).
+  const uint8_t* group = row + (u / kChunks) * GroupBytes(kBits, kGroup);
+  out->d = Half(group);
+  out->d2 = Half(group + 2);
+  UnpackChunk(kBits, group + kGroupHeaderBytes + (u % kChunks) * 4 * kBits, out->codes);
+}
+
 }  // namespace
+
+template <int kBits, int kGroup>
+const GemmOps GemmGroupInt<kBits, kGroup>::ops =
+    MakeOps<ShapeGroupInt, UnpackGroupInt<kBits, kGroup>, PackActsGroupInt<ShapeGroupInt>>(
+        kGroupChunk);
+#define FQ_GEMM_GROUP_INT_INSTANTIATE(B, G) template struct GemmGroupInt<B, G>;
+FQ_GROUP_INT_FOR_EACH(FQ_GEMM_GROUP_INT_INSTANTIATE)
+#undef FQ_GEMM_GROUP_INT_INSTANTIATE
+
+const GemmOps kGemmQ6_K = MakeOps<ShapeQ6_K, UnpackQ6_K, PackActsQ8_K<ShapeQ6_K>>(kQKK);
+const GemmOps kGemmQ3_K = MakeOps<ShapeQ3_K, UnpackQ3_K, PackActsQ8_K<ShapeQ3_K>>(kQKK);
+const GemmOps kGemmQ2_K = MakeOps<ShapeQ2_K, UnpackQ2_K, PackActsQ8_K<ShapeQ2_K>>(kQKK);
+const GemmOps kGemmQ4_K = MakeOps<ShapeQ4_K, UnpackQ45_K<false>, PackActsQ8_K<ShapeQ4_K>>(kQKK);
+const GemmOps kGemmQ5_K = MakeOps<ShapeQ4_K, UnpackQ45_K<true>, PackActsQ8_K<ShapeQ4_K>>(kQKK);
 
 const GemmOps kGemmQ8_0 = MakeOps<Shape32, UnpackQ8_0, PackActsQ8_0<Shape32>>(kQK32);
 const GemmOps kGemmQ4_0 = MakeOps<Shape32Q4, UnpackQ4_0, PackActsQ8_0<Shape32Q4>>(kQK32);

@@ -54,6 +54,7 @@ constexpr TypeTraits GroupInt(const char* name) {
   row.dot_avx2 = DotGroupIntAvx2<kBits, kGroup>;
   row.codec = {.kind = Kind::kAffine, .qmax = (1 << kBits) - 1};
   row.encode = EncodeBlockGroupInt<kBits>;
+  row.gemm = &GemmGroupInt<kBits, kGroup>::ops;
   return row;
 }
 
@@ -139,7 +140,8 @@ constexpr TypeTraits kTypeTraits[] = {
          .codec = {.kind = Kind::kSubAffine, .sub_len = 16, .qmax = 3, .smax = 15},
          .encode = EncodeBlockQ2_K,
          .fallback = Id(QType::kIQ4_NL),
-         .embed_bits = 2}),
+         .embed_bits = 2,
+         .gemm = &kGemmQ2_K}),
     Gguf<QType::kQ3_K, BlockQ3_K>({.vec_dot_type = Id(QType::kQ8_K),
                                    .dequantize = DequantizeRowQ3_K,
                                    .quantize = QuantizeRowQ3_K,
@@ -153,7 +155,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                              .smax = 31},
                                    .encode = EncodeBlockQ3_K,
                                    .fallback = Id(QType::kIQ4_NL),
-                                   .embed_bits = 3}),
+                                   .embed_bits = 3,
+                                   .gemm = &kGemmQ3_K}),
     Gguf<QType::kQ4_K, BlockQ4_K>(
         {.vec_dot_type = Id(QType::kQ8_K),
          .dequantize = DequantizeRowQ4_K,
@@ -163,7 +166,8 @@ constexpr TypeTraits kTypeTraits[] = {
          .codec = {.kind = Kind::kSubAffine, .sub_len = 32, .qmax = 15, .smax = 63},
          .encode = EncodeBlockQ4_K,
          .fallback = Id(QType::kQ5_0),
-         .embed_bits = 4}),
+         .embed_bits = 4,
+         .gemm = &kGemmQ4_K}),
     Gguf<QType::kQ5_K, BlockQ5_K>(
         {.vec_dot_type = Id(QType::kQ8_K),
          .dequantize = DequantizeRowQ5_K,
@@ -173,7 +177,8 @@ constexpr TypeTraits kTypeTraits[] = {
          .codec = {.kind = Kind::kSubAffine, .sub_len = 32, .qmax = 31, .smax = 63},
          .encode = EncodeBlockQ5_K,
          .fallback = Id(QType::kQ5_1),
-         .embed_bits = 5}),
+         .embed_bits = 5,
+         .gemm = &kGemmQ5_K}),
     Gguf<QType::kQ6_K, BlockQ6_K>({.vec_dot_type = Id(QType::kQ8_K),
                                    .dequantize = DequantizeRowQ6_K,
                                    .quantize = QuantizeRowQ6_K,
@@ -187,7 +192,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                              .smax = 127},
                                    .encode = EncodeBlockQ6_K,
                                    .fallback = Id(QType::kQ8_0),
-                                   .embed_bits = 6}),
+                                   .embed_bits = 6,
+                                   .gemm = &kGemmQ6_K}),
     Gguf<QType::kQ8_K, BlockQ8_K>({.vec_dot_type = Id(QType::kQ8_K),
                                    .dequantize = DequantizeRowQ8_K,
                                    .quantize = QuantizeRowQ8_K,
