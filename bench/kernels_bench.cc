@@ -5,14 +5,16 @@
 //   Batched/<type>/threads:<n>   64 tokens through the same matrix: the
 //                                 prompt / perplexity path, compute-bound;
 //                                 "macs" is multiply-adds per second.
-//   GemmVsAvx2/<type>/threads:2  128 tokens through a 4096 x 4096 matrix
+//   GemmVsAvx2/<type>/tokens:<n>/threads:2
+//                                 n tokens (128; also 8 and 32 for Q8_0
+//                                 and Q4_K) through a 4096 x 4096 matrix
 //                                 on the kAvx512 GEMM and, in the same
 //                                 iteration, on the AVX2 per-row dots
 //                                 (SetSimdCap): "gemm_gflops" and
 //                                 "avx2_gflops" are 2 x multiply-adds per
 //                                 second of each, "ratio" their quotient.
 //                                 Every type with a GEMM entry; the matrix
-//                                 is one copy (the path is compute-bound).
+//                                 is one copy.
 //   Memcpy/<type>_size/threads:<n>  copying buffers as large as a Q4_K and
 //                                 a Q8_0 matrix: the bandwidth baseline.
 //                                 "weights" = buffer bytes per second; the
@@ -45,8 +47,7 @@ using namespace bench;  // the matrix ring, MatVec, Batched, Memcpy
 
 // The kAvx512 GEMM against the AVX2 batched path, alternating within each
 // iteration so that both see the same machine load.
-void GemmVsAvx2(benchmark::State& state, uint32_t type, int threads) {
-  constexpr int64_t kTokens = 128;
+void GemmVsAvx2(benchmark::State& state, uint32_t type, int64_t kTokens, int threads) {
   if (quant::CpuSimdLevel() < quant::SimdLevel::kAvx512) {
     state.SkipWithError("the CPU lacks the kAvx512 tier");
     return;
@@ -105,11 +106,16 @@ void RegisterAll() {
   }
   for (const quant::TypeTraits& t : quant::AllTraits()) {
     if (t.gemm == nullptr) continue;
-    const std::string name = "GemmVsAvx2/" + QTypeName(t.type) + "/threads:2";
-    benchmark::RegisterBenchmark(name.c_str(), GemmVsAvx2, t.type, 2)
-        ->UseRealTime()
-        ->MinTime(0.3)
-        ->Unit(benchmark::kMillisecond);
+    // Smaller batches too, down to MatMul's threshold of one 8-token tile.
+    const bool small = t.type == ToId(QType::kQ8_0) || t.type == ToId(QType::kQ4_K);
+    for (int64_t tokens : small ? std::vector<int64_t>{8, 32, 128} : std::vector<int64_t>{128}) {
+      const std::string name =
+          "GemmVsAvx2/" + QTypeName(t.type) + "/tokens:" + std::to_string(tokens) + "/threads:2";
+      benchmark::RegisterBenchmark(name.c_str(), GemmVsAvx2, t.type, tokens, 2)
+          ->UseRealTime()
+          ->MinTime(0.3)
+          ->Unit(benchmark::kMillisecond);
+    }
   }
   // One type at a time, so its ring of copies is built once.
   for (const quant::TypeTraits* t : types) {

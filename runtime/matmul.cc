@@ -188,7 +188,11 @@ void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
     return;
   }
 
-  if (traits->gemm != nullptr && quant::ActiveSimdLevel() >= quant::SimdLevel::kAvx512 &&
+  // Below one full tile the GEMM's packing is not paid back: at 2 and 4
+  // tokens it runs at a third to a half of the per-row dots' speed, at 8
+  // already ahead (kernels_bench, GemmVsAvx2).
+  if (traits->gemm != nullptr && n_tokens >= quant::kGemmTokens &&
+      quant::ActiveSimdLevel() >= quant::SimdLevel::kAvx512 &&
       cols % traits->gemm->cols_multiple == 0) {
     GemmBatched(*traits->gemm, w, act, act_stride, n_tokens, y, pool);
     return;
