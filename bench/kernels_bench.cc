@@ -6,7 +6,7 @@
 //                                 prompt / perplexity path, compute-bound;
 //                                 "macs" is multiply-adds per second.
 //   GemmVsAvx2/<type>/tokens:<n>/threads:2
-//                                 n tokens (128; also 8 and 32 for Q8_0
+//                                 n tokens (128; also 16 and 32 for Q8_0
 //                                 and Q4_K) through a 4096 x 4096 matrix
 //                                 on the kAvx512 GEMM and, in the same
 //                                 iteration, on the AVX2 per-row dots
@@ -106,9 +106,9 @@ void RegisterAll() {
   }
   for (const quant::TypeTraits& t : quant::AllTraits()) {
     if (t.gemm == nullptr) continue;
-    // Smaller batches too, down to MatMul's threshold of one 8-token tile.
+    // Smaller batches too, around MatMul's threshold (kGemmMinTokens).
     const bool small = t.type == ToId(QType::kQ8_0) || t.type == ToId(QType::kQ4_K);
-    for (int64_t tokens : small ? std::vector<int64_t>{8, 32, 128} : std::vector<int64_t>{128}) {
+    for (int64_t tokens : small ? std::vector<int64_t>{16, 32, 128} : std::vector<int64_t>{128}) {
       const std::string name =
           "GemmVsAvx2/" + QTypeName(t.type) + "/tokens:" + std::to_string(tokens) + "/threads:2";
       benchmark::RegisterBenchmark(name.c_str(), GemmVsAvx2, t.type, tokens, 2)

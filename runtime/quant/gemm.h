@@ -37,6 +37,9 @@ constexpr int kGemmRows = 16;
 // one) in the 32 zmm registers, so 8 tokens leave room for the weight vector,
 // the scales and the broadcasts.
 constexpr int kGemmTokens = 8;
+// The fewest tokens MatMul runs as a GEMM: packing a panel costs about as
+// much as running one tile over it, so it pays from two tiles on.
+constexpr int kGemmMinTokens = 2 * kGemmTokens;
 
 // How one weight type runs as a GEMM; a row of the traits table points to
 // its GemmOps (TypeTraits::gemm). Every function must only be called when

@@ -449,6 +449,47 @@ void UnpackQ45_K(const uint8_t* row, int64_t u, RowUnit* out) {
 
 using ShapeGroupInt = Shape<kGroupChunk, 1, false, false, true, 0>;
 
+// The bit planes of one whole chunk (group_int.h) decoded with a few shifts
+// and masks; UnpackChunk's portable loops would cost several times the
+// micro-kernel's time per panel.
+// 8 bytes of 2-bit codes: byte 8k + j of the result is bits 2k..2k+1 of byte j.
+inline __m256i ChunkCrumbs(const uint8_t* p) {
+  uint64_t bits;
+  std::memcpy(&bits, p, 8);
+  const __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x(static_cast<int64_t>(bits)),
+                                      _mm256_set_epi64x(6, 4, 2, 0));
+  return _mm256_and_si256(v, _mm256_set1_epi8(3));
+}
+// 16 bytes of nibbles: the low ones are elements 0..15, the high ones 16..31.
+inline __m256i ChunkNibbles(const uint8_t* p) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F));
+}
+// 4 bytes of one bit per element: `value` where the bit is set.
+inline __m256i ChunkBits(const uint8_t* p, char value) {
+  uint32_t bits;
+  std::memcpy(&bits, p, 4);
+  return _mm256_maskz_set1_epi8(bits, value);
+}
+template <int kBits>
+inline __m256i DecodeChunk(const uint8_t* p) {
+  if constexpr (kBits == 2) {
+    return ChunkCrumbs(p);
+  } else if constexpr (kBits == 3) {
+    return _mm256_or_si256(ChunkCrumbs(p), ChunkBits(p + 8, 4));
+  } else if constexpr (kBits == 4) {
+    return ChunkNibbles(p);
+  } else if constexpr (kBits == 5) {
+    return _mm256_or_si256(ChunkNibbles(p), ChunkBits(p + 16, 16));
+  } else if constexpr (kBits == 6) {
+    // Crumbs are <= 3: shifting 16-bit lanes by 4 never carries across bytes.
+    return _mm256_or_si256(ChunkNibbles(p), _mm256_slli_epi16(ChunkCrumbs(p + 16), 4));
+  } else {
+    static_assert(kBits == 8);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+}
+
 template <int kBits, int kGroup>
 void UnpackGroupInt(const uint8_t* row, int64_t u, RowUnit* out) {
   constexpr int kChunks = kGroup / kGroupChunk;
@@ -457,7 +498,8 @@ void UnpackGroupInt(const uint8_t* row, int64_t u, RowUnit* out) {
   const uint8_t* group = row + (u / kChunks) * GroupBytes(kBits, kGroup);
   out->d = Half(group);
   out->d2 = Half(group + 2);
-  UnpackChunk(kBits, group + kGroupHeaderBytes + (u % kChunks) * 4 * kBits, out->codes);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out->codes),
+                      DecodeChunk<kBits>(group + kGroupHeaderBytes + (u % kChunks) * 4 * kBits));
 }
 
 }  // namespace
