@@ -5,6 +5,16 @@
 //   Batched/<type>/threads:<n>   64 tokens through the same matrix: the
 //                                 prompt / perplexity path, compute-bound;
 //                                 "macs" is multiply-adds per second.
+//   GemmVsAvx2/<type>/tokens:<n>/threads:2
+//                                 n tokens (128; also 16 and 32 for Q8_0
+//                                 and Q4_K) through a 4096 x 4096 matrix
+//                                 on the kAvx512 GEMM and, in the same
+//                                 iteration, on the AVX2 per-row dots
+//                                 (SetSimdCap): "gemm_gflops" and
+//                                 "avx2_gflops" are 2 x multiply-adds per
+//                                 second of each, "ratio" their quotient.
+//                                 Every type with a GEMM entry; the matrix
+//                                 is one copy.
 //   Memcpy/<type>_size/threads:<n>  copying buffers as large as a Q4_K and
 //                                 a Q8_0 matrix: the bandwidth baseline.
 //                                 "weights" = buffer bytes per second; the
@@ -17,6 +27,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -34,6 +45,47 @@ namespace {
 
 using namespace bench;  // the matrix ring, MatVec, Batched, Memcpy
 
+// The kAvx512 GEMM against the AVX2 batched path, alternating within each
+// iteration so that both see the same machine load.
+void GemmVsAvx2(benchmark::State& state, uint32_t type, int64_t kTokens, int threads) {
+  if (quant::CpuSimdLevel() < quant::SimdLevel::kAvx512) {
+    state.SkipWithError("the CPU lacks the kAvx512 tier");
+    return;
+  }
+  ThreadPool pool(threads);
+  const size_t row_bytes = RowBytes(type, kCols).value();
+  std::vector<uint8_t> w(row_bytes * kRows);
+  const quant::TypeTraits* t = quant::FindTraits(type);
+  const std::vector<float> values = Normal(kCols, 3, 0.02f);
+  for (int64_t r = 0; r < kRows; ++r) {
+    // Rotated rows: distinct codes per row without quantizing 16M values.
+    std::vector<float> row(values.begin() + r % kCols, values.end());
+    row.insert(row.end(), values.begin(), values.begin() + r % kCols);
+    t->quantize(row.data(), w.data() + r * row_bytes, kCols);
+  }
+  const WeightView view{type, kCols, kRows, w.data(), row_bytes};
+  const std::vector<float> x = Normal(kCols * kTokens, 2);
+  std::vector<float> y(kRows * kTokens);
+  double gemm_s = 0, avx2_s = 0;
+  using Clock = std::chrono::steady_clock;
+  for (auto _ : state) {
+    for (quant::SimdLevel level : {quant::SimdLevel::kAvx2, quant::SimdLevel::kAvx512}) {
+      quant::SetSimdCap(level);
+      const auto start = Clock::now();
+      MatMul(view, x.data(), kTokens, y.data(), &pool);
+      benchmark::DoNotOptimize(y.data());
+      benchmark::ClobberMemory();
+      const double s = std::chrono::duration<double>(Clock::now() - start).count();
+      (level == quant::SimdLevel::kAvx2 ? avx2_s : gemm_s) += s;
+    }
+  }
+  quant::SetSimdCap(quant::SimdLevel::kAvx512);
+  const double flops = 2.0 * kRows * kCols * kTokens * static_cast<double>(state.iterations());
+  state.counters["gemm_gflops"] = flops / gemm_s * 1e-9;
+  state.counters["avx2_gflops"] = flops / avx2_s * 1e-9;
+  state.counters["ratio"] = avx2_s / gemm_s;
+}
+
 void RegisterAll() {
   // Every GGUF weight type of the type table, most bits per weight first.
   std::vector<const quant::TypeTraits*> types;
@@ -49,6 +101,19 @@ void RegisterAll() {
           "Memcpy/" + QTypeName(ToId(q)) + "_size/threads:" + std::to_string(threads);
       benchmark::RegisterBenchmark(name.c_str(), Memcpy, MatrixBytes(ToId(q)), threads)
           ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+  for (const quant::TypeTraits& t : quant::AllTraits()) {
+    if (t.gemm == nullptr) continue;
+    // Smaller batches too, around MatMul's threshold (kGemmMinTokens).
+    const bool small = t.type == ToId(QType::kQ8_0) || t.type == ToId(QType::kQ4_K);
+    for (int64_t tokens : small ? std::vector<int64_t>{16, 32, 128} : std::vector<int64_t>{128}) {
+      const std::string name =
+          "GemmVsAvx2/" + QTypeName(t.type) + "/tokens:" + std::to_string(tokens) + "/threads:2";
+      benchmark::RegisterBenchmark(name.c_str(), GemmVsAvx2, t.type, tokens, 2)
+          ->UseRealTime()
+          ->MinTime(0.3)
           ->Unit(benchmark::kMillisecond);
     }
   }

@@ -87,6 +87,8 @@ struct CodecShape {
   const int8_t* levels = nullptr;  // kLevels: qmax - qmin + 1 ascending values
 };
 
+struct GemmOps;  // runtime/quant/gemm.h
+
 struct TypeTraits {
   uint32_t type = 0;
   // Layout facts. For a GGUF type, schema's row (name as ggml spells it,
@@ -130,6 +132,9 @@ struct TypeTraits {
   // The GGUF type `fqpack quantize --embed-bits B` gives a GGUF ladder's
   // embedding and output matrix has embed_bits B; 0 for the others.
   int embed_bits = 0;
+  // The batched matmul as a GEMM on the kAvx512 tier (gemm.h), or null:
+  // MatMul then runs the per-row dots for n_tokens > 1 too.
+  const GemmOps* gemm = nullptr;
 };
 
 // Every row of the table, in table order.

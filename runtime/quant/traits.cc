@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "runtime/quant/blocks.h"
+#include "runtime/quant/gemm.h"
 #include "runtime/quant/group_int.h"
 #include "runtime/quant/kernels.h"
 #include "runtime/quant/quant.h"
@@ -53,6 +54,7 @@ constexpr TypeTraits GroupInt(const char* name) {
   row.dot_avx2 = DotGroupIntAvx2<kBits, kGroup>;
   row.codec = {.kind = Kind::kAffine, .qmax = (1 << kBits) - 1};
   row.encode = EncodeBlockGroupInt<kBits>;
+  row.gemm = &GemmGroupInt<kBits, kGroup>::ops;
   return row;
 }
 
@@ -83,7 +85,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .dot = DotQ4_0Q8_0,
                                    .dot_avx2 = DotQ4_0Q8_0Avx2,
                                    .codec = {.kind = Kind::kSymmetric, .qmin = -8, .qmax = 7},
-                                   .encode = EncodeBlockQ4_0}),
+                                   .encode = EncodeBlockQ4_0,
+                                   .gemm = &kGemmQ4_0}),
     Gguf<QType::kQ4_1, BlockQ4_1>({.vec_dot_type = Id(QType::kQ8_1),
                                    .dequantize = DequantizeRowQ4_1,
                                    .quantize = QuantizeRowQ4_1,
@@ -113,7 +116,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .quantize_avx2 = QuantizeRowQ8_0Avx2,
                                    .codec = {.kind = Kind::kSymmetric, .qmin = -127, .qmax = 127},
                                    .encode = EncodeBlockQ8_0,
-                                   .embed_bits = 8}),
+                                   .embed_bits = 8,
+                                   .gemm = &kGemmQ8_0}),
     Gguf<QType::kQ8_1, BlockQ8_1>({.vec_dot_type = Id(QType::kQ8_1),
                                    .dequantize = DequantizeRowQ8_1,
                                    .quantize = QuantizeRowQ8_1,
@@ -125,7 +129,8 @@ constexpr TypeTraits kTypeTraits[] = {
          .dot = DotIQ4_NLQ8_0,
          .dot_avx2 = DotIQ4_NLQ8_0Avx2,
          .codec = {.kind = Kind::kLevels, .qmin = 0, .qmax = 15, .levels = kIq4nlValues},
-         .encode = EncodeBlockIQ4_NL}),
+         .encode = EncodeBlockIQ4_NL,
+         .gemm = &kGemmIQ4_NL}),
     Gguf<QType::kQ2_K, BlockQ2_K>(
         {.vec_dot_type = Id(QType::kQ8_K),
          .dequantize = DequantizeRowQ2_K,
@@ -135,7 +140,8 @@ constexpr TypeTraits kTypeTraits[] = {
          .codec = {.kind = Kind::kSubAffine, .sub_len = 16, .qmax = 3, .smax = 15},
          .encode = EncodeBlockQ2_K,
          .fallback = Id(QType::kIQ4_NL),
-         .embed_bits = 2}),
+         .embed_bits = 2,
+         .gemm = &kGemmQ2_K}),
     Gguf<QType::kQ3_K, BlockQ3_K>({.vec_dot_type = Id(QType::kQ8_K),
                                    .dequantize = DequantizeRowQ3_K,
                                    .quantize = QuantizeRowQ3_K,
@@ -149,7 +155,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                              .smax = 31},
                                    .encode = EncodeBlockQ3_K,
                                    .fallback = Id(QType::kIQ4_NL),
-                                   .embed_bits = 3}),
+                                   .embed_bits = 3,
+                                   .gemm = &kGemmQ3_K}),
     Gguf<QType::kQ4_K, BlockQ4_K>(
         {.vec_dot_type = Id(QType::kQ8_K),
          .dequantize = DequantizeRowQ4_K,
@@ -159,7 +166,8 @@ constexpr TypeTraits kTypeTraits[] = {
          .codec = {.kind = Kind::kSubAffine, .sub_len = 32, .qmax = 15, .smax = 63},
          .encode = EncodeBlockQ4_K,
          .fallback = Id(QType::kQ5_0),
-         .embed_bits = 4}),
+         .embed_bits = 4,
+         .gemm = &kGemmQ4_K}),
     Gguf<QType::kQ5_K, BlockQ5_K>(
         {.vec_dot_type = Id(QType::kQ8_K),
          .dequantize = DequantizeRowQ5_K,
@@ -169,7 +177,8 @@ constexpr TypeTraits kTypeTraits[] = {
          .codec = {.kind = Kind::kSubAffine, .sub_len = 32, .qmax = 31, .smax = 63},
          .encode = EncodeBlockQ5_K,
          .fallback = Id(QType::kQ5_1),
-         .embed_bits = 5}),
+         .embed_bits = 5,
+         .gemm = &kGemmQ5_K}),
     Gguf<QType::kQ6_K, BlockQ6_K>({.vec_dot_type = Id(QType::kQ8_K),
                                    .dequantize = DequantizeRowQ6_K,
                                    .quantize = QuantizeRowQ6_K,
@@ -183,7 +192,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                              .smax = 127},
                                    .encode = EncodeBlockQ6_K,
                                    .fallback = Id(QType::kQ8_0),
-                                   .embed_bits = 6}),
+                                   .embed_bits = 6,
+                                   .gemm = &kGemmQ6_K}),
     Gguf<QType::kQ8_K, BlockQ8_K>({.vec_dot_type = Id(QType::kQ8_K),
                                    .dequantize = DequantizeRowQ8_K,
                                    .quantize = QuantizeRowQ8_K,
@@ -306,7 +316,9 @@ QuantizeRowFn BestQuantize(const TypeTraits& traits) {
              : traits.quantize;
 }
 
-void SetSimdEnabled(bool enabled) { SetSimdCap(enabled ? SimdLevel::kAvx512 : SimdLevel::kPortable); }
+void SetSimdEnabled(bool enabled) {
+  SetSimdCap(enabled ? SimdLevel::kAvx512 : SimdLevel::kPortable);
+}
 bool SimdEnabled() { return g_simd_cap.load(std::memory_order_relaxed) != SimdLevel::kPortable; }
 
 }  // namespace fqpack::runtime::quant
