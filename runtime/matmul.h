@@ -46,7 +46,9 @@ Status CheckWeight(const WeightView& w, const std::string& tensor);
 // the pool. Larger n_tokens is the batched path of prompt processing and
 // perplexity: the activations of all tokens are converted once, then each
 // thread takes blocks of rows and runs them against all tokens, so every
-// weight row is read from memory once per call.
+// weight row is read from memory once per call. On the AVX-512 VNNI tier,
+// from 16 tokens on, that is a GEMM (runtime/quant/gemm.h): blocks of 16
+// rows packed for vpdpbusd and run against tiles of 8 tokens.
 // `pool` may be null: everything then runs on the calling thread.
 // REQUIRES: CheckWeight(w) is OK; x holds n_tokens * cols floats and y
 // n_tokens * rows; x and y do not overlap.
