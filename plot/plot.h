@@ -41,6 +41,10 @@ struct PlotSpec {
   std::string x_label;  // with its unit: "footprint (MiB)"
   std::string y_label;
   std::vector<PlotSeries> series;
+  // A logarithmic y axis (points with y <= 0 are left out): ticks at 1, 2
+  // and 5 times powers of ten when the range holds enough of them, else at
+  // NiceTicks' values, placed on the log scale.
+  bool log_y = false;
   int width = 960;
   int height = 600;
 };
@@ -58,6 +62,8 @@ Bytes EncodePng(int width, int height, const std::vector<uint8_t>& rgb);
 // Tick positions covering [lo, hi] at a 1, 2 or 5 times power-of-ten spacing,
 // about `target` of them.
 std::vector<double> NiceTicks(double lo, double hi, int target);
+// Tick values for a log axis over [lo, hi] (0 < lo < hi): see PlotSpec::log_y.
+std::vector<double> LogTicks(double lo, double hi, int target);
 
 }  // namespace fqpack::plot
 
