@@ -508,9 +508,12 @@ std::vector<double> NiceTicks(double lo, double hi, int target) {
 std::vector<double> LogTicks(double lo, double hi, int target) {
   std::vector<double> ticks;
   if (!(lo > 0) || !(hi > lo) || target < 1) return ticks;
-  // 1, 2 and 5 per decade; only the powers of ten when those are too many.
+  // The densest of these that gives at most 2 * target ticks: seven per
+  // decade for a range of about two decades or less, then 1, 2 and 5, then
+  // the powers of ten.
   for (const std::vector<double>& mantissas :
-       {std::vector<double>{1, 2, 5}, std::vector<double>{1}}) {
+       {std::vector<double>{1, 1.5, 2, 3, 4, 5, 7}, std::vector<double>{1, 2, 5},
+        std::vector<double>{1}}) {
     ticks.clear();
     for (int e = static_cast<int>(std::floor(std::log10(lo))) - 1;
          e <= static_cast<int>(std::ceil(std::log10(hi))); ++e) {

@@ -41,9 +41,10 @@ struct PlotSpec {
   std::string x_label;  // with its unit: "footprint (MiB)"
   std::string y_label;
   std::vector<PlotSeries> series;
-  // A logarithmic y axis (points with y <= 0 are left out): ticks at 1, 2
-  // and 5 times powers of ten when the range holds enough of them, else at
-  // NiceTicks' values, placed on the log scale.
+  // A logarithmic y axis (points with y <= 0 are left out): ticks at 1,
+  // 1.5, 2, 3, 4, 5, 7 times powers of ten, or 1, 2, 5, or only 1, whichever
+  // is densest without crowding, when the range holds at least three of
+  // them; else at NiceTicks' values, placed on the log scale.
   bool log_y = false;
   int width = 960;
   int height = 600;

@@ -221,9 +221,11 @@ TEST(Plot, NiceTicks) {
 }
 
 TEST(Plot, LogTicks) {
-  // 1, 2, 5 per decade over a wide range.
-  EXPECT_EQ(LogTicks(3, 80, 6), (std::vector<double>{5, 10, 20, 50}));
-  EXPECT_EQ(LogTicks(0.15, 3, 6), (std::vector<double>{0.2, 0.5, 1, 2}));
+  // Seven per decade while they are at most twice the target.
+  EXPECT_EQ(LogTicks(3, 80, 6), (std::vector<double>{3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 70}));
+  // 1, 2, 5 over a wider range.
+  EXPECT_EQ(LogTicks(3, 800, 6), (std::vector<double>{5, 10, 20, 50, 100, 200, 500}));
+  EXPECT_EQ(LogTicks(0.15, 30, 6), (std::vector<double>{0.2, 0.5, 1, 2, 5, 10, 20}));
   // Too many: only the powers of ten.
   EXPECT_EQ(LogTicks(1, 1e6, 3), (std::vector<double>{1, 10, 100, 1000, 1e4, 1e5, 1e6}));
   // Too few in a narrow range: NiceTicks' values.
@@ -251,7 +253,10 @@ TEST(Plot, LogAxisTicksAndPlacement) {
   EXPECT_EQ(linear, (std::vector<std::string>{"0", "10", "20", "30", "40", "50", "60"}));
   spec.log_y = true;
   const std::string svg = RenderSvg(spec);
-  EXPECT_EQ(YTickLabels(svg), (std::vector<std::string>{"5", "10", "20", "50"}));
+  // The padded range is 2.95 to 82.3 (padding and the legend's room are
+  // taken in log space).
+  EXPECT_EQ(YTickLabels(svg), (std::vector<std::string>{"3", "4", "5", "7", "10", "15", "20", "30",
+                                                        "40", "50", "70"}));
   // The point at y = -1 cannot be drawn on a log axis: three curve discs
   // and the legend's.
   size_t discs = 0;
