@@ -347,11 +347,15 @@ TEST_F(GreedyCliTest, GreedySearchReportAndLogPlot) {
   ASSERT_EQ(Fq("ls --ensembles", &out), 0) << out;
   EXPECT_NE(out.find("method=greedy"), std::string::npos) << out;
 
-  // The greedy ensemble runs like any other and survives gc.
+  // The greedy ensemble survives gc, packs and runs like any other.
   ASSERT_EQ(Fq("gc", &out), 0) << out;
   ASSERT_EQ(Fq("verify", &out), 0) << out;
   ASSERT_EQ(Fq("report --model tiny -e g --no-eval --json", &out, false), 0) << out;
   EXPECT_NE(out.find("\"method\": \"greedy\""), std::string::npos) << out;
+  const std::string pack = tmp_.Join("g.fqpack");
+  ASSERT_EQ(Fq("pack --model tiny -e g -o " + pack, &out), 0) << out;
+  ASSERT_EQ(Fq("--json run " + pack + " --eqm 3 -p ab -n 4 --temp 0", &out, false), 0) << out;
+  EXPECT_NE(out.find("\"eqm:3\""), std::string::npos) << out;
 
   const std::string lin = tmp_.Join("lin.svg"), log = tmp_.Join("log.svg");
   const std::string report = "report --model tiny -e t -e g -f " + eval_ + " -c 32 --every 3 ";
