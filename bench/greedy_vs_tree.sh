@@ -8,8 +8,9 @@
 #   stories260K:        F32 -> fqpack quantize int8/int4/int3/int2 (g64, RTN)
 #   tinystories-3M:     llama.cpp's Q8_0 > Q4_K_M > Q2_K
 #   tinystories-3M-6:   llama.cpp's Q8_0 > Q6_K > Q5_K_M > Q4_K_M > Q3_K_M > Q2_K
-# Writes OUT_DIR/<case>.{json,png} (report --json and --plot --log-ppl)
-# and prints one markdown table per case.
+# Writes OUT_DIR/<case>.{json,png} (report --json and --plot --log-ppl;
+# bench/results/greedy-vs-tree-<case>.png are copies) and prints one
+# markdown table per case. About 25 minutes on 2 shared cores.
 #
 #   bench/greedy_vs_tree.sh [FQPACK_BINARY] [OUT_DIR]   (FQ_TESTDATA: the test data)
 #
