@@ -19,12 +19,14 @@ struct SearchArgs {
   search::SearchRequest request;
   std::string calib_file;
   std::string metric = "kl";
+  std::string method = "tree";
   bool no_reuse = false;
 };
 
 Status RunSearch(Context& ctx, SearchArgs args) {
   search::SearchRequest& req = args.request;
   FQ_ASSIGN_OR_RETURN(req.search.metric, search::ParseMetric(args.metric));
+  FQ_ASSIGN_OR_RETURN(req.method, search::ParseSearchMethod(args.method));
   FQ_ASSIGN_OR_RETURN(req.calib_text, ReadFileBytes(ctx.env, args.calib_file));
   req.threads = ctx.Threads();
   req.reuse = !args.no_reuse;
@@ -75,6 +77,8 @@ Status RunSearch(Context& ctx, SearchArgs args) {
     w.EndArray()
         .Key("metric")
         .String(metric)
+        .Key("method")
+        .String(search::SearchMethodName(req.method))
         .Key("stem")
         .Int(req.search.stem)
         .Key("branch")
@@ -143,7 +147,11 @@ Status RunSearch(Context& ctx, SearchArgs args) {
   std::string out;
   out += "ensemble " + o.name + ": " + std::to_string(res.steps.size()) + " EQMs from " +
          FormatBytes(first.footprint) + " (" + o.library.front() + ") to " +
-         FormatBytes(last.footprint) + " (" + o.library.back() + "), one module per step\n";
+         FormatBytes(last.footprint) + " (" + o.library.back() + "), one module per step" +
+         (req.method == search::SearchMethod::kGreedy
+              ? ", by greedy demotion on predicted " + metric + " per byte"
+              : "") +
+         "\n";
   out += "  library      " + lib + "; " + std::to_string(o.searched_slots) + " slots searched" +
          (o.held_back_slots > 0
               ? ", " + std::to_string(o.held_back_slots) + " held back to the last steps"
@@ -185,6 +193,7 @@ struct ReportArgs {
   int64_t chunks = -1;
   std::string csv;
   std::string plot;
+  bool log_ppl = false;
 };
 
 std::string PplCell(bool evaluated, double v) {
@@ -246,7 +255,8 @@ Status RunReport(Context& ctx, const ReportArgs& args) {
     FQ_RETURN_IF_ERROR(PublishFile(
         ctx.env, args.csv, ByteSpan(reinterpret_cast<const uint8_t*>(csv.data()), csv.size())));
   }
-  if (!args.plot.empty()) FQ_RETURN_IF_ERROR(plot::WritePlot(search::ReportPlot(r), args.plot));
+  if (!args.plot.empty())
+    FQ_RETURN_IF_ERROR(plot::WritePlot(search::ReportPlot(r, args.log_ppl), args.plot));
   if (ctx.json) {
     ctx.Print(search::ReportJson(r));
     return Status::OK();
@@ -332,7 +342,8 @@ void RegisterSearchCommands(CLI::App& app, Context& ctx) {
   CLI::App* s = app.add_subcommand(
       "search",
       "Build a FlexQuant ensemble: EQMs from --up down to --low, one module per step, chosen by "
-      "sensitivity analysis and tree search on calibration text");
+      "sensitivity analysis and tree search on calibration text (or, with --method greedy, by "
+      "the greedy allocator the tree search is measured against)");
   s->add_option("-m,--model", sa->request.model, "Model (needed when the store holds several)");
   s->add_option("--up", sa->request.up, "Highest-precision QM (QM(n_up))")->required();
   s->add_option("--low", sa->request.low, "Lowest-precision QM (QM(n_low))")->required();
@@ -356,6 +367,12 @@ void RegisterSearchCommands(CLI::App& app, Context& ctx) {
                 "Tokens per calibration chunk (default: the model's context length)")
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
   s->add_option("--name", sa->request.name, "Ensemble name (default: the library's labels)");
+  s->add_option("--method", sa->method,
+                "tree: the tree search; greedy: demote the slot whose next module costs the least "
+                "predicted metric per byte saved (from the sensitivity analysis alone, along each "
+                "slot's lower convex hull; --stem and --branch do not apply)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"tree", "greedy"}));
   s->add_flag("--include-embed", sa->request.include_embed,
               "Also search the token embedding and output matrix (otherwise they move last)");
   s->add_flag("--no-reuse", sa->no_reuse,
@@ -383,7 +400,10 @@ void RegisterSearchCommands(CLI::App& app, Context& ctx) {
   r->add_option("--chunks", ra->chunks, "Evaluate only the first N chunks of the text")
       ->check(CLI::PositiveNumber);
   r->add_option("--csv", ra->csv, "Also write the points as CSV");
-  r->add_option("--plot", ra->plot, "Write the plot: F.svg or F.png");
+  r->add_option("--plot", ra->plot,
+                "Write the plot: F.svg or F.png (one curve per --ensemble, named with its method, "
+                "and the static QMs as points)");
+  r->add_flag("--log-ppl", ra->log_ppl, "Plot perplexity on a log scale");
   r->callback([&ctx, ra] { ctx.action = [&ctx, ra] { return RunReport(ctx, *ra); }; });
 }
 

@@ -181,7 +181,7 @@ Status ListEnsembles(Store* store, const store::ModelInfo& m, JsonWriter* w, std
     std::string lib;
     for (const std::string& l : e.library) lib += (lib.empty() ? "" : ">") + l;
     std::string how;
-    for (const char* key : {"metric", "stem", "branch", "tokens"}) {
+    for (const char* key : {"method", "metric", "stem", "branch", "tokens"}) {
       const std::string v = ParamText(e.params, key);
       if (!v.empty()) how += (how.empty() ? "" : " ") + std::string(key) + "=" + v;
     }

@@ -193,14 +193,20 @@ std::vector<Prim> Layout(const PlotSpec& spec) {
   // Plot area.
   const double left = 100, right = W - 30, top = 50, bottom = H - 70;
 
+  // The y axis is laid out in T(y): y itself, or log10(y) on a log axis.
+  const bool log_y = spec.log_y;
+  auto T = [log_y](double y) { return log_y ? std::log10(y) : y; };
+  auto drawable = [log_y](const PlotPoint& p) {
+    return std::isfinite(p.x) && std::isfinite(p.y) && (!log_y || p.y > 0);
+  };
   double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
   for (const PlotSeries& s : spec.series) {
     for (const PlotPoint& p : s.points) {
-      if (!std::isfinite(p.x) || !std::isfinite(p.y)) continue;
+      if (!drawable(p)) continue;
       xmin = std::min(xmin, p.x);
       xmax = std::max(xmax, p.x);
-      ymin = std::min(ymin, p.y);
-      ymax = std::max(ymax, p.y);
+      ymin = std::min(ymin, T(p.y));
+      ymax = std::max(ymax, T(p.y));
     }
   }
   if (!std::isfinite(xmin)) xmin = 0, xmax = 1, ymin = 0, ymax = 1;
@@ -215,10 +221,15 @@ std::vector<Prim> Layout(const PlotSpec& spec) {
   // Room at the top for the legend.
   ymax += 0.04 * (ymax - ymin) * static_cast<double>(spec.series.size());
   auto X = [&](double x) { return left + (x - xmin) / (xmax - xmin) * (right - left); };
-  auto Y = [&](double y) { return bottom - (y - ymin) / (ymax - ymin) * (bottom - top); };
+  auto Y = [&](double y) { return bottom - (T(y) - ymin) / (ymax - ymin) * (bottom - top); };
 
   const std::vector<double> xt = NiceTicks(xmin, xmax, 8);
-  const std::vector<double> yt = NiceTicks(ymin, ymax, 6);
+  std::vector<double> yt;
+  if (log_y) {
+    yt = LogTicks(std::pow(10.0, ymin), std::pow(10.0, ymax), 6);
+  } else {
+    yt = NiceTicks(ymin, ymax, 6);
+  }
   const double xstep = xt.size() > 1 ? xt[1] - xt[0] : 1;
   const double ystep = yt.size() > 1 ? yt[1] - yt[0] : 1;
   for (double x : xt) {
@@ -228,10 +239,17 @@ std::vector<Prim> Layout(const PlotSpec& spec) {
     t.anchor = Anchor::kMiddle;
     out.push_back(t);
   }
-  for (double y : yt) {
+  for (size_t i = 0; i < yt.size(); ++i) {
+    const double y = yt[i];
     out.push_back(LinePrim(left, Y(y), right, Y(y), 1, kGrid));
     Prim t = TextPrim(left - 8, Y(y) + kTextHeight / 2, "");
-    t.text = FormatTick(y, ystep);
+    // A log axis's ticks are unevenly spaced: each gets the decimals its
+    // distance to the next (or previous) tick needs.
+    double step = ystep;
+    if (log_y && yt.size() > 1) {
+      step = i + 1 < yt.size() ? yt[i + 1] - y : y - yt[i - 1];
+    }
+    t.text = FormatTick(y, step);
     t.anchor = Anchor::kEnd;
     out.push_back(t);
   }
@@ -265,15 +283,18 @@ std::vector<Prim> Layout(const PlotSpec& spec) {
   for (size_t k = 0; k < spec.series.size(); ++k) {
     const PlotSeries& s = spec.series[k];
     const uint32_t c = colors[k];
+    std::vector<PlotPoint> pts;
+    for (const PlotPoint& p : s.points) {
+      if (drawable(p)) pts.push_back(p);
+    }
     if (s.style == PlotSeries::Style::kLine) {
-      for (size_t i = 1; i < s.points.size(); ++i) {
-        out.push_back(LinePrim(X(s.points[i - 1].x), Y(s.points[i - 1].y), X(s.points[i].x),
-                               Y(s.points[i].y), 2, c));
+      for (size_t i = 1; i < pts.size(); ++i) {
+        out.push_back(LinePrim(X(pts[i - 1].x), Y(pts[i - 1].y), X(pts[i].x), Y(pts[i].y), 2, c));
       }
     }
     const bool marks = s.style == PlotSeries::Style::kMarkers || s.markers;
     const double r = s.style == PlotSeries::Style::kMarkers ? 6 : 3;
-    for (const PlotPoint& p : s.points) {
+    for (const PlotPoint& p : pts) {
       if (marks) {
         Prim d = DiscPrim(X(p.x), Y(p.y), r, c, c);
         d.stroke = s.style == PlotSeries::Style::kMarkers ? kBlack : c;
@@ -481,6 +502,31 @@ std::vector<double> NiceTicks(double lo, double hi, int target) {
   for (double k = std::ceil(lo / step - 1e-9); k * step <= hi + 1e-9 * step; k += 1) {
     ticks.push_back(k * step);
   }
+  return ticks;
+}
+
+std::vector<double> LogTicks(double lo, double hi, int target) {
+  std::vector<double> ticks;
+  if (!(lo > 0) || !(hi > lo) || target < 1) return ticks;
+  // The densest of these that gives at most 2 * target ticks: seven per
+  // decade for a range of about two decades or less, then 1, 2 and 5, then
+  // the powers of ten.
+  for (const std::vector<double>& mantissas :
+       {std::vector<double>{1, 1.5, 2, 3, 4, 5, 7}, std::vector<double>{1, 2, 5},
+        std::vector<double>{1}}) {
+    ticks.clear();
+    for (int e = static_cast<int>(std::floor(std::log10(lo))) - 1;
+         e <= static_cast<int>(std::ceil(std::log10(hi))); ++e) {
+      for (double m : mantissas) {
+        const double v = m * std::pow(10.0, e);
+        if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) ticks.push_back(v);
+      }
+    }
+    if (static_cast<int>(ticks.size()) <= 2 * target) break;
+  }
+  // A narrow range (under a factor of about 5) holds too few of them to
+  // read values off: linear ticks instead, on the log scale.
+  if (ticks.size() < 3) ticks = NiceTicks(lo, hi, target);
   return ticks;
 }
 

@@ -41,6 +41,11 @@ struct PlotSpec {
   std::string x_label;  // with its unit: "footprint (MiB)"
   std::string y_label;
   std::vector<PlotSeries> series;
+  // A logarithmic y axis (points with y <= 0 are left out): ticks at 1,
+  // 1.5, 2, 3, 4, 5, 7 times powers of ten, or 1, 2, 5, or only 1, whichever
+  // is densest without crowding, when the range holds at least three of
+  // them; else at NiceTicks' values, placed on the log scale.
+  bool log_y = false;
   int width = 960;
   int height = 600;
 };
@@ -58,6 +63,8 @@ Bytes EncodePng(int width, int height, const std::vector<uint8_t>& rgb);
 // Tick positions covering [lo, hi] at a 1, 2 or 5 times power-of-ten spacing,
 // about `target` of them.
 std::vector<double> NiceTicks(double lo, double hi, int target);
+// Tick values for a log axis over [lo, hi] (0 < lo < hi): see PlotSpec::log_y.
+std::vector<double> LogTicks(double lo, double hi, int target);
 
 }  // namespace fqpack::plot
 

@@ -7,6 +7,7 @@
 #include "schema/json.h"
 #include "schema/quant_types.h"
 #include "schema/sha256.h"
+#include "search/greedy.h"
 
 namespace fqpack::search {
 namespace {
@@ -22,6 +23,16 @@ std::vector<size_t> ByIdx(const Library& lib) {
 }
 
 }  // namespace
+
+const char* SearchMethodName(SearchMethod m) {
+  return m == SearchMethod::kGreedy ? "greedy" : "tree";
+}
+
+Result<SearchMethod> ParseSearchMethod(const std::string& name) {
+  if (name == "tree" || name.empty()) return SearchMethod::kTree;
+  if (name == "greedy") return SearchMethod::kGreedy;
+  return Status::InvalidArgument("search method must be tree or greedy, not '" + name + "'");
+}
 
 std::string DefaultEnsembleName(const std::vector<std::string>& labels) {
   std::string name;
@@ -58,15 +69,19 @@ store::JsonFields SearchParams(const Library& lib, const SearchRequest& request,
     if (c.moves() > 0) (c.searched ? slots : held_back).push_back(c.name);
   }
   store::JsonFields p;
-  p.Set("metric", std::string(MetricName(request.search.metric)))
-      .Set("stem", static_cast<int64_t>(request.search.stem))
-      .Set("branch", static_cast<int64_t>(request.search.branch))
-      .Set("tokens", static_cast<int64_t>(outcome.chunks * outcome.n_ctx))
+  p.Set("method", std::string(SearchMethodName(request.method)))
+      .Set("metric", std::string(MetricName(request.search.metric)));
+  // The greedy walk has no beam; its objective is the predicted rate.
+  if (request.method == SearchMethod::kTree) {
+    p.Set("stem", static_cast<int64_t>(request.search.stem))
+        .Set("branch", static_cast<int64_t>(request.search.branch));
+  }
+  p.Set("tokens", static_cast<int64_t>(outcome.chunks * outcome.n_ctx))
       .Set("n_ctx", static_cast<int64_t>(outcome.n_ctx))
       .Set("chunks", static_cast<int64_t>(outcome.chunks))
       .Set("scored_per_chunk", static_cast<int64_t>(outcome.n_ctx - 1))
       .Set("include_embed", static_cast<bool>(lib.options().include_embed))
-      .Set("objective", std::string("area"))
+      .Set("objective", std::string(request.method == SearchMethod::kTree ? "area" : "hull-rate"))
       .Set("steps", static_cast<int64_t>(outcome.result.steps.size()) - 1)
       .Set("evaluations", static_cast<int64_t>(outcome.eval_stats.evaluations))
       .Set("slots", std::move(slots))
@@ -97,7 +112,8 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
     }
     if (!existing.status().IsNotFound()) return existing.status();
   }
-  if (request.search.stem < 1 || request.search.branch < 1) {
+  if (request.method == SearchMethod::kTree &&
+      (request.search.stem < 1 || request.search.branch < 1)) {
     return Status::InvalidArgument("--stem and --branch must be at least 1");
   }
 
@@ -125,7 +141,11 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
   FQ_ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
                       Evaluator::Create(&lib, store, std::move(calib), eval_options));
   out.setup_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  FQ_ASSIGN_OR_RETURN(out.result, TreeSearch(lib, evaluator.get(), request.search));
+  if (request.method == SearchMethod::kGreedy) {
+    FQ_ASSIGN_OR_RETURN(out.result, GreedySearch(lib, evaluator.get(), request.search));
+  } else {
+    FQ_ASSIGN_OR_RETURN(out.result, TreeSearch(lib, evaluator.get(), request.search));
+  }
   out.eval_stats = evaluator->stats();
   for (const EnsembleStep& st : out.result.steps) {
     if (st.chain < 0) {

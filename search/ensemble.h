@@ -1,6 +1,7 @@
 // `fqpack search` as a library call: resolve and check the library, cut the
 // calibration text into tokens, run the sensitivity analysis and the tree
-// search, and write the ensemble into the store in one transaction.
+// search (or the greedy baseline, search/greedy.h), and write the ensemble
+// into the store in one transaction.
 //
 // Everything that can be checked is checked before the first evaluation
 // (labels, precision order, slots, the ensemble name, the calibration text's
@@ -26,6 +27,12 @@
 
 namespace fqpack::search {
 
+// How the walk from QM(n_up) to QM(n_low) is chosen. Stored in the
+// ensemble's params as "method"; an ensemble without it is a tree search's.
+enum class SearchMethod { kTree, kGreedy };
+const char* SearchMethodName(SearchMethod m);  // "tree", "greedy"
+Result<SearchMethod> ParseSearchMethod(const std::string& name);
+
 struct SearchRequest {
   std::string model;  // "" when the store holds one model
   std::string up;
@@ -38,7 +45,8 @@ struct SearchRequest {
   int64_t n_ctx = 0;      // tokens per chunk; 0: the model's context length
   int threads = 1;
   bool reuse = true;  // false: every EQM from the embedding (benchmarks)
-  SearchOptions search;
+  SearchMethod method = SearchMethod::kTree;
+  SearchOptions search;  // stem and branch: the tree search's only
   // gc --prune's repair (store/prune.h): search the existing ensemble's
   // library again without these modules, accepting mids already partial,
   // and hand back the rows instead of writing a new ensemble.

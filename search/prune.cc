@@ -88,10 +88,17 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
     FQ_ASSIGN_OR_RETURN(req.calib_text, store->catalog().CalibText(ensemble.id));
     FQ_ASSIGN_OR_RETURN(req.tokens, IntParam(ensemble.params, "tokens"));
     FQ_ASSIGN_OR_RETURN(req.n_ctx, IntParam(ensemble.params, "n_ctx"));
-    FQ_ASSIGN_OR_RETURN(int64_t stem, IntParam(ensemble.params, "stem"));
-    FQ_ASSIGN_OR_RETURN(int64_t branch, IntParam(ensemble.params, "branch"));
-    req.search.stem = static_cast<int>(stem);
-    req.search.branch = static_cast<int>(branch);
+    // Only a greedy ensemble is repaired greedily; any other (no "method",
+    // or a tool's own) the way it always was, by the tree search.
+    req.method = ensemble.params.String("method") == SearchMethodName(SearchMethod::kGreedy)
+                     ? SearchMethod::kGreedy
+                     : SearchMethod::kTree;
+    if (req.method == SearchMethod::kTree) {
+      FQ_ASSIGN_OR_RETURN(int64_t stem, IntParam(ensemble.params, "stem"));
+      FQ_ASSIGN_OR_RETURN(int64_t branch, IntParam(ensemble.params, "branch"));
+      req.search.stem = static_cast<int>(stem);
+      req.search.branch = static_cast<int>(branch);
+    }
     FQ_ASSIGN_OR_RETURN(req.search.metric, ParseMetric(out.metric));
     req.search.cancelled = request.cancelled;
     req.search.progress = request.progress;

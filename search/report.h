@@ -157,8 +157,14 @@ Result<Report> BuildReport(store::Store* store, const std::string& model,
 std::string ReportJson(const Report& report);
 
 // Perplexity versus footprint: the static QMs as labelled points, each
-// ensemble as a curve through its evaluated EQMs.
-PlotSpec ReportPlot(const Report& report);
+// ensemble as a curve through its evaluated EQMs, named in the legend with
+// the method that chose its walk (a tree search's against a greedy
+// baseline's). log_ppl: a logarithmic perplexity axis, so that the low
+// footprints, where perplexity grows fastest, do not flatten the rest.
+PlotSpec ReportPlot(const Report& report, bool log_ppl = false);
+
+// The method of an ensemble, from its params ("tree" when none is stored).
+std::string EnsembleMethod(const EnsembleReport& e);
 
 }  // namespace fqpack::search
 

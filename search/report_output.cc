@@ -17,6 +17,7 @@ void WriteEnsemble(JsonWriter* w, const EnsembleReport& e, bool with_name) {
   for (const std::string& l : e.library) w->String(l);
   w->EndArray();
   w->Key("metric").String(e.metric);
+  w->Key("method").String(EnsembleMethod(e));
   w->Key("params").Raw(store::ToJson(e.params));
   w->Key("eqms").BeginArray();
   for (const EqmPoint& p : e.eqms) {
@@ -119,8 +120,14 @@ std::string ReportJson(const Report& report) {
   return w.str();
 }
 
-PlotSpec ReportPlot(const Report& report) {
+std::string EnsembleMethod(const EnsembleReport& e) {
+  const std::string m = e.params.String("method");
+  return m.empty() ? "tree" : m;
+}
+
+PlotSpec ReportPlot(const Report& report, bool log_ppl) {
   PlotSpec spec;
+  spec.log_y = log_ppl;
   uint64_t max_fp = 0;
   for (const StaticPoint& s : report.statics) max_fp = std::max(max_fp, s.footprint);
   for (const EnsembleReport& e : report.ensembles) {
@@ -135,15 +142,18 @@ PlotSpec ReportPlot(const Report& report) {
   }
   spec.x_label = std::string("footprint: bytes of weights (") + (kib ? "KiB" : "MiB") + ")";
   if (evaluated) {
-    spec.y_label = "perplexity (-c " + std::to_string(report.n_ctx) + ")";
+    spec.y_label =
+        "perplexity (-c " + std::to_string(report.n_ctx) + ")" + (log_ppl ? ", log scale" : "");
     spec.title = report.model + ": perplexity vs footprint on " + report.eval_text;
   } else {
-    spec.y_label = "calibration perplexity";
+    spec.y_label = std::string("calibration perplexity") + (log_ppl ? ", log scale" : "");
     spec.title = report.model + ": calibration perplexity vs footprint";
   }
   for (const EnsembleReport& e : report.ensembles) {
     PlotSeries s;
-    s.name = "ensemble " + e.name + " (" + std::to_string(e.eqms.size()) + " EQMs)";
+    const std::string method = EnsembleMethod(e);
+    s.name = "ensemble " + e.name + " (" + (method == "tree" ? "tree search" : method) + ", " +
+             std::to_string(e.eqms.size()) + " EQMs)";
     s.style = PlotSeries::Style::kLine;
     for (const EqmPoint& p : e.eqms) {
       const double y = evaluated ? p.eval_ppl : p.calib_ppl;

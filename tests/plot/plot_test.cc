@@ -220,6 +220,58 @@ TEST(Plot, NiceTicks) {
   EXPECT_TRUE(NiceTicks(1, 1, 5).empty());
 }
 
+TEST(Plot, LogTicks) {
+  // Seven per decade while they are at most twice the target.
+  EXPECT_EQ(LogTicks(3, 80, 6), (std::vector<double>{3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 70}));
+  // 1, 2, 5 over a wider range.
+  EXPECT_EQ(LogTicks(3, 800, 6), (std::vector<double>{5, 10, 20, 50, 100, 200, 500}));
+  EXPECT_EQ(LogTicks(0.15, 30, 6), (std::vector<double>{0.2, 0.5, 1, 2, 5, 10, 20}));
+  // Too many: only the powers of ten.
+  EXPECT_EQ(LogTicks(1, 1e6, 3), (std::vector<double>{1, 10, 100, 1000, 1e4, 1e5, 1e6}));
+  // Too few in a narrow range: NiceTicks' values.
+  EXPECT_EQ(LogTicks(4.13, 4.91, 6), NiceTicks(4.13, 4.91, 6));
+  EXPECT_TRUE(LogTicks(0, 10, 6).empty());
+  EXPECT_TRUE(LogTicks(2, 2, 6).empty());
+}
+
+// The y tick labels of an SVG (right-anchored text left of the plot area),
+// bottom to top.
+std::vector<std::string> YTickLabels(const std::string& svg) {
+  std::vector<std::string> labels;
+  const std::string open = "<text x=\"92.0\"";
+  for (size_t at = svg.find(open); at != std::string::npos; at = svg.find(open, at + 1)) {
+    const size_t b = svg.find('>', at) + 1;
+    labels.push_back(svg.substr(b, svg.find('<', b) - b));
+  }
+  return labels;
+}
+
+TEST(Plot, LogAxisTicksAndPlacement) {
+  PlotSpec spec;
+  spec.series.push_back({"curve", PlotSeries::Style::kLine, {{1, 3.5}, {2, 6}, {3, 61}, {4, -1}}});
+  const std::vector<std::string> linear = YTickLabels(RenderSvg(spec));
+  EXPECT_EQ(linear, (std::vector<std::string>{"0", "10", "20", "30", "40", "50", "60"}));
+  spec.log_y = true;
+  const std::string svg = RenderSvg(spec);
+  // The padded range is 2.95 to 82.3 (padding and the legend's room are
+  // taken in log space).
+  EXPECT_EQ(YTickLabels(svg), (std::vector<std::string>{"3", "4", "5", "7", "10", "15", "20", "30",
+                                                        "40", "50", "70"}));
+  // The point at y = -1 cannot be drawn on a log axis: three curve discs
+  // and the legend's.
+  size_t discs = 0;
+  for (size_t at = svg.find("<circle"); at != std::string::npos; at = svg.find("<circle", at + 1))
+    ++discs;
+  EXPECT_EQ(discs, 3u + 1u);
+  // 10 sits halfway (in log) between 5 and 20: equal pixel gaps.
+  auto tick_y = [&](const std::string& label) {
+    const size_t at = svg.find(">" + label + "</text>");
+    const size_t y = svg.rfind("y=\"", at) + 3;
+    return std::stod(svg.substr(y));
+  };
+  EXPECT_NEAR(tick_y("5") - tick_y("10"), tick_y("10") - tick_y("20"), 0.15);
+}
+
 TEST(Plot, WritePlotPicksTheFormatByExtension) {
   testing::TempDir tmp;
   ASSERT_TRUE(WritePlot(TwoCurves(), tmp.Join("p.svg")).ok());
