@@ -51,6 +51,7 @@ constexpr TypeTraits GroupInt(const char* name) {
   row.quantize = QuantizeRowGroupInt<kBits, kGroup>;
   row.dot = DotGroupInt<kBits, kGroup>;
   row.dot_avx2 = DotGroupIntAvx2<kBits, kGroup>;
+  row.dot_avx512 = DotGroupIntAvx512<kBits, kGroup>;
   row.codec = {.kind = Kind::kAffine, .qmax = (1 << kBits) - 1};
   row.encode = EncodeBlockGroupInt<kBits>;
   return row;
@@ -82,6 +83,7 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .quantize = QuantizeRowQ4_0,
                                    .dot = DotQ4_0Q8_0,
                                    .dot_avx2 = DotQ4_0Q8_0Avx2,
+                                   .dot_avx512 = DotQ4_0Q8_0Avx512,
                                    .codec = {.kind = Kind::kSymmetric, .qmin = -8, .qmax = 7},
                                    .encode = EncodeBlockQ4_0}),
     Gguf<QType::kQ4_1, BlockQ4_1>({.vec_dot_type = Id(QType::kQ8_1),
@@ -110,6 +112,7 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .quantize = QuantizeRowQ8_0,
                                    .dot = DotQ8_0Q8_0,
                                    .dot_avx2 = DotQ8_0Q8_0Avx2,
+                                   .dot_avx512 = DotQ8_0Q8_0Avx512,
                                    .quantize_avx2 = QuantizeRowQ8_0Avx2,
                                    .codec = {.kind = Kind::kSymmetric, .qmin = -127, .qmax = 127},
                                    .encode = EncodeBlockQ8_0,
@@ -124,6 +127,7 @@ constexpr TypeTraits kTypeTraits[] = {
          .quantize = QuantizeRowIQ4_NL,
          .dot = DotIQ4_NLQ8_0,
          .dot_avx2 = DotIQ4_NLQ8_0Avx2,
+         .dot_avx512 = DotIQ4_NLQ8_0Avx512,
          .codec = {.kind = Kind::kLevels, .qmin = 0, .qmax = 15, .levels = kIq4nlValues},
          .encode = EncodeBlockIQ4_NL}),
     Gguf<QType::kQ2_K, BlockQ2_K>(
@@ -132,6 +136,7 @@ constexpr TypeTraits kTypeTraits[] = {
          .quantize = QuantizeRowQ2_K,
          .dot = DotQ2_KQ8_K,
          .dot_avx2 = DotQ2_KQ8_KAvx2,
+         .dot_avx512 = DotQ2_KQ8_KAvx512,
          .codec = {.kind = Kind::kSubAffine, .sub_len = 16, .qmax = 3, .smax = 15},
          .encode = EncodeBlockQ2_K,
          .fallback = Id(QType::kIQ4_NL),
@@ -141,6 +146,7 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .quantize = QuantizeRowQ3_K,
                                    .dot = DotQ3_KQ8_K,
                                    .dot_avx2 = DotQ3_KQ8_KAvx2,
+                                   .dot_avx512 = DotQ3_KQ8_KAvx512,
                                    .codec = {.kind = Kind::kSubSymmetric,
                                              .sub_len = 16,
                                              .qmin = -4,
@@ -156,6 +162,7 @@ constexpr TypeTraits kTypeTraits[] = {
          .quantize = QuantizeRowQ4_K,
          .dot = DotQ4_KQ8_K,
          .dot_avx2 = DotQ4_KQ8_KAvx2,
+         .dot_avx512 = DotQ4_KQ8_KAvx512,
          .codec = {.kind = Kind::kSubAffine, .sub_len = 32, .qmax = 15, .smax = 63},
          .encode = EncodeBlockQ4_K,
          .fallback = Id(QType::kQ5_0),
@@ -166,6 +173,7 @@ constexpr TypeTraits kTypeTraits[] = {
          .quantize = QuantizeRowQ5_K,
          .dot = DotQ5_KQ8_K,
          .dot_avx2 = DotQ5_KQ8_KAvx2,
+         .dot_avx512 = DotQ5_KQ8_KAvx512,
          .codec = {.kind = Kind::kSubAffine, .sub_len = 32, .qmax = 31, .smax = 63},
          .encode = EncodeBlockQ5_K,
          .fallback = Id(QType::kQ5_1),
@@ -175,6 +183,7 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .quantize = QuantizeRowQ6_K,
                                    .dot = DotQ6_KQ8_K,
                                    .dot_avx2 = DotQ6_KQ8_KAvx2,
+                                   .dot_avx512 = DotQ6_KQ8_KAvx512,
                                    .codec = {.kind = Kind::kSubSymmetric,
                                              .sub_len = 16,
                                              .qmin = -32,
@@ -306,7 +315,9 @@ QuantizeRowFn BestQuantize(const TypeTraits& traits) {
              : traits.quantize;
 }
 
-void SetSimdEnabled(bool enabled) { SetSimdCap(enabled ? SimdLevel::kAvx512 : SimdLevel::kPortable); }
+void SetSimdEnabled(bool enabled) {
+  SetSimdCap(enabled ? SimdLevel::kAvx512 : SimdLevel::kPortable);
+}
 bool SimdEnabled() { return g_simd_cap.load(std::memory_order_relaxed) != SimdLevel::kPortable; }
 
 }  // namespace fqpack::runtime::quant
