@@ -236,13 +236,18 @@ constexpr double kReorderUlps = 16;
 TEST(QuantKernels, Avx512MatchesAvx2UpToAdditionOrder) {
   if (CpuSimdLevel() < SimdLevel::kAvx512) GTEST_SKIP() << "no AVX-512 + VNNI";
   std::mt19937 rng(99);
-  for (uint32_t type : WeightTypes()) {
-    const TypeTraits* t = FindTraits(type);
-    if (t->dot_avx512 == nullptr) continue;
-    // Row lengths with an odd number of blocks and (group-int) partial
-    // groups and chunks, so every tail path runs.
-    std::vector<int64_t> lengths = RowLengths(type);
-    if (type >= kGroupIntBase) lengths.insert(lengths.end(), {32, 96, 200, 1000, 2080});
+  // Every type with an AVX-512 dot, fqpack's group-int types included.
+  for (const TypeTraits& traits : AllTraits()) {
+    if (traits.dot_avx512 == nullptr) continue;
+    const uint32_t type = traits.type;
+    const TypeTraits* t = &traits;
+    // Row lengths with an odd number of blocks and, for the group-int
+    // types, whole 16-chunk tiles, tiles plus single groups, and partial
+    // groups and chunks, so every path of the kernels runs.
+    const std::vector<int64_t> lengths =
+        type >= kGroupIntBase
+            ? std::vector<int64_t>{32, 64, 96, 200, 512, 544, 1000, 1536, 2080, 2048 + 384 + 7}
+            : RowLengths(type);
     for (int64_t n : lengths) {
       SCOPED_TRACE(QTypeName(type) + " n=" + std::to_string(n));
       const std::vector<float> wf = testing::RandomValues(n, &rng, 0.05f);
