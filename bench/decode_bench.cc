@@ -496,7 +496,9 @@ const MatVecData& MatVecFor(uint32_t type) {
   d = MatVecData();
   d.type = type;
   d.row_bytes = static_cast<size_t>(RowBytes(type, kMatVecCols).value());
-  d.rows = 4096;
+  // FQ_BENCH_MATVEC_ROWS: rows of one matrix (default 4096), to see what
+  // the thread hand-off costs on small matrices.
+  d.rows = EnvInt("FQ_BENCH_MATVEC_ROWS", 4096);
   const int64_t total_rows = static_cast<int64_t>(kMatVecBytes / d.row_bytes);
   d.weights.resize(static_cast<size_t>(total_rows) * d.row_bytes);
   const quant::TypeTraits* t = quant::FindTraits(type);

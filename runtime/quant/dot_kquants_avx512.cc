@@ -180,19 +180,20 @@ void DotQ3K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
 }
 
 // The eight 6-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K
-// block.
+// block (K4ScaleMin's packing), unpacked in an xmm: with u0, u1, u2 the
+// three 32-bit words, scales 0..3 are u0 & 0x3f.., mins 0..3 u1 & 0x3f..,
+// scales 4..7 the low nibbles of u2 under the top two bits of u0's bytes,
+// mins 4..7 the high nibbles of u2 under u1's. The 16-byte load reads 4
+// bytes of the codes after the scales, which are ignored.
 inline __m128i K4ScalesMins(const uint8_t* s) {
-  uint32_t u0, u1, u2;
-  std::memcpy(&u0, s, 4);
-  std::memcpy(&u1, s + 4, 4);
-  std::memcpy(&u2, s + 8, 4);
-  constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
-  const uint32_t sc_lo = u0 & kLow6;
-  const uint32_t mn_lo = u1 & kLow6;
-  const uint32_t sc_hi = (u2 & kLow4) | (((u0 >> 6) & kLow2) << 4);
-  const uint32_t mn_hi = ((u2 >> 4) & kLow4) | (((u1 >> 6) & kLow2) << 4);
-  return _mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo), static_cast<int>(sc_hi),
-                       static_cast<int>(sc_lo));
+  const __m128i v = Load128(s);
+  const __m128i low6 = _mm_and_si128(v, _mm_set1_epi8(0x3f));  // [sc_lo, mn_lo, ..]
+  const __m128i u2 = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2));
+  const __m128i nib =
+      _mm_and_si128(_mm_srlv_epi32(u2, _mm_setr_epi32(0, 4, 0, 4)), _mm_set1_epi8(0x0F));
+  const __m128i top2 = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(v, 6), _mm_set1_epi8(3)), 4);
+  const __m128i high = _mm_or_si128(nib, top2);  // [sc_hi, mn_hi, ..]
+  return _mm_unpacklo_epi32(low6, high);         // [sc_lo, sc_hi, mn_lo, mn_hi]
 }
 
 // Q4_K and Q5_K: x = d * sc * q - dmin * mn over 8 sub-blocks of 32; with
