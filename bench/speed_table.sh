@@ -7,6 +7,8 @@
 # matmul core alone per type (MatVec).
 #
 # Usage: bench/speed_table.sh [build-dir] [extra decode_bench flags...]
+# FQ_SPEED_JSON=<file>: keep decode_bench's JSON there; when the file exists,
+# print the tables from it without running anything.
 # The FQ_BENCH_* variables of bench/decode_bench.cc pass through, e.g.
 #   FQ_BENCH_LAYERS=4 FQ_BENCH_SHAPES=tinyllama bench/speed_table.sh build
 set -euo pipefail
@@ -18,20 +20,28 @@ if [[ ! -x "$bin" ]]; then
   echo "speed_table.sh: $bin not found; build the decode_bench target first" >&2
   exit 1
 fi
-json=$(mktemp)
-trap 'rm -f "$json"' EXIT
-"$bin" --benchmark_out="$json" --benchmark_out_format=json "$@" >&2
+# FQ_SPEED_JSON=<file> keeps the raw results; an existing file is only
+# rendered (no run), so a table can be re-made from an earlier run.
+if [[ -n "${FQ_SPEED_JSON:-}" ]]; then
+  json=$FQ_SPEED_JSON
+else
+  json=$(mktemp)
+  trap 'rm -f "$json"' EXIT
+fi
+if [[ -z "${FQ_SPEED_JSON:-}" || ! -s "$json" ]]; then
+  "$bin" --benchmark_out="$json" --benchmark_out_format=json "$@" >&2
+fi
 
 python3 - "$json" <<'EOF'
 import json, re, sys
 
 runs = json.load(open(sys.argv[1]))["benchmarks"]
-# name -> counters, the "/real_time" suffix dropped
+# name -> counters, the "/min_time:..." and "/real_time" parts dropped
 by = {}
 for b in runs:
     if b.get("run_type", "iteration") != "iteration" or "error_occurred" in b:
         continue
-    by[re.sub(r"/real_time$", "", b["name"])] = b
+    by[re.sub(r"/min_time:[0-9.]+", "", re.sub(r"/real_time$", "", b["name"]))] = b
 
 def get(name, key):
     b = by.get(name)

@@ -2,6 +2,10 @@
 // this only from files compiled with the AVX-512 tier's flags (named
 // *_avx512.cc), whose functions run only when ActiveSimdLevel() >= kAvx512.
 //
+// The kernels issue no software prefetch: the weight stream is sequential,
+// the hardware prefetchers follow it, and explicit prefetches 512 bytes
+// ahead made Q6_K and Q4_K matvecs from memory slower in decode_bench.
+//
 // The kernels multiply unsigned weight codes with signed activation codes by
 // vpdpbusd (four u8 x s8 products summed into each int32 lane, no
 // saturation) and apply integer sub-block scales with vpdpwssd: an int32
@@ -32,14 +36,6 @@ namespace fqpack::runtime::quant::avx512 {
 
 using avx2::DispatchTokens;
 using avx2::Half;
-
-// Bytes ahead of the current weight block that a kernel prefetches: far
-// enough for the line to arrive before it is needed at decode's rate.
-constexpr int kPrefetchBytes = 512;
-
-inline void Prefetch(const void* p) {
-  _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
-}
 
 // u8 x s8 products of u and s summed in fours into int32 lanes.
 inline __m512i Dot4(__m512i u, __m512i s) {

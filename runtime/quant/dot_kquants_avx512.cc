@@ -92,7 +92,6 @@ void DotQ2K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   const __m512i shifts[2] = {HalfShifts(0, 2), HalfShifts(4, 6)};
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    avx512::Prefetch(&x[i]);
     const __m128i packed = Load128(x[i].scales);
     const __m512i sc32 = _mm512_cvtepu8_epi32(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
     const __m256i mins16 =
@@ -147,7 +146,6 @@ void DotQ3K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   const __m512i low_shifts[2] = {HalfShifts(0, 2), HalfShifts(4, 6)};
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    avx512::Prefetch(&x[i]);
     const __m128i sc8 = Q3KScales(x[i].scales);
     const __m512i sc32 = SignedScales32(sc8);
     const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
@@ -207,9 +205,6 @@ void DotK4(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   const __m512i nibble_shifts = HalfShifts(0, 4);
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    avx512::Prefetch(&x[i]);
-    if constexpr (sizeof(Block) > 128)
-      avx512::Prefetch(reinterpret_cast<const uint8_t*>(&x[i]) + 128);
     const __m128i sm = K4ScalesMins(x[i].scales);
     const __m512i sc32 = _mm512_cvtepu8_epi32(sm);
     // Each min twice (m0 m0 m1 m1 ...): madd with the 16 bsums then gives
@@ -255,8 +250,6 @@ void DotQ6K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   const __m512i high_shifts[2] = {HalfShifts(0, 2), HalfShifts(4, 6)};
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    avx512::Prefetch(&x[i]);
-    avx512::Prefetch(reinterpret_cast<const uint8_t*>(&x[i]) + 128);
     const __m128i sc8 = Load128(x[i].scales);
     const __m512i sc32 = SignedScales32(sc8);
     const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);

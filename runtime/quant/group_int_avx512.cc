@@ -170,9 +170,6 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
   for (int t = 0; t < NT; ++t) moff[t] = _mm512_setzero_ps();
   int64_t g = 0;
   for (; g + kTileGroups <= full; g += kTileGroups, c += kTileChunks) {
-    avx512::Prefetch(w);
-    avx512::Prefetch(w + 64);
-    avx512::Prefetch(w + 128);
     // The fp16 pair (d, m) of every chunk's group, then its floats.
     alignas(64) uint32_t dm[kTileChunks];
     for (int j = 0; j < kTileChunks; ++j) {
@@ -212,7 +209,6 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
   for (int t = 0; t < NT; ++t) offset[t] = _mm512_reduce_add_ps(moff[t]);
   if constexpr (kGroup == kGroupChunk) {
     for (; g + 2 <= full; g += 2, c += 2) {
-      avx512::Prefetch(w);
       float d0, m0, d1, m1;
       header(w, &d0, &m0);
       header(w + kWholeGroupBytes, &d1, &m1);
@@ -228,8 +224,6 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
     }
   } else {
     for (; g < full; ++g) {
-      avx512::Prefetch(w);
-      if constexpr (kWholeGroupBytes > 64) avx512::Prefetch(w + 64);
       float d, m;
       header(w, &d, &m);
       const uint8_t* codes = w + kGroupHeaderBytes;
