@@ -4,7 +4,8 @@
 # (128-token batch) and decode tokens per second at 1 and all threads, decode's
 # weight bytes per second as a percentage of the read bandwidth measured in the
 # same run, and the ratio of the widest kernel tier to the AVX2 tier; then the
-# matmul core alone per type (MatVec).
+# matmul core alone per type (MatVec: 256 MiB of weights streamed from memory;
+# DotInCache: one thread, weights in L2, per CPU second).
 #
 # Usage: bench/speed_table.sh [build-dir] [extra decode_bench flags...]
 # FQ_SPEED_JSON=<file>: keep decode_bench's JSON there; when the file exists,
@@ -100,6 +101,7 @@ for n in by:
 if mv:
     hdr = ["type"] + ["matvec GB/s %dt" % t for t in threads] + ["%% of read BW %dt" % t for t in threads]
     hdr += ["%s/AVX2 %dt" % (top.upper(), t) for t in threads]
+    hdr += ["in-cache kernel GB/s AVX2, %s" % top.upper()]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for typ in mv:
@@ -110,5 +112,7 @@ if mv:
         row += [fmt(g) for g in gb]
         row += [fmt(None if g is None or r is None else 100 * g / r, "{:.0f}%") for g, r in zip(gb, rd)]
         row += [fmt(None if g is None or b is None else g / b, "{:.2f}x") for g, b in zip(gb, base)]
+        row += [fmt(get("DotInCache/%s/avx2" % typ, "weight_GBps")) + ", " +
+                fmt(get("DotInCache/%s/%s" % (typ, top), "weight_GBps"))]
         print("| " + " | ".join(row) + " |")
 EOF
