@@ -1,21 +1,41 @@
 // End-to-end speed of the llama forward pass: decode (one token at a time
-// against a KV cache) and prompt processing (a batch of tokens), for each
-// weight type, on
-// - a generated model of TinyLlama-1.1B's shape (n_embd 2048, n_ff 5632,
-//   32 heads, 4 KV heads, vocab 32000; 22 layers unless FQ_BENCH_LAYERS says
-//   otherwise), its weights random floats put through each type's reference
-//   quantizer, and
-// - the GGUF files under $FQ_TESTDATA/models (stories260K, tinystories-3M).
+// against a KV cache) and prompt processing (a batch of 128 tokens), for each
+// weight type, kernel tier and thread count, on generated models of real
+// shapes (their weights random floats put through each type's reference
+// quantizer):
+//   tinyllama  TinyLlama-1.1B: 22 layers, n_embd 2048, n_ff 5632, 32/4 heads,
+//              vocab 32000, separate output matrix;
+//   llama32    Llama-3.2-1B: 16 layers, 2048, n_ff 8192, 32/8 heads, vocab
+//              128256, output tied to the embedding;
+//   qwen25     Qwen2.5-1.5B: qwen2, 28 layers, 1536, n_ff 8960, 12/2 heads,
+//              vocab 151936, tied, q/k/v biases;
+// and on the GGUF files under $FQ_TESTDATA/models (stories260K,
+// tinystories-3M) when FQ_BENCH_GGUF=1.
 //
-// Decode reads every weight once per token, so its speed is bounded by
-// memory bandwidth: each decode benchmark reports the weight bytes it read
-// per second ("weight_GBps") next to memcpy's bandwidth measured in the same
-// run ("of_memcpy" = the ratio). Prompt processing is compute-bound.
+// Decode reads every weight once per token, so its speed is bounded by how
+// fast the cores can read memory. The run measures that ceiling itself:
+//   ReadBW/threads:<n>   every thread sums a disjoint part of a 1 GiB buffer
+//                        with 512-bit loads (the weights' access pattern);
+//   Memcpy/256MiB        memcpy, which reads and writes each byte;
+// and each decode benchmark reports the weight bytes it read per second
+// ("weight_GBps") and their fraction of the read bandwidth at its thread
+// count ("of_read"). MatVec/<type> is one 2048-wide matrix-vector product
+// over 256 MiB of weights: the matmul core alone, for every executable
+// weight type including fqpack's group-int types.
 //
-// Environment: FQ_BENCH_LAYERS (default 22), FQ_BENCH_TYPES (comma list,
-// default F32,F16,Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,Q3_K,Q2_K), FQ_BENCH_THREADS
-// (default: all cores), FQ_TESTDATA.
+// Each benchmark runs at every kernel tier the CPU has from AVX2 up (the
+// AVX2 tier is the baseline the wider kernels are compared against in the
+// same run); bench/speed_table.sh turns the output into a table.
+//
+// Environment (comma lists): FQ_BENCH_SHAPES (default
+// tinyllama,llama32,qwen25), FQ_BENCH_LAYERS (layers of every shape; default
+// each shape's own), FQ_BENCH_TYPES (default
+// Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,Q3_K,Q2_K,IQ4_NL), FQ_BENCH_MATVEC_TYPES (default:
+// every executable quantized type; "none" skips), FQ_BENCH_THREADS (default
+// 1 and all cores), FQ_BENCH_TIERS (avx2, avx512; default both),
+// FQ_BENCH_GGUF, FQ_TESTDATA.
 #include <benchmark/benchmark.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,9 +45,12 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "runtime/arch.h"
 #include "runtime/llama.h"
+#include "runtime/matmul.h"
 #include "runtime/model.h"
 #include "runtime/quant/quant.h"
 #include "schema/env.h"
@@ -48,9 +71,38 @@ int EnvInt(const char* name, int fallback) {
   return v == nullptr || *v == 0 ? fallback : std::atoi(v);
 }
 
-ThreadPool& Pool() {
-  static ThreadPool pool(EnvInt("FQ_BENCH_THREADS", 0));
-  return pool;
+std::vector<std::string> Split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+std::vector<std::string> EnvList(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return Split(v != nullptr && *v != 0 ? v : fallback);
+}
+
+// One pool per thread count, shared by every benchmark that uses it.
+ThreadPool& Pool(int threads) {
+  static std::map<int, std::unique_ptr<ThreadPool>> pools;
+  std::unique_ptr<ThreadPool>& p = pools[threads];
+  if (p == nullptr) p = std::make_unique<ThreadPool>(threads);
+  return *p;
+}
+
+// The kernel tier a benchmark runs at, for the whole benchmark.
+class TierScope {
+ public:
+  explicit TierScope(quant::SimdLevel tier) { quant::SetSimdCap(tier); }
+  ~TierScope() { quant::SetSimdCap(quant::SimdLevel::kAvx512); }
+};
+
+const char* TierName(quant::SimdLevel tier) {
+  return tier == quant::SimdLevel::kAvx512 ? "avx512" : "avx2";
 }
 
 // Bytes per second memcpy moves between two 256 MiB buffers (each byte read
@@ -70,6 +122,90 @@ double MemcpyBandwidth() {
     return best;
   }();
   return bw;
+}
+
+// The sum of the bytes [p, p + n) as 64-bit lanes, read with 512-bit loads
+// (n a multiple of 256). Four accumulators keep several loads in flight.
+__attribute__((target("avx512f"))) uint64_t SumBytes512(const uint8_t* p, size_t n) {
+  __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                    _mm512_setzero_si512()};
+  for (size_t i = 0; i < n; i += 256) {
+    for (int k = 0; k < 4; ++k) {
+      acc[k] = _mm512_add_epi64(acc[k], _mm512_load_si512(p + i + 64 * k));
+    }
+  }
+  return static_cast<uint64_t>(_mm512_reduce_add_epi64(
+      _mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3]))));
+}
+
+// The same with 256-bit loads, for CPUs without AVX-512.
+__attribute__((target("avx2"))) uint64_t SumBytes256(const uint8_t* p, size_t n) {
+  __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                    _mm256_setzero_si256()};
+  for (size_t i = 0; i < n; i += 128) {
+    for (int k = 0; k < 4; ++k) {
+      acc[k] = _mm256_add_epi64(
+          acc[k], _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 32 * k)));
+    }
+  }
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(
+      reinterpret_cast<__m256i*>(lanes),
+      _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3])));
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
+// The 1 GiB buffer the read bandwidth is measured on, touched once so its
+// pages exist.
+constexpr size_t kReadBytes = size_t{1} << 30;
+const uint8_t* ReadBuffer() {
+  static const uint8_t* buf = [] {
+    auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, kReadBytes));
+    std::memset(p, 1, kReadBytes);
+    return p;
+  }();
+  return buf;
+}
+
+// One pass over the buffer on `threads` threads, each summing a disjoint
+// slice; returns the seconds it took.
+double ReadPass(int threads) {
+  const uint8_t* buf = ReadBuffer();
+  const bool wide = quant::CpuSimdLevel() >= quant::SimdLevel::kAvx512;
+  const size_t slice = kReadBytes / static_cast<size_t>(threads);
+  std::vector<uint64_t> sums(static_cast<size_t>(threads));
+  const auto t0 = std::chrono::steady_clock::now();
+  Pool(threads).ParallelFor(threads, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const uint8_t* p = buf + static_cast<size_t>(i) * slice;
+      sums[static_cast<size_t>(i)] = wide ? SumBytes512(p, slice) : SumBytes256(p, slice);
+    }
+  });
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  benchmark::DoNotOptimize(sums.data());
+  return s;
+}
+
+// Bytes per second `threads` threads read, the best pass seen so far in the
+// run; the ceiling of a decode step at that thread count. `refresh` adds a
+// pass, so a machine busier at the start than later does not leave a
+// too-low ceiling behind.
+double ReadBandwidth(int threads, bool refresh = false) {
+  static std::map<int, double> cache;
+  double& bw = cache[threads];
+  const int passes = bw == 0 ? 5 : refresh ? 1 : 0;
+  for (int i = 0; i < passes; ++i) {
+    bw = std::max(bw, static_cast<double>(kReadBytes) / ReadPass(threads));
+  }
+  return bw;
+}
+
+void BM_ReadBW(benchmark::State& state, int threads) {
+  double seconds = 0;
+  for (auto _ : state) seconds += ReadPass(threads);
+  state.counters["GBps"] = static_cast<double>(kReadBytes) * state.iterations() / seconds / 1e9;
+  state.counters["best_GBps"] = ReadBandwidth(threads) / 1e9;
+  state.counters["memcpy_GBps"] = MemcpyBandwidth() / 1e9;
 }
 
 // Modules kept in memory by key (the generated model).
@@ -132,27 +268,45 @@ class GgufSource : public store::ModuleSource {
   std::map<std::string, ByteSpan> tensors_;
 };
 
-// A generated model of TinyLlama-1.1B's shape, every matrix in `type`.
-Result<std::unique_ptr<Model>> MakeModel(uint32_t type, int n_layer) {
-  const int64_t e = 2048, ff = 5632, n_head = 32, n_head_kv = 4, vocab = 32000;
-  const int64_t ekv = e / n_head * n_head_kv;
+// A model shape: the metadata of a real model's architecture.
+struct Shape {
+  const char* name;
+  const char* arch;
+  int layers;
+  int64_t embd, ff, heads, heads_kv, vocab;
+  bool tied;
+};
+constexpr Shape kShapes[] = {
+    {"tinyllama", "llama", 22, 2048, 5632, 32, 4, 32000, false},
+    {"llama32", "llama", 16, 2048, 8192, 32, 8, 128256, true},
+    {"qwen25", "qwen2", 28, 1536, 8960, 12, 2, 151936, true},
+};
+
+// A generated model of `shape` with `n_layer` layers, every matrix in `type`
+// and the vectors (norms, biases) in F32. Each matrix shape is quantized
+// once; layers hold copies with their rows rotated by a per-layer amount, so
+// each layer's bytes are its own (decode streams them all from memory) while
+// the model builds in seconds.
+Result<std::unique_ptr<Model>> MakeModel(const Shape& shape, uint32_t type, int n_layer) {
   gguf::Metadata md;
   using gguf::Value;
   using gguf::ValueType;
   auto u32 = [](int64_t v) { return Value::Uint(ValueType::kU32, static_cast<uint64_t>(v)); };
-  md.Set("general.architecture", Value::String("llama"));
-  md.Set("llama.context_length", u32(2048));
-  md.Set("llama.embedding_length", u32(e));
-  md.Set("llama.feed_forward_length", u32(ff));
-  md.Set("llama.attention.head_count", u32(n_head));
-  md.Set("llama.attention.head_count_kv", u32(n_head_kv));
-  md.Set("llama.block_count", u32(n_layer));
-  md.Set("llama.rope.dimension_count", u32(e / n_head));
-  md.Set("llama.attention.layer_norm_rms_epsilon", Value::Float(ValueType::kF32, 1e-5));
-  std::vector<Value> tokens(static_cast<size_t>(vocab), Value::String("t"));
+  const std::string a = shape.arch;
+  md.Set("general.architecture", Value::String(a));
+  md.Set(a + ".context_length", u32(2048));
+  md.Set(a + ".embedding_length", u32(shape.embd));
+  md.Set(a + ".feed_forward_length", u32(shape.ff));
+  md.Set(a + ".attention.head_count", u32(shape.heads));
+  md.Set(a + ".attention.head_count_kv", u32(shape.heads_kv));
+  md.Set(a + ".block_count", u32(n_layer));
+  md.Set(a + ".rope.dimension_count", u32(shape.embd / shape.heads));
+  md.Set(a + ".attention.layer_norm_rms_epsilon", Value::Float(ValueType::kF32, 1e-5));
+  std::vector<Value> tokens(static_cast<size_t>(shape.vocab), Value::String("t"));
   md.Set("tokenizer.ggml.tokens", Value::Array(ValueType::kString, tokens));
+  FQ_ASSIGN_OR_RETURN(Hparams hp, ReadHparams(md, shape.name));
   store::ModelManifest manifest;
-  manifest.model = "tinyllama-shape";
+  manifest.model = std::string(shape.name) + "-shape";
   manifest.label = QTypeName(type);
   manifest.metadata = gguf::EncodeMetadata(md);
   manifest.n_kv = md.entries.size();
@@ -163,54 +317,61 @@ Result<std::unique_ptr<Model>> MakeModel(uint32_t type, int n_layer) {
   }
   MemorySource source;
   uint64_t state = 0x9E3779B97F4A7C15ull * (type + 1);
-  std::vector<float> row;
-  auto add = [&](const std::string& name, int64_t ne0, int64_t ne1, uint32_t t,
-                 float scale) -> Status {
-    const quant::TypeTraits* tr = quant::FindTraits(t);
-    FQ_ASSIGN_OR_RETURN(uint64_t rb, RowBytes(t, static_cast<uint64_t>(ne0)));
-    Bytes bytes(static_cast<size_t>(rb * ne1));
-    row.resize(static_cast<size_t>(ne0));
-    for (int64_t r = 0; r < ne1; ++r) {
-      for (float& v : row) {
-        // xorshift64*: cheap noise in [-scale, scale).
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        const uint64_t x = state * 0x2545F4914F6CDD1Dull;
-        v = scale * (static_cast<float>(x >> 40) * (2.0f / 16777216.0f) - 1.0f);
+  auto noise = [&](float* v, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; ++i) {
+      // xorshift64*: cheap noise in [-scale, scale).
+      state ^= state >> 12;
+      state ^= state << 25;
+      state ^= state >> 27;
+      const uint64_t x = state * 0x2545F4914F6CDD1Dull;
+      v[i] = scale * (static_cast<float>(x >> 40) * (2.0f / 16777216.0f) - 1.0f);
+    }
+  };
+  // One quantized matrix per (ne0, ne1), made on first use.
+  std::map<std::pair<uint64_t, uint64_t>, Bytes> matrices;
+  const uint32_t f32 = ToId(QType::kF32);
+  for (const ExpectedTensor& t : ExpectedTensors(hp)) {
+    const bool matrix = t.ne[1] > 1;
+    if (!t.required && (t.name != "output.weight" || shape.tied)) continue;
+    const int64_t ne0 = static_cast<int64_t>(t.ne[0]), ne1 = static_cast<int64_t>(t.ne[1]);
+    const uint32_t tt = matrix ? type : f32;
+    FQ_ASSIGN_OR_RETURN(uint64_t rb, RowBytes(tt, t.ne[0]));
+    Bytes bytes(static_cast<size_t>(rb) * static_cast<size_t>(ne1));
+    if (!matrix) {
+      // Norm weights near 1, biases near 0.
+      const bool bias = t.name.find(".bias") != std::string::npos;
+      std::vector<float> v(static_cast<size_t>(ne0));
+      noise(v.data(), ne0, bias ? 0.1f : 0.2f);
+      for (float& x : v) x += bias ? 0.0f : 1.0f;
+      std::memcpy(bytes.data(), v.data(), bytes.size());
+    } else {
+      Bytes& m = matrices[{t.ne[0], t.ne[1]}];
+      if (m.empty()) {
+        m.resize(bytes.size());
+        std::vector<float> row(static_cast<size_t>(ne0));
+        const float scale = t.name == "token_embd.weight" ? 1.0f : 0.03f;
+        for (int64_t r = 0; r < ne1; ++r) {
+          noise(row.data(), ne0, scale);
+          traits->quantize(row.data(), m.data() + r * rb, ne0);
+        }
       }
-      tr->quantize(row.data(), bytes.data() + r * rb, ne0);
+      const size_t rot =
+          static_cast<size_t>(rb * static_cast<uint64_t>((std::hash<std::string>()(t.name) % ne1)));
+      std::memcpy(bytes.data(), m.data() + rot, m.size() - rot);
+      std::memcpy(bytes.data() + (m.size() - rot), m.data(), rot);
     }
     store::ManifestSlot s;
     s.idx = static_cast<int>(manifest.slots.size());
-    s.name = name;
-    s.kind = store::SlotKindOf(name, &s.layer);
-    s.desc.qtype = t;
-    s.desc.n_dims = ne1 == 1 ? 1 : 2;
-    s.desc.ne = {static_cast<uint64_t>(ne0), static_cast<uint64_t>(ne1), 1, 1};
+    s.name = t.name;
+    s.kind = store::SlotKindOf(t.name, &s.layer);
+    s.desc.qtype = tt;
+    s.desc.n_dims = matrix ? 2 : 1;
+    s.desc.ne = {t.ne[0], t.ne[1], 1, 1};
     s.bytes = bytes.size();
     s.key = source.Add(s.desc, std::move(bytes));
     manifest.slots.push_back(s);
-    return Status::OK();
-  };
-  const uint32_t f32 = ToId(QType::kF32);
-  const float w = 0.03f;
-  FQ_RETURN_IF_ERROR(add("token_embd.weight", e, vocab, type, 1.0f));
-  FQ_RETURN_IF_ERROR(add("output_norm.weight", e, 1, f32, 1.0f));
-  FQ_RETURN_IF_ERROR(add("output.weight", e, vocab, type, w));
-  for (int l = 0; l < n_layer; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
-    FQ_RETURN_IF_ERROR(add(p + "attn_norm.weight", e, 1, f32, 1.0f));
-    FQ_RETURN_IF_ERROR(add(p + "attn_q.weight", e, e, type, w));
-    FQ_RETURN_IF_ERROR(add(p + "attn_k.weight", e, ekv, type, w));
-    FQ_RETURN_IF_ERROR(add(p + "attn_v.weight", e, ekv, type, w));
-    FQ_RETURN_IF_ERROR(add(p + "attn_output.weight", e, e, type, w));
-    FQ_RETURN_IF_ERROR(add(p + "ffn_norm.weight", e, 1, f32, 1.0f));
-    FQ_RETURN_IF_ERROR(add(p + "ffn_gate.weight", e, ff, type, w));
-    FQ_RETURN_IF_ERROR(add(p + "ffn_up.weight", e, ff, type, w));
-    FQ_RETURN_IF_ERROR(add(p + "ffn_down.weight", ff, e, type, w));
   }
-  return Model::Load(manifest, &source, &Pool());
+  return Model::Load(manifest, &source, &Pool(2));
 }
 
 // Weight bytes one decoded token reads: every matrix once, and one row of
@@ -231,10 +392,18 @@ std::vector<int32_t> PromptTokens(const Model& m) {
   return t;
 }
 
-void BM_Decode(benchmark::State& state, std::shared_ptr<Model> model) {
+// What one benchmark runs on.
+struct Setup {
+  int threads = 1;
+  quant::SimdLevel tier = quant::SimdLevel::kAvx2;
+};
+
+void BM_Decode(benchmark::State& state, std::shared_ptr<Model> model, Setup setup) {
+  TierScope tier(setup.tier);
+  ThreadPool& pool = Pool(setup.threads);
   const int64_t n_ctx = std::min<int64_t>(
       kDecodeEnd, std::max<int64_t>(model->hparams().n_ctx_train, kPromptTokens + 64));
-  Session session(model.get(), n_ctx, &Pool());
+  Session session(model.get(), n_ctx, &pool);
   const std::vector<int32_t> prompt = PromptTokens(*model);
   std::vector<float> logits;
   auto prime = [&] {
@@ -271,14 +440,18 @@ void BM_Decode(benchmark::State& state, std::shared_ptr<Model> model) {
       static_cast<double>(state.iterations()) / std::max(decode_seconds, 1e-9);
   state.counters["weight_MB"] = bytes / 1e6;
   state.counters["weight_GBps"] = weight_bw / 1e9;
-  state.counters["memcpy_GBps"] = MemcpyBandwidth() / 1e9;
+  const double read_bw = ReadBandwidth(setup.threads, /*refresh=*/true);
+  state.counters["read_GBps"] = read_bw / 1e9;
+  state.counters["of_read"] = weight_bw / read_bw;
   state.counters["of_memcpy"] = weight_bw / MemcpyBandwidth();
 }
 
-void BM_Prompt(benchmark::State& state, std::shared_ptr<Model> model) {
+void BM_Prompt(benchmark::State& state, std::shared_ptr<Model> model, Setup setup) {
+  TierScope tier(setup.tier);
+  ThreadPool& pool = Pool(setup.threads);
   const int64_t n =
       std::min<int64_t>(kPromptTokens, std::max<int64_t>(model->hparams().n_ctx_train, 16));
-  Session session(model.get(), n, &Pool());
+  Session session(model.get(), n, &pool);
   const std::vector<int32_t> prompt = PromptTokens(*model);
   std::vector<float> logits;
   for (auto _ : state) {
@@ -306,62 +479,245 @@ void BM_Memcpy(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * n));
 }
 
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
+// The matmul core alone: one token through 2048-wide matrices, cycling over
+// 256 MiB of them so that every call streams its weights from memory.
+constexpr int64_t kMatVecCols = 2048;
+constexpr size_t kMatVecBytes = size_t{256} << 20;
+
+struct MatVecData {
+  uint32_t type = 0;
+  int64_t rows = 0;  // rows of one matrix
+  size_t row_bytes = 0;
+  Bytes weights;  // the matrices back to back
+  std::vector<float> x;
+};
+
+// The weights of the type last asked for (one type in memory at a time).
+const MatVecData& MatVecFor(uint32_t type) {
+  static MatVecData d;
+  if (!d.weights.empty() && d.type == type) return d;
+  d = MatVecData();
+  d.type = type;
+  d.row_bytes = static_cast<size_t>(RowBytes(type, kMatVecCols).value());
+  // FQ_BENCH_MATVEC_ROWS: rows of one matrix (default 4096), to see what
+  // the thread hand-off costs on small matrices.
+  d.rows = EnvInt("FQ_BENCH_MATVEC_ROWS", 4096);
+  const int64_t total_rows = static_cast<int64_t>(kMatVecBytes / d.row_bytes);
+  d.weights.resize(static_cast<size_t>(total_rows) * d.row_bytes);
+  const quant::TypeTraits* t = quant::FindTraits(type);
+  std::vector<float> row(static_cast<size_t>(kMatVecCols));
+  uint64_t state = 88172645463325252ull;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return static_cast<float>(state >> 40) * (2.0f / 16777216.0f) - 1.0f;
+  };
+  // A few hundred distinct rows, repeated: the speed does not depend on the
+  // values, only on the bytes being in memory.
+  constexpr int64_t kDistinct = 512;
+  for (int64_t r = 0; r < std::min(kDistinct, total_rows); ++r) {
+    for (float& v : row) v = 0.03f * next();
+    t->quantize(row.data(), d.weights.data() + r * d.row_bytes, kMatVecCols);
+  }
+  for (int64_t r = kDistinct; r < total_rows; ++r) {
+    std::memcpy(d.weights.data() + r * d.row_bytes,
+                d.weights.data() + (r % kDistinct) * d.row_bytes, d.row_bytes);
+  }
+  d.x.resize(static_cast<size_t>(kMatVecCols));
+  for (float& v : d.x) v = next();
+  return d;
+}
+
+void BM_MatVec(benchmark::State& state, uint32_t type, Setup setup) {
+  TierScope tier(setup.tier);
+  ThreadPool& pool = Pool(setup.threads);
+  const MatVecData& d = MatVecFor(type);
+  const int64_t n_mats = static_cast<int64_t>(d.weights.size() / d.row_bytes) / d.rows;
+  std::vector<float> y(static_cast<size_t>(d.rows));
+  int64_t next = 0;
+  for (auto _ : state) {
+    const WeightView w{type, kMatVecCols, d.rows,
+                       d.weights.data() + static_cast<size_t>(next++ % n_mats) *
+                                              static_cast<size_t>(d.rows) * d.row_bytes,
+                       d.row_bytes};
+    MatMul(w, d.x.data(), 1, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = static_cast<double>(d.rows) * static_cast<double>(d.row_bytes);
+  state.counters["weight_GBps"] =
+      benchmark::Counter(bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.counters["read_GBps"] = ReadBandwidth(setup.threads, /*refresh=*/true) / 1e9;
+}
+
+// The kernel alone, weights in L2: one thread runs the tier's dot over 1024
+// rows (under 1 MiB) again and again, so "weight_GBps" is how fast the
+// kernel consumes weights when memory is not the limit. Decode runs at
+// memory speed only if this is well above the read bandwidth per thread.
+void BM_DotInCache(benchmark::State& state, uint32_t type, quant::SimdLevel level) {
+  TierScope tier(level);
+  const MatVecData& d = MatVecFor(type);
+  const quant::TypeTraits* t = quant::FindTraits(type);
+  const quant::DotFn dot = quant::BestDot(*t);
+  const uint32_t act_type = t->vec_dot_type;
+  std::vector<uint8_t> act(static_cast<size_t>(RowBytes(act_type, kMatVecCols).value()));
+  if (act_type == ToId(QType::kF32)) {
+    std::memcpy(act.data(), d.x.data(), act.size());
+  } else {
+    quant::BestQuantize (*quant::FindTraits(act_type))(d.x.data(), act.data(), kMatVecCols);
+  }
+  const int64_t rows =
+      std::min<int64_t>(1024, static_cast<int64_t>((size_t{1} << 20) / d.row_bytes));
+  float sum = 0;
+  for (auto _ : state) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float out;
+      dot(kMatVecCols, d.weights.data() + r * d.row_bytes, act.data(), act.size(), 1, &out);
+      sum += out;
+    }
+  }
+  benchmark::DoNotOptimize(sum);
+  state.counters["weight_GBps"] =
+      benchmark::Counter(static_cast<double>(rows) * static_cast<double>(d.row_bytes) *
+                             static_cast<double>(state.iterations()) / 1e9,
+                         benchmark::Counter::kIsRate);
+}
+
+std::vector<int> ThreadCounts() {
+  std::vector<int> out;
+  for (const std::string& t : EnvList("FQ_BENCH_THREADS", "")) out.push_back(std::atoi(t.c_str()));
+  if (out.empty()) {
+    out.push_back(1);
+    const int all = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (all > 1) out.push_back(all);
   }
   return out;
 }
 
+std::vector<quant::SimdLevel> Tiers() {
+  std::vector<quant::SimdLevel> out;
+  for (const std::string& t : EnvList("FQ_BENCH_TIERS", "avx2,avx512")) {
+    const quant::SimdLevel level =
+        t == "avx512" ? quant::SimdLevel::kAvx512 : quant::SimdLevel::kAvx2;
+    if (quant::CpuSimdLevel() >= level) out.push_back(level);
+  }
+  return out;
+}
+
+std::string SetupTag(const Setup& s) {
+  return std::string(TierName(s.tier)) + "/threads:" + std::to_string(s.threads);
+}
+
 void RegisterAll() {
+  const std::vector<int> threads = ThreadCounts();
+  const std::vector<quant::SimdLevel> tiers = Tiers();
   benchmark::RegisterBenchmark("Memcpy/256MiB", BM_Memcpy)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
-  const int layers = EnvInt("FQ_BENCH_LAYERS", 22);
-  const char* types_env = std::getenv("FQ_BENCH_TYPES");
+  for (int t : threads) {
+    benchmark::RegisterBenchmark(("ReadBW/threads:" + std::to_string(t)).c_str(), BM_ReadBW, t)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
+
+  std::vector<uint32_t> matvec_types;
+  const std::vector<std::string> mv_names = EnvList("FQ_BENCH_MATVEC_TYPES", "all");
+  if (mv_names.size() == 1 && mv_names[0] == "all") {
+    // Every executable quantized weight type.
+    for (const quant::TypeTraits& t : quant::AllTraits()) {
+      if (t.dot != nullptr && t.bits_per_weight < 16) matvec_types.push_back(t.type);
+    }
+  } else if (!(mv_names.size() == 1 && mv_names[0] == "none")) {
+    for (const std::string& name : mv_names) {
+      Result<uint32_t> type = ParseQTypeName(name);
+      if (type.ok())
+        matvec_types.push_back(*type);
+      else
+        std::fprintf(stderr, "decode_bench: unknown type %s\n", name.c_str());
+    }
+  }
+  for (uint32_t type : matvec_types) {
+    for (quant::SimdLevel tier : tiers) {
+      benchmark::RegisterBenchmark(
+          ("DotInCache/" + QTypeName(type) + "/" + TierName(tier)).c_str(),
+          [type, tier](benchmark::State& s) { BM_DotInCache(s, type, tier); })
+          ->Unit(benchmark::kMicrosecond)
+          ->MinTime(0.2);
+    }
+    for (int t : threads) {
+      for (quant::SimdLevel tier : tiers) {
+        const Setup setup{t, tier};
+        benchmark::RegisterBenchmark(
+            ("MatVec/" + QTypeName(type) + "/" + SetupTag(setup)).c_str(),
+            [type, setup](benchmark::State& s) { BM_MatVec(s, type, setup); })
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime()
+            ->MinTime(0.3);
+      }
+    }
+  }
+
   const std::vector<std::string> types =
-      Split(types_env != nullptr ? types_env : "F32,F16,Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,Q3_K,Q2_K");
-  for (const std::string& name : types) {
-    Result<uint32_t> type = ParseQTypeName(name);
-    if (!type.ok()) {
-      std::fprintf(stderr, "decode_bench: unknown type %s\n", name.c_str());
+      EnvList("FQ_BENCH_TYPES", "Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,Q3_K,Q2_K,IQ4_NL");
+  const int layers_env = EnvInt("FQ_BENCH_LAYERS", 0);
+  for (const std::string& shape_name : EnvList("FQ_BENCH_SHAPES", "tinyllama,llama32,qwen25")) {
+    if (shape_name == "none") continue;
+    const Shape* shape = nullptr;
+    for (const Shape& s : kShapes) {
+      if (shape_name == s.name) shape = &s;
+    }
+    if (shape == nullptr) {
+      std::fprintf(stderr, "decode_bench: unknown shape %s\n", shape_name.c_str());
       continue;
     }
-    // Built on first use and shared by the decode and prompt benchmarks of
-    // the type; dropped when the process ends.
-    auto holder = std::make_shared<std::shared_ptr<Model>>();
-    auto get = [holder, t = *type, layers]() -> std::shared_ptr<Model> {
-      if (*holder == nullptr) {
-        Result<std::unique_ptr<Model>> m = MakeModel(t, layers);
-        if (!m.ok()) {
-          std::fprintf(stderr, "decode_bench: %s\n", m.status().ToString().c_str());
-          std::exit(1);
-        }
-        *holder = std::move(m).value();
+    const int layers = layers_env > 0 ? layers_env : shape->layers;
+    for (const std::string& name : types) {
+      Result<uint32_t> type = ParseQTypeName(name);
+      if (!type.ok()) {
+        std::fprintf(stderr, "decode_bench: unknown type %s\n", name.c_str());
+        continue;
       }
-      return *holder;
-    };
-    const std::string tag = "tinyllama-shape-" + std::to_string(layers) + "L/" + name;
-    benchmark::RegisterBenchmark(("Decode/" + tag).c_str(),
-                                 [get](benchmark::State& s) { BM_Decode(s, get()); })
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime()
-        ->MinTime(2.0);
-    benchmark::RegisterBenchmark(("Prompt128/" + tag).c_str(),
-                                 [get, holder](benchmark::State& s) {
-                                   BM_Prompt(s, get());
-                                   holder->reset();  // the last benchmark of this type
-                                 })
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime()
-        ->MinTime(2.0);
+      // Built on first use and shared by the benchmarks of the type; dropped
+      // after its last one.
+      auto holder = std::make_shared<std::shared_ptr<Model>>();
+      auto get = [holder, shape, t = *type, layers]() -> std::shared_ptr<Model> {
+        if (*holder == nullptr) {
+          Result<std::unique_ptr<Model>> m = MakeModel(*shape, t, layers);
+          if (!m.ok()) {
+            std::fprintf(stderr, "decode_bench: %s\n", m.status().ToString().c_str());
+            std::exit(1);
+          }
+          *holder = std::move(m).value();
+        }
+        return *holder;
+      };
+      const std::string tag = std::string(shape->name) + "-" + std::to_string(layers) + "L/" + name;
+      for (int t : threads) {
+        for (size_t k = 0; k < tiers.size(); ++k) {
+          const Setup setup{t, tiers[k]};
+          const bool last = t == threads.back() && k + 1 == tiers.size();
+          benchmark::RegisterBenchmark(
+              ("Decode/" + tag + "/" + SetupTag(setup)).c_str(),
+              [get, setup](benchmark::State& s) { BM_Decode(s, get(), setup); })
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime()
+              ->MinTime(1.0);
+          benchmark::RegisterBenchmark(("Prompt128/" + tag + "/" + SetupTag(setup)).c_str(),
+                                       [get, holder, setup, last](benchmark::State& s) {
+                                         BM_Prompt(s, get(), setup);
+                                         if (last) holder->reset();
+                                       })
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime()
+              ->MinTime(1.0);
+        }
+      }
+    }
   }
 
   const char* data = std::getenv("FQ_TESTDATA");
-  if (data == nullptr) return;
+  if (data == nullptr || EnvInt("FQ_BENCH_GGUF", 0) == 0) return;
   for (const char* model : {"stories260K", "tinystories-3M"}) {
     const std::string dir = JoinPath(JoinPath(data, "models"), model);
     Result<std::vector<std::string>> files = Env::Default()->GetChildren(dir);
@@ -373,20 +729,27 @@ void RegisterAll() {
       auto manifest = std::make_shared<store::ModelManifest>();
       Result<std::unique_ptr<GgufSource>> src = GgufSource::Open(path, manifest.get());
       if (!src.ok()) continue;
-      Result<std::unique_ptr<Model>> m = Model::Load(*manifest, src->get(), &Pool());
+      Result<std::unique_ptr<Model>> m = Model::Load(*manifest, src->get(), &Pool(2));
       if (!m.ok()) {
         std::fprintf(stderr, "decode_bench: %s: %s\n", f.c_str(), m.status().ToString().c_str());
         continue;
       }
       std::shared_ptr<Model> shared = std::move(m).value();
-      benchmark::RegisterBenchmark(("Decode/" + f).c_str(),
-                                   [shared](benchmark::State& s) { BM_Decode(s, shared); })
-          ->Unit(benchmark::kMicrosecond)
-          ->UseRealTime();
-      benchmark::RegisterBenchmark(("Prompt128/" + f).c_str(),
-                                   [shared](benchmark::State& s) { BM_Prompt(s, shared); })
-          ->Unit(benchmark::kMicrosecond)
-          ->UseRealTime();
+      for (int t : threads) {
+        for (quant::SimdLevel tier : tiers) {
+          const Setup setup{t, tier};
+          benchmark::RegisterBenchmark(
+              ("Decode/" + f + "/" + SetupTag(setup)).c_str(),
+              [shared, setup](benchmark::State& s) { BM_Decode(s, shared, setup); })
+              ->Unit(benchmark::kMicrosecond)
+              ->UseRealTime();
+          benchmark::RegisterBenchmark(
+              ("Prompt128/" + f + "/" + SetupTag(setup)).c_str(),
+              [shared, setup](benchmark::State& s) { BM_Prompt(s, shared, setup); })
+              ->Unit(benchmark::kMicrosecond)
+              ->UseRealTime();
+        }
+      }
     }
   }
 }

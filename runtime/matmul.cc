@@ -18,8 +18,17 @@ namespace {
 // stay in L2 while every token tile runs over it, large enough to amortize
 // the tile loop.
 constexpr size_t kRowBlockBytes = size_t{128} << 10;
-// Weight bytes below which a decode chunk is not worth a thread hand-off.
-constexpr size_t kMinChunkBytes = size_t{32} << 10;
+// Decode (one token) reads each weight row once, so a matmul's time is its
+// bytes over the memory bandwidth. Below this many weight bytes it runs on
+// the calling thread alone: waking a worker and then waiting to be woken
+// when it is done costs tens of microseconds on a busy two-core machine
+// (a 2048 x 256 Q4_K matrix, 295 KB, took twice as long on two threads as
+// on one in decode_bench's MatVec), about what one thread needs to read
+// this much by itself.
+constexpr size_t kMinParallelDecodeBytes = size_t{384} << 10;
+// Equal byte shares per thread of a decode matmul: a few, so a worker that
+// wakes late takes fewer of them and no thread idles at the end.
+constexpr int64_t kDecodeSharesPerThread = 4;
 // Tokens from which activation conversion is split over the pool.
 constexpr int64_t kParallelConvertTokens = 16;
 
@@ -115,6 +124,24 @@ void GemmBatched(const quant::GemmOps& ops, const WeightView& w, const uint8_t* 
   });
 }
 
+// y[r] = dot(row r, act) for every row: the decode path.
+void MatVecRows(quant::DotFn dot, const WeightView& w, const uint8_t* act, size_t act_stride,
+                float* y, ThreadPool* pool) {
+  const auto run = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      dot(w.cols, w.data + r * w.row_bytes, act, act_stride, 1, y + r);
+  };
+  const size_t bytes = static_cast<size_t>(w.rows) * w.row_bytes;
+  if (pool == nullptr || pool->size() == 1 || bytes < kMinParallelDecodeBytes) {
+    run(0, w.rows);
+    return;
+  }
+  // Rows are all the same size, so equal row counts are equal byte shares.
+  const int64_t shares = std::min<int64_t>(w.rows, pool->size() * kDecodeSharesPerThread);
+  pool->ParallelFor(
+      shares, [&](int64_t s0, int64_t s1) { run(w.rows * s0 / shares, w.rows * s1 / shares); });
+}
+
 }  // namespace
 
 bool CanExecute(uint32_t type) { return quant::IsExecutable(type); }
@@ -186,14 +213,7 @@ void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
   const uint8_t* data = w.data;
   const size_t row_bytes = w.row_bytes;
   if (n_tokens == 1) {
-    const int64_t min_rows = std::max<int64_t>(1, kMinChunkBytes / std::max<size_t>(1, row_bytes));
-    ForRange(
-        pool, rows,
-        [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r)
-            dot(cols, data + r * row_bytes, act, act_stride, 1, y + r);
-        },
-        min_rows);
+    MatVecRows(dot, w, act, act_stride, y, pool);
     return;
   }
 

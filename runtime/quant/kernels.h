@@ -9,6 +9,8 @@
 //                quantizers (quantize_avx2.cc: the same, vectorized).
 // dot.cc:        portable dots.
 // *_avx2.cc:     AVX2 + FMA + F16C dots; call them only when CpuHasAvx2().
+// *_avx512.cc:   AVX-512 (F, BW, VL, DQ) + VNNI dots; call them only when
+//                ActiveSimdLevel() >= SimdLevel::kAvx512.
 //
 // Thread-safety: all functions are reentrant.
 #ifndef FQPACK_RUNTIME_QUANT_KERNELS_H_
@@ -62,6 +64,20 @@ FQ_QUANT_WEIGHT_TYPE(Q4_K, DotQ4_KQ8_K)
 FQ_QUANT_WEIGHT_TYPE(Q5_K, DotQ5_KQ8_K)
 FQ_QUANT_WEIGHT_TYPE(Q6_K, DotQ6_KQ8_K)
 
+// AVX-512 + VNNI dots (dot_q32_avx512.cc, dot_kquants_avx512.cc).
+#define FQ_QUANT_DOT_AVX512(NAME)                                                           \
+  void NAME##Avx512(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, int nt, \
+                    float* out);
+FQ_QUANT_DOT_AVX512(DotQ4_0Q8_0)
+FQ_QUANT_DOT_AVX512(DotQ8_0Q8_0)
+FQ_QUANT_DOT_AVX512(DotIQ4_NLQ8_0)
+FQ_QUANT_DOT_AVX512(DotQ2_KQ8_K)
+FQ_QUANT_DOT_AVX512(DotQ3_KQ8_K)
+FQ_QUANT_DOT_AVX512(DotQ4_KQ8_K)
+FQ_QUANT_DOT_AVX512(DotQ5_KQ8_K)
+FQ_QUANT_DOT_AVX512(DotQ6_KQ8_K)
+#undef FQ_QUANT_DOT_AVX512
+
 // AVX2 activation quantizers: the same bytes as their scalar counterparts.
 void QuantizeRowF16Avx2(const float* src, uint8_t* dst, int64_t n);
 void QuantizeRowQ8_0Avx2(const float* src, uint8_t* dst, int64_t n);
@@ -72,7 +88,8 @@ void QuantizeRowQ8_KAvx2(const float* src, uint8_t* dst, int64_t n);
 #undef FQ_QUANT_DOT
 #undef FQ_QUANT_WEIGHT_TYPE
 
-// fqpack's group-int types (group_int.cc, group_int_avx2.cc). The entry
+// fqpack's group-int types (group_int.cc, group_int_avx2.cc,
+// group_int_avx512.cc). The entry
 // points take no type id, so every (bits, group) is its own instance.
 // FQ_GROUP_INT_FOR_EACH(X) expands X(bits, group) for every valid pair.
 #define FQ_GROUP_INT_FOR_GROUP(X, B) X(B, 32) X(B, 64) X(B, 128)
@@ -98,6 +115,9 @@ void DotGroupInt(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride,
 template <int kBits, int kGroup>
 void DotGroupIntAvx2(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, int nt,
                      float* out);
+template <int kBits, int kGroup>
+void DotGroupIntAvx512(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, int nt,
+                       float* out);
 
 #define FQ_GROUP_INT_DECLARE(B, G)                                                                 \
   extern template void DequantizeRowGroupInt<B, G>(const uint8_t*, float*, int64_t);               \
@@ -105,7 +125,9 @@ void DotGroupIntAvx2(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_str
   extern template void DotGroupInt<B, G>(int64_t, const uint8_t*, const uint8_t*, size_t, int,     \
                                          float*);                                                  \
   extern template void DotGroupIntAvx2<B, G>(int64_t, const uint8_t*, const uint8_t*, size_t, int, \
-                                             float*);
+                                             float*);                                              \
+  extern template void DotGroupIntAvx512<B, G>(int64_t, const uint8_t*, const uint8_t*, size_t,    \
+                                               int, float*);
 FQ_GROUP_INT_FOR_EACH(FQ_GROUP_INT_DECLARE)
 #undef FQ_GROUP_INT_DECLARE
 extern template void EncodeBlockGroupInt<2>(const BlockFields&, const int*, uint8_t*);

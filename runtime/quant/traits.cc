@@ -52,6 +52,7 @@ constexpr TypeTraits GroupInt(const char* name) {
   row.quantize = QuantizeRowGroupInt<kBits, kGroup>;
   row.dot = DotGroupInt<kBits, kGroup>;
   row.dot_avx2 = DotGroupIntAvx2<kBits, kGroup>;
+  row.dot_avx512 = DotGroupIntAvx512<kBits, kGroup>;
   row.codec = {.kind = Kind::kAffine, .qmax = (1 << kBits) - 1};
   row.encode = EncodeBlockGroupInt<kBits>;
   row.gemm = &GemmGroupInt<kBits, kGroup>::ops;
@@ -84,6 +85,7 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .quantize = QuantizeRowQ4_0,
                                    .dot = DotQ4_0Q8_0,
                                    .dot_avx2 = DotQ4_0Q8_0Avx2,
+                                   .dot_avx512 = DotQ4_0Q8_0Avx512,
                                    .codec = {.kind = Kind::kSymmetric, .qmin = -8, .qmax = 7},
                                    .encode = EncodeBlockQ4_0,
                                    .gemm = &kGemmQ4_0}),
@@ -113,6 +115,7 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .quantize = QuantizeRowQ8_0,
                                    .dot = DotQ8_0Q8_0,
                                    .dot_avx2 = DotQ8_0Q8_0Avx2,
+                                   .dot_avx512 = DotQ8_0Q8_0Avx512,
                                    .quantize_avx2 = QuantizeRowQ8_0Avx2,
                                    .codec = {.kind = Kind::kSymmetric, .qmin = -127, .qmax = 127},
                                    .encode = EncodeBlockQ8_0,
@@ -128,6 +131,7 @@ constexpr TypeTraits kTypeTraits[] = {
          .quantize = QuantizeRowIQ4_NL,
          .dot = DotIQ4_NLQ8_0,
          .dot_avx2 = DotIQ4_NLQ8_0Avx2,
+         .dot_avx512 = DotIQ4_NLQ8_0Avx512,
          .codec = {.kind = Kind::kLevels, .qmin = 0, .qmax = 15, .levels = kIq4nlValues},
          .encode = EncodeBlockIQ4_NL,
          .gemm = &kGemmIQ4_NL}),
@@ -137,6 +141,7 @@ constexpr TypeTraits kTypeTraits[] = {
          .quantize = QuantizeRowQ2_K,
          .dot = DotQ2_KQ8_K,
          .dot_avx2 = DotQ2_KQ8_KAvx2,
+         .dot_avx512 = DotQ2_KQ8_KAvx512,
          .codec = {.kind = Kind::kSubAffine, .sub_len = 16, .qmax = 3, .smax = 15},
          .encode = EncodeBlockQ2_K,
          .fallback = Id(QType::kIQ4_NL),
@@ -147,6 +152,7 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .quantize = QuantizeRowQ3_K,
                                    .dot = DotQ3_KQ8_K,
                                    .dot_avx2 = DotQ3_KQ8_KAvx2,
+                                   .dot_avx512 = DotQ3_KQ8_KAvx512,
                                    .codec = {.kind = Kind::kSubSymmetric,
                                              .sub_len = 16,
                                              .qmin = -4,
@@ -163,6 +169,7 @@ constexpr TypeTraits kTypeTraits[] = {
          .quantize = QuantizeRowQ4_K,
          .dot = DotQ4_KQ8_K,
          .dot_avx2 = DotQ4_KQ8_KAvx2,
+         .dot_avx512 = DotQ4_KQ8_KAvx512,
          .codec = {.kind = Kind::kSubAffine, .sub_len = 32, .qmax = 15, .smax = 63},
          .encode = EncodeBlockQ4_K,
          .fallback = Id(QType::kQ5_0),
@@ -174,6 +181,7 @@ constexpr TypeTraits kTypeTraits[] = {
          .quantize = QuantizeRowQ5_K,
          .dot = DotQ5_KQ8_K,
          .dot_avx2 = DotQ5_KQ8_KAvx2,
+         .dot_avx512 = DotQ5_KQ8_KAvx512,
          .codec = {.kind = Kind::kSubAffine, .sub_len = 32, .qmax = 31, .smax = 63},
          .encode = EncodeBlockQ5_K,
          .fallback = Id(QType::kQ5_1),
@@ -184,6 +192,7 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .quantize = QuantizeRowQ6_K,
                                    .dot = DotQ6_KQ8_K,
                                    .dot_avx2 = DotQ6_KQ8_KAvx2,
+                                   .dot_avx512 = DotQ6_KQ8_KAvx512,
                                    .codec = {.kind = Kind::kSubSymmetric,
                                              .sub_len = 16,
                                              .qmin = -32,

@@ -1,9 +1,10 @@
-// Every dot kernel (portable and AVX2) against the double-precision dot of
+// Every dot kernel (portable, AVX2 and AVX-512) against the double-precision dot of
 // the dequantized weights and the dequantized activations, the activations
 // converted by the same quantizer the runtime uses.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,6 +40,9 @@ struct KernelCase {
 std::vector<KernelCase> Kernels(const TypeTraits& t) {
   std::vector<KernelCase> k = {{"portable", t.dot}};
   if (t.dot_avx2 != nullptr && CpuHasAvx2()) k.push_back({"avx2", t.dot_avx2});
+  if (t.dot_avx512 != nullptr && CpuSimdLevel() >= SimdLevel::kAvx512) {
+    k.push_back({"avx512", t.dot_avx512});
+  }
   return k;
 }
 
@@ -117,12 +121,12 @@ TEST(QuantKernels, PortableAndSimdAgreeOnExtremeCodes) {
     const std::vector<float> wd = testing::Dequantize(type, w, 1, n);
     const std::vector<float> ad = testing::Dequantize(t->vec_dot_type, a, 1, n);
     const RefDot r = DotInDouble(wd.data(), ad.data(), n);
-    float portable = 0, simd = 0;
-    t->dot(n, w.data(), a.data(), a.size(), 1, &portable);
-    t->dot_avx2(n, w.data(), a.data(), a.size(), 1, &simd);
     const double tol = DotTolerance(type, w.data(), ad.data(), n, r);
-    EXPECT_NEAR(portable, r.value, tol) << QTypeName(type);
-    EXPECT_NEAR(simd, r.value, tol) << QTypeName(type);
+    for (const KernelCase& k : Kernels(*t)) {
+      float out = 0;
+      k.dot(n, w.data(), a.data(), a.size(), 1, &out);
+      EXPECT_NEAR(out, r.value, tol) << QTypeName(type) << " " << k.name;
+    }
   }
 }
 
@@ -201,7 +205,76 @@ TEST(QuantTraits, SimdSwitchSelectsThePortableDot) {
   SetSimdEnabled(false);
   EXPECT_EQ(BestDot(*t), t->dot);
   SetSimdEnabled(true);
+  EXPECT_EQ(BestDot(*t), CpuSimdLevel() >= SimdLevel::kAvx512 ? t->dot_avx512
+                         : CpuHasAvx2()                       ? t->dot_avx2
+                                                              : t->dot);
+  SetSimdCap(SimdLevel::kAvx2);
   EXPECT_EQ(BestDot(*t), CpuHasAvx2() ? t->dot_avx2 : t->dot);
+  SetSimdCap(SimdLevel::kAvx512);
+}
+
+// The decode types of users' ladders: each must have an AVX-512 dot.
+TEST(QuantTraits, LadderTypesHaveAvx512Dots) {
+  for (QType q : {QType::kQ8_0, QType::kQ6_K, QType::kQ5_K, QType::kQ4_K, QType::kQ4_0,
+                  QType::kQ3_K, QType::kQ2_K, QType::kIQ4_NL}) {
+    EXPECT_NE(FindTraits(ToId(q))->dot_avx512, nullptr) << QTypeName(ToId(q));
+  }
+  for (uint32_t type : WeightTypes()) {
+    const TypeTraits* t = FindTraits(type);
+    if (type >= kGroupIntBase) EXPECT_NE(t->dot_avx512, nullptr) << QTypeName(type);
+  }
+}
+
+// The AVX-512 dots sum the same integer products as the AVX2 ones and
+// differ only in the order of their fp32 additions: per block (or
+// super-block) the exact int32 sum is scaled by d_w * d_a and accumulated.
+// Their difference is bounded by that reordering: a few fp32 ulps of the
+// sum of the absolute block terms, bounded here by
+//   kReorderUlps * 2^-24 * sum_k |w_k| |a_k| (in double).
+constexpr double kReorderUlps = 16;
+
+TEST(QuantKernels, Avx512MatchesAvx2UpToAdditionOrder) {
+  if (CpuSimdLevel() < SimdLevel::kAvx512) GTEST_SKIP() << "no AVX-512 + VNNI";
+  std::mt19937 rng(99);
+  // Every type with an AVX-512 dot, fqpack's group-int types included.
+  for (const TypeTraits& traits : AllTraits()) {
+    if (traits.dot_avx512 == nullptr) continue;
+    const uint32_t type = traits.type;
+    const TypeTraits* t = &traits;
+    // Row lengths with an odd number of blocks and, for the group-int
+    // types, whole 16-chunk tiles, tiles plus single groups, and partial
+    // groups and chunks, so every path of the kernels runs.
+    const std::vector<int64_t> lengths =
+        type >= kGroupIntBase
+            ? std::vector<int64_t>{32, 64, 96, 200, 512, 544, 1000, 1536, 2080, 2048 + 384 + 7}
+            : RowLengths(type);
+    for (int64_t n : lengths) {
+      SCOPED_TRACE(QTypeName(type) + " n=" + std::to_string(n));
+      const std::vector<float> wf = testing::RandomValues(n, &rng, 0.05f);
+      const Bytes w = testing::Quantize(type, wf, 1, n);
+      const std::vector<float> wd = testing::Dequantize(type, w, 1, n);
+      const std::vector<float> xf = testing::RandomValues(n * kMaxDotTokens, &rng, 3.0f);
+      const Bytes a = testing::Quantize(t->vec_dot_type, xf, kMaxDotTokens, n);
+      const std::vector<float> ad = testing::Dequantize(t->vec_dot_type, a, kMaxDotTokens, n);
+      const size_t a_stride = testing::RowBytesOf(t->vec_dot_type, n);
+      for (int nt = 1; nt <= kMaxDotTokens; ++nt) {
+        const int first = kMaxDotTokens - nt;
+        float wide[kMaxDotTokens], narrow[kMaxDotTokens], portable[kMaxDotTokens];
+        t->dot_avx512(n, w.data(), a.data() + first * a_stride, a_stride, nt, wide);
+        t->dot_avx2(n, w.data(), a.data() + first * a_stride, a_stride, nt, narrow);
+        t->dot(n, w.data(), a.data() + first * a_stride, a_stride, nt, portable);
+        for (int i = 0; i < nt; ++i) {
+          double abs_sum = 0;
+          for (int64_t k = 0; k < n; ++k) {
+            abs_sum += std::abs(static_cast<double>(wd[k]) * ad[(first + i) * n + k]);
+          }
+          const double bound = kReorderUlps * 0x1p-24 * abs_sum;
+          EXPECT_NEAR(wide[i], narrow[i], bound) << "avx2, nt=" << nt << " token " << i;
+          EXPECT_NEAR(wide[i], portable[i], bound) << "portable, nt=" << nt << " token " << i;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -1,0 +1,60 @@
+// Small AVX-512 building blocks shared by the *_avx512.cc kernels. Include
+// this only from files compiled with the AVX-512 tier's flags (named
+// *_avx512.cc), whose functions run only when ActiveSimdLevel() >= kAvx512.
+//
+// The kernels issue no software prefetch: the weight stream is sequential,
+// the hardware prefetchers follow it, and explicit prefetches 512 bytes
+// ahead made Q6_K and Q4_K matvecs from memory slower in decode_bench.
+//
+// The kernels multiply unsigned weight codes with signed activation codes by
+// vpdpbusd (four u8 x s8 products summed into each int32 lane, no
+// saturation) and apply integer sub-block scales with vpdpwssd: an int32
+// lane holding a partial sum p with |p| < 2^15 is, read as two int16, (p, p's
+// sign), so dpwssd(acc, p, s) with s a scale in the low int16 and 0 in the
+// high one adds exactly p * s.
+//
+// Thread-safety: pure functions.
+#ifndef FQPACK_RUNTIME_QUANT_AVX512_UTIL_H_
+#define FQPACK_RUNTIME_QUANT_AVX512_UTIL_H_
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+// GCC 12's unmasked AVX-512 intrinsics pass _mm512_undefined_*() as the
+// merge source of their masked builtins, which -Wmaybe-uninitialized reports
+// at every inlined use (GCC bug 105593, fixed in 13); the value is never
+// read. Silenced for the translation units of the AVX-512 kernels only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
+#include "runtime/quant/avx2_util.h"
+
+namespace fqpack::runtime::quant::avx512 {
+
+using avx2::DispatchTokens;
+using avx2::Half;
+
+// u8 x s8 products of u and s summed in fours into int32 lanes.
+inline __m512i Dot4(__m512i u, __m512i s) {
+  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+}
+
+// acc + p * scale lane by lane, for |p| < 2^15 and scale in [-2^15, 2^15)
+// held in the low int16 of its lane (high int16 zero).
+inline __m512i AddScaled(__m512i acc, __m512i p, __m512i scale) {
+  return _mm512_dpwssd_epi32(acc, p, scale);
+}
+
+// 32 bytes at p copied into both halves of a zmm.
+inline __m512i Broadcast256(const void* p) {
+  return _mm512_broadcast_i64x4(_mm256_loadu_si256(static_cast<const __m256i*>(p)));
+}
+
+inline __m512i Load512(const void* p) { return _mm512_loadu_si512(p); }
+
+}  // namespace fqpack::runtime::quant::avx512
+
+#endif  // FQPACK_RUNTIME_QUANT_AVX512_UTIL_H_

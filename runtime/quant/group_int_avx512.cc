@@ -1,0 +1,268 @@
+// AVX-512 + VNNI dots of the group-int types against int8-act
+// activations.
+//
+// Two 32-element chunks of codes (the two halves of a group of 64, or of
+// two consecutive groups of 32) are decoded together into one zmm in
+// element order, each bit plane of schema/quant_types.md by a copy into
+// the lanes that need it, a shift and a mask: the 4-bit plane fills
+// 16-byte lanes shifted by 0 or 4, the 2-bit plane 8-byte qwords shifted by
+// 0, 2, 4 or 6, and the 1-bit plane is a byte mask under which the bit's
+// weight is added (AVX-512 BW; no VBMI, which the tier does not require).
+// Codes are
+// unsigned, as vpdpbusd wants them (8-bit codes included: no offset trick),
+// and every int32 lane is an exact sum of four products. A chunk's eight
+// lanes are scaled by d * d_a in fp32; the offset adds m * s per chunk.
+// Chunks at the end of a row that do not pair up go through the scalar
+// unpacker (only partial groups and an odd count of 32-groups).
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/quant/avx512_util.h"
+#include "runtime/quant/group_int.h"
+#include "runtime/quant/kernels.h"
+#include "schema/coding.h"
+
+namespace fqpack::runtime::quant {
+namespace {
+
+using avx2::Load256;
+using avx512::DispatchTokens;
+using avx512::Half;
+
+// The 64 codes of two whole chunks, the first at p, the second kOff1 bytes
+// after it, one per byte in element order. The planes of a chunk
+// (schema/quant_types.md) come in this order: 4-bit, 2-bit, 1-bit.
+template <int kBits, int kOff1>
+inline __m512i DecodePair(const uint8_t* p) {
+  if constexpr (kBits == 8) {
+    return _mm512_inserti64x4(_mm512_zextsi256_si512(Load256(p)), Load256(p + kOff1), 1);
+  } else {
+    constexpr bool kHas4 = kBits == 4 || kBits == 5 || kBits == 6;
+    constexpr bool kHas2 = kBits == 2 || kBits == 3 || kBits == 6;
+    constexpr bool kHas1 = kBits == 3 || kBits == 5;
+    __m512i q = _mm512_setzero_si512();
+    int shift = 0;  // bits below the next plane's
+    const uint8_t* plane = p;
+    if constexpr (kHas4) {
+      // 16-byte lanes: chunk 0 twice, chunk 1 twice; the second copy of
+      // each gives the high nibbles.
+      const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(avx2::Load128(plane)),
+                                                   avx2::Load128(plane + kOff1), 1);
+      const __m512i lanes = _mm512_shuffle_i64x2(
+          _mm512_zextsi256_si512(both), _mm512_zextsi256_si512(both), _MM_SHUFFLE(1, 1, 0, 0));
+      q = _mm512_and_si512(_mm512_srlv_epi64(lanes, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0)),
+                           _mm512_set1_epi8(0x0F));
+      shift = 4;
+      plane += 16;
+    }
+    if constexpr (kHas2) {
+      // Each chunk's 8 bytes in its four qwords, qword k shifted by 2k.
+      uint64_t c0, c1;
+      std::memcpy(&c0, plane, 8);
+      std::memcpy(&c1, plane + kOff1, 8);
+      const __m512i both = _mm512_zextsi128_si512(
+          _mm_set_epi64x(static_cast<int64_t>(c1), static_cast<int64_t>(c0)));
+      const __m512i spread =
+          _mm512_permutexvar_epi64(_mm512_set_epi64(1, 1, 1, 1, 0, 0, 0, 0), both);
+      __m512i crumbs = _mm512_and_si512(
+          _mm512_srlv_epi64(spread, _mm512_set_epi64(6, 4, 2, 0, 6, 4, 2, 0)), _mm512_set1_epi8(3));
+      // Crumbs are <= 3, so a 16-bit shift by 4 never carries across bytes.
+      if (shift != 0) crumbs = _mm512_slli_epi16(crumbs, shift);
+      q = _mm512_or_si512(q, crumbs);
+      shift += 2;
+      plane += 8;
+    }
+    if constexpr (kHas1) {
+      // Bit e of the plane is element e's: the two planes are a byte mask.
+      uint32_t b0, b1;
+      std::memcpy(&b0, plane, 4);
+      std::memcpy(&b1, plane + kOff1, 4);
+      const __mmask64 set = _cvtu64_mask64(uint64_t{b0} | uint64_t{b1} << 32);
+      q = _mm512_mask_add_epi8(q, set, q, _mm512_set1_epi8(static_cast<char>(1 << shift)));
+    }
+    return q;
+  }
+}
+
+// One chunk's codes through the scalar unpacker (r < 32: a partial chunk's
+// bit stream), in the low half; the high half zero.
+template <int kBits>
+inline __m512i DecodeOne(const uint8_t* p, int r) {
+  alignas(64) uint8_t q[64] = {};
+  if (r == kGroupChunk) {
+    UnpackChunk(kBits, p, q);
+  } else {
+    UnpackBitStream(kBits, p, r, q);
+  }
+  return _mm512_load_si512(q);
+}
+
+// vpermps controls giving the scale of chunk 2k in lanes 0..7 and of chunk
+// 2k + 1 in lanes 8..15.
+alignas(64) constexpr int32_t kPairScale[8][16] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+    {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+    {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},
+    {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13},
+    {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15},
+};
+
+// Chunks a tile of the row takes at once: their 16 scales and offsets are
+// converted and multiplied as one vector each.
+constexpr int kTileChunks = 16;
+constexpr int kAccs = 4;
+
+template <int kBits, int kGroup, int NT>
+void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float* out) {
+  constexpr int kChunkBytes = 4 * kBits;
+  constexpr int kWholeGroupBytes = static_cast<int>(GroupBytes(kBits, kGroup));
+  // Offset of a pair's second chunk: the next group (32-groups) or the next
+  // chunk of the same group.
+  constexpr int kOff1 = kGroup == kGroupChunk ? kWholeGroupBytes : kChunkBytes;
+  const uint8_t* act[NT];
+  // Four accumulators per row, taken in turn by the pairs of a tile, so
+  // consecutive FMAs do not wait for each other.
+  __m512 accs[kAccs][NT];
+  float offset[NT];
+  for (int t = 0; t < NT; ++t) {
+    act[t] = a + t * a_stride;
+    for (int k = 0; k < kAccs; ++k) accs[k][t] = _mm512_setzero_ps();
+    offset[t] = 0;
+  }
+  __m512* acc = accs[0];
+  // Codes q of chunk c (and c + 1 when `pair`) against activation blocks c
+  // (and c + 1), with scales d0, d1 and offsets m0, m1.
+  const auto step = [&](__m512i q, int64_t c, bool pair, float d0, float m0, float d1, float m1) {
+    for (int t = 0; t < NT; ++t) {
+      const uint8_t* b0 = act[t] + c * kGroupActBlockBytes;
+      const uint8_t* b1 = pair ? b0 + kGroupActBlockBytes : b0;
+      float da0, s0, da1 = 0, s1 = 0;
+      std::memcpy(&da0, b0, 4);
+      std::memcpy(&s0, b0 + 4, 4);
+      if (pair) {
+        std::memcpy(&da1, b1, 4);
+        std::memcpy(&s1, b1 + 4, 4);
+      }
+      const __m512i ya = _mm512_inserti64x4(_mm512_zextsi256_si512(Load256(b0 + 8)),
+                                            pair ? Load256(b1 + 8) : _mm256_setzero_si256(), 1);
+      const __m512 p = _mm512_cvtepi32_ps(avx512::Dot4(q, ya));
+      const __m512 scale = _mm512_insertf32x8(_mm512_zextps256_ps512(_mm256_set1_ps(d0 * da0)),
+                                              _mm256_set1_ps(d1 * da1), 1);
+      acc[t] = _mm512_fmadd_ps(scale, p, acc[t]);
+      offset[t] += m0 * s0;
+      if (pair) offset[t] += m1 * s1;
+    }
+  };
+  const auto header = [](const uint8_t* g, float* d, float* m) {
+    *d = Half(DecodeU16(g));
+    *m = Half(DecodeU16(g + 2));
+  };
+
+  const int64_t full = n / kGroup;
+  int64_t c = 0;  // activation block (chunk) index
+  // Whole tiles: 16 chunks of whole groups.
+  constexpr int kChunksPerGroup = kGroup / kGroupChunk;
+  constexpr int kTileGroups = kTileChunks / kChunksPerGroup;
+  __m512 moff[NT];
+  for (int t = 0; t < NT; ++t) moff[t] = _mm512_setzero_ps();
+  int64_t g = 0;
+  for (; g + kTileGroups <= full; g += kTileGroups, c += kTileChunks) {
+    // The fp16 pair (d, m) of every chunk's group, then its floats.
+    alignas(64) uint32_t dm[kTileChunks];
+    for (int j = 0; j < kTileChunks; ++j) {
+      std::memcpy(&dm[j], w + (j / kChunksPerGroup) * kWholeGroupBytes, 4);
+    }
+    const __m512i dm16 = _mm512_load_si512(dm);
+    const __m512 d16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm16));
+    const __m512 m16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm16, 16)));
+    __m512 scale16[NT];
+    for (int t = 0; t < NT; ++t) {
+      alignas(64) float da[kTileChunks], s16[kTileChunks];
+      const uint8_t* blk = act[t] + c * kGroupActBlockBytes;
+      for (int j = 0; j < kTileChunks; ++j) {
+        std::memcpy(&da[j], blk + j * kGroupActBlockBytes, 4);
+        std::memcpy(&s16[j], blk + j * kGroupActBlockBytes + 4, 4);
+      }
+      scale16[t] = _mm512_mul_ps(d16, _mm512_load_ps(da));
+      moff[t] = _mm512_fmadd_ps(m16, _mm512_load_ps(s16), moff[t]);
+    }
+    for (int k = 0; k < kTileChunks / 2; ++k) {
+      const int chunk = 2 * k;  // within the tile
+      const uint8_t* codes = w + (chunk / kChunksPerGroup) * kWholeGroupBytes + kGroupHeaderBytes +
+                             (chunk % kChunksPerGroup) * kChunkBytes;
+      const __m512i q = DecodePair<kBits, kOff1>(codes);
+      const __m512i idx = _mm512_load_si512(kPairScale[k]);
+      for (int t = 0; t < NT; ++t) {
+        const uint8_t* b0 = act[t] + (c + chunk) * kGroupActBlockBytes;
+        const __m512i ya = _mm512_inserti64x4(_mm512_zextsi256_si512(Load256(b0 + 8)),
+                                              Load256(b0 + kGroupActBlockBytes + 8), 1);
+        const __m512 p = _mm512_cvtepi32_ps(avx512::Dot4(q, ya));
+        accs[k % kAccs][t] =
+            _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, scale16[t]), p, accs[k % kAccs][t]);
+      }
+    }
+    w += kTileGroups * kWholeGroupBytes;
+  }
+  for (int t = 0; t < NT; ++t) offset[t] = _mm512_reduce_add_ps(moff[t]);
+  if constexpr (kGroup == kGroupChunk) {
+    for (; g + 2 <= full; g += 2, c += 2) {
+      float d0, m0, d1, m1;
+      header(w, &d0, &m0);
+      header(w + kWholeGroupBytes, &d1, &m1);
+      step(DecodePair<kBits, kOff1>(w + kGroupHeaderBytes), c, true, d0, m0, d1, m1);
+      w += 2 * kWholeGroupBytes;
+    }
+    if (g < full) {
+      float d, m;
+      header(w, &d, &m);
+      step(DecodeOne<kBits>(w + kGroupHeaderBytes, kGroupChunk), c, false, d, m, 0, 0);
+      w += kWholeGroupBytes;
+      ++c;
+    }
+  } else {
+    for (; g < full; ++g) {
+      float d, m;
+      header(w, &d, &m);
+      const uint8_t* codes = w + kGroupHeaderBytes;
+      for (int k = 0; k < kGroup / kGroupChunk; k += 2, c += 2) {
+        step(DecodePair<kBits, kOff1>(codes + k * kChunkBytes), c, true, d, m, d, m);
+      }
+      w += kWholeGroupBytes;
+    }
+  }
+  if (const int len = static_cast<int>(n % kGroup); len != 0) {
+    float d, m;
+    header(w, &d, &m);
+    const uint8_t* codes = w + kGroupHeaderBytes;
+    for (int k = 0; k * kGroupChunk < len; ++k, ++c) {
+      const int r = std::min(kGroupChunk, len - k * kGroupChunk);
+      step(DecodeOne<kBits>(codes + k * kChunkBytes, r), c, false, d, m, 0, 0);
+    }
+  }
+  for (int t = 0; t < NT; ++t) {
+    const __m512 sum =
+        _mm512_add_ps(_mm512_add_ps(accs[0][t], accs[1][t]), _mm512_add_ps(accs[2][t], accs[3][t]));
+    out[t] = _mm512_reduce_add_ps(sum) + offset[t];
+  }
+}
+
+}  // namespace
+
+template <int kBits, int kGroup>
+void DotGroupIntAvx512(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, int nt,
+                       float* out) {
+  DispatchTokens(nt, [&](auto tokens) {
+    DotRow<kBits, kGroup, decltype(tokens)::value>(n, w, a, a_stride, out);
+  });
+}
+
+#define FQ_GROUP_INT_INSTANTIATE(B, G)                                                        \
+  template void DotGroupIntAvx512<B, G>(int64_t, const uint8_t*, const uint8_t*, size_t, int, \
+                                        float*);
+FQ_GROUP_INT_FOR_EACH(FQ_GROUP_INT_INSTANTIATE)
+#undef FQ_GROUP_INT_INSTANTIATE
+
+}  // namespace fqpack::runtime::quant
