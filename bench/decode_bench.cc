@@ -134,8 +134,14 @@ __attribute__((target("avx512f"))) uint64_t SumBytes512(const uint8_t* p, size_t
       acc[k] = _mm512_add_epi64(acc[k], _mm512_load_si512(p + i + 64 * k));
     }
   }
-  return static_cast<uint64_t>(_mm512_reduce_add_epi64(
-      _mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3]))));
+  // Through memory rather than _mm512_reduce_add_epi64, whose GCC 12
+  // expansion warns of an uninitialized merge source.
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(
+      lanes, _mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]), _mm512_add_epi64(acc[2], acc[3])));
+  uint64_t sum = 0;
+  for (uint64_t v : lanes) sum += v;
+  return sum;
 }
 
 // The same with 256-bit loads, for CPUs without AVX-512.

@@ -221,7 +221,9 @@ TEST(QuantTraits, LadderTypesHaveAvx512Dots) {
   }
   for (uint32_t type : WeightTypes()) {
     const TypeTraits* t = FindTraits(type);
-    if (type >= kGroupIntBase) EXPECT_NE(t->dot_avx512, nullptr) << QTypeName(type);
+    if (type >= kGroupIntBase) {
+      EXPECT_NE(t->dot_avx512, nullptr) << QTypeName(type);
+    }
   }
 }
 
