@@ -40,7 +40,7 @@ inline __m512i Nibbles64(const uint8_t* p0, const uint8_t* p1) {
 // Q8_0 in decode_bench's DotInCache).
 inline __m512 LoadHalves(const uint8_t* base, int stride) {
   alignas(32) uint16_t h[16];
-  for (int k = 0; k < 16; ++k) std::memcpy(&h[k], base + k * stride, 2);
+  for (int k = 0; k < 16; ++k) std::memcpy(&h[k], base + static_cast<ptrdiff_t>(k) * stride, 2);
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h)));
 }
 
@@ -101,7 +101,7 @@ void DotSigned(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, f
       __m512 scale[NT];
       const __m512i idx = _mm512_load_si512(kPairScale[k]);
       for (int t = 0; t < NT; ++t) scale[t] = _mm512_permutexvar_ps(idx, s16[t]);
-      pair(i + 2 * k, i + 2 * k + 1, true, scale, accs[k % kAccs]);
+      pair(i + int64_t{2} * k, i + int64_t{2} * k + 1, true, scale, accs[k % kAccs]);
     }
   }
   for (; i < nb; i += 2) {

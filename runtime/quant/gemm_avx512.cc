@@ -71,15 +71,15 @@ struct Shape {
   static_assert(!kMin || kSub % 2 == 0);
 
   static constexpr size_t kPanelD = size_t{kUnit} * kRows;
-  static constexpr size_t kPanelD2 = kPanelD + 4 * kRows;
-  static constexpr size_t kPanelSc = kPanelD2 + 4 * kRows;
+  static constexpr size_t kPanelD2 = kPanelD + size_t{4} * kRows;
+  static constexpr size_t kPanelSc = kPanelD2 + size_t{4} * kRows;
   static constexpr size_t kPanelMn = kPanelSc + (kScale ? 4 * kRows * kSub : 0);
   static constexpr size_t kPanelRecord = kPanelMn + (kMin ? 2 * kRows * kSub : 0);
 
   static constexpr size_t kTileDa = size_t{kUnit} * kTokens;
-  static constexpr size_t kTileSa = kTileDa + 4 * kTokens;
-  static constexpr size_t kTileInit = kTileSa + 4 * kTokens;
-  static constexpr size_t kTileBs = kTileInit + 4 * kTokens * kSub;
+  static constexpr size_t kTileSa = kTileDa + size_t{4} * kTokens;
+  static constexpr size_t kTileInit = kTileSa + size_t{4} * kTokens;
+  static constexpr size_t kTileBs = kTileInit + size_t{4} * kTokens * kSub;
   static constexpr size_t kTileRecord = kTileBs + (kMin ? 2 * kTokens * kSub : 0);
 };
 
@@ -121,8 +121,8 @@ void PackWeights(const uint8_t* w, size_t row_bytes, int nrows, int64_t cols, ui
       }
     }
     for (int kg = 0; kg < S::kUnit / 4; ++kg) {
-      const __m512i v = _mm512_i32gather_epi32(index, rows[0].codes + 4 * kg, 1);
-      _mm512_storeu_si512(rec + 64 * kg, v);
+      const __m512i v = _mm512_i32gather_epi32(index, rows[0].codes + ptrdiff_t{4} * kg, 1);
+      _mm512_storeu_si512(rec + ptrdiff_t{64} * kg, v);
     }
     auto* d = reinterpret_cast<float*>(rec + S::kPanelD);
     auto* d2 = reinterpret_cast<float*>(rec + S::kPanelD2);
@@ -140,7 +140,7 @@ void PackWeights(const uint8_t* w, size_t row_bytes, int nrows, int64_t cols, ui
       auto* mn = reinterpret_cast<int16_t*>(rec + S::kPanelMn);
       for (int p = 0; p < S::kSub / 2; ++p) {
         for (int r = 0; r < kRows; ++r) {
-          mn[(p * kRows + r) * 2] = rows[r].mn[2 * p];
+          mn[ptrdiff_t{2} * (p * kRows + r)] = rows[r].mn[ptrdiff_t{2} * p];
           mn[(p * kRows + r) * 2 + 1] = rows[r].mn[2 * p + 1];
         }
       }
@@ -154,7 +154,7 @@ void PackWeights(const uint8_t* w, size_t row_bytes, int nrows, int64_t cols, ui
 template <class S>
 void PutActCodes(const int8_t* qa, int t, uint8_t* rec) {
   for (int kg = 0; kg < S::kUnit / 4; ++kg)
-    std::memcpy(rec + (kg * kTokens + t) * 4, qa + 4 * kg, 4);
+    std::memcpy(rec + ptrdiff_t{4} * (kg * kTokens + t), qa + ptrdiff_t{4} * kg, 4);
 }
 
 template <class S>
@@ -202,7 +202,7 @@ void PackActsQ8_K(const uint8_t* a, size_t a_stride, int nt, int64_t cols, uint8
       if constexpr (S::kMin) {
         auto* bs = reinterpret_cast<int16_t*>(rec + S::kTileBs);
         for (int p = 0; p < S::kSub / 2; ++p) {
-          bs[(p * kTokens + t) * 2] = bsum[2 * p];
+          bs[ptrdiff_t{2} * (p * kTokens + t)] = bsum[ptrdiff_t{2} * p];
           bs[(p * kTokens + t) * 2 + 1] = bsum[2 * p + 1];
         }
       }
@@ -253,8 +253,8 @@ void Kernel(const uint8_t* panel, const uint8_t* tile, int64_t cols, int nrows, 
 #pragma GCC unroll 8
       for (int j = 0; j < kSteps; ++j) {
         const int step = s * kSteps + j;
-        const __m512i w = _mm512_loadu_si512(pw + 64 * step);
-        const auto* a4 = reinterpret_cast<const int32_t*>(pa + step * kTokens * 4);
+        const __m512i w = _mm512_loadu_si512(pw + ptrdiff_t{64} * step);
+        const auto* a4 = reinterpret_cast<const int32_t*>(pa + ptrdiff_t{4} * step * kTokens);
 #pragma GCC unroll 8
         for (int t = 0; t < kTokens; ++t) {
           acc[t] = _mm512_dpbusd_epi32(acc[t], w, _mm512_set1_epi32(a4[t]));
@@ -359,9 +359,10 @@ void UnpackQ6_K(const uint8_t* row, int64_t u, RowUnit* out) {
   const uint8_t* blk = row + u * sizeof(BlockQ6_K);
   const uint8_t* ql = blk + offsetof(BlockQ6_K, ql);
   const uint8_t* qh = blk + offsetof(BlockQ6_K, qh);
-  const auto* scales = reinterpret_cast<const int8_t*>(blk + offsetof(BlockQ6_K, scales));
+  const uint8_t* scales = blk + offsetof(BlockQ6_K, scales);
   out->d = Half(blk + offsetof(BlockQ6_K, d));
-  for (int s = 0; s < 16; ++s) out->sc[s] = scales[s];
+  // Signed bytes: the two's-complement value of each scale byte.
+  for (int s = 0; s < 16; ++s) out->sc[s] = static_cast<int>(scales[s]) - (scales[s] & 0x80) * 2;
   for (int h = 0; h < 2; ++h) {
     for (int q = 0; q < 4; ++q) {
       for (int l = 0; l < 32; ++l) {

@@ -117,11 +117,11 @@ constexpr int kAccs = 4;
 
 template <int kBits, int kGroup, int NT>
 void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float* out) {
-  constexpr int kChunkBytes = 4 * kBits;
-  constexpr int kWholeGroupBytes = static_cast<int>(GroupBytes(kBits, kGroup));
+  constexpr ptrdiff_t kChunkBytes = ptrdiff_t{4} * kBits;
+  constexpr ptrdiff_t kWholeGroupBytes = static_cast<ptrdiff_t>(GroupBytes(kBits, kGroup));
   // Offset of a pair's second chunk: the next group (32-groups) or the next
   // chunk of the same group.
-  constexpr int kOff1 = kGroup == kGroupChunk ? kWholeGroupBytes : kChunkBytes;
+  constexpr int kOff1 = static_cast<int>(kGroup == kGroupChunk ? kWholeGroupBytes : kChunkBytes);
   const uint8_t* act[NT];
   // Four accumulators per row, taken in turn by the pairs of a tile, so
   // consecutive FMAs do not wait for each other.
@@ -183,8 +183,8 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
       alignas(64) float da[kTileChunks], s16[kTileChunks];
       const uint8_t* blk = act[t] + c * kGroupActBlockBytes;
       for (int j = 0; j < kTileChunks; ++j) {
-        std::memcpy(&da[j], blk + j * kGroupActBlockBytes, 4);
-        std::memcpy(&s16[j], blk + j * kGroupActBlockBytes + 4, 4);
+        std::memcpy(&da[j], blk + ptrdiff_t{kGroupActBlockBytes} * j, 4);
+        std::memcpy(&s16[j], blk + ptrdiff_t{kGroupActBlockBytes} * j + 4, 4);
       }
       scale16[t] = _mm512_mul_ps(d16, _mm512_load_ps(da));
       moff[t] = _mm512_fmadd_ps(m16, _mm512_load_ps(s16), moff[t]);
