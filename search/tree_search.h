@@ -12,7 +12,9 @@
 //
 // One step. Each surviving path proposes its #branch best moves by
 // sensitivity rank (RankMoves); every distinct child EQM is evaluated on the
-// calibration tokens, reusing its parent's activations. A child reached from
+// calibration tokens, reusing its parent's activations (SearchOptions::
+// speedups: or a sibling's, and dropping a child as soon as its first chunks
+// prove it cannot survive). A child reached from
 // several paths is kept once, behind the parent that gives it the smallest
 // area. Children are ranked by their estimated final area: the area so far
 // plus the area of finishing the walk with the remaining moves in
