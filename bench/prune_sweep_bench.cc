@@ -2,8 +2,9 @@
 // fractions P (the paper's pruning experiment), on a store the caller has
 // built (bench/prune_sweep.sh builds both real models' stores).
 //
-//   prune_sweep_bench STORE EVAL_TEXT OUT_PREFIX [P,P,...] [MAX_CHUNKS] [EVERY]
+//   prune_sweep_bench STORE EVAL_TEXT OUT_PREFIX [P,P,...] [MAX_CHUNKS] [EVERY] [RANK]
 //
+// RANK: area (default) or uses, the ranking gc --prune --rank uses.
 // For each P (default 0,0.25,0.5,0.75) the store is copied, `gc --prune P`
 // runs on the copy (plan, repair by a new search, sweep) and the ensemble is
 // reported on EVAL_TEXT. Prints one table (storage; perplexity at each static
@@ -36,7 +37,7 @@ struct Run {
 };
 
 Status Sweep1(const std::string& base, double p, const Bytes& eval, int64_t chunks, int every,
-              Run* run) {
+              search::PruneRanking ranking, Run* run) {
   const std::string dir = base + ".p" + std::to_string(static_cast<int>(p * 100 + 0.5));
   std::error_code ec;
   fs::remove_all(dir, ec);
@@ -45,6 +46,7 @@ Status Sweep1(const std::string& base, double p, const Bytes& eval, int64_t chun
   FQ_ASSIGN_OR_RETURN(auto store, store::Store::Open(Env::Default(), dir));
   search::PruneRequest req;
   req.fraction = p;
+  req.ranking = ranking;
   req.threads = static_cast<int>(std::thread::hardware_concurrency());
   FQ_ASSIGN_OR_RETURN(run->prune, search::PruneEnsemble(store.get(), req));
   FQ_ASSIGN_OR_RETURN(store::SweepResult swept, store::Sweep(store.get()));
@@ -73,8 +75,9 @@ std::string Num(double v, int decimals) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s STORE EVAL_TEXT OUT_PREFIX [P,P,...] [MAX_CHUNKS] [EVERY]\n",
-                 argv[0]);
+    std::fprintf(
+        stderr, "usage: %s STORE EVAL_TEXT OUT_PREFIX [P,P,...] [MAX_CHUNKS] [EVERY] [area|uses]\n",
+        argv[0]);
     return 2;
   }
   const std::string base = argv[1];
@@ -92,6 +95,12 @@ int main(int argc, char** argv) {
   }
   const int64_t chunks = argc > 5 ? std::stoll(argv[5]) : 64;
   const int every = argc > 6 ? std::stoi(argv[6]) : 4;
+  Result<search::PruneRanking> ranking =
+      search::ParsePruneRanking(argc > 7 ? argv[7] : std::string("area"));
+  if (!ranking.ok()) {
+    std::fprintf(stderr, "error: %s\n", ranking.status().ToString().c_str());
+    return 2;
+  }
   Result<Bytes> eval = ReadFileBytes(Env::Default(), argv[2]);
   if (!eval.ok()) {
     std::fprintf(stderr, "error: %s\n", eval.status().ToString().c_str());
@@ -102,7 +111,7 @@ int main(int argc, char** argv) {
   std::vector<Run> runs(ps.size());
   for (size_t i = 0; i < ps.size(); ++i) {
     runs[i].p = ps[i];
-    Status s = Sweep1(base, ps[i], text, chunks, every, &runs[i]);
+    Status s = Sweep1(base, ps[i], text, chunks, every, *ranking, &runs[i]);
     if (!s.ok()) {
       std::fprintf(stderr, "error at P=%.2f: %s\n", ps[i], s.ToString().c_str());
       return 1;
@@ -112,8 +121,9 @@ int main(int argc, char** argv) {
 
   // The static QMs, measured whole on the unpruned store (P = 0 first).
   const search::Report& r0 = runs.front().report;
-  std::printf("model %s, %lld chunks of %lld tokens\n", r0.model.c_str(),
-              static_cast<long long>(r0.chunks), static_cast<long long>(r0.n_ctx));
+  std::printf("model %s, ranking %s, %lld chunks of %lld tokens\n", r0.model.c_str(),
+              search::PruneRankingName(*ranking), static_cast<long long>(r0.chunks),
+              static_cast<long long>(r0.n_ctx));
   std::printf("%-5s %8s %10s %10s %10s %8s", "P", "pruned", "ensemble", "store", "saved", "EQMs");
   for (const search::StaticPoint& s : r0.statics) std::printf(" %15s", ("ppl@" + s.label).c_str());
   std::printf("\n%-5s %8s %10s %10s %10s %8s", "static", "", "", "", "", "");
@@ -121,7 +131,8 @@ int main(int argc, char** argv) {
   std::printf("\n");
   const uint64_t ensemble0 = r0.ensembles[0].storage.ensemble_stored_bytes;
   plot::PlotSpec plot;
-  plot.title = r0.model + ": perplexity vs footprint, ensemble pruned at P";
+  plot.title = r0.model + ": perplexity vs footprint, ensemble pruned at P (" +
+               search::PruneRankingName(*ranking) + " ranking)";
   plot.x_label = "footprint (KiB)";
   plot.y_label = "perplexity";
   plot::PlotSeries statics;

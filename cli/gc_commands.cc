@@ -57,6 +57,7 @@ struct GcArgs {
   bool wait = false;
   double prune = -1;  // < 0: no pruning
   std::string cap;    // "" : no cap
+  std::string rank = "area";
   std::string model;
   std::string ensemble;
 };
@@ -73,6 +74,7 @@ Status RunPrune(Context& ctx, store::Store* store, const GcArgs& args, JsonWrite
   req.fraction = args.prune;
   req.dry_run = args.dry_run;
   req.threads = ctx.Threads();
+  FQ_ASSIGN_OR_RETURN(req.ranking, search::ParsePruneRanking(args.rank));
   if (!args.cap.empty()) {
     Result<uint64_t> cap = ParseBytes(args.cap);
     if (!cap.ok())
@@ -106,6 +108,10 @@ Status RunPrune(Context& ctx, store::Store* store, const GcArgs& args, JsonWrite
       .Uint(plan.n_pruned)
       .Key("fraction")
       .Double(plan.fraction)
+      .Key("ranking")
+      .String(search::PruneRankingName(r->ranking))
+      .Key("ranking_seconds")
+      .Double(r->ranking_seconds)
       .Key("pruned_bytes")
       .Uint(raw)
       .Key("pruned_stored_bytes")
@@ -157,8 +163,9 @@ Status RunPrune(Context& ctx, store::Store* store, const GcArgs& args, JsonWrite
   w->EndArray().EndObject();
   const std::string verb = args.dry_run ? "would prune " : "pruned ";
   *text += verb + std::to_string(plan.n_pruned) + " of " + std::to_string(plan.ranked.size()) +
-           " n_mid-only modules of ensemble " + plan.ensemble.name + " (" + FormatBytes(raw) +
-           ", " + FormatBytes(stored) + " stored); store " + FormatBytes(plan.store_bytes_before) +
+           " n_mid-only modules of ensemble " + plan.ensemble.name + ", ranked by " +
+           search::PruneRankingName(r->ranking) + " (" + FormatBytes(raw) + ", " +
+           FormatBytes(stored) + " stored); store " + FormatBytes(plan.store_bytes_before) +
            " -> " + FormatBytes(plan.store_bytes_after) + "\n";
   if (plan.n_pruned > 0) {
     *text += (args.dry_run ? "the repaired ensemble would have " : "repaired the ensemble: ") +
@@ -236,6 +243,12 @@ void RegisterGcCommands(CLI::App& app, Context& ctx) {
       ->check(CLI::Range(0.0, 1.0));
   gc->add_option("--cap", gc_args->cap,
                  "Prune the least that brings the store's blobs under SIZE (e.g. 300MB)");
+  gc->add_option("--rank", gc_args->rank,
+                 "What --prune and --cap drop first: area (least loss of the predicted "
+                 "metric-versus-footprint curve per byte freed, re-estimated after each) or uses "
+                 "(least used by the ensemble, low footprints weighing double)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"area", "uses"}));
   gc->add_option("-m,--model", gc_args->model,
                  "Model whose ensemble to prune (needed when the store holds several)");
   gc->add_option("-e,--ensemble", gc_args->ensemble,

@@ -21,6 +21,7 @@ struct SearchArgs {
   std::string metric = "kl";
   std::string method = "tree";
   bool no_reuse = false;
+  bool no_speedups = false;
 };
 
 Status RunSearch(Context& ctx, SearchArgs args) {
@@ -30,6 +31,7 @@ Status RunSearch(Context& ctx, SearchArgs args) {
   FQ_ASSIGN_OR_RETURN(req.calib_text, ReadFileBytes(ctx.env, args.calib_file));
   req.threads = ctx.Threads();
   req.reuse = !args.no_reuse;
+  req.search.speedups = !args.no_speedups;
   FQ_ASSIGN_OR_RETURN(auto store, ctx.OpenStore());
 
   SearchBars bars(ctx, "");
@@ -123,6 +125,12 @@ Status RunSearch(Context& ctx, SearchArgs args) {
         .Bool(req.reuse)
         .Key("threads")
         .Int(req.threads)
+        .Key("speedups")
+        .Bool(req.search.speedups)
+        .Key("search_units")
+        .Int(res.search_units)
+        .Key("rejected_early")
+        .Int(res.rejected_early)
         .Key("setup_seconds")
         .Double(o.setup_seconds)
         .Key("sensitivity_seconds")
@@ -377,6 +385,9 @@ void RegisterSearchCommands(CLI::App& app, Context& ctx) {
               "Also search the token embedding and output matrix (otherwise they move last)");
   s->add_flag("--no-reuse", sa->no_reuse,
               "Evaluate every EQM from the embedding (to measure what activation reuse saves)");
+  s->add_flag("--no-speedups", sa->no_speedups,
+              "Score every child in full from its parent, without reuse across siblings or "
+              "early rejection (the same ensemble, slower: to measure what they save)");
   s->callback([&ctx, sa] { ctx.action = [&ctx, sa] { return RunSearch(ctx, *sa); }; });
 
   auto ra = std::make_shared<ReportArgs>();

@@ -141,6 +141,14 @@ Result<SearchOutcome> SearchEnsemble(store::Store* store, const SearchRequest& r
   FQ_ASSIGN_OR_RETURN(std::unique_ptr<Evaluator> evaluator,
                       Evaluator::Create(&lib, store, std::move(calib), eval_options));
   out.setup_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (request.sensitivity_only) {
+    FQ_ASSIGN_OR_RETURN(
+        out.result.sensitivity,
+        AnalyzeSensitivity(lib, evaluator.get(), request.search.metric, request.search.cancelled));
+    out.chains = lib.chains();
+    out.eval_stats = evaluator->stats();
+    return out;
+  }
   if (request.method == SearchMethod::kGreedy) {
     FQ_ASSIGN_OR_RETURN(out.result, GreedySearch(lib, evaluator.get(), request.search));
   } else {

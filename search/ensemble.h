@@ -53,6 +53,10 @@ struct SearchRequest {
   std::set<store::ModuleKey> exclude;
   bool allow_partial_mids = false;
   bool write = true;
+  // gc --prune's area ranking: stop after the sensitivity analysis (the
+  // outcome's result holds only `sensitivity`, and `chains` the slots'
+  // chains); nothing is written.
+  bool sensitivity_only = false;
 };
 
 struct SearchOutcome {
@@ -74,6 +78,7 @@ struct SearchOutcome {
   double setup_seconds = 0;         // loading modules and running QM(n_up)
   std::vector<store::NewEqm> rows;  // the EQMs as index rows
   store::JsonFields params;         // the ensemble row's parameters (keys: schema/store.md)
+  std::vector<SlotChain> chains;    // the library's chains (with sensitivity_only)
 };
 
 // The default ensemble name for a library.

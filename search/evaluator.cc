@@ -276,15 +276,23 @@ Result<std::vector<EvalResult>> Evaluator::Evaluate(
     const std::function<void(int64_t, int64_t)>& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t chunks = calib_.chunks();
-  const int64_t n_units = static_cast<int64_t>(jobs.size()) * chunks;
-  std::vector<double> kl(static_cast<size_t>(n_units)), nll(static_cast<size_t>(n_units));
+  // Units are laid out job by job, each job's chunk range in order.
+  std::vector<int64_t> first_unit(jobs.size() + 1, 0);
   std::vector<EvalResult> results(jobs.size());
   for (size_t j = 0; j < jobs.size(); ++j) {
+    const int64_t end = jobs[j].chunk_end < 0 ? chunks : jobs[j].chunk_end;
+    if (jobs[j].chunk_begin < 0 || jobs[j].chunk_begin > end || end > chunks) {
+      return Status::InvalidArgument(
+          "an evaluation job's chunk range is outside the calibration set");
+    }
+    first_unit[j + 1] = first_unit[j] + (end - jobs[j].chunk_begin);
     if (jobs[j].keep_states) results[j].states.resize(static_cast<size_t>(chunks));
     if ((jobs[j].parent_state == nullptr) != (jobs[j].parent_states == nullptr)) {
       return Status::InvalidArgument("an evaluation job has a parent state without activations");
     }
   }
+  const int64_t n_units = first_unit.back();
+  std::vector<double> kl(static_cast<size_t>(n_units)), nll(static_cast<size_t>(n_units));
   std::vector<Worker*> all;
   for (auto& w : workers_) all.push_back(w.get());
   FreeList<Worker> free_workers(all);
@@ -293,6 +301,9 @@ Result<std::vector<EvalResult>> Evaluator::Evaluate(
   int64_t done = 0;
   pool_->ParallelFor(n_units, [&](int64_t b, int64_t e) {
     Worker* w = free_workers.Take();
+    size_t j = static_cast<size_t>(std::upper_bound(first_unit.begin(), first_unit.end(), b) -
+                                   first_unit.begin()) -
+               1;
     for (int64_t u = b; u < e; ++u) {
       {
         std::lock_guard<std::mutex> lock(mu);
@@ -303,8 +314,8 @@ Result<std::vector<EvalResult>> Evaluator::Evaluate(
         if (error.ok()) error = Status::Aborted("interrupted");
         break;
       }
-      const size_t j = static_cast<size_t>(u / chunks);
-      const int64_t c = u % chunks;
+      while (u >= first_unit[j + 1]) ++j;
+      const int64_t c = jobs[j].chunk_begin + (u - first_unit[j]);
       runtime::LayerStates* keep =
           jobs[j].keep_states ? &results[j].states[static_cast<size_t>(c)] : nullptr;
       Status s =
@@ -325,14 +336,18 @@ Result<std::vector<EvalResult>> Evaluator::Evaluate(
   const double scored = static_cast<double>(calib_.scored());
   for (size_t j = 0; j < jobs.size(); ++j) {
     double kl_sum = 0, nll_sum = 0;
-    for (int64_t c = 0; c < chunks; ++c) {
-      kl_sum += kl[j * static_cast<size_t>(chunks) + static_cast<size_t>(c)];
-      nll_sum += nll[j * static_cast<size_t>(chunks) + static_cast<size_t>(c)];
+    for (int64_t u = first_unit[j]; u < first_unit[j + 1]; ++u) {
+      kl_sum += kl[static_cast<size_t>(u)];
+      nll_sum += nll[static_cast<size_t>(u)];
     }
+    results[j].chunk_kl.assign(kl.begin() + first_unit[j], kl.begin() + first_unit[j + 1]);
+    results[j].chunk_nll.assign(nll.begin() + first_unit[j], nll.begin() + first_unit[j + 1]);
     results[j].score.kl = kl_sum / scored;
     results[j].score.nll = nll_sum / scored;
   }
-  evaluations_ += static_cast<int64_t>(jobs.size());
+  // An EQM scored a few chunks at a time counts once, at its first chunk.
+  for (const EvalJob& job : jobs) evaluations_ += job.chunk_begin == 0 ? 1 : 0;
+  units_ += n_units;
   return results;
 }
 
@@ -341,6 +356,7 @@ EvalStats Evaluator::stats() const {
   s.evaluations = evaluations_.load();
   s.blocks_run = blocks_run_.load();
   s.blocks_full = blocks_full_.load();
+  s.units = units_.load();
   s.seconds = seconds_;
   return s;
 }

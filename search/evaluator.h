@@ -84,17 +84,28 @@ struct EvalJob {
   const ChunkStates* parent_states = nullptr;
   // Keep this EQM's activations in the result (to evaluate its children).
   bool keep_states = false;
+  // Only chunks [chunk_begin, chunk_end) (chunk_end -1: to the last). The
+  // tree search scores a child a few chunks at a time so that it can stop
+  // as soon as the chunks so far prove the child cannot survive.
+  int64_t chunk_begin = 0;
+  int64_t chunk_end = -1;
 };
 
 struct EvalResult {
+  // Over the job's chunks: the sums below divided by the calibration set's
+  // scored(), so a partial range gives a partial mean (never more than the
+  // whole, every per-chunk sum being >= 0).
   Score score;
-  ChunkStates states;  // filled when the job asked to keep them
+  ChunkStates states;  // all chunks' slots; the job's range filled when it asked to keep them
+  std::vector<double> chunk_kl;   // per chunk of the range: sum of KL over its positions
+  std::vector<double> chunk_nll;  // ... and of the negative log-likelihood
 };
 
 struct EvalStats {
   int64_t evaluations = 0;  // EQMs scored (the up model not counted)
   int64_t blocks_run = 0;   // layer blocks computed, summed over chunks
   int64_t blocks_full = 0;  // what evaluating every EQM from the embedding would compute
+  int64_t units = 0;        // (EQM, chunk) pairs scored
   double seconds = 0;       // wall time inside Evaluate
 };
 
@@ -164,6 +175,7 @@ class Evaluator {
   std::atomic<int64_t> evaluations_{0};
   std::atomic<int64_t> blocks_run_{0};
   std::atomic<int64_t> blocks_full_{0};
+  std::atomic<int64_t> units_{0};
   double seconds_ = 0;
 };
 

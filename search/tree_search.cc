@@ -113,6 +113,11 @@ Result<SearchResult> TreeSearch(const Library& lib, Evaluator* evaluator,
       node_bytes * static_cast<uint64_t>(options.stem) * static_cast<uint64_t>(options.branch) <=
       options.max_state_bytes;
 
+  const bool keep_siblings = options.speedups && result.kept_states &&
+                             2 * node_bytes * static_cast<uint64_t>(options.stem) *
+                                     static_cast<uint64_t>(options.branch) <=
+                                 options.max_state_bytes;
+  std::vector<Node> siblings;  // the last step's other finished children, with activations
   std::vector<Node> beam(1);
   beam[0].state = lib.UpState();
   beam[0].states = evaluator->up_states();
@@ -151,48 +156,180 @@ Result<SearchResult> TreeSearch(const Library& lib, Evaluator* evaluator,
       return Status::Corruption("search: no move left at step " + std::to_string(step) + " of " +
                                 std::to_string(total));
     }
-    std::vector<EvalJob> jobs;
-    for (const Child& ch : children) {
-      const Node& parent = beam[static_cast<size_t>(ch.proposers[0].first)];
-      EvalJob job;
-      job.state = &ch.state;
-      job.parent_state = &parent.state;
-      job.parent_states = &parent.states;
-      job.keep_states = result.kept_states;
-      jobs.push_back(job);
+    const size_t n_children = children.size();
+    std::vector<Node> next(n_children);
+    for (size_t k = 0; k < n_children; ++k) {
+      next[k].state = children[k].state;
+      next[k].footprint = lib.Footprint(next[k].state);
     }
-    FQ_ASSIGN_OR_RETURN(std::vector<EvalResult> scored,
-                        evaluator->Evaluate(jobs, options.cancelled));
-    result.search_evaluations += static_cast<int64_t>(jobs.size());
-    trace.evaluated = static_cast<int>(jobs.size());
-
-    std::vector<Node> next;
-    std::vector<double> estimate;
-    for (size_t k = 0; k < children.size(); ++k) {
-      Node n;
-      n.state = children[k].state;
-      n.score = scored[k].score;
-      n.metric = n.score.Get(options.metric);
-      n.footprint = lib.Footprint(n.state);
-      n.states = std::move(scored[k].states);
-      // The parent giving the smallest area (the first proposer on a tie).
+    // The child's estimated final area at `metric`, and the parent that
+    // gives it the smallest area so far (the first proposer on a tie).
+    // Increasing in `metric`: every term is the metric plus a constant,
+    // times a non-negative byte count.
+    auto estimate_at = [&](size_t k, double metric, int* parent, int* chain, double* area) {
+      const Node& n = next[k];
       double best = 0;
+      int best_p = -1, best_c = -1;
       for (const auto& [p, c] : children[k].proposers) {
         const Node& par = beam[static_cast<size_t>(p)];
-        const double area = par.area + n.metric * (static_cast<double>(par.footprint) -
-                                                   static_cast<double>(n.footprint));
-        if (n.parent < 0 || area < best) {
-          best = area;
-          n.parent = p;
-          n.chain = c;
+        const double a = par.area + metric * (static_cast<double>(par.footprint) -
+                                              static_cast<double>(n.footprint));
+        if (best_p < 0 || a < best) {
+          best = a;
+          best_p = p;
+          best_c = c;
         }
       }
-      n.area = best;
-      estimate.push_back(n.area + RemainingArea(lib, sens, n.state, n.metric));
-      next.push_back(std::move(n));
+      if (parent != nullptr) *parent = best_p;
+      if (chain != nullptr) *chain = best_c;
+      if (area != nullptr) *area = best;
+      return best + RemainingArea(lib, sens, n.state, metric);
+    };
+    std::vector<double> estimate(n_children, 0.0);
+    std::vector<char> finished(n_children, 0);
+    auto finish = [&](size_t k, const Score& score) {
+      Node& n = next[k];
+      n.score = score;
+      n.metric = score.Get(options.metric);
+      estimate[k] = estimate_at(k, n.metric, &n.parent, &n.chain, &n.area);
+      finished[k] = 1;
+    };
+    // The kept EQM to start child k from: its first proposer, or with the
+    // speed-ups whichever kept EQM leaves the most layers unchanged.
+    auto source = [&](size_t k) {
+      const Node* best = &beam[static_cast<size_t>(children[k].proposers[0].first)];
+      if (!options.speedups) return best;
+      int best_layer = evaluator->FirstChangedLayer(best->state, next[k].state);
+      for (const std::vector<Node>* pool : {&beam, &siblings}) {
+        for (const Node& cand : *pool) {
+          if (cand.states.empty()) continue;
+          const int l = evaluator->FirstChangedLayer(cand.state, next[k].state);
+          if (l > best_layer) {
+            best_layer = l;
+            best = &cand;
+          }
+        }
+      }
+      return best;
+    };
+    auto job_for = [&](size_t k, int64_t begin, int64_t end) {
+      const Node* from = source(k);
+      EvalJob job;
+      job.state = &next[k].state;
+      job.parent_state = &from->state;
+      job.parent_states = &from->states;
+      job.keep_states = result.kept_states;
+      job.chunk_begin = begin;
+      job.chunk_end = end;
+      return job;
+    };
+    const int64_t n_chunks = calib.chunks();
+    if (!options.speedups) {
+      std::vector<EvalJob> jobs;
+      for (size_t k = 0; k < n_children; ++k) jobs.push_back(job_for(k, 0, -1));
+      FQ_ASSIGN_OR_RETURN(std::vector<EvalResult> scored,
+                          evaluator->Evaluate(jobs, options.cancelled));
+      for (size_t k = 0; k < n_children; ++k) {
+        next[k].states = std::move(scored[k].states);
+        finish(k, scored[k].score);
+      }
+      result.search_units += static_cast<int64_t>(n_children) * n_chunks;
+    } else {
+      // Most promising first, by the sensitivity's prediction of the metric.
+      std::vector<double> predicted(n_children);
+      for (size_t k = 0; k < n_children; ++k) {
+        const auto [p, c] = children[k].proposers[0];
+        const Node& par = beam[static_cast<size_t>(p)];
+        const int r = par.state[static_cast<size_t>(c)];
+        const double m = par.metric + sens.Delta(c, r + 1) - sens.Delta(c, r);
+        predicted[k] = estimate_at(k, m, nullptr, nullptr, nullptr);
+      }
+      std::vector<size_t> by_promise(n_children);
+      for (size_t k = 0; k < n_children; ++k) by_promise[k] = k;
+      std::stable_sort(by_promise.begin(), by_promise.end(),
+                       [&](size_t a, size_t b) { return predicted[a] < predicted[b]; });
+      // Per child: chunks scored so far and their sums, added in chunk
+      // order exactly as Evaluate adds a whole range.
+      std::vector<int64_t> at(n_children, 0);
+      std::vector<double> kl_sum(n_children, 0.0), nll_sum(n_children, 0.0);
+      std::vector<char> dropped(n_children, 0);
+      const double scored_tokens = static_cast<double>(calib.scored());
+      std::vector<size_t> batch(by_promise.begin(),
+                                by_promise.begin() + std::min<size_t>(n_children, options.stem));
+      int64_t span = n_chunks;  // the first batch in full: it sets the bar
+      while (!batch.empty()) {
+        std::vector<EvalJob> jobs;
+        for (size_t k : batch) jobs.push_back(job_for(k, at[k], std::min(n_chunks, at[k] + span)));
+        FQ_ASSIGN_OR_RETURN(std::vector<EvalResult> scored,
+                            evaluator->Evaluate(jobs, options.cancelled));
+        for (size_t b = 0; b < batch.size(); ++b) {
+          const size_t k = batch[b];
+          EvalResult& got = scored[b];
+          if (result.kept_states && next[k].states.empty()) {
+            next[k].states.resize(static_cast<size_t>(n_chunks));
+          }
+          for (size_t i = 0; i < got.chunk_kl.size(); ++i) {
+            const int64_t c = at[k] + static_cast<int64_t>(i);
+            kl_sum[k] += got.chunk_kl[i];
+            nll_sum[k] += got.chunk_nll[i];
+            if (result.kept_states) {
+              next[k].states[static_cast<size_t>(c)] =
+                  std::move(got.states[static_cast<size_t>(c)]);
+            }
+          }
+          at[k] += static_cast<int64_t>(got.chunk_kl.size());
+          result.search_units += static_cast<int64_t>(got.chunk_kl.size());
+          if (at[k] == n_chunks) {
+            Score sc;
+            sc.kl = kl_sum[k] / scored_tokens;
+            sc.nll = nll_sum[k] / scored_tokens;
+            finish(k, sc);
+          }
+        }
+        // The bar: the #stem-th best finished estimate.
+        std::vector<double> done_est;
+        for (size_t k = 0; k < n_children; ++k) {
+          if (finished[k]) done_est.push_back(estimate[k]);
+        }
+        const bool have_bar = done_est.size() >= static_cast<size_t>(options.stem);
+        double bar = 0;
+        if (have_bar) {
+          std::nth_element(done_est.begin(), done_est.begin() + (options.stem - 1), done_est.end());
+          bar = done_est[static_cast<size_t>(options.stem - 1)];
+        }
+        batch.clear();
+        for (size_t k : by_promise) {
+          if (finished[k] || dropped[k]) continue;
+          if (have_bar && at[k] > 0) {
+            Score lower;
+            lower.kl = kl_sum[k] / scored_tokens;
+            lower.nll = nll_sum[k] / scored_tokens;
+            if (estimate_at(k, lower.Get(options.metric), nullptr, nullptr, nullptr) > bar) {
+              dropped[k] = 1;
+              next[k].states.clear();
+              ++trace.rejected;
+              continue;
+            }
+          }
+          batch.push_back(k);
+        }
+        // Enough units per round to keep every thread busy, few enough to
+        // stop a hopeless child early.
+        const int64_t threads = evaluator->threads();
+        span = batch.empty()
+                   ? 1
+                   : std::max<int64_t>(1, (threads + static_cast<int64_t>(batch.size()) - 1) /
+                                              static_cast<int64_t>(batch.size()));
+      }
+      result.rejected_early += trace.rejected;
     }
-    std::vector<size_t> order(next.size());
-    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    result.search_evaluations += static_cast<int64_t>(n_children);
+    trace.evaluated = static_cast<int>(n_children);
+
+    std::vector<size_t> order;
+    for (size_t k = 0; k < next.size(); ++k) {
+      if (finished[k]) order.push_back(k);
+    }
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
       if (estimate[a] != estimate[b]) return estimate[a] < estimate[b];
       if (next[a].footprint != next[b].footprint) return next[a].footprint < next[b].footprint;
@@ -203,6 +340,14 @@ Result<SearchResult> TreeSearch(const Library& lib, Evaluator* evaluator,
     std::vector<Node> survivors;
     survivors.reserve(order.size());
     for (size_t k : order) survivors.push_back(std::move(next[k]));
+    // The other finished children stay one more step as sources (see
+    // SearchOptions::speedups); the survivors' parents are in `beam` until then.
+    std::vector<Node> kept_siblings;
+    if (options.speedups && keep_siblings) {
+      for (size_t k = 0; k < next.size(); ++k) {
+        if (finished[k] && !next[k].states.empty()) kept_siblings.push_back(std::move(next[k]));
+      }
+    }
     if (!result.kept_states) {
       // Evaluate the survivors again, now keeping their activations.
       std::vector<EvalJob> again;
@@ -224,6 +369,7 @@ Result<SearchResult> TreeSearch(const Library& lib, Evaluator* evaluator,
     levels.push_back(std::move(level));
     result.trace.push_back(std::move(trace));
     beam = std::move(survivors);
+    siblings = std::move(kept_siblings);
     if (options.progress) options.progress({SearchProgress::Phase::kSearch, step, total});
   }
   if (beam.size() != 1 || !lib.IsLow(beam[0].state)) {

@@ -12,7 +12,9 @@
 //
 // One step. Each surviving path proposes its #branch best moves by
 // sensitivity rank (RankMoves); every distinct child EQM is evaluated on the
-// calibration tokens, reusing its parent's activations. A child reached from
+// calibration tokens, reusing its parent's activations (SearchOptions::
+// speedups: or a sibling's, and dropping a child as soon as its first chunks
+// prove it cannot survive). A child reached from
 // several paths is kept once, behind the parent that gives it the smallest
 // area. Children are ranked by their estimated final area: the area so far
 // plus the area of finishing the walk with the remaining moves in
@@ -52,6 +54,20 @@ struct SearchOptions {
   // of them fit in this many bytes; otherwise the survivors are evaluated
   // again (same scores, more time).
   uint64_t max_state_bytes = uint64_t{1} << 30;
+  // Exact speed-ups; false runs the plain search (to measure what they
+  // save). The ensemble is the same either way, bit for bit:
+  // - Wider reuse: each child starts from whichever kept EQM shares the
+  //   longest run of unchanged layers with it: its parents, or the children
+  //   of the step before (a child often differs from an evaluated sibling of
+  //   its parent only in a later layer), kept one step longer when twice
+  //   #stem x #branch of them fit in max_state_bytes.
+  // - Early rejection: the #stem children that the sensitivity predicts
+  //   best are scored first; the others a few chunks at a time. Per-chunk
+  //   KL and NLL sums are never negative, so the chunks so far bound a
+  //   child's metric from below, and its estimated area (increasing in the
+  //   metric) too: once that bound is above the #stem-th best finished
+  //   child's estimate, the child cannot survive and is dropped unfinished.
+  bool speedups = true;
   // Polled often, from any thread; true stops the search with Aborted.
   std::function<bool()> cancelled;
   // Called from the calling thread (sensitivity: from worker threads, under
@@ -73,6 +89,7 @@ struct StepTrace {
   std::vector<EqmState> parents;        // the surviving paths expanded, best first
   std::vector<std::vector<int>> moves;  // per parent: the chains it proposed, in rank order
   int evaluated = 0;                    // distinct children evaluated
+  int rejected = 0;                     // ... of them dropped unfinished (SearchOptions::speedups)
   std::vector<EqmState> survivors;      // best first
 };
 
@@ -82,6 +99,8 @@ struct SearchResult {
   std::vector<StepTrace> trace;
   double area = 0;                 // of the chosen path (see the file comment)
   int64_t search_evaluations = 0;  // not counting the sensitivity analysis
+  int64_t search_units = 0;        // (child, chunk) pairs scored by the search
+  int64_t rejected_early = 0;      // children dropped unfinished
   double sensitivity_seconds = 0;
   double search_seconds = 0;
   bool kept_states = false;  // whether children's activations were kept

@@ -219,5 +219,87 @@ TEST_F(PruneEnsembleTest, CapIsMetOrTheErrorSaysByHowMuch) {
       << too_small.status().ToString();
 }
 
+// A redundant rung: chain 0's rung 1 lies on the line from rung 0 to rung 2
+// (the same delta per byte), so dropping it only coarsens the curve; chain
+// 1's rung 1 is a real step down (a small delta for many bytes, then a
+// large one). The area ranking drops the redundant rung first although it
+// frees fewer bytes, and dropping it raises the predicted area by exactly
+// the granularity lost: (delta(2) - delta(1)) x bytes(0 -> 1).
+TEST(AreaRanking, DropsTheRungItsNeighboursMakeRedundantFirst) {
+  std::vector<PredictedChain> chains(2);
+  chains[0].bytes = {100, 90, 80, 40};
+  chains[0].delta = {0, 0.01, 0.02, 1.0};
+  chains[1].bytes = {100, 60, 40};
+  chains[1].delta = {0, 0.05, 1.0};
+  const std::vector<std::vector<char>> all = {{1, 1, 1, 1}, {1, 1, 1}};
+  // By hand: the walk takes chain 0 to rung 2 (0.001/byte), chain 1 to
+  // rung 1 (0.00125/byte), chain 1 to rung 2 (0.0475/byte), chain 0 to
+  // rung 3 (0.0245/byte comes before it). Moves in order, metric after each
+  // times bytes saved:
+  //   0.01*10 + 0.02*10 + 0.07*40 + 1.05*40 + 2.0*20 = 85.1
+  EXPECT_NEAR(PredictedArea(chains, all), 85.1, 1e-9);
+  std::vector<std::vector<char>> no_redundant = all;
+  no_redundant[0][1] = 0;
+  EXPECT_NEAR(PredictedArea(chains, no_redundant) - PredictedArea(chains, all), (0.02 - 0.01) * 10,
+              1e-9);
+  std::vector<AreaCandidate> cands(3);
+  cands[0].places = {{1, 1}};  // the real step: 40 bytes
+  cands[0].bytes = 40;
+  cands[1].places = {{0, 1}};  // the redundant rung: 10 bytes
+  cands[1].bytes = 10;
+  cands[2].places = {{0, 2}};  // chain 0's middle: 40 bytes
+  cands[2].bytes = 40;
+  std::vector<double> cost;
+  const std::vector<size_t> order = AreaPruneOrder(chains, cands, &cost);
+  ASSERT_EQ(order.size(), 3u);
+  EXPECT_EQ(order[0], 1u);
+  EXPECT_NEAR(cost[0], 0.1 / 10, 1e-9);
+  // The real step goes last: without it chain 1 jumps 60 bytes at 1.0.
+  EXPECT_EQ(order[2], 0u);
+  for (size_t k = 1; k < cost.size(); ++k) EXPECT_GE(cost[k], 0.0);
+}
+
+// A module no chain uses (a mid's module that is not smaller than the rung
+// above it) costs nothing and goes first, the larger of two such first.
+TEST(AreaRanking, UnusedModulesGoFirstLargestFirst) {
+  std::vector<PredictedChain> chains(1);
+  chains[0].bytes = {100, 50, 10};
+  chains[0].delta = {0, 0.1, 1.0};
+  std::vector<AreaCandidate> cands(3);
+  cands[0].places = {{0, 1}};
+  cands[0].bytes = 50;
+  cands[1].bytes = 7;
+  cands[2].bytes = 9;
+  const std::vector<size_t> order = AreaPruneOrder(chains, cands);
+  EXPECT_EQ(order, (std::vector<size_t>{2, 1, 0}));
+}
+
+// --rank uses is store/prune.h's ranking unchanged; --rank area prunes a
+// permutation of the same candidates and the repair is still a walk.
+TEST_F(PruneEnsembleTest, BothRankingsPruneTheSameCandidates) {
+  auto uses_order = store::RankMidModules(store_.get(), ensemble_);
+  ASSERT_TRUE(uses_order.ok()) << uses_order.status().ToString();
+  PruneRequest r = Request(0.5);
+  r.dry_run = true;
+  r.ranking = PruneRanking::kUses;
+  auto uses = PruneEnsemble(store_.get(), r);
+  ASSERT_TRUE(uses.ok()) << uses.status().ToString();
+  ASSERT_EQ(uses->plan.ranked.size(), uses_order->size());
+  for (size_t i = 0; i < uses_order->size(); ++i) {
+    EXPECT_EQ(uses->plan.ranked[i].key, (*uses_order)[i].key) << i;
+  }
+  r.ranking = PruneRanking::kArea;
+  r.dry_run = false;
+  auto area = PruneEnsemble(store_.get(), r);
+  ASSERT_TRUE(area.ok()) << area.status().ToString();
+  std::set<store::ModuleKey> a, b;
+  for (const auto& c : area->plan.ranked) a.insert(c.key);
+  for (const auto& c : *uses_order) b.insert(c.key);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(area->plan.n_pruned, uses->plan.n_pruned);
+  const std::vector<store::ModuleKey> gone = area->plan.pruned_keys();
+  ExpectAWalk(std::set<store::ModuleKey>(gone.begin(), gone.end()));
+}
+
 }  // namespace
 }  // namespace fqpack::search

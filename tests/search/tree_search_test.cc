@@ -254,5 +254,59 @@ TEST_F(TreeSearchTest, RemainingAreaAddsSensitivityDeltasInRankOrder) {
   EXPECT_EQ(RemainingArea(*lib_, sens, lib_->LowState(), m), 0);
 }
 
+// The speed-ups (reuse across siblings, early rejection) must not change the
+// ensemble: the same steps, scores and area with and without them, on
+// libraries of 3, 4 and 6 QMs (more rungs: more steps and more siblings).
+TEST(TreeSearchSpeedups, SameEnsembleWithAndWithoutAtSeveralRungs) {
+  const std::vector<std::vector<std::pair<const char*, QType>>> ladders = {
+      {{"Q8_0", QType::kQ8_0}, {"Q5_0", QType::kQ5_0}, {"Q4_0", QType::kQ4_0}},
+      {{"Q8_0", QType::kQ8_0},
+       {"Q5_1", QType::kQ5_1},
+       {"Q4_1", QType::kQ4_1},
+       {"Q4_0", QType::kQ4_0}},
+      {{"F16", QType::kF16},
+       {"Q8_0", QType::kQ8_0},
+       {"Q5_1", QType::kQ5_1},
+       {"Q5_0", QType::kQ5_0},
+       {"Q4_1", QType::kQ4_1},
+       {"Q4_0", QType::kQ4_0}}};
+  for (const auto& ladder : ladders) {
+    testing::TinyLibrary tiny;
+    for (const auto& [label, type] : ladder) tiny.AddQm(label, SearchSpec(TypeId(type), 3));
+    auto lib = Library::Build(tiny.qms, {.include_embed = true});
+    ASSERT_TRUE(lib.ok()) << lib.status().ToString();
+    auto calib = MakeCalibSet(testing::RandomTokens(6 * 16, 40, 5), 16, 96, 1);
+    ASSERT_TRUE(calib.ok());
+    std::vector<SearchResult> runs;
+    int64_t rejected = 0;
+    for (bool speedups : {false, true}) {
+      auto ev = Evaluator::Create(&*lib, &tiny.source, *calib, {2, true});
+      ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+      SearchOptions opts = Opts(2, 4);
+      opts.speedups = speedups;
+      auto r = TreeSearch(*lib, ev->get(), opts);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      if (speedups) rejected = r->rejected_early;
+      runs.push_back(std::move(r).value());
+    }
+    const SearchResult& a = runs[0];
+    const SearchResult& b = runs[1];
+    EXPECT_EQ(a.rejected_early, 0);
+    EXPECT_LE(b.search_units, a.search_units);
+    EXPECT_EQ(b.search_units<a.search_units, rejected> 0);
+    ASSERT_EQ(a.steps.size(), static_cast<size_t>(lib->total_moves()) + 1) << ladder.size();
+    ASSERT_EQ(b.steps.size(), a.steps.size()) << ladder.size() << " QMs";
+    for (size_t i = 0; i < a.steps.size(); ++i) {
+      EXPECT_EQ(b.steps[i].state, a.steps[i].state) << ladder.size() << " QMs, step " << i;
+      EXPECT_EQ(b.steps[i].score.kl, a.steps[i].score.kl) << i;
+      EXPECT_EQ(b.steps[i].score.nll, a.steps[i].score.nll) << i;
+    }
+    EXPECT_EQ(b.area, a.area);
+    for (size_t i = 0; i < a.trace.size(); ++i) {
+      EXPECT_EQ(b.trace[i].survivors, a.trace[i].survivors) << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fqpack::search
