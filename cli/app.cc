@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "cli/output.h"
+#include "runtime/quant/quant.h"
 #include "schema/log.h"
 
 namespace fqpack::cli {
@@ -80,6 +81,19 @@ int Main(int argc, char** argv) {
   RegisterServeCommand(app, ctx);
 
   SetWarningHandler([&ctx](std::string_view msg) { ctx.Note("warning: " + std::string(msg)); });
+  // FQPACK_KERNELS=portable|avx2 caps the kernel tier (the default is the
+  // widest the CPU runs): to compare tiers' speed and results on one machine.
+  if (const char* tier = std::getenv("FQPACK_KERNELS"); tier != nullptr && *tier != 0) {
+    const std::string_view t(tier);
+    if (t == "portable") {
+      runtime::quant::SetSimdCap(runtime::quant::SimdLevel::kPortable);
+    } else if (t == "avx2") {
+      runtime::quant::SetSimdCap(runtime::quant::SimdLevel::kAvx2);
+    } else if (t != "avx512") {
+      ctx.Note("warning: FQPACK_KERNELS=" + std::string(t) +
+               " is not one of portable, avx2, avx512; using the widest tier");
+    }
+  }
   std::signal(SIGINT, OnInterrupt);
   std::signal(SIGPIPE, SIG_IGN);
 

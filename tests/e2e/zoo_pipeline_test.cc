@@ -140,8 +140,16 @@ TEST_P(ZooPipeline, ImportSearchPrunePackRunExport) {
   const double hi_bits = JsonNumber(json, "hi_bits"), lo_bits = JsonNumber(json, "lo_bits");
   EXPECT_GT(JsonNumber(json, "mean_bits"), lo_bits) << json;
   EXPECT_LT(JsonNumber(json, "mean_bits"), hi_bits) << json;
-  EXPECT_EQ(ppl_of("--dynamic hi=Q8_0,lo=Q4_K_M --target-bits " + Digits(hi_bits), &json), hi);
-  EXPECT_EQ(ppl_of("--dynamic hi=Q8_0,lo=Q4_K_M --target-bits " + Digits(lo_bits), &json), lo);
+  // Equal up to the kernels' fp32 order: --dynamic runs one token at a
+  // time, the static ppl a batch (the GEMM on the AVX-512 tier), and a
+  // last-bit difference can flip an int8 activation code's rounding.
+  constexpr double kKernelOrderPplRel = 3e-3;
+  EXPECT_NEAR(ppl_of("--dynamic hi=Q8_0,lo=Q4_K_M --target-bits " + Digits(hi_bits), &json), hi,
+              kKernelOrderPplRel * hi);
+  EXPECT_NEAR(JsonNumber(json, "mean_bits"), hi_bits, 1e-3) << json;
+  EXPECT_NEAR(ppl_of("--dynamic hi=Q8_0,lo=Q4_K_M --target-bits " + Digits(lo_bits), &json), lo,
+              kKernelOrderPplRel * lo);
+  EXPECT_NEAR(JsonNumber(json, "mean_bits"), lo_bits, 1e-3) << json;
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, ZooPipeline, ::testing::Values("qwen2", "llama3"),

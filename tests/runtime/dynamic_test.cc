@@ -206,10 +206,18 @@ TEST_F(DynamicTest, CalibratedBitsMeetTheTargetOnTheCalibrationText) {
   }
 }
 
+// Dynamic perplexity runs one token at a time (the decode kernels), static
+// perplexity a batch (on the AVX-512 tier, the GEMM): the two add the same
+// products in another fp32 order, and a last-bit difference can flip the
+// rounding of an int8 activation code, so on these small models the same
+// weights give perplexities a few 1e-4 apart rather than equal ones.
+constexpr double kKernelOrderPplRel = 3e-3;
+
 TEST_F(DynamicTest, TargetAtHiBitsIsExactlyStaticHi) {
   DynamicStats stats;
   const PerplexityResult r = DynamicPpl(model_->hi_bits(), *eval_, 6, &stats);
-  EXPECT_EQ(r.ppl, StaticPpl(*hi_, 6));
+  const double hi = StaticPpl(*hi_, 6);
+  EXPECT_NEAR(r.ppl, hi, kKernelOrderPplRel * hi);
   EXPECT_EQ(stats.hi_units_tokens.back(), stats.tokens) << "every token ran every unit hi";
   EXPECT_NEAR(stats.mean_bits(), model_->hi_bits(), 1e-9);
 }
@@ -217,7 +225,8 @@ TEST_F(DynamicTest, TargetAtHiBitsIsExactlyStaticHi) {
 TEST_F(DynamicTest, TargetAtLoBitsIsExactlyStaticLo) {
   DynamicStats stats;
   const PerplexityResult r = DynamicPpl(model_->lo_bits(), *eval_, 6, &stats);
-  EXPECT_EQ(r.ppl, StaticPpl(*lo_, 6));
+  const double lo = StaticPpl(*lo_, 6);
+  EXPECT_NEAR(r.ppl, lo, kKernelOrderPplRel * lo);
   EXPECT_EQ(stats.hi_units_tokens.front(), stats.tokens);
   EXPECT_EQ(stats.binds, 0) << "nothing ever switches";
   auto plan = PlanForTarget(*model_, model_->lo_bits());
