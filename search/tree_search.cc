@@ -259,6 +259,7 @@ Result<SearchResult> TreeSearch(const Library& lib, Evaluator* evaluator,
       int64_t span = n_chunks;  // the first batch in full: it sets the bar
       while (!batch.empty()) {
         std::vector<EvalJob> jobs;
+        jobs.reserve(batch.size());
         for (size_t k : batch) jobs.push_back(job_for(k, at[k], std::min(n_chunks, at[k] + span)));
         FQ_ASSIGN_OR_RETURN(std::vector<EvalResult> scored,
                             evaluator->Evaluate(jobs, options.cancelled));

@@ -7,7 +7,9 @@
 
 // GCC 12's gather and int-to-float intrinsics start from an undefined vector
 // and trip -Wmaybe-uninitialized inside the header; the values are set.
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <cstddef>
 #include <cstring>
