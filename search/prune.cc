@@ -77,26 +77,6 @@ Result<SearchRequest> RepairRequest(store::Store* store, const store::ModelInfo&
   return req;
 }
 
-// store/prune.cc's plan, over a ranking of our own: the first n go.
-Result<store::PrunePlan> PlanFirst(store::Store* store, const store::EnsembleInfo& e,
-                                   std::vector<store::PruneCandidate> ranked, size_t n) {
-  store::PrunePlan plan;
-  plan.ensemble = e;
-  plan.ranked = std::move(ranked);
-  plan.n_pruned = n;
-  plan.fraction =
-      plan.ranked.empty() ? 0.0 : static_cast<double>(n) / static_cast<double>(plan.ranked.size());
-  FQ_ASSIGN_OR_RETURN(plan.store_bytes_before, store->catalog().StoredBytes());
-  plan.store_bytes_after = plan.store_bytes_before;
-  std::set<int64_t> partial;
-  for (size_t i = 0; i < n; ++i) {
-    plan.store_bytes_after -= plan.ranked[i].stored_bytes;
-    partial.insert(plan.ranked[i].qm_ids.begin(), plan.ranked[i].qm_ids.end());
-  }
-  plan.partial_qm_ids.assign(partial.begin(), partial.end());
-  return plan;
-}
-
 // The candidates of store::RankMidModules reordered by AreaPruneOrder; each
 // one's score becomes its area increase per byte.
 Result<std::vector<store::PruneCandidate>> RankByArea(store::Store* store,
@@ -274,7 +254,7 @@ Result<PruneOutcome> PruneEnsemble(store::Store* store, const PruneRequest& requ
     } else {
       n = static_cast<size_t>(std::llround(request.fraction * static_cast<double>(ranked.size())));
     }
-    FQ_ASSIGN_OR_RETURN(out.plan, PlanFirst(store, ensemble, std::move(ranked), n));
+    FQ_ASSIGN_OR_RETURN(out.plan, store::PlanFirst(store, ensemble, std::move(ranked), n));
   }
 
   // The quality at the library's footprints, before.

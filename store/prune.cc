@@ -83,10 +83,8 @@ Result<std::vector<PruneCandidate>> RankMidModules(Store* store, const EnsembleI
   return out;
 }
 
-namespace {
-
-Result<PrunePlan> MakePlan(Store* store, const EnsembleInfo& e, std::vector<PruneCandidate> ranked,
-                           size_t n) {
+Result<PrunePlan> PlanFirst(Store* store, const EnsembleInfo& e, std::vector<PruneCandidate> ranked,
+                            size_t n) {
   PrunePlan plan;
   plan.ensemble = e;
   plan.ranked = std::move(ranked);
@@ -104,14 +102,12 @@ Result<PrunePlan> MakePlan(Store* store, const EnsembleInfo& e, std::vector<Prun
   return plan;
 }
 
-}  // namespace
-
 Result<PrunePlan> PlanPrune(Store* store, const EnsembleInfo& e, double p) {
   if (!(p >= 0.0 && p <= 1.0))
     return Status::InvalidArgument("--prune takes a fraction from 0 to 1");
   FQ_ASSIGN_OR_RETURN(std::vector<PruneCandidate> ranked, RankMidModules(store, e));
   const size_t n = static_cast<size_t>(std::llround(p * static_cast<double>(ranked.size())));
-  return MakePlan(store, e, std::move(ranked), n);
+  return PlanFirst(store, e, std::move(ranked), n);
 }
 
 Result<PrunePlan> PlanCap(Store* store, const EnsembleInfo& e, uint64_t cap) {
@@ -126,7 +122,7 @@ Result<PrunePlan> PlanCap(Store* store, const EnsembleInfo& e, uint64_t cap) {
                                    "holds): " +
                                    std::to_string(bytes - cap) + " bytes over the cap");
   }
-  return MakePlan(store, e, std::move(ranked), n);
+  return PlanFirst(store, e, std::move(ranked), n);
 }
 
 Status ApplyPrune(Store* store, const PrunePlan& plan, const std::vector<NewEqm>& repaired,

@@ -46,6 +46,11 @@ struct PrunePlan {
   std::vector<ModuleKey> pruned_keys() const;
 };
 
+// The plan that prunes the first `n` of `ranked` (a ranking of the
+// ensemble's candidates, e.g. search's own), with its byte and QM totals.
+Result<PrunePlan> PlanFirst(Store* store, const EnsembleInfo& ensemble,
+                            std::vector<PruneCandidate> ranked, size_t n);
+
 // Prune the fraction `p` (0..1) of the candidates (rounded to the nearest
 // count).
 Result<PrunePlan> PlanPrune(Store* store, const EnsembleInfo& ensemble, double p);

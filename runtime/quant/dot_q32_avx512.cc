@@ -44,19 +44,6 @@ inline __m512 LoadHalves(const uint8_t* base, int stride) {
   return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h)));
 }
 
-// vpermps controls giving the scale of block 2k in lanes 0..7 and of block
-// 2k + 1 in lanes 8..15.
-alignas(64) constexpr int32_t kPairScale[8][16] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
-    {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
-    {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},
-    {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
-    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13},
-    {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15},
-};
-
 // Signed-code blocks against Q8_0. codes(b0, b1) gives the 64 int8 codes of
 // two blocks. Rows run in tiles of 16 blocks whose 16 products d_w * d_a
 // are computed in one vector; the blocks past the last whole tile take
@@ -99,7 +86,7 @@ void DotSigned(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, f
           dw, LoadHalves(reinterpret_cast<const uint8_t*>(&y[t][i]), sizeof(BlockQ8_0)));
     for (int k = 0; k < 8; ++k) {
       __m512 scale[NT];
-      const __m512i idx = _mm512_load_si512(kPairScale[k]);
+      const __m512i idx = _mm512_load_si512(avx512::kPairScale[k]);
       for (int t = 0; t < NT; ++t) scale[t] = _mm512_permutexvar_ps(idx, s16[t]);
       pair(i + int64_t{2} * k, i + int64_t{2} * k + 1, true, scale, accs[k % kAccs]);
     }

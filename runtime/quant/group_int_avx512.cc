@@ -97,19 +97,6 @@ inline __m512i DecodeOne(const uint8_t* p, int r) {
   return _mm512_load_si512(q);
 }
 
-// vpermps controls giving the scale of chunk 2k in lanes 0..7 and of chunk
-// 2k + 1 in lanes 8..15.
-alignas(64) constexpr int32_t kPairScale[8][16] = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
-    {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
-    {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},
-    {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
-    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13},
-    {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15},
-};
-
 // Chunks a tile of the row takes at once: their 16 scales and offsets are
 // converted and multiplied as one vector each.
 constexpr int kTileChunks = 16;
@@ -194,7 +181,7 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
       const uint8_t* codes = w + (chunk / kChunksPerGroup) * kWholeGroupBytes + kGroupHeaderBytes +
                              (chunk % kChunksPerGroup) * kChunkBytes;
       const __m512i q = DecodePair<kBits, kOff1>(codes);
-      const __m512i idx = _mm512_load_si512(kPairScale[k]);
+      const __m512i idx = _mm512_load_si512(avx512::kPairScale[k]);
       for (int t = 0; t < NT; ++t) {
         const uint8_t* b0 = act[t] + (c + chunk) * kGroupActBlockBytes;
         const __m512i ya = _mm512_inserti64x4(_mm512_zextsi256_si512(Load256(b0 + 8)),
