@@ -25,7 +25,9 @@
 //
 // Each benchmark runs at every kernel tier the CPU has from AVX2 up (the
 // AVX2 tier is the baseline the wider kernels are compared against in the
-// same run); bench/speed_table.sh turns the output into a table.
+// same run); bench/speed_table.sh turns the output into a table. Decode on
+// several threads also runs once with a pool whose workers sleep between
+// matmuls (".../sleeping-pool/threads:N"), the baseline for the pool's spin.
 //
 // Environment (comma lists): FQ_BENCH_SHAPES (default
 // tinyllama,llama32,qwen25), FQ_BENCH_LAYERS (layers of every shape; default
@@ -33,7 +35,7 @@
 // Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,Q3_K,Q2_K,IQ4_NL), FQ_BENCH_MATVEC_TYPES (default:
 // every executable quantized type; "none" skips), FQ_BENCH_THREADS (default
 // 1 and all cores), FQ_BENCH_TIERS (avx2, avx512; default both),
-// FQ_BENCH_GGUF, FQ_TESTDATA.
+// FQ_BENCH_SLEEPING_POOL (0 skips that baseline), FQ_BENCH_GGUF, FQ_TESTDATA.
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 
@@ -86,11 +88,12 @@ std::vector<std::string> EnvList(const char* name, const char* fallback) {
   return Split(v != nullptr && *v != 0 ? v : fallback);
 }
 
-// One pool per thread count, shared by every benchmark that uses it.
-ThreadPool& Pool(int threads) {
-  static std::map<int, std::unique_ptr<ThreadPool>> pools;
-  std::unique_ptr<ThreadPool>& p = pools[threads];
-  if (p == nullptr) p = std::make_unique<ThreadPool>(threads);
+// One pool per thread count and spin time, shared by every benchmark that
+// uses it.
+ThreadPool& Pool(int threads, int spin_micros = ThreadPool::kSpinMicros) {
+  static std::map<std::pair<int, int>, std::unique_ptr<ThreadPool>> pools;
+  std::unique_ptr<ThreadPool>& p = pools[{threads, spin_micros}];
+  if (p == nullptr) p = std::make_unique<ThreadPool>(threads, spin_micros);
   return *p;
 }
 
@@ -402,11 +405,14 @@ std::vector<int32_t> PromptTokens(const Model& m) {
 struct Setup {
   int threads = 1;
   quant::SimdLevel tier = quant::SimdLevel::kAvx2;
+  // The pool's spin time; 0 is the baseline where workers sleep between
+  // matmuls and each one wakes them through the kernel.
+  int spin_micros = ThreadPool::kSpinMicros;
 };
 
 void BM_Decode(benchmark::State& state, std::shared_ptr<Model> model, Setup setup) {
   TierScope tier(setup.tier);
-  ThreadPool& pool = Pool(setup.threads);
+  ThreadPool& pool = Pool(setup.threads, setup.spin_micros);
   const int64_t n_ctx = std::min<int64_t>(
       kDecodeEnd, std::max<int64_t>(model->hparams().n_ctx_train, kPromptTokens + 64));
   Session session(model.get(), n_ctx, &pool);
@@ -612,7 +618,8 @@ std::vector<quant::SimdLevel> Tiers() {
 }
 
 std::string SetupTag(const Setup& s) {
-  return std::string(TierName(s.tier)) + "/threads:" + std::to_string(s.threads);
+  return std::string(TierName(s.tier)) + (s.spin_micros == 0 ? "/sleeping-pool" : "") +
+         "/threads:" + std::to_string(s.threads);
 }
 
 void RegisterAll() {
@@ -667,6 +674,9 @@ void RegisterAll() {
   const std::vector<std::string> types =
       EnvList("FQ_BENCH_TYPES", "Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,Q3_K,Q2_K,IQ4_NL");
   const int layers_env = EnvInt("FQ_BENCH_LAYERS", 0);
+  // FQ_BENCH_SLEEPING_POOL=0 drops the decode baseline whose pool workers
+  // sleep between matmuls (default: run it for the widest tier).
+  const bool sleeping_pool = EnvInt("FQ_BENCH_SLEEPING_POOL", 1) != 0;
   for (const std::string& shape_name : EnvList("FQ_BENCH_SHAPES", "tinyllama,llama32,qwen25")) {
     if (shape_name == "none") continue;
     const Shape* shape = nullptr;
@@ -709,6 +719,16 @@ void RegisterAll() {
               ->Unit(benchmark::kMillisecond)
               ->UseRealTime()
               ->MinTime(1.0);
+          if (t > 1 && k + 1 == tiers.size() && sleeping_pool) {
+            Setup sleeping = setup;
+            sleeping.spin_micros = 0;
+            benchmark::RegisterBenchmark(
+                ("Decode/" + tag + "/" + SetupTag(sleeping)).c_str(),
+                [get, sleeping](benchmark::State& s) { BM_Decode(s, get(), sleeping); })
+                ->Unit(benchmark::kMillisecond)
+                ->UseRealTime()
+                ->MinTime(1.0);
+          }
           benchmark::RegisterBenchmark(("Prompt128/" + tag + "/" + SetupTag(setup)).c_str(),
                                        [get, holder, setup, last](benchmark::State& s) {
                                          BM_Prompt(s, get(), setup);

@@ -3,9 +3,10 @@
 # its results as markdown tables: per model shape and weight type, prompt
 # (128-token batch) and decode tokens per second at 1 and all threads, decode's
 # weight bytes per second as a percentage of the read bandwidth measured in the
-# same run, and the ratio of the widest kernel tier to the AVX2 tier; then the
-# matmul core alone per type (MatVec: 256 MiB of weights streamed from memory;
-# DotInCache: one thread, weights in L2, per CPU second).
+# same run, the ratio of the widest kernel tier to the AVX2 tier, and that of
+# a pool whose workers spin between matmuls to one whose workers sleep; then
+# the matmul core alone per type (MatVec: 256 MiB of weights streamed from
+# memory; DotInCache: one thread, weights in L2, per CPU second).
 #
 # Usage: bench/speed_table.sh [build-dir] [extra decode_bench flags...]
 # FQ_SPEED_JSON=<file>: keep decode_bench's JSON there; when the file exists,
@@ -85,6 +86,8 @@ if models:
     hdr += ["decode tok/s %dt" % t for t in threads]
     hdr += ["decode %% of read BW %dt" % t for t in threads]
     hdr += ["%s/AVX2 prompt %dt" % (top.upper(), tmax), "%s/AVX2 decode %dt" % (top.upper(), tmax)]
+    if tmax > 1:
+        hdr += ["decode spinning/sleeping pool %dt" % tmax]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for model, typ in models:
@@ -95,6 +98,10 @@ if models:
                     else 100 * get("Decode/%s/%s/%s/threads:%d" % (model, typ, top, t), "of_read"), "{:.0f}%")
                 for t in threads]
         row += [fmt(ratio("Prompt128", model, typ, tmax), "{:.2f}x"), fmt(ratio("Decode", model, typ, tmax), "{:.2f}x")]
+        if tmax > 1:
+            spin = get("Decode/%s/%s/%s/threads:%d" % (model, typ, top, tmax), "tokens_per_s")
+            sleep = get("Decode/%s/%s/%s/sleeping-pool/threads:%d" % (model, typ, top, tmax), "tokens_per_s")
+            row += [fmt(None if spin is None or not sleep else spin / sleep, "{:.2f}x")]
         print("| " + " | ".join(row) + " |")
     print()
 

@@ -20,12 +20,11 @@ namespace {
 constexpr size_t kRowBlockBytes = size_t{128} << 10;
 // Decode (one token) reads each weight row once, so a matmul's time is its
 // bytes over the memory bandwidth. Below this many weight bytes it runs on
-// the calling thread alone: waking a worker and then waiting to be woken
-// when it is done costs tens of microseconds on a busy two-core machine
-// (a 2048 x 256 Q4_K matrix, 295 KB, took twice as long on two threads as
-// on one in decode_bench's MatVec), about what one thread needs to read
-// this much by itself.
-constexpr size_t kMinParallelDecodeBytes = size_t{384} << 10;
+// the calling thread alone: handing half of it to a worker that is spinning
+// (schema/thread_pool.h) costs about a microsecond of cache-line traffic,
+// about what one thread needs to read 64 KB. (With a pool whose workers
+// slept between matmuls the break-even was near 384 KB.)
+constexpr size_t kMinParallelDecodeBytes = size_t{64} << 10;
 // Equal byte shares per thread of a decode matmul: a few, so a worker that
 // wakes late takes fewer of them and no thread idles at the end.
 constexpr int64_t kDecodeSharesPerThread = 4;

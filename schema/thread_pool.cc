@@ -1,47 +1,93 @@
 #include "schema/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace fqpack {
+namespace {
 
-ThreadPool::ThreadPool(int n_threads) {
+// One iteration of a spin-wait: tells the core that this thread only polls,
+// so its sibling (or the other thread of an SMT pair) gets the pipeline.
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spins a caller does waiting for the workers' last chunks before it lets
+// the OS run something else: a chunk in flight normally ends within a few
+// microseconds of the caller's own, so yielding is only for a preempted
+// worker.
+constexpr int kCallerSpins = 4096;
+
+}  // namespace
+
+ThreadPool::ThreadPool(int n_threads, int spin_micros) : spin_micros_(std::max(0, spin_micros)) {
   if (n_threads <= 0)
     n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
 ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  work_cv_.notify_all();
+  stop_.store(true);
+  generation_.fetch_add(1);
+  generation_.notify_all();
   for (std::thread& t : workers_) t.join();
 }
 
-void ThreadPool::RunChunks() {
-  // Called with mu_ held; releases it while running a chunk.
-  while (next_ < n_) {
-    const int64_t begin = next_;
-    const int64_t end = std::min(n_, begin + chunk_);
-    next_ = end;
-    const auto* fn = fn_;
-    mu_.unlock();
-    (*fn)(begin, end);
-    mu_.lock();
+int64_t ThreadPool::RunChunks(uint32_t gen) {
+  uint64_t t = ticket_.load(std::memory_order_acquire);
+  if (static_cast<uint32_t>(t >> 32) != gen) return 0;
+  // Seen under `gen`'s ticket: these are gen's fields or a later loop's,
+  // and a later loop's make every claim below fail.
+  const auto* fn = fn_.load(std::memory_order_relaxed);
+  const int64_t n = n_.load(std::memory_order_relaxed);
+  const int64_t chunk = chunk_.load(std::memory_order_relaxed);
+  const uint32_t n_chunks = n_chunks_.load(std::memory_order_relaxed);
+  int64_t ran = 0;
+  while (static_cast<uint32_t>(t >> 32) == gen) {
+    const auto next = static_cast<uint32_t>(t);
+    if (next >= n_chunks) break;
+    if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+      continue;  // t now holds the current ticket
+    }
+    const int64_t begin = int64_t{next} * chunk;
+    (*fn)(begin, std::min(n, begin + chunk));
+    done_.fetch_add(1, std::memory_order_release);
+    ++ran;
+    ++t;
   }
+  return ran;
 }
 
 void ThreadPool::WorkerLoop() {
-  uint64_t seen = 0;
-  std::unique_lock<std::mutex> lock(mu_);
+  using Clock = std::chrono::steady_clock;
+  uint32_t seen = 0;
   while (true) {
-    work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-    if (stop_) return;
-    seen = generation_;
-    ++busy_;
-    RunChunks();
-    if (--busy_ == 0) done_cv_.notify_all();
+    uint32_t gen = generation_.load(std::memory_order_acquire);
+    if (gen == seen && spin_micros_ > 0) {
+      // Spin a while: the next loop usually follows within microseconds.
+      const Clock::time_point until = Clock::now() + std::chrono::microseconds(spin_micros_);
+      for (int i = 1; (gen = generation_.load(std::memory_order_acquire)) == seen; ++i) {
+        CpuRelax();
+        if (i % 64 == 0 && Clock::now() >= until) break;
+      }
+    }
+    if (gen == seen) {
+      // Then sleep until the generation moves. Counting as a sleeper before
+      // the last check pairs with the caller's check of sleepers_ after it
+      // publishes a loop: either the caller sees this thread and notifies,
+      // or this thread sees the new generation and does not wait.
+      sleepers_.fetch_add(1);
+      while ((gen = generation_.load()) == seen) generation_.wait(seen);
+      sleepers_.fetch_sub(1);
+    }
+    if (stop_.load()) return;
+    seen = gen;
+    RunChunks(gen);
   }
 }
 
@@ -53,20 +99,29 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     fn(0, n);
     return;
   }
-  // About four chunks per thread balances uneven rows without much locking.
+  // About four chunks per thread balances uneven rows without much traffic
+  // on the shared counter.
   const int64_t chunk = std::max(min_chunk, (n + threads * 4 - 1) / (threads * 4));
-  std::unique_lock<std::mutex> lock(mu_);
-  fn_ = &fn;
-  n_ = n;
-  chunk_ = chunk;
-  next_ = 0;
-  ++generation_;
-  ++busy_;
-  work_cv_.notify_all();
-  RunChunks();
-  --busy_;
-  done_cv_.wait(lock, [&] { return busy_ == 0; });
-  fn_ = nullptr;
+  const auto n_chunks = static_cast<uint32_t>((n + chunk - 1) / chunk);
+  // No loop is open, so no worker reads these until the ticket below.
+  fn_.store(&fn, std::memory_order_relaxed);
+  n_.store(n, std::memory_order_relaxed);
+  chunk_.store(chunk, std::memory_order_relaxed);
+  n_chunks_.store(n_chunks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  const uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
+  ticket_.store(uint64_t{gen} << 32, std::memory_order_release);
+  generation_.store(gen);
+  if (sleepers_.load() > 0) generation_.notify_all();
+
+  RunChunks(gen);
+  for (int i = 0; done_.load(std::memory_order_acquire) < n_chunks; ++i) {
+    if (i < kCallerSpins) {
+      CpuRelax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 }  // namespace fqpack
