@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/matmul_hook.h"
+#include "runtime/quant/decode.h"
 #include "runtime/quant/gemm.h"
 #include "runtime/quant/quant.h"
 #include "schema/quant_types.h"
@@ -56,6 +57,13 @@ uint8_t* TileScratch(size_t bytes) {
 
 // The running thread's buffer for one packed weight panel of the GEMM path.
 uint8_t* PanelScratch(size_t bytes) {
+  thread_local std::vector<uint8_t> buffer;
+  return CacheLineAligned(buffer, bytes);
+}
+
+// The calling thread's buffer for the packed activation of the decode path;
+// pack_act writes whole zmm, so it starts at a cache line.
+uint8_t* DecodeScratch(size_t bytes) {
   thread_local std::vector<uint8_t> buffer;
   return CacheLineAligned(buffer, bytes);
 }
@@ -123,10 +131,25 @@ void GemmBatched(const quant::GemmOps& ops, const WeightView& w, const uint8_t* 
   });
 }
 
-// y[r] = dot(row r, act) for every row: the decode path.
-void MatVecRows(quant::DotFn dot, const WeightView& w, const uint8_t* act, size_t act_stride,
-                float* y, ThreadPool* pool) {
+// y[r] = dot(row r, act) for every row: the decode path. On the kAvx512
+// tier a type with DecodeOps has its activation packed once here, on the
+// calling thread, and every share of rows runs the type's row kernel
+// against it; the others run the per-row dot.
+void MatVecRows(const quant::TypeTraits& traits, quant::DotFn dot, const WeightView& w,
+                const uint8_t* act, size_t act_stride, float* y, ThreadPool* pool) {
+  const quant::DecodeOps* ops =
+      quant::ActiveSimdLevel() >= quant::SimdLevel::kAvx512 ? traits.decode : nullptr;
+  const uint8_t* packed = nullptr;
+  if (ops != nullptr) {
+    uint8_t* buffer = DecodeScratch(ops->act_bytes(w.cols));
+    ops->pack_act(w.cols, act, buffer);
+    packed = buffer;
+  }
   const auto run = [&](int64_t r0, int64_t r1) {
+    if (ops != nullptr) {
+      ops->rows(w.cols, w.data + r0 * w.row_bytes, w.row_bytes, r1 - r0, packed, y + r0);
+      return;
+    }
     for (int64_t r = r0; r < r1; ++r)
       dot(w.cols, w.data + r * w.row_bytes, act, act_stride, 1, y + r);
   };
@@ -212,7 +235,7 @@ void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
   const uint8_t* data = w.data;
   const size_t row_bytes = w.row_bytes;
   if (n_tokens == 1) {
-    MatVecRows(dot, w, act, act_stride, y, pool);
+    MatVecRows(*traits, dot, w, act, act_stride, y, pool);
     return;
   }
 

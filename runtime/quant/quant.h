@@ -87,7 +87,8 @@ struct CodecShape {
   const int8_t* levels = nullptr;  // kLevels: qmax - qmin + 1 ascending values
 };
 
-struct GemmOps;  // runtime/quant/gemm.h
+struct GemmOps;    // runtime/quant/gemm.h
+struct DecodeOps;  // runtime/quant/decode.h
 
 struct TypeTraits {
   uint32_t type = 0;
@@ -135,6 +136,10 @@ struct TypeTraits {
   // The batched matmul as a GEMM on the kAvx512 tier (gemm.h), or null:
   // MatMul then runs the per-row dots for n_tokens > 1 too.
   const GemmOps* gemm = nullptr;
+  // The decode matmul (one token) on the kAvx512 tier (decode.h): the
+  // activation packed once per matmul for a per-row kernel; or null, and
+  // MatMul runs the per-row dots.
+  const DecodeOps* decode = nullptr;
 };
 
 // Every row of the table, in table order.

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "runtime/quant/blocks.h"
+#include "runtime/quant/decode.h"
 #include "runtime/quant/gemm.h"
 #include "runtime/quant/group_int.h"
 #include "runtime/quant/kernels.h"
@@ -88,7 +89,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .dot_avx512 = DotQ4_0Q8_0Avx512,
                                    .codec = {.kind = Kind::kSymmetric, .qmin = -8, .qmax = 7},
                                    .encode = EncodeBlockQ4_0,
-                                   .gemm = &kGemmQ4_0}),
+                                   .gemm = &kGemmQ4_0,
+                                   .decode = &kDecodeQ4_0}),
     Gguf<QType::kQ4_1, BlockQ4_1>({.vec_dot_type = Id(QType::kQ8_1),
                                    .dequantize = DequantizeRowQ4_1,
                                    .quantize = QuantizeRowQ4_1,
@@ -120,7 +122,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .codec = {.kind = Kind::kSymmetric, .qmin = -127, .qmax = 127},
                                    .encode = EncodeBlockQ8_0,
                                    .embed_bits = 8,
-                                   .gemm = &kGemmQ8_0}),
+                                   .gemm = &kGemmQ8_0,
+                                   .decode = &kDecodeQ8_0}),
     Gguf<QType::kQ8_1, BlockQ8_1>({.vec_dot_type = Id(QType::kQ8_1),
                                    .dequantize = DequantizeRowQ8_1,
                                    .quantize = QuantizeRowQ8_1,
@@ -134,7 +137,8 @@ constexpr TypeTraits kTypeTraits[] = {
          .dot_avx512 = DotIQ4_NLQ8_0Avx512,
          .codec = {.kind = Kind::kLevels, .qmin = 0, .qmax = 15, .levels = kIq4nlValues},
          .encode = EncodeBlockIQ4_NL,
-         .gemm = &kGemmIQ4_NL}),
+         .gemm = &kGemmIQ4_NL,
+         .decode = &kDecodeIQ4_NL}),
     Gguf<QType::kQ2_K, BlockQ2_K>(
         {.vec_dot_type = Id(QType::kQ8_K),
          .dequantize = DequantizeRowQ2_K,

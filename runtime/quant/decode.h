@@ -1,0 +1,49 @@
+// The decode matmul (one token) on the kAvx512 tier: the activation row,
+// already converted to the weight type's vec_dot_type, is repacked once per
+// matmul into a layout made for the type's per-row kernel, and every weight
+// row of the matrix (thousands of them) then runs against that one packed
+// row. Nothing stored changes: the packed row lives in the caller's buffer.
+//
+// The math of the 32-element block types (Q8_0, Q4_0, IQ4_NL against Q8_0
+// activations): each weight code is read as an unsigned byte u = q + K
+// (Q4_0's nibbles as they are, K = 8; Q8_0's codes with the sign bit
+// flipped, K = 128; IQ4_NL's grid values plus 128), so vpdpbusd multiplies
+// it with the signed activation code directly, and per block
+//   sum_e q a = sum_e u a - K * sum_e a,
+// K * sum_e a being a per-block integer of the packed activation. The block
+// sums are exact int32 as in the per-row dots; each is scaled by d_w * d_a
+// in fp32 exactly as there, and only the order of the float additions
+// across blocks differs.
+//
+// Thread-safety: the functions are reentrant; the buffers are the caller's.
+#ifndef FQPACK_RUNTIME_QUANT_DECODE_H_
+#define FQPACK_RUNTIME_QUANT_DECODE_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace fqpack::runtime::quant {
+
+// How one weight type runs a decode matmul on the kAvx512 tier; a row of the
+// traits table points to its DecodeOps (TypeTraits::decode). Every function
+// must only be called when ActiveSimdLevel() >= kAvx512. `cols` is a whole
+// number of the weight type's blocks.
+struct DecodeOps {
+  // Bytes of the packed activation of a `cols`-element row.
+  size_t (*act_bytes)(int64_t cols) = nullptr;
+  // Packs one activation row `act` (vec_dot_type, RowBytes(vec_dot_type,
+  // cols) bytes) into `out`, act_bytes(cols) bytes at a 64-byte boundary.
+  void (*pack_act)(int64_t cols, const uint8_t* act, uint8_t* out) = nullptr;
+  // y[r] = row r . activation for r < nrows, row r at w + r * row_bytes;
+  // `packed` is what pack_act wrote. Reads no byte past a row's end.
+  void (*rows)(int64_t cols, const uint8_t* w, size_t row_bytes, int64_t nrows,
+               const uint8_t* packed, float* y) = nullptr;
+};
+
+extern const DecodeOps kDecodeQ8_0;
+extern const DecodeOps kDecodeQ4_0;
+extern const DecodeOps kDecodeIQ4_NL;
+
+}  // namespace fqpack::runtime::quant
+
+#endif  // FQPACK_RUNTIME_QUANT_DECODE_H_

@@ -1,0 +1,234 @@
+// The kAvx512 decode path (runtime/quant/decode.h): the packed activation
+// and row kernel of every type that has one, against the portable dot of
+// the same bytes, and through MatMul with one token against the portable
+// tier, on no pool and on pools of one and two threads.
+#include "runtime/quant/decode.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "runtime/matmul.h"
+#include "runtime/quant/quant.h"
+#include "schema/coding.h"
+#include "schema/half.h"
+#include "schema/quant_types.h"
+#include "schema/thread_pool.h"
+#include "tests/runtime/quant_test_util.h"
+
+namespace fqpack::runtime {
+namespace {
+
+namespace qt = quant::testing;
+using quant::SimdLevel;
+
+// The decode kernels sum the same exact int32 block sums as the portable
+// dot and scale each by the same fp32 d_w * d_a; only the order of the fp32
+// additions across blocks differs (and one rounding fewer per block, from
+// the FMA). The difference is bounded by that reordering, as the AVX-512
+// dots are bounded against the portable ones:
+//   kReorderUlps * 2^-24 * sum_k |w_k a_k|.
+// A wrong offset correction (K - 1 instead of K) moves every block by
+// d_w d_a sum(a), far above this.
+constexpr double kReorderUlps = 16;
+
+// Writes fp16 `h` little-endian at p, as block fields are stored.
+void PutHalf(uint8_t* p, uint16_t h) {
+  p[0] = static_cast<uint8_t>(h);
+  p[1] = static_cast<uint8_t>(h >> 8);
+}
+
+bool HasDecodeTier() { return quant::CpuSimdLevel() >= SimdLevel::kAvx512; }
+
+// Every weight type with DecodeOps, in table order.
+std::vector<const quant::TypeTraits*> DecodeTypes() {
+  std::vector<const quant::TypeTraits*> types;
+  for (const quant::TypeTraits& t : quant::AllTraits()) {
+    if (t.decode != nullptr) types.push_back(&t);
+  }
+  return types;
+}
+
+// Column counts: one block, fewer than a 16-block tile, whole tiles, whole
+// tiles plus an odd number of blocks, and model widths.
+const std::vector<int64_t> kCols = {32,  64,   96,   160,  480,  512,       544,
+                                    608, 1120, 2048, 2080, 4096, 4096 + 224};
+
+// 64-byte aligned storage for a packed activation.
+struct AlignedBytes {
+  std::vector<uint8_t> storage;
+  uint8_t* data = nullptr;
+  explicit AlignedBytes(size_t n) : storage(n + 64) {
+    const auto address = reinterpret_cast<uintptr_t>(storage.data());
+    data = storage.data() + (64 - address % 64) % 64;
+  }
+};
+
+// Checks ops.rows over `nrows` rows of `w` (stride row_bytes) against the
+// portable dot with activation row `a`, and returns the decode outputs.
+std::vector<float> ExpectRowsMatchPortable(const quant::TypeTraits& t, int64_t cols, const Bytes& w,
+                                           size_t row_bytes, int64_t nrows, const Bytes& a) {
+  const quant::DecodeOps& ops = *t.decode;
+  AlignedBytes packed(ops.act_bytes(cols));
+  ops.pack_act(cols, a.data(), packed.data);
+  std::vector<float> y(static_cast<size_t>(nrows), -12345.0f);
+  ops.rows(cols, w.data(), row_bytes, nrows, packed.data, y.data());
+
+  const std::vector<float> ad = qt::Dequantize(t.vec_dot_type, a, 1, cols);
+  std::vector<float> wd(static_cast<size_t>(cols));
+  int failures = 0;
+  for (int64_t r = 0; r < nrows && failures < 5; ++r) {
+    const uint8_t* row = w.data() + r * row_bytes;
+    float portable = 0;
+    t.dot(cols, row, a.data(), a.size(), 1, &portable);
+    t.dequantize(row, wd.data(), cols);
+    const qt::RefDot ref = qt::DotInDouble(wd.data(), ad.data(), cols);
+    const double bound = kReorderUlps * 0x1p-24 * ref.abs_sum;
+    if (!(std::fabs(y[r] - portable) <= bound)) {
+      ADD_FAILURE() << "row " << r << ": decode " << y[r] << ", portable " << portable << ", bound "
+                    << bound;
+      ++failures;
+    }
+  }
+  return y;
+}
+
+TEST(Decode, RandomRowsMatchThePortableDot) {
+  if (!HasDecodeTier()) GTEST_SKIP() << "the CPU lacks AVX-512 F/BW/VL/DQ + VNNI";
+  std::mt19937 rng(31);
+  const std::vector<const quant::TypeTraits*> types = DecodeTypes();
+  ASSERT_EQ(types.size(), 3u);
+  for (const quant::TypeTraits* t : types) {
+    for (int64_t cols : kCols) {
+      SCOPED_TRACE(std::string(t->name) + " cols=" + std::to_string(cols));
+      const int64_t nrows = 7;
+      const Bytes w =
+          qt::Quantize(t->type, qt::RandomValues(nrows * cols, &rng, 0.05f), nrows, cols);
+      const Bytes a = qt::Quantize(t->vec_dot_type, qt::RandomValues(cols, &rng, 3.0f), 1, cols);
+      ExpectRowsMatchPortable(*t, cols, w, qt::RowBytesOf(t->type, cols), nrows, a);
+    }
+  }
+}
+
+TEST(Decode, ExtremeCodesAndScalesMatchThePortableDot) {
+  // Raw bytes rather than quantizer output: every code of the type (Q8_0's
+  // -128 included, which no quantizer writes), all-max and all-min blocks,
+  // and scales from tiny to large, for weights and activations alike. The
+  // rows are stored with a stride longer than a row.
+  if (!HasDecodeTier()) GTEST_SKIP() << "the CPU lacks AVX-512 F/BW/VL/DQ + VNNI";
+  std::mt19937 rng(32);
+  const float kScales[] = {1e-4f, 0.01f, 0.5f, 3.0f, 200.0f};
+  for (const quant::TypeTraits* t : DecodeTypes()) {
+    const quant::TypeTraits& act = *quant::FindTraits(t->vec_dot_type);
+    for (int64_t cols : kCols) {
+      SCOPED_TRACE(std::string(t->name) + " cols=" + std::to_string(cols));
+      const int64_t nb = cols / 32;
+      const int64_t nrows = 6;
+      const size_t row_bytes = qt::RowBytesOf(t->type, cols) + 6;
+      Bytes w(nrows * row_bytes);
+      for (int64_t r = 0; r < nrows; ++r) {
+        for (int64_t b = 0; b < nb; ++b) {
+          uint8_t* block = w.data() + r * row_bytes + b * t->block_bytes;
+          PutHalf(block, F32ToFp16(kScales[(r + b) % 5] * ((b % 3 == 0) ? -1.0f : 1.0f)));
+          for (uint32_t k = 2; k < t->block_bytes; ++k) {
+            // Row 0: every byte 0xFF; row 1: 0x00; row 2: 0x80; others random.
+            block[k] = r == 0 ? 0xFF : r == 1 ? 0x00 : r == 2 ? 0x80 : static_cast<uint8_t>(rng());
+          }
+        }
+      }
+      Bytes a(qt::RowBytesOf(act.type, cols));
+      for (int64_t b = 0; b < nb; ++b) {
+        uint8_t* block = a.data() + b * act.block_bytes;
+        PutHalf(block, F32ToFp16(kScales[(b + 2) % 5]));
+        for (uint32_t k = 2; k < act.block_bytes; ++k) {
+          // Alternate whole blocks of +127, of -128 and of random codes.
+          block[k] = b % 3 == 0 ? 0x7F : b % 3 == 1 ? 0x80 : static_cast<uint8_t>(rng());
+        }
+      }
+      ExpectRowsMatchPortable(*t, cols, w, row_bytes, nrows, a);
+    }
+  }
+}
+
+TEST(Decode, AllZeroActivationsGiveZero) {
+  if (!HasDecodeTier()) GTEST_SKIP() << "the CPU lacks AVX-512 F/BW/VL/DQ + VNNI";
+  std::mt19937 rng(33);
+  for (const quant::TypeTraits* t : DecodeTypes()) {
+    const int64_t cols = 544;
+    const Bytes w = qt::Quantize(t->type, qt::RandomValues(cols, &rng), 1, cols);
+    const Bytes a = qt::Quantize(t->vec_dot_type, std::vector<float>(cols, 0.0f), 1, cols);
+    AlignedBytes packed(t->decode->act_bytes(cols));
+    t->decode->pack_act(cols, a.data(), packed.data);
+    float y = 1;
+    t->decode->rows(cols, w.data(), w.size(), 1, packed.data, &y);
+    EXPECT_EQ(y, 0.0f) << t->name;
+  }
+}
+
+// MatMul with one token: the decode path on the kAvx512 tier, the per-row
+// dots when the tier is capped below it.
+TEST(Decode, MatMulOneTokenUsesItAndMatchesThePortableTier) {
+  if (!HasDecodeTier()) GTEST_SKIP() << "the CPU lacks AVX-512 F/BW/VL/DQ + VNNI";
+  std::mt19937 rng(34);
+  ThreadPool one(1), two(2);
+  for (const quant::TypeTraits* t : DecodeTypes()) {
+    // 65 blocks per row (four tiles and one block), and enough rows that
+    // the matrix is split over the pool's threads.
+    const int64_t cols = 2080, rows = 450;
+    SCOPED_TRACE(t->name);
+    const size_t row_bytes = qt::RowBytesOf(t->type, cols);
+    const Bytes w = qt::Quantize(t->type, qt::RandomValues(rows * cols, &rng, 0.05f), rows, cols);
+    const std::vector<float> x = qt::RandomValues(cols, &rng, 2.0f);
+    const WeightView view{t->type, cols, rows, w.data(), row_bytes};
+
+    // What the kernel gives for these bytes, called directly.
+    const Bytes a = qt::Quantize(t->vec_dot_type, x, 1, cols);
+    AlignedBytes packed(t->decode->act_bytes(cols));
+    t->decode->pack_act(cols, a.data(), packed.data);
+    std::vector<float> direct(static_cast<size_t>(rows));
+    t->decode->rows(cols, w.data(), row_bytes, rows, packed.data, direct.data());
+
+    for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &one, &two}) {
+      std::vector<float> y(static_cast<size_t>(rows), -12345.0f);
+      MatMul(view, x.data(), 1, y.data(), pool);
+      // Each row is computed whole by one thread, so the bits do not depend
+      // on the split.
+      EXPECT_EQ(y, direct) << "pool of " << (pool == nullptr ? 0 : pool->size());
+    }
+
+    std::vector<float> portable(static_cast<size_t>(rows));
+    quant::SetSimdCap(SimdLevel::kPortable);
+    MatMul(view, x.data(), 1, portable.data(), &two);
+    std::vector<float> avx2(static_cast<size_t>(rows));
+    quant::SetSimdCap(SimdLevel::kAvx2);
+    MatMul(view, x.data(), 1, avx2.data(), &two);
+    quant::SetSimdCap(SimdLevel::kAvx512);
+
+    const std::vector<float> ad = qt::Dequantize(t->vec_dot_type, a, 1, cols);
+    std::vector<float> wd(static_cast<size_t>(cols));
+    int failures = 0;
+    for (int64_t r = 0; r < rows && failures < 5; ++r) {
+      t->dequantize(w.data() + r * row_bytes, wd.data(), cols);
+      const double bound =
+          kReorderUlps * 0x1p-24 * qt::DotInDouble(wd.data(), ad.data(), cols).abs_sum;
+      if (!(std::fabs(direct[r] - portable[r]) <= bound)) {
+        ADD_FAILURE() << "row " << r << ": decode " << direct[r] << ", portable " << portable[r];
+        ++failures;
+      }
+      float dot = 0;
+      t->dot_avx2(cols, w.data() + r * row_bytes, a.data(), a.size(), 1, &dot);
+      if (avx2[r] != dot) {
+        ADD_FAILURE() << "row " << r << ": capped at AVX2 MatMul gave " << avx2[r]
+                      << ", the AVX2 dot " << dot;
+        ++failures;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fqpack::runtime
