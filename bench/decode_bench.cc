@@ -21,7 +21,10 @@
 // ("weight_GBps") and their fraction of the read bandwidth at its thread
 // count ("of_read"). MatVec/<type> is one 2048-wide matrix-vector product
 // over 256 MiB of weights: the matmul core alone, for every executable
-// weight type including fqpack's group-int types.
+// weight type including fqpack's group-int types. DotInCache/<type>/<tier>
+// is the kernel alone with the weights in L2; on the avx512 tier a type
+// with a decode kernel (runtime/quant/decode.h) is measured with it, and
+// with the per-row dot it replaces as DotInCache/<type>/avx512-dot.
 //
 // Each benchmark runs at every kernel tier the CPU has from AVX2 up (the
 // AVX2 tier is the baseline the wider kernels are compared against in the
@@ -54,6 +57,7 @@
 #include "runtime/llama.h"
 #include "runtime/matmul.h"
 #include "runtime/model.h"
+#include "runtime/quant/decode.h"
 #include "runtime/quant/quant.h"
 #include "schema/env.h"
 #include "schema/gguf.h"
@@ -563,11 +567,14 @@ void BM_MatVec(benchmark::State& state, uint32_t type, Setup setup) {
   state.counters["read_GBps"] = ReadBandwidth(setup.threads, /*refresh=*/true) / 1e9;
 }
 
-// The kernel alone, weights in L2: one thread runs the tier's dot over 1024
-// rows (under 1 MiB) again and again, so "weight_GBps" is how fast the
+// The kernel alone, weights in L2: one thread runs the tier's kernel over
+// 1024 rows (under 1 MiB) again and again, so "weight_GBps" is how fast the
 // kernel consumes weights when memory is not the limit. Decode runs at
 // memory speed only if this is well above the read bandwidth per thread.
-void BM_DotInCache(benchmark::State& state, uint32_t type, quant::SimdLevel level) {
+// With `decode` set, a type with DecodeOps runs its decode row kernel (the
+// activation packed once, outside the timed loop), as MatMul does for one
+// token on the kAvx512 tier; otherwise the per-row dot.
+void BM_DotInCache(benchmark::State& state, uint32_t type, quant::SimdLevel level, bool decode) {
   TierScope tier(level);
   const MatVecData& d = MatVecFor(type);
   const quant::TypeTraits* t = quant::FindTraits(type);
@@ -582,11 +589,23 @@ void BM_DotInCache(benchmark::State& state, uint32_t type, quant::SimdLevel leve
   const int64_t rows =
       std::min<int64_t>(1024, static_cast<int64_t>((size_t{1} << 20) / d.row_bytes));
   float sum = 0;
-  for (auto _ : state) {
-    for (int64_t r = 0; r < rows; ++r) {
-      float out;
-      dot(kMatVecCols, d.weights.data() + r * d.row_bytes, act.data(), act.size(), 1, &out);
-      sum += out;
+  if (decode) {
+    const quant::DecodeOps& ops = *t->decode;
+    std::vector<uint8_t> buffer(ops.act_bytes(kMatVecCols) + 64);
+    uint8_t* packed = buffer.data() + (64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) % 64;
+    ops.pack_act(kMatVecCols, act.data(), packed);
+    std::vector<float> y(static_cast<size_t>(rows));
+    for (auto _ : state) {
+      ops.rows(kMatVecCols, d.weights.data(), d.row_bytes, rows, packed, y.data());
+      sum += y[static_cast<size_t>(rows) - 1];
+    }
+  } else {
+    for (auto _ : state) {
+      for (int64_t r = 0; r < rows; ++r) {
+        float out;
+        dot(kMatVecCols, d.weights.data() + r * d.row_bytes, act.data(), act.size(), 1, &out);
+        sum += out;
+      }
     }
   }
   benchmark::DoNotOptimize(sum);
@@ -652,11 +671,20 @@ void RegisterAll() {
   }
   for (uint32_t type : matvec_types) {
     for (quant::SimdLevel tier : tiers) {
-      benchmark::RegisterBenchmark(
-          ("DotInCache/" + QTypeName(type) + "/" + TierName(tier)).c_str(),
-          [type, tier](benchmark::State& s) { BM_DotInCache(s, type, tier); })
-          ->Unit(benchmark::kMicrosecond)
-          ->MinTime(0.2);
+      // On the kAvx512 tier a type with a decode kernel is measured with it
+      // (what MatMul runs for one token) and, as "avx512-dot", with the
+      // per-row dot it replaces.
+      const bool decode =
+          tier == quant::SimdLevel::kAvx512 && quant::FindTraits(type)->decode != nullptr;
+      for (bool use_decode : decode ? std::vector<bool>{true, false} : std::vector<bool>{false}) {
+        const std::string tag = std::string(TierName(tier)) + (decode && !use_decode ? "-dot" : "");
+        benchmark::RegisterBenchmark(("DotInCache/" + QTypeName(type) + "/" + tag).c_str(),
+                                     [type, tier, use_decode](benchmark::State& s) {
+                                       BM_DotInCache(s, type, tier, use_decode);
+                                     })
+            ->Unit(benchmark::kMicrosecond)
+            ->MinTime(0.2);
+      }
     }
     for (int t : threads) {
       for (quant::SimdLevel tier : tiers) {
