@@ -15,6 +15,12 @@
 // in fp32 exactly as there, and only the order of the float additions
 // across blocks differs.
 //
+// The group-int types (group_int_avx512.cc) keep their unsigned codes and
+// int8-act's per-block sums; their packed row puts the activation codes in
+// the order the weight planes unpack to (int4: quads of chunks split by
+// nibble; int2: octets of chunks split by crumb; the others element order)
+// beside the blocks' da and s as float vectors.
+//
 // Thread-safety: the functions are reentrant; the buffers are the caller's.
 #ifndef FQPACK_RUNTIME_QUANT_DECODE_H_
 #define FQPACK_RUNTIME_QUANT_DECODE_H_
@@ -22,12 +28,15 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "runtime/quant/kernels.h"
+
 namespace fqpack::runtime::quant {
 
 // How one weight type runs a decode matmul on the kAvx512 tier; a row of the
 // traits table points to its DecodeOps (TypeTraits::decode). Every function
 // must only be called when ActiveSimdLevel() >= kAvx512. `cols` is a whole
-// number of the weight type's blocks.
+// number of the weight type's blocks (any length for the group-int types,
+// whose rows may end in a partial group).
 struct DecodeOps {
   // Bytes of the packed activation of a `cols`-element row.
   size_t (*act_bytes)(int64_t cols) = nullptr;
@@ -43,6 +52,15 @@ struct DecodeOps {
 extern const DecodeOps kDecodeQ8_0;
 extern const DecodeOps kDecodeQ4_0;
 extern const DecodeOps kDecodeIQ4_NL;
+
+// The ops of group-int type int<kBits>-g<kGroup> (group_int_avx512.cc).
+template <int kBits, int kGroup>
+struct GroupIntDecode {
+  static const DecodeOps ops;
+};
+#define FQ_DECODE_GROUP_INT_DECLARE(B, G) extern template struct GroupIntDecode<B, G>;
+FQ_GROUP_INT_FOR_EACH(FQ_DECODE_GROUP_INT_DECLARE)
+#undef FQ_DECODE_GROUP_INT_DECLARE
 
 }  // namespace fqpack::runtime::quant
 

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "runtime/quant/avx512_util.h"
+#include "runtime/quant/decode.h"
 #include "runtime/quant/group_int.h"
 #include "runtime/quant/kernels.h"
 #include "schema/coding.h"
@@ -236,6 +237,223 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
   }
 }
 
+// ---------------------------------------------------------------------------
+// Decode: one activation row against many weight rows.
+//
+// The activation row is rearranged once per matmul (PackDecodeAct) so that
+// each weight row's codes need the fewest instructions: its blocks' int8
+// codes, tile by tile of 16 chunks, in the order the type's cheapest unpack
+// produces its codes (Arrangement), then the tiles' da and s as float
+// vectors (no per-row gathering of block fields), then a copy of the
+// int8-act row for the part of a row past the last whole tile (a partial
+// group, or fewer than 16 chunks of whole groups), which goes through the
+// dot above.
+
+// The order of a tile's activation codes.
+//   kElement: chunk by chunk in element order; codes of two chunks come
+//     from DecodePair (the types with two bit planes).
+//   kNibble4 (int4): quads of 4 chunks; one zmm holds the four chunks'
+//     16-byte P4 planes, whose low nibbles are elements 0..15 of each chunk
+//     and high nibbles elements 16..31: the activation quad is those
+//     elements in that order, 64 bytes each.
+//   kCrumb8 (int2): octets of 8 chunks; one zmm holds the eight chunks'
+//     8-byte P2 planes, and its bits 2k..2k+1 of byte j of chunk c are
+//     element j + 8k: the activation octet is four 64-byte vectors, vector k
+//     holding elements j + 8k (j = 0..7) of each chunk.
+enum class Arrangement { kElement, kNibble4, kCrumb8 };
+
+template <int kBits>
+constexpr Arrangement ArrangementOf() {
+  return kBits == 4 ? Arrangement::kNibble4
+                    : kBits == 2 ? Arrangement::kCrumb8 : Arrangement::kElement;
+}
+
+// Where the parts of a packed activation row of n elements lie.
+template <int kGroup>
+struct PackedActLayout {
+  int64_t tiles;       // whole tiles of kTileChunks chunks of whole groups
+  int64_t act_chunks;  // int8-act blocks of the row
+  size_t codes = 0, da, s, act, bytes;
+  explicit PackedActLayout(int64_t n)
+      : tiles((n / kGroup) * (kGroup / kGroupChunk) / kTileChunks),
+        act_chunks((n + kGroupChunk - 1) / kGroupChunk),
+        da(static_cast<size_t>(tiles) * kTileChunks * kGroupChunk),
+        s(da + static_cast<size_t>(tiles) * kTileChunks * sizeof(float)),
+        act(s + static_cast<size_t>(tiles) * kTileChunks * sizeof(float)),
+        bytes(act + static_cast<size_t>(act_chunks) * kGroupActBlockBytes) {}
+};
+
+// Byte position, within its tile's 512 codes, of element e of the tile's
+// chunk j under arrangement A.
+template <Arrangement A>
+constexpr int TilePosition(int j, int e) {
+  if constexpr (A == Arrangement::kNibble4) {
+    return (j / 4) * 128 + (e / 16) * 64 + (j % 4) * 16 + e % 16;
+  } else if constexpr (A == Arrangement::kCrumb8) {
+    return (j / 8) * 256 + (e / 8) * 64 + (j % 8) * 8 + e % 8;
+  } else {
+    return j * kGroupChunk + e;
+  }
+}
+
+template <int kBits, int kGroup>
+size_t DecodeActBytes(int64_t n) {
+  return PackedActLayout<kGroup>(n).bytes;
+}
+
+template <int kBits, int kGroup>
+void PackDecodeAct(int64_t n, const uint8_t* act, uint8_t* out) {
+  constexpr Arrangement kA = ArrangementOf<kBits>();
+  const PackedActLayout<kGroup> layout(n);
+  auto* da = reinterpret_cast<float*>(out + layout.da);
+  auto* s = reinterpret_cast<float*>(out + layout.s);
+  for (int64_t t = 0; t < layout.tiles; ++t) {
+    uint8_t* codes = out + t * kTileChunks * kGroupChunk;
+    for (int j = 0; j < kTileChunks; ++j) {
+      const uint8_t* block = act + (t * kTileChunks + j) * kGroupActBlockBytes;
+      std::memcpy(&da[t * kTileChunks + j], block, 4);
+      std::memcpy(&s[t * kTileChunks + j], block + 4, 4);
+      for (int e = 0; e < kGroupChunk; ++e) codes[TilePosition<kA>(j, e)] = block[8 + e];
+    }
+  }
+  std::memcpy(out + layout.act, act, static_cast<size_t>(layout.act_chunks) * kGroupActBlockBytes);
+}
+
+// vpermps controls placing chunk scales: kQuadScale[q] gives chunk 4q + k
+// of a tile in 128-bit lane k; kOctetScale[o] gives chunk 8o + k in
+// 64-bit lane k.
+alignas(64) constexpr int32_t kQuadScale[4][16] = {
+    {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
+    {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+    {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
+    {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15},
+};
+alignas(64) constexpr int32_t kOctetScale[2][16] = {
+    {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7},
+    {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15},
+};
+
+// The `bytes`-byte code plane at offset `plane` of each of `count` chunks of
+// a tile, back to back in one zmm (count * bytes == 64). Chunk k of the
+// tile lies in group k / kChunksPerGroup at code offset (k % ..) * chunk
+// bytes; planes of consecutive chunks of one group are contiguous only for
+// single-plane types, which are the only ones that call this.
+template <int kBits, int kGroup, int kPlaneBytes>
+inline __m512i GatherPlanes(const uint8_t* tile_w, int first_chunk) {
+  constexpr int kChunksPerGroup = kGroup / kGroupChunk;
+  constexpr ptrdiff_t kWholeGroupBytes = static_cast<ptrdiff_t>(GroupBytes(kBits, kGroup));
+  constexpr int kCount = 64 / kPlaneBytes;
+  // Runs of chunks that are contiguous in memory: a whole group's codes.
+  constexpr int kRun = kChunksPerGroup < kCount ? kChunksPerGroup : kCount;
+  constexpr int kRunBytes = kRun * kPlaneBytes;
+  const auto at = [&](int k) {
+    const int chunk = first_chunk + k;
+    return tile_w + (chunk / kChunksPerGroup) * kWholeGroupBytes + kGroupHeaderBytes +
+           (chunk % kChunksPerGroup) * kPlaneBytes;
+  };
+  if constexpr (kRunBytes == 64) {
+    return _mm512_loadu_si512(at(0));
+  } else if constexpr (kRunBytes == 32) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(Load256(at(0))), Load256(at(kRun)), 1);
+  } else if constexpr (kRunBytes == 16) {
+    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(avx2::Load128(at(0))),
+                                               avx2::Load128(at(kRun)), 1);
+    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(avx2::Load128(at(2 * kRun))),
+                                               avx2::Load128(at(3 * kRun)), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  } else {
+    static_assert(kRunBytes == 8);
+    uint64_t q[8];
+    for (int k = 0; k < 8; ++k) std::memcpy(&q[k], at(k), 8);
+    return _mm512_loadu_si512(q);
+  }
+}
+
+template <int kBits, int kGroup>
+void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows,
+                const uint8_t* packed, float* y) {
+  constexpr Arrangement kA = ArrangementOf<kBits>();
+  constexpr int kChunksPerGroup = kGroup / kGroupChunk;
+  constexpr int kTileGroups = kTileChunks / kChunksPerGroup;
+  constexpr ptrdiff_t kWholeGroupBytes = static_cast<ptrdiff_t>(GroupBytes(kBits, kGroup));
+  constexpr ptrdiff_t kChunkBytes = ptrdiff_t{4} * kBits;
+  constexpr int kOff1 = static_cast<int>(kGroup == kGroupChunk ? kWholeGroupBytes : kChunkBytes);
+  const PackedActLayout<kGroup> layout(n);
+  const auto* da = reinterpret_cast<const float*>(packed + layout.da);
+  const auto* s = reinterpret_cast<const float*>(packed + layout.s);
+  const int64_t tail_group = layout.tiles * kTileGroups;
+  const int64_t tail_n = n - tail_group * kGroup;
+  const __m512i low4 = _mm512_set1_epi8(0x0F), low2 = _mm512_set1_epi8(3);
+  for (int64_t r = 0; r < nrows; ++r) {
+    const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
+    __m512 acc[kAccs];
+    for (__m512& a : acc) a = _mm512_setzero_ps();
+    __m512 moff = _mm512_setzero_ps();
+    for (int64_t t = 0; t < layout.tiles; ++t) {
+      const uint8_t* tw = row + t * kTileGroups * kWholeGroupBytes;
+      const uint8_t* ta = packed + t * kTileChunks * kGroupChunk;
+      // The fp16 pair (d, m) of every chunk's group, then its floats.
+      alignas(64) uint32_t dm[kTileChunks];
+      for (int j = 0; j < kTileChunks; ++j)
+        std::memcpy(&dm[j], tw + (j / kChunksPerGroup) * kWholeGroupBytes, 4);
+      const __m512i dm16 = _mm512_load_si512(dm);
+      const __m512 d16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm16));
+      const __m512 m16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm16, 16)));
+      const __m512 scale16 = _mm512_mul_ps(d16, _mm512_load_ps(da + t * kTileChunks));
+      moff = _mm512_fmadd_ps(m16, _mm512_load_ps(s + t * kTileChunks), moff);
+      if constexpr (kA == Arrangement::kNibble4) {
+        for (int q = 0; q < 4; ++q) {
+          const __m512i v = GatherPlanes<kBits, kGroup, 16>(tw, 4 * q);
+          const __m512i lo = _mm512_and_si512(v, low4);
+          const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+          const __m512i p = _mm512_dpbusd_epi32(
+              avx512::Dot4(lo, _mm512_load_si512(ta + 128 * q)), hi,
+              _mm512_load_si512(ta + 128 * q + 64));
+          const __m512 sc = _mm512_permutexvar_ps(_mm512_load_si512(kQuadScale[q]), scale16);
+          acc[q] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[q]);
+        }
+      } else if constexpr (kA == Arrangement::kCrumb8) {
+        for (int o = 0; o < 2; ++o) {
+          const __m512i v = GatherPlanes<kBits, kGroup, 8>(tw, 8 * o);
+          const uint8_t* oa = ta + 256 * o;
+          __m512i p = avx512::Dot4(_mm512_and_si512(v, low2), _mm512_load_si512(oa));
+          p = _mm512_dpbusd_epi32(p, _mm512_and_si512(_mm512_srli_epi16(v, 2), low2),
+                                  _mm512_load_si512(oa + 64));
+          p = _mm512_dpbusd_epi32(p, _mm512_and_si512(_mm512_srli_epi16(v, 4), low2),
+                                  _mm512_load_si512(oa + 128));
+          p = _mm512_dpbusd_epi32(p, _mm512_and_si512(_mm512_srli_epi16(v, 6), low2),
+                                  _mm512_load_si512(oa + 192));
+          const __m512 sc = _mm512_permutexvar_ps(_mm512_load_si512(kOctetScale[o]), scale16);
+          acc[o] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[o]);
+        }
+      } else {
+        for (int k = 0; k < kTileChunks / 2; ++k) {
+          const int chunk = 2 * k;
+          const uint8_t* codes = tw + (chunk / kChunksPerGroup) * kWholeGroupBytes +
+                                 kGroupHeaderBytes + (chunk % kChunksPerGroup) * kChunkBytes;
+          const __m512i q = DecodePair<kBits, kOff1>(codes);
+          const __m512i p = avx512::Dot4(q, _mm512_load_si512(ta + 64 * k));
+          const __m512 sc = _mm512_permutexvar_ps(_mm512_load_si512(avx512::kPairScale[k]), scale16);
+          acc[k % kAccs] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[k % kAccs]);
+        }
+      }
+    }
+    float out = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]),
+                                                   _mm512_add_ps(acc[2], acc[3]))) +
+                _mm512_reduce_add_ps(moff);
+    if (tail_n > 0) {
+      float tail;
+      DotRow<kBits, kGroup, 1>(tail_n, row + tail_group * kWholeGroupBytes,
+                               packed + layout.act +
+                                   static_cast<size_t>(tail_group) * kChunksPerGroup *
+                                       kGroupActBlockBytes,
+                               0, &tail);
+      out += tail;
+    }
+    y[r] = out;
+  }
+}
+
 }  // namespace
 
 template <int kBits, int kGroup>
@@ -251,5 +469,12 @@ void DotGroupIntAvx512(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_s
                                         float*);
 FQ_GROUP_INT_FOR_EACH(FQ_GROUP_INT_INSTANTIATE)
 #undef FQ_GROUP_INT_INSTANTIATE
+
+template <int kBits, int kGroup>
+const DecodeOps GroupIntDecode<kBits, kGroup>::ops = {
+    DecodeActBytes<kBits, kGroup>, PackDecodeAct<kBits, kGroup>, DecodeRows<kBits, kGroup>};
+#define FQ_DECODE_GROUP_INT_INSTANTIATE(B, G) template struct GroupIntDecode<B, G>;
+FQ_GROUP_INT_FOR_EACH(FQ_DECODE_GROUP_INT_INSTANTIATE)
+#undef FQ_DECODE_GROUP_INT_INSTANTIATE
 
 }  // namespace fqpack::runtime::quant

@@ -57,6 +57,7 @@ constexpr TypeTraits GroupInt(const char* name) {
   row.codec = {.kind = Kind::kAffine, .qmax = (1 << kBits) - 1};
   row.encode = EncodeBlockGroupInt<kBits>;
   row.gemm = &GemmGroupInt<kBits, kGroup>::ops;
+  row.decode = &GroupIntDecode<kBits, kGroup>::ops;
   return row;
 }
 

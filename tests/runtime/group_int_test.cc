@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "runtime/matmul.h"
+#include "runtime/quant/decode.h"
 #include "runtime/quant/quant.h"
 #include "schema/coding.h"
 #include "schema/half.h"
@@ -240,6 +241,69 @@ TEST(GroupInt, ExtremeCodesAndActivations) {
       k.dot(n, w.data(), a.data(), a.size(), 1, &out);
       EXPECT_NEAR(out, r.value, Tolerance(type, w.data(), ad.data(), n, r))
           << QTypeName(type) << " " << k.name;
+    }
+  }
+}
+
+// The AVX-512 decode kernel (decode.h: the activation packed once, then
+// rows): several rows per call, stored with a stride longer than a row, of
+// quantized values, of raw random code bytes (every code value; only rows
+// of whole chunks, where any byte is valid), and of all-maximum and
+// all-zero codes, against the double-precision dot with the same bound as
+// the other kernels. The row lengths cover a tile of 16 chunks, whole tiles
+// followed by whole groups and by a partial group, and model widths.
+TEST(GroupInt, DecodeKernelMatchesTheDequantizedReference) {
+  if (CpuSimdLevel() < SimdLevel::kAvx512) GTEST_SKIP() << "the CPU lacks AVX-512 + VNNI";
+  std::mt19937 rng(4321);
+  std::vector<int64_t> lengths = kRowLengths;
+  for (int64_t n : {512, 544, 640, 1024 + 96, 2048 + 17, 5632, 8960}) lengths.push_back(n);
+  for (uint32_t type : GroupIntTypes()) {
+    const TypeTraits* t = FindTraits(type);
+    ASSERT_NE(t->decode, nullptr) << QTypeName(type);
+    for (int64_t n : lengths) {
+      SCOPED_TRACE(QTypeName(type) + " n=" + std::to_string(n));
+      const size_t bytes = testing::RowBytesOf(type, n);
+      const size_t stride = bytes + 5;
+      constexpr int kRows = 5;
+      Bytes w(kRows * stride, 0);
+      for (int r = 0; r < kRows; ++r) {
+        std::vector<float> wf = testing::RandomValues(n, &rng, 0.05f);
+        for (int64_t i = 0; i < n; ++i) {
+          if (r == 0) wf[i] += 0.03f;                        // offset weights
+          if (r == 1) wf[i] = (i % 3 == 0) ? -1.0f : 1.0f;   // codes 0 and max
+          if (r == 2) wf[i] = 0.25f;                         // one value: d = 0
+        }
+        const Bytes q = testing::Quantize(type, wf, 1, n);
+        std::copy(q.begin(), q.end(), w.begin() + r * stride);
+        if (r == 3 && n % 32 == 0) {
+          // Raw code bytes after each group's (valid) header.
+          const int g = static_cast<int>(GroupIntGroup(type));
+          const int bits = static_cast<int>(GroupIntBits(type));
+          uint8_t* p = w.data() + r * stride;
+          for (int64_t start = 0; start < n; start += g) {
+            const int len = static_cast<int>(std::min<int64_t>(g, n - start));
+            for (size_t k = kGroupHeaderBytes; k < GroupBytes(bits, len); ++k)
+              p[k] = static_cast<uint8_t>(rng());
+            p += GroupBytes(bits, len);
+          }
+        }
+      }
+      const Bytes a =
+          testing::Quantize(kGroupIntActType, testing::RandomValues(n, &rng, 3.0f), 1, n);
+      const std::vector<float> ad = testing::Dequantize(kGroupIntActType, a, 1, n);
+
+      std::vector<uint8_t> storage(t->decode->act_bytes(n) + 64);
+      uint8_t* packed = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
+      t->decode->pack_act(n, a.data(), packed);
+      std::vector<float> y(kRows, -12345.0f);
+      t->decode->rows(n, w.data(), stride, kRows, packed, y.data());
+      for (int r = 0; r < kRows; ++r) {
+        const uint8_t* row = w.data() + r * stride;
+        std::vector<float> wd(static_cast<size_t>(n));
+        t->dequantize(row, wd.data(), n);
+        const RefDot ref = DotInDouble(wd.data(), ad.data(), n);
+        EXPECT_NEAR(y[r], ref.value, Tolerance(type, row, ad.data(), n, ref)) << "row " << r;
+      }
     }
   }
 }
