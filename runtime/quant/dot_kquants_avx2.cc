@@ -20,6 +20,7 @@ using avx2::Half;
 using avx2::HsumPs;
 using avx2::Load128;
 using avx2::Load256;
+using avx2::Q3KScales;
 
 // Controls for _mm256_shuffle_epi8 over a register holding eight int16
 // scales in each 128-bit lane: kPairScale[j] puts scale 2j in every int16 of
@@ -101,22 +102,6 @@ void DotQ2K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
     }
   }
   for (int t = 0; t < NT; ++t) out[t] = HsumPs(acc[t]);
-}
-
-// Sixteen packed 6-bit Q3_K scales -> 16 signed bytes (scale - 32).
-inline __m128i Q3KScales(const uint8_t* s) {
-  uint32_t a0, a1, tmp;
-  std::memcpy(&a0, s, 4);
-  std::memcpy(&a1, s + 4, 4);
-  std::memcpy(&tmp, s + 8, 4);
-  constexpr uint32_t kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
-  const uint32_t s0 = (a0 & kLow4) | ((tmp & kLow2) << 4);
-  const uint32_t s1 = (a1 & kLow4) | (((tmp >> 2) & kLow2) << 4);
-  const uint32_t s2 = ((a0 >> 4) & kLow4) | (((tmp >> 4) & kLow2) << 4);
-  const uint32_t s3 = ((a1 >> 4) & kLow4) | (((tmp >> 6) & kLow2) << 4);
-  return _mm_sub_epi8(_mm_set_epi32(static_cast<int>(s3), static_cast<int>(s2),
-                                    static_cast<int>(s1), static_cast<int>(s0)),
-                      _mm_set1_epi8(32));
 }
 
 // Q3_K: x = d * sc * q, q = q' - 4 with q' = low2 + 4 * hbit in [0, 7].

@@ -20,6 +20,7 @@ namespace {
 
 using avx2::Load128;
 using avx2::Load256;
+using avx2::Q3KScales;
 using avx512::AddScaled;
 using avx512::Broadcast256;
 using avx512::DispatchTokens;
@@ -52,6 +53,14 @@ inline __m512i Place(const int32_t (&idx)[16], __m512i scales32) {
 inline __m512i HalfShifts(int lo, int hi) {
   return _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(lo)),
                             _mm256_set1_epi16(static_cast<int16_t>(hi)), 1);
+}
+
+// The bit k of every byte in the low 32 bytes of a zmm and bit k + 1 in the
+// high 32 (a vptestmb operand: the bits of two consecutive 32-element
+// sub-blocks, both stored at byte l for element l of each).
+inline __m512i HalfBits(int k) {
+  return _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << k)),
+                            _mm256_set1_epi8(static_cast<char>(1 << (k + 1))), 1);
 }
 
 // (v >> shift) & mask per byte, the shift chosen per half as HalfShifts
@@ -121,22 +130,6 @@ void DotQ2K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
   for (int t = 0; t < NT; ++t) out[t] = Hsum256(acc[t]);
 }
 
-// Sixteen packed 6-bit Q3_K scales -> 16 signed bytes (scale - 32).
-inline __m128i Q3KScales(const uint8_t* s) {
-  uint32_t a0, a1, tmp;
-  std::memcpy(&a0, s, 4);
-  std::memcpy(&a1, s + 4, 4);
-  std::memcpy(&tmp, s + 8, 4);
-  constexpr uint32_t kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
-  const uint32_t s0 = (a0 & kLow4) | ((tmp & kLow2) << 4);
-  const uint32_t s1 = (a1 & kLow4) | (((tmp >> 2) & kLow2) << 4);
-  const uint32_t s2 = ((a0 >> 4) & kLow4) | (((tmp >> 4) & kLow2) << 4);
-  const uint32_t s3 = ((a1 >> 4) & kLow4) | (((tmp >> 6) & kLow2) << 4);
-  return _mm_sub_epi8(_mm_set_epi32(static_cast<int>(s3), static_cast<int>(s2),
-                                    static_cast<int>(s1), static_cast<int>(s0)),
-                      _mm_set1_epi8(32));
-}
-
 // Q3_K: x = d * sc * q, q = q' - 4 with q' = low2 + 4 * hbit in [0, 7].
 template <int NT>
 void DotQ3K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float* out) {
@@ -155,9 +148,11 @@ void DotQ3K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
     for (int h = 0; h < 2; ++h) {
       const __m512i bits = Broadcast256(x[i].qs + ptrdiff_t{32} * h);
       for (int v = 0; v < 2; ++v) {
-        const __m512i high = Field(hmask, HalfShifts(4 * h + 2 * v, 4 * h + 2 * v + 1), 1);
-        const __m512i codes =
-            _mm512_or_si512(Field(bits, low_shifts[v], 3), _mm512_slli_epi16(high, 2));
+        // Element 32k + l has its high bit at bit k of hmask[l]: one test
+        // gives the quarter's 64 high bits as a mask, under which 4 is added.
+        const __mmask64 high = _mm512_test_epi8_mask(hmask, HalfBits(4 * h + 2 * v));
+        const __m512i low = Field(bits, low_shifts[v], 3);
+        const __m512i codes = _mm512_mask_add_epi8(low, high, low, _mm512_set1_epi8(4));
         const __m512i scales = Place(kQuarter16[2 * h + v], sc32);
         for (int t = 0; t < NT; ++t) {
           sum[t] =
@@ -219,8 +214,9 @@ void DotK4(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float
     for (int c = 0; c < 4; ++c) {
       __m512i codes = Field(Broadcast256(x[i].qs + 32 * c), nibble_shifts, 0x0F);
       if constexpr (kFiveBits) {
-        codes = _mm512_or_si512(
-            codes, _mm512_slli_epi16(Field(hbits, HalfShifts(2 * c, 2 * c + 1), 1), 4));
+        // Bit 4 of element 32k + l is bit k of qh[l].
+        codes = _mm512_mask_add_epi8(codes, _mm512_test_epi8_mask(hbits, HalfBits(2 * c)), codes,
+                                     _mm512_set1_epi8(16));
       }
       const __m512i scales = Place(kQuarter32[c], sc32);
       for (int t = 0; t < NT; ++t) {
