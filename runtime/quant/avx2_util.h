@@ -114,8 +114,8 @@ inline __m128i Q3KScales(const uint8_t* s) {
                                      static_cast<int>(top), 2);
   const __m128i low4 = _mm_set1_epi8(0x0F);
   // A 16-bit shift by 4 brings into each byte's low nibble its own high one.
-  const __m128i low = _mm_unpacklo_epi64(_mm_and_si128(v, low4),
-                                         _mm_and_si128(_mm_srli_epi16(v, 4), low4));
+  const __m128i low =
+      _mm_unpacklo_epi64(_mm_and_si128(v, low4), _mm_and_si128(_mm_srli_epi16(v, 4), low4));
   // Byte 8 + j % 4 into byte j, then each group of four bytes shifted by
   // 0, 2, 4, 6: shifting a 32-bit lane by at most 6 keeps every byte's bits
   // 0-1 its own.

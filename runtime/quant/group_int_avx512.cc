@@ -264,8 +264,9 @@ enum class Arrangement { kElement, kNibble4, kCrumb8 };
 
 template <int kBits>
 constexpr Arrangement ArrangementOf() {
-  return kBits == 4 ? Arrangement::kNibble4
-                    : kBits == 2 ? Arrangement::kCrumb8 : Arrangement::kElement;
+  return kBits == 4   ? Arrangement::kNibble4
+         : kBits == 2 ? Arrangement::kCrumb8
+                      : Arrangement::kElement;
 }
 
 // Where the parts of a packed activation row of n elements lie.
@@ -347,7 +348,7 @@ inline __m512i GatherPlanes(const uint8_t* tile_w, int first_chunk) {
   constexpr int kRun = kChunksPerGroup < kCount ? kChunksPerGroup : kCount;
   constexpr int kRunBytes = kRun * kPlaneBytes;
   const auto at = [&](int k) {
-    const int chunk = first_chunk + k;
+    const ptrdiff_t chunk = first_chunk + k;
     return tile_w + (chunk / kChunksPerGroup) * kWholeGroupBytes + kGroupHeaderBytes +
            (chunk % kChunksPerGroup) * kPlaneBytes;
   };
@@ -370,8 +371,8 @@ inline __m512i GatherPlanes(const uint8_t* tile_w, int first_chunk) {
 }
 
 template <int kBits, int kGroup>
-void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows,
-                const uint8_t* packed, float* y) {
+void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, const uint8_t* packed,
+                float* y) {
   constexpr Arrangement kA = ArrangementOf<kBits>();
   constexpr int kChunksPerGroup = kGroup / kGroupChunk;
   constexpr int kTileGroups = kTileChunks / kChunksPerGroup;
@@ -406,16 +407,16 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows,
           const __m512i v = GatherPlanes<kBits, kGroup, 16>(tw, 4 * q);
           const __m512i lo = _mm512_and_si512(v, low4);
           const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
-          const __m512i p = _mm512_dpbusd_epi32(
-              avx512::Dot4(lo, _mm512_load_si512(ta + 128 * q)), hi,
-              _mm512_load_si512(ta + 128 * q + 64));
+          const __m512i p =
+              _mm512_dpbusd_epi32(avx512::Dot4(lo, _mm512_load_si512(ta + ptrdiff_t{128} * q)), hi,
+                                  _mm512_load_si512(ta + ptrdiff_t{128} * q + 64));
           const __m512 sc = _mm512_permutexvar_ps(_mm512_load_si512(kQuadScale[q]), scale16);
           acc[q] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[q]);
         }
       } else if constexpr (kA == Arrangement::kCrumb8) {
         for (int o = 0; o < 2; ++o) {
           const __m512i v = GatherPlanes<kBits, kGroup, 8>(tw, 8 * o);
-          const uint8_t* oa = ta + 256 * o;
+          const uint8_t* oa = ta + ptrdiff_t{256} * o;
           __m512i p = avx512::Dot4(_mm512_and_si512(v, low2), _mm512_load_si512(oa));
           p = _mm512_dpbusd_epi32(p, _mm512_and_si512(_mm512_srli_epi16(v, 2), low2),
                                   _mm512_load_si512(oa + 64));
@@ -432,22 +433,23 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows,
           const uint8_t* codes = tw + (chunk / kChunksPerGroup) * kWholeGroupBytes +
                                  kGroupHeaderBytes + (chunk % kChunksPerGroup) * kChunkBytes;
           const __m512i q = DecodePair<kBits, kOff1>(codes);
-          const __m512i p = avx512::Dot4(q, _mm512_load_si512(ta + 64 * k));
-          const __m512 sc = _mm512_permutexvar_ps(_mm512_load_si512(avx512::kPairScale[k]), scale16);
+          const __m512i p = avx512::Dot4(q, _mm512_load_si512(ta + ptrdiff_t{64} * k));
+          const __m512 sc =
+              _mm512_permutexvar_ps(_mm512_load_si512(avx512::kPairScale[k]), scale16);
           acc[k % kAccs] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[k % kAccs]);
         }
       }
     }
-    float out = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]),
-                                                   _mm512_add_ps(acc[2], acc[3]))) +
+    float out = _mm512_reduce_add_ps(
+                    _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) +
                 _mm512_reduce_add_ps(moff);
     if (tail_n > 0) {
       float tail;
-      DotRow<kBits, kGroup, 1>(tail_n, row + tail_group * kWholeGroupBytes,
-                               packed + layout.act +
-                                   static_cast<size_t>(tail_group) * kChunksPerGroup *
-                                       kGroupActBlockBytes,
-                               0, &tail);
+      DotRow<kBits, kGroup, 1>(
+          tail_n, row + tail_group * kWholeGroupBytes,
+          packed + layout.act +
+              static_cast<size_t>(tail_group) * kChunksPerGroup * kGroupActBlockBytes,
+          0, &tail);
       out += tail;
     }
     y[r] = out;

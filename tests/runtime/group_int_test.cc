@@ -269,9 +269,9 @@ TEST(GroupInt, DecodeKernelMatchesTheDequantizedReference) {
       for (int r = 0; r < kRows; ++r) {
         std::vector<float> wf = testing::RandomValues(n, &rng, 0.05f);
         for (int64_t i = 0; i < n; ++i) {
-          if (r == 0) wf[i] += 0.03f;                        // offset weights
-          if (r == 1) wf[i] = (i % 3 == 0) ? -1.0f : 1.0f;   // codes 0 and max
-          if (r == 2) wf[i] = 0.25f;                         // one value: d = 0
+          if (r == 0) wf[i] += 0.03f;                       // offset weights
+          if (r == 1) wf[i] = (i % 3 == 0) ? -1.0f : 1.0f;  // codes 0 and max
+          if (r == 2) wf[i] = 0.25f;                        // one value: d = 0
         }
         const Bytes q = testing::Quantize(type, wf, 1, n);
         std::copy(q.begin(), q.end(), w.begin() + r * stride);
@@ -293,7 +293,8 @@ TEST(GroupInt, DecodeKernelMatchesTheDequantizedReference) {
       const std::vector<float> ad = testing::Dequantize(kGroupIntActType, a, 1, n);
 
       std::vector<uint8_t> storage(t->decode->act_bytes(n) + 64);
-      uint8_t* packed = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
+      uint8_t* packed =
+          storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
       t->decode->pack_act(n, a.data(), packed);
       std::vector<float> y(kRows, -12345.0f);
       t->decode->rows(n, w.data(), stride, kRows, packed, y.data());
