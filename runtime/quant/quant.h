@@ -5,8 +5,8 @@
 //   block struct (runtime/quant/blocks.h), plus bits per weight and whether
 //   a GGUF file can hold the type;
 // - the scalar reference dequantizer and quantizer of a row, the activation
-//   ("vec_dot") type its dot products take, and the dot kernels (portable
-//   and AVX2);
+//   ("vec_dot") type its dot products take, the dot kernels (portable,
+//   AVX2, AVX-512) and the kAvx512 tier's GEMM and decode ops;
 // - the write side's facts: the grid `fqpack quantize` fits a block to
 //   (CodecShape, read by quantize/codec.h), the encoder that packs a fitted
 //   block into the struct, and the type a row falls back to when it is not

@@ -243,6 +243,9 @@ constexpr bool TableIsConsistent() {
     for (const TypeTraits& u : kTypeTraits) found = found || u.type == t.vec_dot_type;
     if (!found) return false;
     if (t.dot_avx2 != nullptr && t.dot == nullptr) return false;
+    // The decode ops replace the AVX-512 dot for one token; below that tier
+    // MatMul falls back to the dots.
+    if (t.decode != nullptr && t.dot_avx512 == nullptr) return false;
     if (t.gguf != (GgmlBlockBytes(t.type) != 0)) return false;
     if (t.gguf) {
       if (t.block_bytes != GgmlBlockBytes(t.type) || t.block_elems != GgmlBlockElems(t.type)) {
