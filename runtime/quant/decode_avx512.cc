@@ -160,7 +160,7 @@ struct Nibble4Format {
         first = _mm512_shuffle_epi8(grid, first);
         last = _mm512_shuffle_epi8(grid, last);
       }
-      p[j] = QuadDot(first, last, act + 128 * j);
+      p[j] = QuadDot(first, last, act + ptrdiff_t{128} * j);
     }
     const __m512i d =
         _mm512_mask_blend_epi16(kHighLanes, _mm512_permutex2var_epi16(z[0], scales_low, z[1]),
@@ -197,7 +197,7 @@ struct Q8Format {
       const __m512i m0 = Load64<kTail>(w, base + 8, len), m1 = Load64<kTail>(w, base + 72, len);
       const __m512i first = _mm512_xor_si512(_mm512_permutex2var_epi16(l0, first_idx, l1), flip);
       const __m512i last = _mm512_xor_si512(_mm512_permutex2var_epi16(m0, last_idx, m1), flip);
-      p[j] = QuadDot(first, last, act + 128 * j);
+      p[j] = QuadDot(first, last, act + ptrdiff_t{128} * j);
       const __m512i dj = _mm512_permutex2var_epi16(l0, scales_idx, l1);
       d = j == 0 ? dj : _mm512_mask_blend_epi16(__mmask32{0x1111u} << j, d, dj);
     }
@@ -238,7 +238,7 @@ void Rows(int64_t cols, const uint8_t* w, size_t row_bytes, int64_t nrows, const
     for (; t + 2 <= full; t += 2) {
       acc0 = Tile<false>(f, row, kTileWeightBytes, act, acc0);
       acc1 = Tile<false>(f, row + kTileWeightBytes, kTileWeightBytes, act + kPackedTileBytes, acc1);
-      row += 2 * kTileWeightBytes;
+      row += ptrdiff_t{2} * kTileWeightBytes;
       act += 2 * kPackedTileBytes;
     }
     if (t < full) {
@@ -266,15 +266,15 @@ void PackAct(int64_t cols, const uint8_t* act, uint8_t* out) {
     uint8_t* tile = out + static_cast<size_t>(b / kTileBlocks) * kPackedTileBytes;
     const int k = static_cast<int>(b % kTileBlocks);
     const int j = k / 4, g = k % 4;
-    std::memcpy(tile + 128 * j + 16 * g, a[b].qs, 16);
-    std::memcpy(tile + 128 * j + 64 + 16 * g, a[b].qs + 16, 16);
+    std::memcpy(tile + ptrdiff_t{128} * j + ptrdiff_t{16} * g, a[b].qs, 16);
+    std::memcpy(tile + ptrdiff_t{128} * j + 64 + ptrdiff_t{16} * g, a[b].qs + 16, 16);
     int32_t sum = 0;
     for (int e = 0; e < kQK32; ++e) sum += a[b].qs[e];
     const int32_t correction = -kOffset * sum;
     const float d = Half(a[b].d);
     const int lane = 4 * g + j;
-    std::memcpy(tile + kPackedCodeBytes + 4 * lane, &correction, 4);
-    std::memcpy(tile + kPackedCodeBytes + 64 + 4 * lane, &d, 4);
+    std::memcpy(tile + kPackedCodeBytes + ptrdiff_t{4} * lane, &correction, 4);
+    std::memcpy(tile + kPackedCodeBytes + 64 + ptrdiff_t{4} * lane, &d, 4);
   }
 }
 
