@@ -9,6 +9,7 @@
 // and trip -Wmaybe-uninitialized inside the header; the values are set.
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 #include <cstddef>
@@ -306,13 +307,13 @@ void Kernel(const uint8_t* panel, const uint8_t* tile, int64_t cols, int nrows, 
   for (int t = 0; t < nt; ++t) _mm512_mask_storeu_ps(y + t * y_stride, mask, out[t]);
 }
 
-template <class S, void (*kUnpack)(const uint8_t*, int64_t, RowUnit*),
+template <class S, void (*kPackWeights)(const uint8_t*, size_t, int, int64_t, uint8_t*),
           void (*kPackActs)(const uint8_t*, size_t, int, int64_t, uint8_t*)>
 constexpr GemmOps MakeOps(int cols_multiple) {
   return {.cols_multiple = cols_multiple,
           .panel_bytes = PanelBytes<S>,
           .tile_bytes = TileBytes<S>,
-          .pack_weights = PackWeights<S, kUnpack>,
+          .pack_weights = kPackWeights,
           .pack_acts = kPackActs,
           .kernel = Kernel<S>};
 }
@@ -322,30 +323,58 @@ constexpr GemmOps MakeOps(int cols_multiple) {
 using Shape32 = Shape<kQK32, 1, false, false, false, 128>;
 using Shape32Q4 = Shape<kQK32, 1, false, false, false, 8>;
 
-// Q8_0: u = q + 128 (the sign bit flipped), zero point 128.
-void UnpackQ8_0(const uint8_t* row, int64_t u, RowUnit* out) {
-  const uint8_t* blk = row + u * sizeof(BlockQ8_0);
-  out->d = Half(blk);
-  for (int i = 0; i < kQK32; ++i) out->codes[i] = blk[2 + i] ^ 0x80;
-}
+// The panel of the 32-element block types straight from the weight rows:
+// per unit, dword kg of the 16 rows' codes is one gather of the 16 blocks'
+// bytes (the 4-bit types gather each byte pair of nibbles once, for the
+// dwords kg and kg + 4), and the 16 fp16 scales one more. Going through
+// RowUnit instead (byte stores, then gathers of what was just stored) cost
+// more than the micro-kernel's work on the panel. Rows past nrows are masked
+// off: zero codes and a zero scale.
+enum class Codes32 { kQ8_0, kQ4_0, kIQ4_NL };
 
-// Q4_0: the nibbles themselves, zero point 8.
-void UnpackQ4_0(const uint8_t* row, int64_t u, RowUnit* out) {
-  const uint8_t* blk = row + u * sizeof(BlockQ4_0);
-  out->d = Half(blk);
-  for (int j = 0; j < kQK32 / 2; ++j) {
-    out->codes[j] = blk[2 + j] & 0xF;
-    out->codes[j + 16] = blk[2 + j] >> 4;
-  }
-}
-
-// IQ4_NL: the grid value + 128, zero point 128.
-void UnpackIQ4_NL(const uint8_t* row, int64_t u, RowUnit* out) {
-  const uint8_t* blk = row + u * sizeof(BlockIQ4_NL);
-  out->d = Half(blk);
-  for (int j = 0; j < kQK32 / 2; ++j) {
-    out->codes[j] = static_cast<uint8_t>(kIq4nlValues[blk[2 + j] & 0xF] + 128);
-    out->codes[j + 16] = static_cast<uint8_t>(kIq4nlValues[blk[2 + j] >> 4] + 128);
+template <class S, Codes32 kCodes>
+void PackWeights32(const uint8_t* w, size_t row_bytes, int nrows, int64_t cols, uint8_t* panel) {
+  constexpr size_t kBlock = kCodes == Codes32::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+  static_assert(sizeof(BlockQ4_0) == sizeof(BlockIQ4_NL));
+  const auto mask = static_cast<__mmask16>((1u << nrows) - 1);
+  const __m512i index =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(static_cast<int>(row_bytes)));
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i grid = _mm512_add_epi8(
+      _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nlValues))),
+      _mm512_set1_epi8(static_cast<char>(128)));
+  const int64_t n_units = cols / kQK32;
+  for (int64_t u = 0; u < n_units; ++u) {
+    const uint8_t* blk = w + u * kBlock;
+    uint8_t* rec = panel + u * S::kPanelRecord;
+    if constexpr (kCodes == Codes32::kQ8_0) {
+      for (int kg = 0; kg < 8; ++kg) {
+        const __m512i v = _mm512_mask_i32gather_epi32(zero, mask, index, blk + 2 + 4 * kg, 1);
+        // u = q + 128: the sign bit flipped (padding rows' codes too; their
+        // scale is 0).
+        _mm512_storeu_si512(rec + ptrdiff_t{64} * kg,
+                            _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80))));
+      }
+    } else {
+      for (int kg = 0; kg < 4; ++kg) {
+        const __m512i v = _mm512_mask_i32gather_epi32(zero, mask, index, blk + 2 + 4 * kg, 1);
+        __m512i lo = _mm512_and_si512(v, low4);
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        if constexpr (kCodes == Codes32::kIQ4_NL) {
+          lo = _mm512_shuffle_epi8(grid, lo);
+          hi = _mm512_shuffle_epi8(grid, hi);
+        }
+        _mm512_storeu_si512(rec + ptrdiff_t{64} * kg, lo);
+        _mm512_storeu_si512(rec + ptrdiff_t{64} * (kg + 4), hi);
+      }
+    }
+    // The fp16 scale is each block's first two bytes: the low half of the
+    // gathered dword.
+    const __m512i d = _mm512_mask_i32gather_epi32(zero, mask, index, blk, 1);
+    _mm512_storeu_ps(rec + S::kPanelD, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)));
+    _mm512_storeu_ps(rec + S::kPanelD2, _mm512_setzero_ps());
   }
 }
 
@@ -509,20 +538,28 @@ void UnpackGroupInt(const uint8_t* row, int64_t u, RowUnit* out) {
 
 template <int kBits, int kGroup>
 const GemmOps GemmGroupInt<kBits, kGroup>::ops =
-    MakeOps<ShapeGroupInt, UnpackGroupInt<kBits, kGroup>, PackActsGroupInt<ShapeGroupInt>>(
-        kGroupChunk);
+    MakeOps<ShapeGroupInt, PackWeights<ShapeGroupInt, UnpackGroupInt<kBits, kGroup>>,
+            PackActsGroupInt<ShapeGroupInt>>(kGroupChunk);
 #define FQ_GEMM_GROUP_INT_INSTANTIATE(B, G) template struct GemmGroupInt<B, G>;
 FQ_GROUP_INT_FOR_EACH(FQ_GEMM_GROUP_INT_INSTANTIATE)
 #undef FQ_GEMM_GROUP_INT_INSTANTIATE
 
-const GemmOps kGemmQ6_K = MakeOps<ShapeQ6_K, UnpackQ6_K, PackActsQ8_K<ShapeQ6_K>>(kQKK);
-const GemmOps kGemmQ3_K = MakeOps<ShapeQ3_K, UnpackQ3_K, PackActsQ8_K<ShapeQ3_K>>(kQKK);
-const GemmOps kGemmQ2_K = MakeOps<ShapeQ2_K, UnpackQ2_K, PackActsQ8_K<ShapeQ2_K>>(kQKK);
-const GemmOps kGemmQ4_K = MakeOps<ShapeQ4_K, UnpackQ45_K<false>, PackActsQ8_K<ShapeQ4_K>>(kQKK);
-const GemmOps kGemmQ5_K = MakeOps<ShapeQ4_K, UnpackQ45_K<true>, PackActsQ8_K<ShapeQ4_K>>(kQKK);
+const GemmOps kGemmQ6_K =
+    MakeOps<ShapeQ6_K, PackWeights<ShapeQ6_K, UnpackQ6_K>, PackActsQ8_K<ShapeQ6_K>>(kQKK);
+const GemmOps kGemmQ3_K =
+    MakeOps<ShapeQ3_K, PackWeights<ShapeQ3_K, UnpackQ3_K>, PackActsQ8_K<ShapeQ3_K>>(kQKK);
+const GemmOps kGemmQ2_K =
+    MakeOps<ShapeQ2_K, PackWeights<ShapeQ2_K, UnpackQ2_K>, PackActsQ8_K<ShapeQ2_K>>(kQKK);
+const GemmOps kGemmQ4_K =
+    MakeOps<ShapeQ4_K, PackWeights<ShapeQ4_K, UnpackQ45_K<false>>, PackActsQ8_K<ShapeQ4_K>>(kQKK);
+const GemmOps kGemmQ5_K =
+    MakeOps<ShapeQ4_K, PackWeights<ShapeQ4_K, UnpackQ45_K<true>>, PackActsQ8_K<ShapeQ4_K>>(kQKK);
 
-const GemmOps kGemmQ8_0 = MakeOps<Shape32, UnpackQ8_0, PackActsQ8_0<Shape32>>(kQK32);
-const GemmOps kGemmQ4_0 = MakeOps<Shape32Q4, UnpackQ4_0, PackActsQ8_0<Shape32Q4>>(kQK32);
-const GemmOps kGemmIQ4_NL = MakeOps<Shape32, UnpackIQ4_NL, PackActsQ8_0<Shape32>>(kQK32);
+const GemmOps kGemmQ8_0 =
+    MakeOps<Shape32, PackWeights32<Shape32, Codes32::kQ8_0>, PackActsQ8_0<Shape32>>(kQK32);
+const GemmOps kGemmQ4_0 =
+    MakeOps<Shape32Q4, PackWeights32<Shape32Q4, Codes32::kQ4_0>, PackActsQ8_0<Shape32Q4>>(kQK32);
+const GemmOps kGemmIQ4_NL =
+    MakeOps<Shape32, PackWeights32<Shape32, Codes32::kIQ4_NL>, PackActsQ8_0<Shape32>>(kQK32);
 
 }  // namespace fqpack::runtime::quant
