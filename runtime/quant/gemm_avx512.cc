@@ -351,7 +351,8 @@ void PackWeights32(const uint8_t* w, size_t row_bytes, int nrows, int64_t cols, 
     uint8_t* rec = panel + u * S::kPanelRecord;
     if constexpr (kCodes == Codes32::kQ8_0) {
       for (int kg = 0; kg < 8; ++kg) {
-        const __m512i v = _mm512_mask_i32gather_epi32(zero, mask, index, blk + 2 + 4 * kg, 1);
+        const __m512i v =
+            _mm512_mask_i32gather_epi32(zero, mask, index, blk + 2 + ptrdiff_t{4} * kg, 1);
         // u = q + 128: the sign bit flipped (padding rows' codes too; their
         // scale is 0).
         _mm512_storeu_si512(rec + ptrdiff_t{64} * kg,
@@ -359,7 +360,8 @@ void PackWeights32(const uint8_t* w, size_t row_bytes, int nrows, int64_t cols, 
       }
     } else {
       for (int kg = 0; kg < 4; ++kg) {
-        const __m512i v = _mm512_mask_i32gather_epi32(zero, mask, index, blk + 2 + 4 * kg, 1);
+        const __m512i v =
+            _mm512_mask_i32gather_epi32(zero, mask, index, blk + 2 + ptrdiff_t{4} * kg, 1);
         __m512i lo = _mm512_and_si512(v, low4);
         __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
         if constexpr (kCodes == Codes32::kIQ4_NL) {
