@@ -47,6 +47,15 @@ alignas(64) inline constexpr int32_t kPairScale[8][16] = {
     {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15},
 };
 
+// vpermps/vpermd controls giving entry 4q + k in 128-bit lane k (lanes
+// 4k..4k+3): a quad of four blocks or sub-blocks, one per 128-bit lane.
+alignas(64) inline constexpr int32_t kQuadScale[4][16] = {
+    {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
+    {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+    {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
+    {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15},
+};
+
 using avx2::DispatchTokens;
 using avx2::Half;
 

@@ -29,14 +29,8 @@ using avx512::Half;
 using avx512::Load512;
 
 // vpermd controls that place the int32 scale of each lane's sub-block:
-// kQuarter16[k] for quarter k of 16-element sub-blocks (lane j: 4k + j / 4),
-// kQuarter32[k] for 32-element sub-blocks (lane j: 2k + j / 8).
-alignas(64) constexpr int32_t kQuarter16[4][16] = {
-    {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
-    {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
-    {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
-    {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15},
-};
+// avx512::kQuadScale[k] for quarter k of 16-element sub-blocks (lane j:
+// 4k + j / 4), kQuarter32[k] for 32-element sub-blocks (lane j: 2k + j / 8).
 alignas(64) constexpr int32_t kQuarter32[4][16] = {
     {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
     {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
@@ -111,7 +105,7 @@ void DotQ2K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
       const __m512i bits = Broadcast256(x[i].qs + ptrdiff_t{32} * h);
       for (int v = 0; v < 2; ++v) {
         const __m512i codes = Field(bits, shifts[v], 3);
-        const __m512i scales = Place(kQuarter16[2 * h + v], sc32);
+        const __m512i scales = Place(avx512::kQuadScale[2 * h + v], sc32);
         for (int t = 0; t < NT; ++t) {
           sum[t] =
               AddScaled(sum[t], Dot4(codes, Load512(act.y[t][i].qs + 128 * h + 64 * v)), scales);
@@ -153,7 +147,7 @@ void DotQ3K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
         const __mmask64 high = _mm512_test_epi8_mask(hmask, HalfBits(4 * h + 2 * v));
         const __m512i low = Field(bits, low_shifts[v], 3);
         const __m512i codes = _mm512_mask_add_epi8(low, high, low, _mm512_set1_epi8(4));
-        const __m512i scales = Place(kQuarter16[2 * h + v], sc32);
+        const __m512i scales = Place(avx512::kQuadScale[2 * h + v], sc32);
         for (int t = 0; t < NT; ++t) {
           sum[t] =
               AddScaled(sum[t], Dot4(codes, Load512(act.y[t][i].qs + 128 * h + 64 * v)), scales);
@@ -260,7 +254,7 @@ void DotQ6K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
                    : _mm512_and_si512(_mm512_srli_epi16(ql, 4), _mm512_set1_epi8(0x0F));
         const __m512i codes =
             _mm512_or_si512(low, _mm512_slli_epi16(Field(qh, high_shifts[v], 3), 4));
-        const __m512i scales = Place(kQuarter16[2 * h + v], sc32);
+        const __m512i scales = Place(avx512::kQuadScale[2 * h + v], sc32);
         for (int t = 0; t < NT; ++t) {
           sum[t] =
               AddScaled(sum[t], Dot4(codes, Load512(act.y[t][i].qs + 128 * h + 64 * v)), scales);

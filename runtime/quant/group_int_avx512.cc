@@ -320,15 +320,9 @@ void PackDecodeAct(int64_t n, const uint8_t* act, uint8_t* out) {
   std::memcpy(out + layout.act, act, static_cast<size_t>(layout.act_chunks) * kGroupActBlockBytes);
 }
 
-// vpermps controls placing chunk scales: kQuadScale[q] gives chunk 4q + k
-// of a tile in 128-bit lane k; kOctetScale[o] gives chunk 8o + k in
-// 64-bit lane k.
-alignas(64) constexpr int32_t kQuadScale[4][16] = {
-    {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
-    {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
-    {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
-    {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15},
-};
+// vpermps controls placing chunk scales (avx512::kQuadScale[q] gives chunk
+// 4q + k of a tile in 128-bit lane k): kOctetScale[o] gives chunk 8o + k
+// in 64-bit lane k.
 alignas(64) constexpr int32_t kOctetScale[2][16] = {
     {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7},
     {8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15},
@@ -412,7 +406,8 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, co
           const __m512i p =
               _mm512_dpbusd_epi32(avx512::Dot4(lo, _mm512_load_si512(ta + ptrdiff_t{128} * q)), hi,
                                   _mm512_load_si512(ta + ptrdiff_t{128} * q + 64));
-          const __m512 sc = _mm512_permutexvar_ps(_mm512_load_si512(kQuadScale[q]), scale16);
+          const __m512 sc =
+              _mm512_permutexvar_ps(_mm512_load_si512(avx512::kQuadScale[q]), scale16);
           acc[q] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[q]);
         }
       } else if constexpr (kA == Arrangement::kCrumb8) {
