@@ -78,6 +78,29 @@ inline __m256i FoldHalves(__m512i v) {
 
 inline float Hsum256(__m256 v) { return avx2::HsumPs(v); }
 
+// The types with a scale and a min per super-block (Q2_K, Q4_K, Q5_K) keep,
+// per activation row, the scaled sums in 16 lanes (no folding per block)
+// and the mins in 8, subtracted once at the end.
+struct ScaleMinAcc {
+  __m512 sum = _mm512_setzero_ps();
+  __m256 min = _mm256_setzero_ps();
+
+  // d_dmin: the block's adjacent fp16 d and dmin; yd the activation's
+  // scale; p the integer sub-block sums (scaled), msum the mins times the
+  // activation block sums.
+  void Add(const uint16_t* d_dmin, float yd, __m512i p, __m256i msum) {
+    uint32_t bits;
+    std::memcpy(&bits, d_dmin, 4);
+    // [d * yd, dmin * yd]: one conversion for both halves.
+    const __m128 scaled =
+        _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits))), _mm_set1_ps(yd));
+    sum = _mm512_fmadd_ps(_mm512_broadcastss_ps(scaled), _mm512_cvtepi32_ps(p), sum);
+    min = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(scaled)), _mm256_cvtepi32_ps(msum),
+                          min);
+  }
+  float Total() const { return _mm512_reduce_add_ps(sum) - Hsum256(min); }
+};
+
 template <int NT>
 struct Acts {
   const BlockQ8_K* y[NT];
@@ -91,8 +114,7 @@ template <int NT>
 void DotQ2K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float* out) {
   const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
   const Acts<NT> act(a, a_stride);
-  __m256 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  ScaleMinAcc acc[NT];
   const __m512i shifts[2] = {HalfShifts(0, 2), HalfShifts(4, 6)};
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const __m128i packed = Load128(x[i].scales);
@@ -112,16 +134,12 @@ void DotQ2K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
         }
       }
     }
-    const float dw = Half(x[i].d), dmin = Half(x[i].dmin);
     for (int t = 0; t < NT; ++t) {
       const BlockQ8_K& y = act.y[t][i];
-      const __m256i msum = _mm256_madd_epi16(mins16, Load256(y.bsums));
-      acc[t] =
-          _mm256_fmadd_ps(_mm256_set1_ps(dw * y.d), _mm256_cvtepi32_ps(FoldHalves(sum[t])), acc[t]);
-      acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * y.d), _mm256_cvtepi32_ps(msum), acc[t]);
+      acc[t].Add(&x[i].d, y.d, sum[t], _mm256_madd_epi16(mins16, Load256(y.bsums)));
     }
   }
-  for (int t = 0; t < NT; ++t) out[t] = Hsum256(acc[t]);
+  for (int t = 0; t < NT; ++t) out[t] = acc[t].Total();
 }
 
 // Q3_K: x = d * sc * q, q = q' - 4 with q' = low2 + 4 * hbit in [0, 7].
@@ -190,8 +208,7 @@ template <int NT, typename Block, bool kFiveBits>
 void DotK4(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float* out) {
   const auto* x = reinterpret_cast<const Block*>(w);
   const Acts<NT> act(a, a_stride);
-  __m256 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  ScaleMinAcc acc[NT];
   const __m512i nibble_shifts = HalfShifts(0, 4);
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const __m128i sm = K4ScalesMins(x[i].scales);
@@ -217,16 +234,12 @@ void DotK4(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float
         sum[t] = AddScaled(sum[t], Dot4(codes, Load512(act.y[t][i].qs + 64 * c)), scales);
       }
     }
-    const float dw = Half(x[i].d), dmin = Half(x[i].dmin);
     for (int t = 0; t < NT; ++t) {
       const BlockQ8_K& y = act.y[t][i];
-      const __m256i msum = _mm256_madd_epi16(mins_twice, Load256(y.bsums));
-      acc[t] =
-          _mm256_fmadd_ps(_mm256_set1_ps(dw * y.d), _mm256_cvtepi32_ps(FoldHalves(sum[t])), acc[t]);
-      acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * y.d), _mm256_cvtepi32_ps(msum), acc[t]);
+      acc[t].Add(&x[i].d, y.d, sum[t], _mm256_madd_epi16(mins_twice, Load256(y.bsums)));
     }
   }
-  for (int t = 0; t < NT; ++t) out[t] = Hsum256(acc[t]);
+  for (int t = 0; t < NT; ++t) out[t] = acc[t].Total();
 }
 
 // Q6_K: x = d * sc * (q - 32), q in [0, 63]. Half h of a block is ql[64h..)
