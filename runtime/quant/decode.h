@@ -17,8 +17,9 @@
 //
 // The group-int types (group_int_avx512.cc) keep their unsigned codes and
 // int8-act's per-block sums; their packed row puts the activation codes in
-// the order the weight planes unpack to (int4: quads of chunks split by
-// nibble; int2: octets of chunks split by crumb; the others element order)
+// the order the weight planes unpack to (int4 and int6: quads of chunks
+// split by nibble; int2: octets of chunks split by crumb; the others element
+// order)
 // beside the blocks' da and s as float vectors.
 //
 // Thread-safety: the functions are reentrant; the buffers are the caller's.

@@ -250,12 +250,14 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
 // dot above.
 
 // The order of a tile's activation codes.
-//   kElement: chunk by chunk in element order; codes of two chunks come
-//     from DecodePair (the types with two bit planes).
-//   kNibble4 (int4): quads of 4 chunks; one zmm holds the four chunks'
-//     16-byte P4 planes, whose low nibbles are elements 0..15 of each chunk
-//     and high nibbles elements 16..31: the activation quad is those
-//     elements in that order, 64 bytes each.
+//   kElement (int3, int5, int8): chunk by chunk in element order; codes of
+//     two chunks come from DecodePair. (int5 in quads, its P1 bits turned
+//     into two 64-bit masks, measured no faster.)
+//   kNibble4 (int4, int6): quads of 4 chunks; one zmm holds the four
+//     chunks' 16-byte P4 planes, whose low nibbles are elements 0..15 of
+//     each chunk and high nibbles elements 16..31: the activation quad is
+//     those elements in that order, 64 bytes each. int6's P2 crumbs are
+//     brought into the same order (QuadCodes).
 //   kCrumb8 (int2): octets of 8 chunks; one zmm holds the eight chunks'
 //     8-byte P2 planes, and its bits 2k..2k+1 of byte j of chunk c are
 //     element j + 8k: the activation octet is four 64-byte vectors, vector k
@@ -264,9 +266,9 @@ enum class Arrangement { kElement, kNibble4, kCrumb8 };
 
 template <int kBits>
 constexpr Arrangement ArrangementOf() {
-  return kBits == 4   ? Arrangement::kNibble4
-         : kBits == 2 ? Arrangement::kCrumb8
-                      : Arrangement::kElement;
+  return kBits == 4 || kBits == 6 ? Arrangement::kNibble4
+         : kBits == 2             ? Arrangement::kCrumb8
+                                  : Arrangement::kElement;
 }
 
 // Where the parts of a packed activation row of n elements lie.
@@ -366,6 +368,54 @@ inline __m512i GatherPlanes(const uint8_t* tile_w, int first_chunk) {
   }
 }
 
+// The codes of chunks first..first+3 of a tile in kNibble4 order: `lo`
+// holds elements 0..15 of each chunk in its 128-bit lane, `hi` elements
+// 16..31. int4 is the P4 planes alone; int6 adds 16 * crumb, where byte j of P2 holds
+// elements j, j + 8, j + 16, j + 24 at bits 0, 2, 4, 6: a lane of lo is P2
+// shifted by 0 (elements 0..7) and by 2 (8..15), of hi by 4 and 6.
+template <int kBits, int kGroup>
+inline void QuadCodes(const uint8_t* tile_w, int first, __m512i* lo, __m512i* hi) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  if constexpr (kBits == 4) {
+    const __m512i v = GatherPlanes<kBits, kGroup, 16>(tile_w, first);
+    *lo = _mm512_and_si512(v, low4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+  } else {
+    static_assert(kBits == 6);
+    constexpr int kChunksPerGroup = kGroup / kGroupChunk;
+    constexpr ptrdiff_t kWholeGroupBytes = static_cast<ptrdiff_t>(GroupBytes(kBits, kGroup));
+    constexpr ptrdiff_t kChunkBytes = ptrdiff_t{4} * kBits;
+    const uint8_t* p4[4];
+    for (int k = 0; k < 4; ++k) {
+      const ptrdiff_t chunk = first + k;
+      p4[k] = tile_w + (chunk / kChunksPerGroup) * kWholeGroupBytes + kGroupHeaderBytes +
+              (chunk % kChunksPerGroup) * kChunkBytes;
+    }
+    const __m256i v01 = _mm256_inserti128_si256(_mm256_castsi128_si256(avx2::Load128(p4[0])),
+                                                avx2::Load128(p4[1]), 1);
+    const __m256i v23 = _mm256_inserti128_si256(_mm256_castsi128_si256(avx2::Load128(p4[2])),
+                                                avx2::Load128(p4[3]), 1);
+    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(v01), v23, 1);
+    *lo = _mm512_and_si512(v, low4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+    uint64_t c[4];
+    for (int k = 0; k < 4; ++k) std::memcpy(&c[k], p4[k] + 16, 8);
+    // Each chunk's 8 P2 bytes in both qwords of its lane.
+    const __m512i z = _mm512_set_epi64(static_cast<int64_t>(c[3]), static_cast<int64_t>(c[3]),
+                                       static_cast<int64_t>(c[2]), static_cast<int64_t>(c[2]),
+                                       static_cast<int64_t>(c[1]), static_cast<int64_t>(c[1]),
+                                       static_cast<int64_t>(c[0]), static_cast<int64_t>(c[0]));
+    const __m512i three = _mm512_set1_epi8(3);
+    const __m512i c_lo =
+        _mm512_and_si512(_mm512_srlv_epi64(z, _mm512_set_epi64(2, 0, 2, 0, 2, 0, 2, 0)), three);
+    const __m512i c_hi =
+        _mm512_and_si512(_mm512_srlv_epi64(z, _mm512_set_epi64(6, 4, 6, 4, 6, 4, 6, 4)), three);
+    // Crumbs are <= 3: a 16-bit shift by 4 stays within each byte.
+    *lo = _mm512_or_si512(*lo, _mm512_slli_epi16(c_lo, 4));
+    *hi = _mm512_or_si512(*hi, _mm512_slli_epi16(c_hi, 4));
+  }
+}
+
 template <int kBits, int kGroup>
 void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, const uint8_t* packed,
                 float* y) {
@@ -380,7 +430,7 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, co
   const auto* s = reinterpret_cast<const float*>(packed + layout.s);
   const int64_t tail_group = layout.tiles * kTileGroups;
   const int64_t tail_n = n - tail_group * kGroup;
-  const __m512i low4 = _mm512_set1_epi8(0x0F), low2 = _mm512_set1_epi8(3);
+  const __m512i low2 = _mm512_set1_epi8(3);
   for (int64_t r = 0; r < nrows; ++r) {
     const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
     __m512 acc[kAccs];
@@ -400,9 +450,8 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, co
       moff = _mm512_fmadd_ps(m16, _mm512_load_ps(s + t * kTileChunks), moff);
       if constexpr (kA == Arrangement::kNibble4) {
         for (int q = 0; q < 4; ++q) {
-          const __m512i v = GatherPlanes<kBits, kGroup, 16>(tw, 4 * q);
-          const __m512i lo = _mm512_and_si512(v, low4);
-          const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+          __m512i lo, hi;
+          QuadCodes<kBits, kGroup>(tw, 4 * q, &lo, &hi);
           const __m512i p =
               _mm512_dpbusd_epi32(avx512::Dot4(lo, _mm512_load_si512(ta + ptrdiff_t{128} * q)), hi,
                                   _mm512_load_si512(ta + ptrdiff_t{128} * q + 64));
