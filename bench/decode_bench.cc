@@ -737,25 +737,23 @@ void RegisterAll() {
         return *holder;
       };
       const std::string tag = std::string(shape->name) + "-" + std::to_string(layers) + "L/" + name;
+      const auto decode = [&tag, get](const Setup& setup) {
+        benchmark::RegisterBenchmark(
+            ("Decode/" + tag + "/" + SetupTag(setup)).c_str(),
+            [get, setup](benchmark::State& s) { BM_Decode(s, get(), setup); })
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime()
+            ->MinTime(1.0);
+      };
       for (int t : threads) {
         for (size_t k = 0; k < tiers.size(); ++k) {
           const Setup setup{t, tiers[k]};
           const bool last = t == threads.back() && k + 1 == tiers.size();
-          benchmark::RegisterBenchmark(
-              ("Decode/" + tag + "/" + SetupTag(setup)).c_str(),
-              [get, setup](benchmark::State& s) { BM_Decode(s, get(), setup); })
-              ->Unit(benchmark::kMillisecond)
-              ->UseRealTime()
-              ->MinTime(1.0);
+          decode(setup);
           if (t > 1 && k + 1 == tiers.size() && sleeping_pool) {
             Setup sleeping = setup;
             sleeping.spin_micros = 0;
-            benchmark::RegisterBenchmark(
-                ("Decode/" + tag + "/" + SetupTag(sleeping)).c_str(),
-                [get, sleeping](benchmark::State& s) { BM_Decode(s, get(), sleeping); })
-                ->Unit(benchmark::kMillisecond)
-                ->UseRealTime()
-                ->MinTime(1.0);
+            decode(sleeping);
           }
           benchmark::RegisterBenchmark(("Prompt128/" + tag + "/" + SetupTag(setup)).c_str(),
                                        [get, holder, setup, last](benchmark::State& s) {
