@@ -37,16 +37,15 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : workers_) t.join();
 }
 
-int64_t ThreadPool::RunChunks(uint32_t gen) {
+void ThreadPool::RunChunks(uint32_t gen) {
   uint64_t t = ticket_.load(std::memory_order_acquire);
-  if (static_cast<uint32_t>(t >> 32) != gen) return 0;
+  if (static_cast<uint32_t>(t >> 32) != gen) return;
   // Seen under `gen`'s ticket: these are gen's fields or a later loop's,
   // and a later loop's make every claim below fail.
   const auto* fn = fn_.load(std::memory_order_relaxed);
   const int64_t n = n_.load(std::memory_order_relaxed);
   const int64_t chunk = chunk_.load(std::memory_order_relaxed);
   const uint32_t n_chunks = n_chunks_.load(std::memory_order_relaxed);
-  int64_t ran = 0;
   while (static_cast<uint32_t>(t >> 32) == gen) {
     const auto next = static_cast<uint32_t>(t);
     if (next >= n_chunks) break;
@@ -57,10 +56,8 @@ int64_t ThreadPool::RunChunks(uint32_t gen) {
     const int64_t begin = int64_t{next} * chunk;
     (*fn)(begin, std::min(n, begin + chunk));
     done_.fetch_add(1, std::memory_order_release);
-    ++ran;
     ++t;
   }
-  return ran;
 }
 
 void ThreadPool::WorkerLoop() {

@@ -47,8 +47,8 @@ class ThreadPool {
  private:
   void WorkerLoop();
   // Claims and runs chunks of the loop of generation `gen` until none is
-  // left or a newer loop has replaced it; returns how many it ran.
-  int64_t RunChunks(uint32_t gen);
+  // left or a newer loop has replaced it.
+  void RunChunks(uint32_t gen);
 
   // The loop being run. Written by the caller only while no loop is open
   // (every chunk of the last one done), read by workers that hold a

@@ -32,6 +32,7 @@ namespace fqpack::runtime::quant {
 namespace {
 
 using avx2::Half;
+using avx2::Load256;
 
 constexpr int kTileBlocks = 16;
 constexpr size_t kPackedCodeBytes = 512;
@@ -58,10 +59,6 @@ constexpr __mmask32 LaneMask(Pred pred) {
     if (pred(BlockOfLane(lane))) m |= 1u << lane;
   }
   return m;
-}
-
-inline __m256i Load256(const uint8_t* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
 // 64 bytes at p + offset; with kTail only those before p + len (the rest

@@ -103,6 +103,28 @@ inline __m512i DecodeOne(const uint8_t* p, int r) {
 constexpr int kTileChunks = 16;
 constexpr int kAccs = 4;
 
+// The codes of chunk `chunk` of a run of whole groups starting at `w`.
+template <int kBits, int kGroup>
+inline const uint8_t* ChunkCodes(const uint8_t* w, ptrdiff_t chunk) {
+  constexpr int kChunksPerGroup = kGroup / kGroupChunk;
+  return w + (chunk / kChunksPerGroup) * static_cast<ptrdiff_t>(GroupBytes(kBits, kGroup)) +
+         kGroupHeaderBytes + (chunk % kChunksPerGroup) * ptrdiff_t{4} * kBits;
+}
+
+// The d and m of the groups of the kTileChunks chunks from `w` (whole
+// groups), one lane per chunk: the fp16 pairs gathered, then converted.
+template <int kBits, int kGroup>
+inline void TileScales(const uint8_t* w, __m512* d16, __m512* m16) {
+  constexpr int kChunksPerGroup = kGroup / kGroupChunk;
+  alignas(64) uint32_t dm[kTileChunks];
+  for (int j = 0; j < kTileChunks; ++j) {
+    std::memcpy(&dm[j], w + (j / kChunksPerGroup) * GroupBytes(kBits, kGroup), 4);
+  }
+  const __m512i dm16 = _mm512_load_si512(dm);
+  *d16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm16));
+  *m16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm16, 16)));
+}
+
 template <int kBits, int kGroup, int NT>
 void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float* out) {
   constexpr ptrdiff_t kChunkBytes = ptrdiff_t{4} * kBits;
@@ -158,14 +180,8 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
   for (int t = 0; t < NT; ++t) moff[t] = _mm512_setzero_ps();
   int64_t g = 0;
   for (; g + kTileGroups <= full; g += kTileGroups, c += kTileChunks) {
-    // The fp16 pair (d, m) of every chunk's group, then its floats.
-    alignas(64) uint32_t dm[kTileChunks];
-    for (int j = 0; j < kTileChunks; ++j) {
-      std::memcpy(&dm[j], w + (j / kChunksPerGroup) * kWholeGroupBytes, 4);
-    }
-    const __m512i dm16 = _mm512_load_si512(dm);
-    const __m512 d16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm16));
-    const __m512 m16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm16, 16)));
+    __m512 d16, m16;
+    TileScales<kBits, kGroup>(w, &d16, &m16);
     __m512 scale16[NT];
     for (int t = 0; t < NT; ++t) {
       alignas(64) float da[kTileChunks], s16[kTileChunks];
@@ -179,9 +195,7 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
     }
     for (int k = 0; k < kTileChunks / 2; ++k) {
       const int chunk = 2 * k;  // within the tile
-      const uint8_t* codes = w + (chunk / kChunksPerGroup) * kWholeGroupBytes + kGroupHeaderBytes +
-                             (chunk % kChunksPerGroup) * kChunkBytes;
-      const __m512i q = DecodePair<kBits, kOff1>(codes);
+      const __m512i q = DecodePair<kBits, kOff1>(ChunkCodes<kBits, kGroup>(w, chunk));
       const __m512i idx = _mm512_load_si512(avx512::kPairScale[k]);
       for (int t = 0; t < NT; ++t) {
         const uint8_t* b0 = act[t] + (c + chunk) * kGroupActBlockBytes;
@@ -274,9 +288,9 @@ constexpr Arrangement ArrangementOf() {
 // Where the parts of a packed activation row of n elements lie.
 template <int kGroup>
 struct PackedActLayout {
-  int64_t tiles;       // whole tiles of kTileChunks chunks of whole groups
-  int64_t act_chunks;  // int8-act blocks of the row
-  size_t codes = 0, da, s, act, bytes;
+  int64_t tiles;             // whole tiles of kTileChunks chunks of whole groups
+  int64_t act_chunks;        // int8-act blocks of the row
+  size_t da, s, act, bytes;  // byte offsets; the codes start at 0
   explicit PackedActLayout(int64_t n)
       : tiles((n / kGroup) * (kGroup / kGroupChunk) / kTileChunks),
         act_chunks((n + kGroupChunk - 1) / kGroupChunk),
@@ -337,17 +351,13 @@ alignas(64) constexpr int32_t kOctetScale[2][16] = {
 // single-plane types, which are the only ones that call this.
 template <int kBits, int kGroup, int kPlaneBytes>
 inline __m512i GatherPlanes(const uint8_t* tile_w, int first_chunk) {
+  static_assert(kPlaneBytes == 4 * kBits, "a single-plane type");
   constexpr int kChunksPerGroup = kGroup / kGroupChunk;
-  constexpr ptrdiff_t kWholeGroupBytes = static_cast<ptrdiff_t>(GroupBytes(kBits, kGroup));
   constexpr int kCount = 64 / kPlaneBytes;
   // Runs of chunks that are contiguous in memory: a whole group's codes.
   constexpr int kRun = kChunksPerGroup < kCount ? kChunksPerGroup : kCount;
   constexpr int kRunBytes = kRun * kPlaneBytes;
-  const auto at = [&](int k) {
-    const ptrdiff_t chunk = first_chunk + k;
-    return tile_w + (chunk / kChunksPerGroup) * kWholeGroupBytes + kGroupHeaderBytes +
-           (chunk % kChunksPerGroup) * kPlaneBytes;
-  };
+  const auto at = [&](int k) { return ChunkCodes<kBits, kGroup>(tile_w, first_chunk + k); };
   if constexpr (kRunBytes == 64) {
     // Two 32-byte halves: a 64-byte load that crosses a cache line (groups
     // are 68 bytes, so most do) streams at half the speed from memory.
@@ -382,15 +392,8 @@ inline void QuadCodes(const uint8_t* tile_w, int first, __m512i* lo, __m512i* hi
     *hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
   } else {
     static_assert(kBits == 6);
-    constexpr int kChunksPerGroup = kGroup / kGroupChunk;
-    constexpr ptrdiff_t kWholeGroupBytes = static_cast<ptrdiff_t>(GroupBytes(kBits, kGroup));
-    constexpr ptrdiff_t kChunkBytes = ptrdiff_t{4} * kBits;
     const uint8_t* p4[4];
-    for (int k = 0; k < 4; ++k) {
-      const ptrdiff_t chunk = first + k;
-      p4[k] = tile_w + (chunk / kChunksPerGroup) * kWholeGroupBytes + kGroupHeaderBytes +
-              (chunk % kChunksPerGroup) * kChunkBytes;
-    }
+    for (int k = 0; k < 4; ++k) p4[k] = ChunkCodes<kBits, kGroup>(tile_w, first + k);
     const __m256i v01 = _mm256_inserti128_si256(_mm256_castsi128_si256(avx2::Load128(p4[0])),
                                                 avx2::Load128(p4[1]), 1);
     const __m256i v23 = _mm256_inserti128_si256(_mm256_castsi128_si256(avx2::Load128(p4[2])),
@@ -439,13 +442,8 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, co
     for (int64_t t = 0; t < layout.tiles; ++t) {
       const uint8_t* tw = row + t * kTileGroups * kWholeGroupBytes;
       const uint8_t* ta = packed + t * kTileChunks * kGroupChunk;
-      // The fp16 pair (d, m) of every chunk's group, then its floats.
-      alignas(64) uint32_t dm[kTileChunks];
-      for (int j = 0; j < kTileChunks; ++j)
-        std::memcpy(&dm[j], tw + (j / kChunksPerGroup) * kWholeGroupBytes, 4);
-      const __m512i dm16 = _mm512_load_si512(dm);
-      const __m512 d16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm16));
-      const __m512 m16 = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm16, 16)));
+      __m512 d16, m16;
+      TileScales<kBits, kGroup>(tw, &d16, &m16);
       const __m512 scale16 = _mm512_mul_ps(d16, _mm512_load_ps(da + t * kTileChunks));
       moff = _mm512_fmadd_ps(m16, _mm512_load_ps(s + t * kTileChunks), moff);
       if constexpr (kA == Arrangement::kNibble4) {
@@ -475,10 +473,7 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, co
         }
       } else {
         for (int k = 0; k < kTileChunks / 2; ++k) {
-          const int chunk = 2 * k;
-          const uint8_t* codes = tw + (chunk / kChunksPerGroup) * kWholeGroupBytes +
-                                 kGroupHeaderBytes + (chunk % kChunksPerGroup) * kChunkBytes;
-          const __m512i q = DecodePair<kBits, kOff1>(codes);
+          const __m512i q = DecodePair<kBits, kOff1>(ChunkCodes<kBits, kGroup>(tw, 2 * k));
           const __m512i p = avx512::Dot4(q, _mm512_load_si512(ta + ptrdiff_t{64} * k));
           const __m512 sc =
               _mm512_permutexvar_ps(_mm512_load_si512(avx512::kPairScale[k]), scale16);
