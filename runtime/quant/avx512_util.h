@@ -77,6 +77,23 @@ inline __m512i Broadcast256(const void* p) {
 
 inline __m512i Load512(const void* p) { return _mm512_loadu_si512(p); }
 
+// The eight 6-bit scales and mins of a Q4_K/Q5_K block, one block per
+// 128-bit lane of `v` (each lane its block's 12 scale bytes and 4 ignored
+// ones): bytes 0..7 of a lane become the scales, 8..15 the mins. With u0,
+// u1, u2 a lane's three 32-bit words, scales 0..3 are u0 & 0x3f.., mins
+// 0..3 u1 & 0x3f.., scales 4..7 the low nibbles of u2 under the top two
+// bits of u0's bytes, mins 4..7 the high nibbles of u2 under u1's.
+inline __m256i K4ScalesMins(__m256i v) {
+  const __m256i low6 = _mm256_and_si256(v, _mm256_set1_epi8(0x3f));  // [sc_lo, mn_lo, ..]
+  const __m256i u2 = _mm256_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2));
+  const __m256i nib = _mm256_and_si256(
+      _mm256_srlv_epi32(u2, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)), _mm256_set1_epi8(0x0F));
+  const __m256i top2 =
+      _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(v, 6), _mm256_set1_epi8(3)), 4);
+  const __m256i high = _mm256_or_si256(nib, top2);  // [sc_hi, mn_hi, ..]
+  return _mm256_unpacklo_epi32(low6, high);         // [sc_lo, sc_hi, mn_lo, mn_hi] per lane
+}
+
 }  // namespace fqpack::runtime::quant::avx512
 
 #endif  // FQPACK_RUNTIME_QUANT_AVX512_UTIL_H_

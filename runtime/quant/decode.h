@@ -53,6 +53,9 @@ struct DecodeOps {
 extern const DecodeOps kDecodeQ8_0;
 extern const DecodeOps kDecodeQ4_0;
 extern const DecodeOps kDecodeIQ4_NL;
+// decode_kquants_avx512.cc
+extern const DecodeOps kDecodeQ4_K;
+extern const DecodeOps kDecodeQ5_K;
 
 // The ops of group-int type int<kBits>-g<kGroup> (group_int_avx512.cc).
 template <int kBits, int kGroup>

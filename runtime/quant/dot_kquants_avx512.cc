@@ -26,6 +26,7 @@ using avx512::Broadcast256;
 using avx512::DispatchTokens;
 using avx512::Dot4;
 using avx512::Half;
+using avx512::K4ScalesMins;
 using avx512::Load512;
 
 // vpermd controls that place the int32 scale of each lane's sub-block:
@@ -184,23 +185,6 @@ void DotQ3K(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
   for (int t = 0; t < NT; ++t) out[t] = Hsum256(acc[t]);
 }
 
-// The eight 6-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K
-// block (K4ScaleMin's packing), unpacked in an xmm: with u0, u1, u2 the
-// three 32-bit words, scales 0..3 are u0 & 0x3f.., mins 0..3 u1 & 0x3f..,
-// scales 4..7 the low nibbles of u2 under the top two bits of u0's bytes,
-// mins 4..7 the high nibbles of u2 under u1's. The 16-byte load reads 4
-// bytes of the codes after the scales, which are ignored.
-inline __m128i K4ScalesMins(const uint8_t* s) {
-  const __m128i v = Load128(s);
-  const __m128i low6 = _mm_and_si128(v, _mm_set1_epi8(0x3f));  // [sc_lo, mn_lo, ..]
-  const __m128i u2 = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2));
-  const __m128i nib =
-      _mm_and_si128(_mm_srlv_epi32(u2, _mm_setr_epi32(0, 4, 0, 4)), _mm_set1_epi8(0x0F));
-  const __m128i top2 = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(v, 6), _mm_set1_epi8(3)), 4);
-  const __m128i high = _mm_or_si128(nib, top2);  // [sc_hi, mn_hi, ..]
-  return _mm_unpacklo_epi32(low6, high);         // [sc_lo, sc_hi, mn_lo, mn_hi]
-}
-
 // Q4_K and Q5_K: x = d * sc * q - dmin * mn over 8 sub-blocks of 32; with
 // kFiveBits the codes get their bit 4 (0 or 16) from qh. Quarter c is the
 // 32 packed bytes qs[32c..): low nibbles then high nibbles.
@@ -211,7 +195,9 @@ void DotK4(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, float
   ScaleMinAcc acc[NT];
   const __m512i nibble_shifts = HalfShifts(0, 4);
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    const __m128i sm = K4ScalesMins(x[i].scales);
+    // The 16-byte load reads 4 bytes after the scales, which are ignored.
+    const __m128i sm =
+        _mm256_castsi256_si128(K4ScalesMins(_mm256_castsi128_si256(Load128(x[i].scales))));
     const __m512i sc32 = _mm512_cvtepu8_epi32(sm);
     // Each min twice (m0 m0 m1 m1 ...): madd with the 16 bsums then gives
     // mn_j * (bsums_2j + bsums_2j+1) in lane j.

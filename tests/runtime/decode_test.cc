@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/matmul.h"
+#include "runtime/quant/blocks.h"
 #include "runtime/quant/quant.h"
 #include "schema/coding.h"
 #include "schema/half.h"
@@ -54,9 +55,22 @@ std::vector<const quant::TypeTraits*> DecodeTypes() {
 }
 
 // Column counts: one block, fewer than a 16-block tile, whole tiles, whole
-// tiles plus an odd number of blocks, and model widths.
-const std::vector<int64_t> kCols = {32,  64,   96,   160,  480,  512,       544,
-                                    608, 1120, 2048, 2080, 4096, 4096 + 224};
+// tiles plus an odd number of blocks, and model widths; for the 256-element
+// k-quants (which use those of whole super-blocks) one, two and odd
+// numbers of super-blocks.
+const std::vector<int64_t> kCols = {32,  64,   96,   160,  256,  480,  512,  544,        608,
+                                    768, 1120, 1280, 2048, 2080, 2304, 4096, 4096 + 224, 5632};
+
+// The counts of kCols a row of `t` may have: whole blocks of the GGUF
+// types, any length for the group-int types (whose last group may be
+// partial).
+std::vector<int64_t> ColsFor(const quant::TypeTraits& t) {
+  std::vector<int64_t> cols;
+  for (int64_t c : kCols) {
+    if (!t.gguf || c % t.block_elems == 0) cols.push_back(c);
+  }
+  return cols;
+}
 
 // 64-byte aligned storage for a packed activation.
 struct AlignedBytes {
@@ -101,10 +115,10 @@ TEST(Decode, RandomRowsMatchThePortableDot) {
   if (!HasDecodeTier()) GTEST_SKIP() << "the CPU lacks AVX-512 F/BW/VL/DQ + VNNI";
   std::mt19937 rng(31);
   const std::vector<const quant::TypeTraits*> types = DecodeTypes();
-  // Q8_0, Q4_0, IQ4_NL and the 18 group-int types.
-  ASSERT_EQ(types.size(), 21u);
+  // Q8_0, Q4_0, IQ4_NL, Q4_K, Q5_K and the 18 group-int types.
+  ASSERT_EQ(types.size(), 23u);
   for (const quant::TypeTraits* t : types) {
-    for (int64_t cols : kCols) {
+    for (int64_t cols : ColsFor(*t)) {
       SCOPED_TRACE(std::string(t->name) + " cols=" + std::to_string(cols));
       const int64_t nrows = 7;
       const Bytes w =
@@ -115,45 +129,75 @@ TEST(Decode, RandomRowsMatchThePortableDot) {
   }
 }
 
+// Offsets of a weight block's fp16 fields (scales and mins) that raw test
+// bytes must keep finite.
+std::vector<uint32_t> HalfFields(uint32_t type) {
+  if (type == ToId(QType::kQ4_K) || type == ToId(QType::kQ5_K)) return {0, 2};
+  return {0};  // Q8_0, Q4_0, IQ4_NL: d first
+}
+
+// An activation row of `cols` elements of `type` (Q8_0 or Q8_K) from raw
+// codes: whole blocks of +127, of -128 and of random codes in turn, scales
+// from `scales`; Q8_K's block sums are those of its codes.
+Bytes RawActivation(const quant::TypeTraits& act, int64_t cols, const float (&scales)[5],
+                    std::mt19937* rng) {
+  Bytes a(qt::RowBytesOf(act.type, cols));
+  const int64_t nb = cols / act.block_elems;
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* block = a.data() + b * act.block_bytes;
+    const auto code = [&] {
+      return b % 3 == 0 ? int8_t{127} : b % 3 == 1 ? int8_t{-128} : static_cast<int8_t>((*rng)());
+    };
+    if (act.type == ToId(QType::kQ8_K)) {
+      auto* y = reinterpret_cast<quant::BlockQ8_K*>(block);
+      y->d = scales[(b + 2) % 5];
+      for (int16_t& s : y->bsums) s = 0;
+      for (int e = 0; e < quant::kQKK; ++e) {
+        y->qs[e] = code();
+        y->bsums[e / 16] = static_cast<int16_t>(y->bsums[e / 16] + y->qs[e]);
+      }
+    } else {
+      PutHalf(block, F32ToFp16(scales[(b + 2) % 5]));
+      for (uint32_t k = 2; k < act.block_bytes; ++k) block[k] = static_cast<uint8_t>(code());
+    }
+  }
+  return a;
+}
+
 TEST(Decode, ExtremeCodesAndScalesMatchThePortableDot) {
   // Raw bytes rather than quantizer output: every code of the type (Q8_0's
-  // -128 included, which no quantizer writes), all-max and all-min blocks,
-  // and scales from tiny to large, for weights and activations alike. The
-  // rows are stored with a stride longer than a row.
+  // and Q8_K's -128 included, which no quantizer writes), all-max and
+  // all-min blocks, and scales from tiny to large, for weights and
+  // activations alike. The rows are stored with a stride longer than a row.
   if (!HasDecodeTier()) GTEST_SKIP() << "the CPU lacks AVX-512 F/BW/VL/DQ + VNNI";
   std::mt19937 rng(32);
   const float kScales[] = {1e-4f, 0.01f, 0.5f, 3.0f, 200.0f};
   for (const quant::TypeTraits* t : DecodeTypes()) {
-    // Blocks of 32 with the fp16 scale first; the group-int types' own
-    // extremes are in group_int_test.cc.
+    // The group-int types' own extremes are in group_int_test.cc.
     if (!t->gguf) continue;
     const quant::TypeTraits& act = *quant::FindTraits(t->vec_dot_type);
-    for (int64_t cols : kCols) {
+    const std::vector<uint32_t> halves = HalfFields(t->type);
+    for (int64_t cols : ColsFor(*t)) {
       SCOPED_TRACE(std::string(t->name) + " cols=" + std::to_string(cols));
-      const int64_t nb = cols / 32;
+      const int64_t nb = cols / t->block_elems;
       const int64_t nrows = 6;
       const size_t row_bytes = qt::RowBytesOf(t->type, cols) + 6;
       Bytes w(nrows * row_bytes);
       for (int64_t r = 0; r < nrows; ++r) {
         for (int64_t b = 0; b < nb; ++b) {
           uint8_t* block = w.data() + r * row_bytes + b * t->block_bytes;
-          PutHalf(block, F32ToFp16(kScales[(r + b) % 5] * ((b % 3 == 0) ? -1.0f : 1.0f)));
-          for (uint32_t k = 2; k < t->block_bytes; ++k) {
+          for (uint32_t k = 0; k < t->block_bytes; ++k) {
             // Row 0: every byte 0xFF; row 1: 0x00; row 2: 0x80; others random.
             block[k] = r == 0 ? 0xFF : r == 1 ? 0x00 : r == 2 ? 0x80 : static_cast<uint8_t>(rng());
           }
+          for (size_t f = 0; f < halves.size(); ++f) {
+            PutHalf(block + halves[f],
+                    F32ToFp16(kScales[(r + b + f) % 5] * ((b % 3 == 0) ? -1.0f : 1.0f)));
+          }
         }
       }
-      Bytes a(qt::RowBytesOf(act.type, cols));
-      for (int64_t b = 0; b < nb; ++b) {
-        uint8_t* block = a.data() + b * act.block_bytes;
-        PutHalf(block, F32ToFp16(kScales[(b + 2) % 5]));
-        for (uint32_t k = 2; k < act.block_bytes; ++k) {
-          // Alternate whole blocks of +127, of -128 and of random codes.
-          block[k] = b % 3 == 0 ? 0x7F : b % 3 == 1 ? 0x80 : static_cast<uint8_t>(rng());
-        }
-      }
-      ExpectRowsMatchPortable(*t, cols, w, row_bytes, nrows, a);
+      ExpectRowsMatchPortable(*t, cols, w, row_bytes, nrows,
+                              RawActivation(act, cols, kScales, &rng));
     }
   }
 }
@@ -162,7 +206,7 @@ TEST(Decode, AllZeroActivationsGiveZero) {
   if (!HasDecodeTier()) GTEST_SKIP() << "the CPU lacks AVX-512 F/BW/VL/DQ + VNNI";
   std::mt19937 rng(33);
   for (const quant::TypeTraits* t : DecodeTypes()) {
-    const int64_t cols = 544;
+    const int64_t cols = t->block_elems == quant::kQKK ? 768 : 544;
     const Bytes w = qt::Quantize(t->type, qt::RandomValues(cols, &rng), 1, cols);
     const Bytes a = qt::Quantize(t->vec_dot_type, std::vector<float>(cols, 0.0f), 1, cols);
     AlignedBytes packed(t->decode->act_bytes(cols));
@@ -180,9 +224,10 @@ TEST(Decode, MatMulOneTokenUsesItAndMatchesThePortableTier) {
   std::mt19937 rng(34);
   ThreadPool one(1), two(2);
   for (const quant::TypeTraits* t : DecodeTypes()) {
-    // 65 blocks per row (four tiles and one block), and enough rows that
-    // the matrix is split over the pool's threads.
-    const int64_t cols = 2080, rows = 450;
+    // 65 blocks per row (four tiles and one block; nine super-blocks of the
+    // k-quants, four pairs and one), and enough rows that the matrix is
+    // split over the pool's threads.
+    const int64_t cols = t->block_elems == quant::kQKK ? 2304 : 2080, rows = 450;
     SCOPED_TRACE(t->name);
     const size_t row_bytes = qt::RowBytesOf(t->type, cols);
     const Bytes w = qt::Quantize(t->type, qt::RandomValues(rows * cols, &rng, 0.05f), rows, cols);
