@@ -54,6 +54,8 @@ extern const DecodeOps kDecodeQ8_0;
 extern const DecodeOps kDecodeQ4_0;
 extern const DecodeOps kDecodeIQ4_NL;
 // decode_kquants_avx512.cc
+extern const DecodeOps kDecodeQ2_K;
+extern const DecodeOps kDecodeQ3_K;
 extern const DecodeOps kDecodeQ4_K;
 extern const DecodeOps kDecodeQ5_K;
 

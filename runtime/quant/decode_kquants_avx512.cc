@@ -1,40 +1,42 @@
-// The decode kernels of decode.h for Q4_K and Q5_K against Q8_K activations.
+// The decode kernels of decode.h for the k-quants Q2_K, Q3_K, Q4_K and Q5_K
+// against Q8_K activations.
 //
-// A super-block's 128 code bytes are read as two zmm, z0 = qs[0..64) and
-// z1 = qs[64..128); the low and the high nibbles of each are one vector of
-// 64 codes, two 32-element sub-blocks apiece:
-//   z0 low: sub-blocks 0 and 2   z0 high: 1 and 3
-//   z1 low: 4 and 6              z1 high: 5 and 7
-// (byte l of chunk c = qs[32c + l] holds element 64c + l in its low nibble
-// and 64c + 32 + l in its high one). The packed activation stores its codes
-// in that order, so unpacking is a mask and a shift per 128 codes, with no
-// broadcast. vpdpbusd gives int32 lanes of four products, eight lanes per
-// sub-block; vpackssdw packs two such vectors to int16 words (|sum| <= 4 *
-// 31 * 128 < 2^15, exact), four words per sub-block per 128-bit lane, and
-// one vpdpwssd multiplies them by the sub-blocks' 6-bit scales (placed per
-// word by vpshufb) and sums. The integer total of each sub-block's scaled
-// sum is exact, as in the per-row dots; the mins use the activation's
-// 32-element sums.
+// A super-block's codes are read 64 bytes at a time and unpacked into four
+// vectors of 64 codes ("code vectors") by masks and shifts alone; which
+// elements each vector holds follows from the type's bit layout, and the
+// packed activation stores its codes in that order, so no code is moved:
+//   type        code vector k holds elements
+//   Q4_K, Q5_K  [32 F(k), +32) and [32 F(k) + 64, +32), F(k) = 4(k/2) + k%2
+//               (the low nibbles of qs[64j..] for even k, high for odd)
+//   Q2_K, Q3_K  [32 k, +32) and [128 + 32 k, +32) (bits 2k..2k+1 of qs)
+// vpdpbusd gives int32 lanes of four products. Two such vectors are packed
+// to int16 words by vpackssdw (every sum is below 2^15 in magnitude: at
+// most 4 * 31 * 128 = 15872, for Q5_K), four words of one
+// sub-block per vector and 128-bit lane, and one vpdpwssd multiplies them by
+// the sub-blocks' integer scales, placed per word (vpshufb or vpermw), and
+// sums. So the integer total of each sub-block's scaled sum is exact, as in
+// the per-row dots; offsets and mins use the activation's 16-element sums.
 //
-// Blocks go in pairs, so the scale unpack (K4ScalesMins, one block per
-// 128-bit lane), the fp16 d/dmin conversion and the fp32 scaling are done
-// once per two blocks; a row with an odd number of blocks ends in a pair
-// whose second block is absent (its registers zero, its activation zero).
+// Blocks go in pairs, so the scale unpack, the fp16 conversion of d (and
+// dmin) and the fp32 scaling are done once per two blocks; a row with an odd
+// number of blocks ends in a pair whose second block is absent (its
+// registers zero, its packed activation zero).
 //
 // Packed activation: one kPairBytes record per pair of super-blocks:
 //   offset  bytes  contents
-//   0       256    block 0's codes, in the order of the vectors above
+//   0       256    block 0's codes, code vector k at 64 k
 //   256     256    block 1's codes
-//   512     32     int16 sums of the eight 32-element sub-blocks, block 0
-//                  then block 1
-//   544     16     fp32 d_a of block 0 twice, then of block 1 twice
-//   560     16     zero
+//   512     64     int16 sums of the 16 sub-blocks of 16 (Q8_K's bsums),
+//                  block 0 then block 1
+//   576     16     fp32 d_a of block 0 twice, then of block 1 twice
+//   592     48     zero
 // A missing second block is all zero.
 //
-// Result: per row, sum over blocks of d*d_a*S - dmin*d_a*M, S and M the
+// Result: per row, the sum over blocks of d*d_a*S - dmin*d_a*M, S and M the
 // exact integer scaled and min sums; only the order of the fp32 additions
 // differs from the per-row dots.
 #include <cstring>
+#include <type_traits>
 
 #include "runtime/quant/avx512_util.h"
 #include "runtime/quant/blocks.h"
@@ -44,21 +46,24 @@ namespace fqpack::runtime::quant {
 namespace {
 
 using avx2::Load128;
+using avx2::Q3KScales;
 using avx512::Broadcast256;
 using avx512::Dot4;
 using avx512::K4ScalesMins;
 
 constexpr size_t kCodesBytes = kQKK;
 constexpr size_t kSumsOffset = 2 * kCodesBytes;
-constexpr size_t kScaleOffset = kSumsOffset + 32;
-constexpr size_t kPairBytes = kScaleOffset + 32;
+constexpr size_t kScaleOffset = kSumsOffset + 64;
+constexpr size_t kPairBytes = kScaleOffset + 64;
 static_assert(kPairBytes % 64 == 0);
 
-// Code vector k of a block holds sub-blocks First(k) and First(k) + 2.
-constexpr int First(int k) { return 4 * (k / 2) + k % 2; }
+// The first element of 32-element half `half` of code vector k.
+constexpr int K4Start(int k, int half) { return 32 * (4 * (k / 2) + k % 2) + 64 * half; }
+constexpr int Q2Start(int k, int half) { return 32 * k + 128 * half; }
 
 size_t PackedBytes(int64_t cols) { return static_cast<size_t>((cols / kQKK + 1) / 2) * kPairBytes; }
 
+template <int (*kStart)(int, int)>
 void PackAct(int64_t cols, const uint8_t* act, uint8_t* out) {
   const auto* a = reinterpret_cast<const BlockQ8_K*>(act);
   const int64_t nb = cols / kQKK;
@@ -68,142 +73,283 @@ void PackAct(int64_t cols, const uint8_t* act, uint8_t* out) {
     const int h = static_cast<int>(b % 2);
     uint8_t* codes = pair + kCodesBytes * h;
     for (int k = 0; k < 4; ++k) {
-      std::memcpy(codes + ptrdiff_t{64} * k, a[b].qs + ptrdiff_t{32} * First(k), 32);
-      std::memcpy(codes + ptrdiff_t{64} * k + 32, a[b].qs + ptrdiff_t{32} * (First(k) + 2), 32);
+      for (int half = 0; half < 2; ++half) {
+        std::memcpy(codes + ptrdiff_t{64} * k + ptrdiff_t{32} * half, a[b].qs + kStart(k, half),
+                    32);
+      }
     }
-    for (int s = 0; s < 8; ++s) {
-      // Two 16-element sums of at most 16 * 128 each: an exact int16.
-      const auto sum = static_cast<int16_t>(a[b].bsums[2 * s] + a[b].bsums[2 * s + 1]);
-      std::memcpy(pair + kSumsOffset + ptrdiff_t{16} * h + ptrdiff_t{2} * s, &sum, 2);
-    }
+    std::memcpy(pair + kSumsOffset + ptrdiff_t{32} * h, a[b].bsums, 32);
     for (int i = 0; i < 2; ++i) {
       std::memcpy(pair + kScaleOffset + ptrdiff_t{8} * h + ptrdiff_t{4} * i, &a[b].d, 4);
     }
   }
 }
 
-// Register constants of the row loop.
-struct Consts {
-  // vpshufb controls: the int16 scale of each word of the packed sums of
-  // code vectors (0, 1) and (2, 3), from a lane holding K4ScalesMins' bytes.
-  __m512i scales01;
-  __m512i scales23;
-  // The eight mins as int16, per 128-bit lane.
-  __m256i mins;
-  // Q5_K: the qh bit of each code vector's bytes, per 32-byte half.
-  __m512i high_bit[4];
-  // vpermps controls spreading [d0, dmin0, d1, dmin1].
-  __m512i d_lanes;
-  __m256i dmin_lanes;
+// A word-index table (vpermw control, or vpshufb control's low bytes).
+struct Words {
+  int16_t w[32];
+};
 
-  Consts() {
-    alignas(64) uint8_t s01[64], s23[64], m[32];
+// Word w of vpackssdw(p_a, p_b) comes from 128-bit lane w / 8 of p_a (w % 8
+// < 4) or of p_b: the vector and lane whose sub-block scales it.
+constexpr int PackedVector(int w, int a) { return a + (w % 8 < 4 ? 0 : 1); }
+constexpr int PackedLane(int w) { return w / 8; }
+
+// The int16 scales placed for vpackssdw(p_a, p_b) of block `block` of a
+// pair, as a vpermw control over 32 words: block 0's 16 sub-block scales,
+// then block 1's. sub(k, g) names the sub-block of lane g of code vector k.
+template <typename Sub>
+constexpr Words PlaceScales(int a, int block, Sub sub) {
+  Words t{};
+  for (int w = 0; w < 32; ++w) {
+    t.w[w] = static_cast<int16_t>(16 * block + sub(PackedVector(w, a), PackedLane(w)));
+  }
+  return t;
+}
+
+inline __m512i Load(const Words& t) { return _mm512_loadu_si512(t.w); }
+
+// Each block's 16 lanes summed to 8: block 0 in lanes 0..7, block 1 in 8..15.
+inline __m512i Fold(__m512i s0, __m512i s1) {
+  return _mm512_add_epi32(_mm512_shuffle_i64x2(s0, s1, 0x44), _mm512_shuffle_i64x2(s0, s1, 0xEE));
+}
+
+// The two blocks' unpacked codes against their activation: p[k] the int32
+// sums of four products of code vector k.
+inline void Dots(const __m512i q[4], const uint8_t* act, __m512i p[4]) {
+  for (int k = 0; k < 4; ++k) p[k] = Dot4(q[k], _mm512_load_si512(act + ptrdiff_t{64} * k));
+}
+
+// sum_k scale * p[k] in 16 int32 lanes, the scales of vectors 0-1 and 2-3
+// placed per word in s01 and s23.
+inline __m512i Scaled(const __m512i p[4], __m512i s01, __m512i s23) {
+  const __m512i s =
+      _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_packs_epi32(p[0], p[1]), s01);
+  return _mm512_dpwssd_epi32(s, _mm512_packs_epi32(p[2], p[3]), s23);
+}
+
+// The fp32 accumulation of a pair: acc += sums * d_i * d_a per block (sums
+// as Fold leaves them) and, with mins, acc_min += min_sums * dmin_i * d_a
+// (eight lanes per block). `scales` holds the fp16 [d0, dmin0, d1, dmin1].
+struct PairAcc {
+  __m512 acc = _mm512_setzero_ps();
+  __m512 acc_min = _mm512_setzero_ps();
+  const __m512i d_lanes = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
+  const __m512i dmin_lanes = _mm512_inserti64x4(_mm512_set1_epi32(1), _mm256_set1_epi32(3), 1);
+
+  static __m128 Scales(uint64_t fp16, const uint8_t* act) {
+    return _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<int64_t>(fp16))),
+                      _mm_load_ps(reinterpret_cast<const float*>(act + kScaleOffset)));
+  }
+  void Add(__m128 scales, __m512i sums) {
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums),
+                          _mm512_permutexvar_ps(d_lanes, _mm512_castps128_ps512(scales)), acc);
+  }
+  void AddMins(__m128 scales, __m512i min_sums) {
+    acc_min =
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(min_sums),
+                        _mm512_permutexvar_ps(dmin_lanes, _mm512_castps128_ps512(scales)), acc_min);
+  }
+  float Total() const { return _mm512_reduce_add_ps(_mm512_sub_ps(acc, acc_min)); }
+};
+
+// The fp16 fields (4 bytes from `field` of each block: d and dmin, or d
+// and whatever follows when kBytes is 2) of a pair as one word.
+template <int kBytes, bool kTwo>
+inline uint64_t Fp16Pair(const uint8_t* x0, const uint8_t* x1) {
+  uint32_t f0 = 0, f1 = 0;
+  std::memcpy(&f0, x0, kBytes);
+  if constexpr (kTwo) std::memcpy(&f1, x1, kBytes);
+  return f0 | uint64_t{f1} << 32;
+}
+
+// 32 bytes of each block of the pair (zero for a missing second block).
+template <bool kTwo>
+inline __m256i Pair128(const uint8_t* x0, const uint8_t* x1) {
+  __m256i v = _mm256_zextsi128_si256(Load128(x0));
+  if constexpr (kTwo) v = _mm256_inserti128_si256(v, Load128(x1), 1);
+  return v;
+}
+
+// Q4_K and Q5_K (8 sub-blocks of 32 with 6-bit scales and mins).
+template <typename BlockT, bool kFiveBits>
+struct K4 {
+  using Block = BlockT;
+  static constexpr auto kPack = PackAct<K4Start>;
+
+  // vpshufb controls placing the scale of each word of vpackssdw(p0, p1)
+  // and (p2, p3) from a lane of K4ScalesMins' bytes (high bytes zero).
+  __m512i scales01, scales23;
+  // vpshufb control: the mins, each twice (for the 16-element sums), from
+  // a lane of K4ScalesMins' bytes; lane 0 mins 0..3, lane 1 mins 4..7.
+  __m512i mins_twice;
+  // Q5_K: the qh bit of each code vector's bytes, per 32-byte half (bit 4
+  // of element 64c + 32j + l is bit 2c + j of qh[l]).
+  __m512i high_bit[4];
+
+  K4() {
+    // A 32-element sub-block fills two 128-bit lanes of a code vector.
+    const auto sub = [](int k, int g) { return 4 * (k / 2) + k % 2 + 2 * (g / 2); };
+    alignas(64) uint8_t s01[64], s23[64], m[64];
     for (int w = 0; w < 32; ++w) {
-      // Word w of vpackssdw(p_a, p_b): 128-bit lane w / 8, from p_a for
-      // w % 8 < 4; lanes 0-1 of a code vector hold its first sub-block.
-      const int sub = (w / 8 < 2 ? 0 : 2) + (w % 8 < 4 ? 0 : 1);
-      s01[2 * w] = static_cast<uint8_t>(sub);
-      s23[2 * w] = static_cast<uint8_t>(sub + 4);
-      s01[2 * w + 1] = s23[2 * w + 1] = 0x80;  // high byte zero
-    }
-    for (int w = 0; w < 16; ++w) {
-      m[2 * w] = static_cast<uint8_t>(8 + w % 8);
-      m[2 * w + 1] = 0x80;
+      s01[2 * w] = static_cast<uint8_t>(PlaceScales(0, 0, sub).w[w]);
+      s23[2 * w] = static_cast<uint8_t>(PlaceScales(2, 0, sub).w[w]);
+      m[2 * w] = static_cast<uint8_t>(8 + 4 * (w / 8 % 2) + w % 8 / 2);
+      s01[2 * w + 1] = s23[2 * w + 1] = m[2 * w + 1] = 0x80;
     }
     scales01 = _mm512_load_si512(s01);
     scales23 = _mm512_load_si512(s23);
-    mins = _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
+    mins_twice = _mm512_load_si512(m);
     for (int k = 0; k < 4; ++k) {
-      // Bit 4 of element 64c + 32j + l is bit 2c + j of qh[l].
-      high_bit[k] = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << First(k))),
-                                       _mm256_set1_epi8(static_cast<char>(1 << (First(k) + 2))), 1);
+      const int first = 4 * (k / 2) + k % 2;
+      high_bit[k] = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << first)),
+                                       _mm256_set1_epi8(static_cast<char>(1 << (first + 2))), 1);
     }
-    d_lanes = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
-    dmin_lanes = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
+  }
+
+  // One block's scaled sum in 16 int32 lanes; `sm` holds its K4ScalesMins
+  // bytes in every 128-bit lane.
+  __m512i BlockSum(const Block& x, const uint8_t* act, __m512i sm) const {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i z0 = _mm512_loadu_si512(x.qs);
+    const __m512i z1 = _mm512_loadu_si512(x.qs + 64);
+    __m512i q[4] = {_mm512_and_si512(z0, low4), _mm512_and_si512(_mm512_srli_epi16(z0, 4), low4),
+                    _mm512_and_si512(z1, low4), _mm512_and_si512(_mm512_srli_epi16(z1, 4), low4)};
+    if constexpr (kFiveBits) {
+      const __m512i qh = Broadcast256(x.qh);
+      for (int k = 0; k < 4; ++k) {
+        q[k] = _mm512_mask_add_epi8(q[k], _mm512_test_epi8_mask(qh, high_bit[k]), q[k],
+                                    _mm512_set1_epi8(16));
+      }
+    }
+    __m512i p[4];
+    Dots(q, act, p);
+    return Scaled(p, _mm512_shuffle_epi8(sm, scales01), _mm512_shuffle_epi8(sm, scales23));
+  }
+
+  template <bool kTwo>
+  void Pair(const Block* x, const uint8_t* act, PairAcc* acc) const {
+    const __m512i sm =
+        _mm512_castsi256_si512(K4ScalesMins(Pair128<kTwo>(x[0].scales, x[kTwo].scales)));
+    const __m512i s0 = BlockSum(x[0], act, _mm512_shuffle_i64x2(sm, sm, 0x00));
+    __m512i s1 = _mm512_setzero_si512();
+    if constexpr (kTwo) s1 = BlockSum(x[1], act + kCodesBytes, _mm512_shuffle_i64x2(sm, sm, 0x55));
+    // Lanes 0-1 from block 0's bytes, 2-3 from block 1's.
+    const __m512i mins = _mm512_shuffle_epi8(_mm512_shuffle_i64x2(sm, sm, 0x50), mins_twice);
+    const __m128 scales =
+        PairAcc::Scales(Fp16Pair<4, kTwo>(reinterpret_cast<const uint8_t*>(&x[0].d),
+                                          reinterpret_cast<const uint8_t*>(&x[kTwo].d)),
+                        act);
+    acc->Add(scales, Fold(s0, s1));
+    acc->AddMins(scales, _mm512_madd_epi16(mins, _mm512_load_si512(act + kSumsOffset)));
   }
 };
 
-// One block's integer sum of scale * (codes . activation) in 16 int32
-// lanes; `sm` holds its K4ScalesMins bytes in every 128-bit lane.
-template <typename Block, bool kFiveBits>
-inline __m512i BlockSum(const Consts& c, const Block& x, const uint8_t* act, __m512i sm) {
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
-  const __m512i z0 = _mm512_loadu_si512(x.qs);
-  const __m512i z1 = _mm512_loadu_si512(x.qs + 64);
-  __m512i q[4] = {_mm512_and_si512(z0, low4), _mm512_and_si512(_mm512_srli_epi16(z0, 4), low4),
-                  _mm512_and_si512(z1, low4), _mm512_and_si512(_mm512_srli_epi16(z1, 4), low4)};
-  if constexpr (kFiveBits) {
-    const __m512i qh = Broadcast256(x.qh);
+// The sub-block of lane g of code vector k for Q2_K and Q3_K.
+constexpr int Q2Sub(int k, int g) { return 2 * k + g % 2 + 8 * (g / 2); }
+
+// Q2_K (16 sub-blocks of 16 with 4-bit scales and mins) and Q3_K (signed
+// 6-bit scales, codes - 4 from two low bits and a high bit).
+template <bool kQ3>
+struct Q2Q3 {
+  using Block = std::conditional_t<kQ3, BlockQ3_K, BlockQ2_K>;
+  static constexpr auto kPack = PackAct<Q2Start>;
+
+  __m512i place[2][2];  // [block][vectors 0-1 or 2-3]: vpermw controls
+  __m512i high_bit[4];  // Q3_K: the hmask bit of each code vector, per half
+
+  Q2Q3() {
+    for (int b = 0; b < 2; ++b) {
+      for (int v = 0; v < 2; ++v) place[b][v] = Load(PlaceScales(2 * v, b, Q2Sub));
+    }
     for (int k = 0; k < 4; ++k) {
-      q[k] = _mm512_mask_add_epi8(q[k], _mm512_test_epi8_mask(qh, c.high_bit[k]), q[k],
-                                  _mm512_set1_epi8(16));
+      // The high bit of element 128h + 32k + l is bit 4h + k of hmask[l].
+      high_bit[k] = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << k)),
+                                       _mm256_set1_epi8(static_cast<char>(1 << (4 + k))), 1);
     }
   }
-  __m512i p[4];
-  for (int k = 0; k < 4; ++k) p[k] = Dot4(q[k], _mm512_load_si512(act + ptrdiff_t{64} * k));
-  const __m512i s = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_packs_epi32(p[0], p[1]),
-                                        _mm512_shuffle_epi8(sm, c.scales01));
-  return _mm512_dpwssd_epi32(s, _mm512_packs_epi32(p[2], p[3]),
-                             _mm512_shuffle_epi8(sm, c.scales23));
-}
 
-// Adds blocks x[0] and (kTwo) x[1] against the activation pair record
-// `act` to acc (scaled sums) and acc_min (min sums).
-template <typename Block, bool kFiveBits, bool kTwo>
-inline void Pair(const Consts& c, const Block* x, const uint8_t* act, __m512* acc,
-                 __m256* acc_min) {
-  __m256i raw = _mm256_castsi128_si256(Load128(x[0].scales));
-  if constexpr (kTwo) raw = _mm256_inserti128_si256(raw, Load128(x[1].scales), 1);
-  const __m512i sm = _mm512_castsi256_si512(K4ScalesMins(raw));
-  const __m512i s0 = BlockSum<Block, kFiveBits>(c, x[0], act, _mm512_shuffle_i64x2(sm, sm, 0x00));
-  __m512i s1 = _mm512_setzero_si512();
-  if constexpr (kTwo) {
-    s1 = BlockSum<Block, kFiveBits>(c, x[1], act + kCodesBytes, _mm512_shuffle_i64x2(sm, sm, 0x55));
+  // One block's sum in 16 int32 lanes; `scales` the pair's 32 int16 scales.
+  __m512i BlockSum(const Block& x, const uint8_t* act, __m512i scales, int b) const {
+    const __m512i z = _mm512_loadu_si512(x.qs);
+    const __m512i low2 = _mm512_set1_epi8(3);
+    __m512i q[4] = {_mm512_and_si512(z, low2), _mm512_and_si512(_mm512_srli_epi16(z, 2), low2),
+                    _mm512_and_si512(_mm512_srli_epi16(z, 4), low2),
+                    _mm512_and_si512(_mm512_srli_epi16(z, 6), low2)};
+    if constexpr (kQ3) {
+      const __m512i hmask = Broadcast256(x.hmask);
+      for (int k = 0; k < 4; ++k) {
+        q[k] = _mm512_mask_add_epi8(q[k], _mm512_test_epi8_mask(hmask, high_bit[k]), q[k],
+                                    _mm512_set1_epi8(4));
+      }
+    }
+    __m512i p[4];
+    Dots(q, act, p);
+    return Scaled(p, _mm512_permutexvar_epi16(place[b][0], scales),
+                  _mm512_permutexvar_epi16(place[b][1], scales));
   }
-  // Mins times the 32-element sums, four int32 lanes per block; without a
-  // second block its lanes multiply zero sums.
-  const __m256i min_sums =
-      _mm256_madd_epi16(_mm256_shuffle_epi8(_mm512_castsi512_si256(sm), c.mins),
-                        _mm256_load_si256(reinterpret_cast<const __m256i*>(act + kSumsOffset)));
-  uint32_t d0, d1 = 0;
-  std::memcpy(&d0, &x[0].d, 4);
-  if constexpr (kTwo) std::memcpy(&d1, &x[1].d, 4);
-  // [d0, dmin0, d1, dmin1] * d_a.
-  const __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(d0)),
-                                                            static_cast<int>(d1), 1)),
-                              _mm_load_ps(reinterpret_cast<const float*>(act + kScaleOffset)));
-  // Each block's 16 lanes folded to 8: block 0 in lanes 0..7, block 1 in 8..15.
-  const __m512i folded =
-      _mm512_add_epi32(_mm512_shuffle_i64x2(s0, s1, 0x44), _mm512_shuffle_i64x2(s0, s1, 0xEE));
-  *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(folded),
-                         _mm512_permutexvar_ps(c.d_lanes, _mm512_castps128_ps512(d)), *acc);
-  *acc_min =
-      _mm256_fmadd_ps(_mm256_cvtepi32_ps(min_sums),
-                      _mm256_permutexvar_ps(c.dmin_lanes, _mm256_castps128_ps256(d)), *acc_min);
-}
 
-template <typename Block, bool kFiveBits>
+  template <bool kTwo>
+  void Pair(const Block* x, const uint8_t* act, PairAcc* acc) const {
+    const __m512i sums16 = _mm512_load_si512(act + kSumsOffset);
+    __m512i scales;
+    if constexpr (kQ3) {
+      __m256i sc8 = _mm256_zextsi128_si256(Q3KScales(x[0].scales));
+      if constexpr (kTwo) sc8 = _mm256_inserti128_si256(sc8, Q3KScales(x[1].scales), 1);
+      scales = _mm512_cvtepi8_epi16(sc8);
+    } else {
+      const __m256i raw = Pair128<kTwo>(x[0].scales, x[kTwo].scales);
+      scales = _mm512_cvtepu8_epi16(_mm256_and_si256(raw, _mm256_set1_epi8(0x0F)));
+      const __m512i mins =
+          _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F)));
+      acc->AddMins(PairAcc::Scales(Fp16Pair<4, kTwo>(reinterpret_cast<const uint8_t*>(&x[0].d),
+                                                     reinterpret_cast<const uint8_t*>(&x[kTwo].d)),
+                                   act),
+                   _mm512_madd_epi16(mins, sums16));
+    }
+    const __m512i s0 = BlockSum(x[0], act, scales, 0);
+    __m512i s1 = _mm512_setzero_si512();
+    if constexpr (kTwo) s1 = BlockSum(x[1], act + kCodesBytes, scales, 1);
+    __m512i sums = Fold(s0, s1);
+    if constexpr (kQ3) {
+      // Undo the +4 of the codes: sum_s sc_s * 4 * bsums_s.
+      sums = _mm512_sub_epi32(sums, _mm512_slli_epi32(_mm512_madd_epi16(scales, sums16), 2));
+    }
+    acc->Add(PairAcc::Scales(Fp16Pair < kQ3 ? 2 : 4,
+                             kTwo > (reinterpret_cast<const uint8_t*>(&x[0].d),
+                                     reinterpret_cast<const uint8_t*>(&x[kTwo].d)),
+                             act),
+             sums);
+  }
+};
+
+template <typename Kernel>
 void Rows(int64_t cols, const uint8_t* w, size_t row_bytes, int64_t nrows, const uint8_t* packed,
           float* y) {
-  const Consts c;
+  using Block = typename Kernel::Block;
+  const Kernel kernel;
   const int64_t nb = cols / kQKK;
   for (int64_t r = 0; r < nrows; ++r) {
     const auto* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * row_bytes);
     const uint8_t* act = packed;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 acc_min = _mm256_setzero_ps();
+    PairAcc acc;
     int64_t b = 0;
-    for (; b + 2 <= nb; b += 2, act += kPairBytes) {
-      Pair<Block, kFiveBits, true>(c, x + b, act, &acc, &acc_min);
-    }
-    if (b < nb) Pair<Block, kFiveBits, false>(c, x + b, act, &acc, &acc_min);
-    y[r] = _mm512_reduce_add_ps(acc) - avx2::HsumPs(acc_min);
+    for (; b + 2 <= nb; b += 2, act += kPairBytes) kernel.template Pair<true>(x + b, act, &acc);
+    if (b < nb) kernel.template Pair<false>(x + b, act, &acc);
+    y[r] = acc.Total();
   }
+}
+
+template <typename Kernel>
+constexpr DecodeOps Ops() {
+  return {PackedBytes, Kernel::kPack, Rows<Kernel>};
 }
 
 }  // namespace
 
-const DecodeOps kDecodeQ4_K = {PackedBytes, PackAct, Rows<BlockQ4_K, false>};
-const DecodeOps kDecodeQ5_K = {PackedBytes, PackAct, Rows<BlockQ5_K, true>};
+const DecodeOps kDecodeQ2_K = Ops<Q2Q3<false>>();
+const DecodeOps kDecodeQ3_K = Ops<Q2Q3<true>>();
+const DecodeOps kDecodeQ4_K = Ops<K4<BlockQ4_K, false>>();
+const DecodeOps kDecodeQ5_K = Ops<K4<BlockQ5_K, true>>();
 
 }  // namespace fqpack::runtime::quant

@@ -115,8 +115,8 @@ TEST(Decode, RandomRowsMatchThePortableDot) {
   if (!HasDecodeTier()) GTEST_SKIP() << "the CPU lacks AVX-512 F/BW/VL/DQ + VNNI";
   std::mt19937 rng(31);
   const std::vector<const quant::TypeTraits*> types = DecodeTypes();
-  // Q8_0, Q4_0, IQ4_NL, Q4_K, Q5_K and the 18 group-int types.
-  ASSERT_EQ(types.size(), 23u);
+  // Q8_0, Q4_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K and the 18 group-int types.
+  ASSERT_EQ(types.size(), 25u);
   for (const quant::TypeTraits* t : types) {
     for (int64_t cols : ColsFor(*t)) {
       SCOPED_TRACE(std::string(t->name) + " cols=" + std::to_string(cols));
@@ -133,6 +133,8 @@ TEST(Decode, RandomRowsMatchThePortableDot) {
 // bytes must keep finite.
 std::vector<uint32_t> HalfFields(uint32_t type) {
   if (type == ToId(QType::kQ4_K) || type == ToId(QType::kQ5_K)) return {0, 2};
+  if (type == ToId(QType::kQ2_K)) return {80, 82};
+  if (type == ToId(QType::kQ3_K)) return {108};
   return {0};  // Q8_0, Q4_0, IQ4_NL: d first
 }
 
