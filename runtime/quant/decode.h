@@ -58,6 +58,7 @@ extern const DecodeOps kDecodeQ2_K;
 extern const DecodeOps kDecodeQ3_K;
 extern const DecodeOps kDecodeQ4_K;
 extern const DecodeOps kDecodeQ5_K;
+extern const DecodeOps kDecodeQ6_K;
 
 // The ops of group-int type int<kBits>-g<kGroup> (group_int_avx512.cc).
 template <int kBits, int kGroup>

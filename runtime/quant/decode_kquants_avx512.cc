@@ -1,5 +1,5 @@
-// The decode kernels of decode.h for the k-quants Q2_K, Q3_K, Q4_K and Q5_K
-// against Q8_K activations.
+// The decode kernels of decode.h for the k-quants (Q2_K, Q3_K, Q4_K, Q5_K,
+// Q6_K) against Q8_K activations.
 //
 // A super-block's codes are read 64 bytes at a time and unpacked into four
 // vectors of 64 codes ("code vectors") by masks and shifts alone; which
@@ -9,9 +9,10 @@
 //   Q4_K, Q5_K  [32 F(k), +32) and [32 F(k) + 64, +32), F(k) = 4(k/2) + k%2
 //               (the low nibbles of qs[64j..] for even k, high for odd)
 //   Q2_K, Q3_K  [32 k, +32) and [128 + 32 k, +32) (bits 2k..2k+1 of qs)
+//   Q6_K        [64 k, +64) (nibbles of ql[64(k/2)..] under bits of qh)
 // vpdpbusd gives int32 lanes of four products. Two such vectors are packed
 // to int16 words by vpackssdw (every sum is below 2^15 in magnitude: at
-// most 4 * 31 * 128 = 15872, for Q5_K), four words of one
+// most 4 * 63 * 128 = 32256, for Q6_K), four words of one
 // sub-block per vector and 128-bit lane, and one vpdpwssd multiplies them by
 // the sub-blocks' integer scales, placed per word (vpshufb or vpermw), and
 // sums. So the integer total of each sub-block's scaled sum is exact, as in
@@ -60,6 +61,7 @@ static_assert(kPairBytes % 64 == 0);
 // The first element of 32-element half `half` of code vector k.
 constexpr int K4Start(int k, int half) { return 32 * (4 * (k / 2) + k % 2) + 64 * half; }
 constexpr int Q2Start(int k, int half) { return 32 * k + 128 * half; }
+constexpr int Q6Start(int k, int half) { return 64 * k + 32 * half; }
 
 size_t PackedBytes(int64_t cols) { return static_cast<size_t>((cols / kQKK + 1) / 2) * kPairBytes; }
 
@@ -323,6 +325,63 @@ struct Q2Q3 {
   }
 };
 
+// Q6_K (16 sub-blocks of 16 with int8 scales, codes - 32 from four bits of
+// ql and two of qh). Code vector 2h + n holds the nibbles n of
+// ql[64h..64h+64) and, from qh[32h + l], bits 4n..4n+1 for its first 32
+// bytes and 4n+2..4n+3 for its last 32.
+struct Q6 {
+  using Block = BlockQ6_K;
+  static constexpr auto kPack = PackAct<Q6Start>;
+
+  __m512i place[2][2];  // [block][vectors 0-1 or 2-3]: vpermw controls
+  // Per 16-bit word shifts bringing each half's two qh bits to bits 4..5:
+  // left by 4 and 2 for n = 0, right by 0 and 2 for n = 1.
+  __m512i shift_left = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+  __m512i shift_right = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+
+  Q6() {
+    for (int b = 0; b < 2; ++b) {
+      for (int v = 0; v < 2; ++v) {
+        place[b][v] = Load(PlaceScales(2 * v, b, [](int k, int g) { return 4 * k + g; }));
+      }
+    }
+  }
+
+  __m512i BlockSum(const Block& x, const uint8_t* act, __m512i scales, int b) const {
+    const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
+    __m512i q[4];
+    for (int h = 0; h < 2; ++h) {
+      const __m512i ql = _mm512_loadu_si512(x.ql + ptrdiff_t{64} * h);
+      const __m512i qh = Broadcast256(x.qh + ptrdiff_t{32} * h);
+      q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, low4),
+                                 _mm512_and_si512(_mm512_sllv_epi16(qh, shift_left), bits45));
+      q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                                     _mm512_and_si512(_mm512_srlv_epi16(qh, shift_right), bits45));
+    }
+    __m512i p[4];
+    Dots(q, act, p);
+    return Scaled(p, _mm512_permutexvar_epi16(place[b][0], scales),
+                  _mm512_permutexvar_epi16(place[b][1], scales));
+  }
+
+  template <bool kTwo>
+  void Pair(const Block* x, const uint8_t* act, PairAcc* acc) const {
+    const __m512i scales =
+        _mm512_cvtepi8_epi16(Pair128<kTwo>(reinterpret_cast<const uint8_t*>(x[0].scales),
+                                           reinterpret_cast<const uint8_t*>(x[kTwo].scales)));
+    const __m512i s0 = BlockSum(x[0], act, scales, 0);
+    __m512i s1 = _mm512_setzero_si512();
+    if constexpr (kTwo) s1 = BlockSum(x[1], act + kCodesBytes, scales, 1);
+    // Undo the +32 of the codes: sum_s sc_s * 32 * bsums_s.
+    const __m512i offset =
+        _mm512_slli_epi32(_mm512_madd_epi16(scales, _mm512_load_si512(act + kSumsOffset)), 5);
+    acc->Add(PairAcc::Scales(Fp16Pair<2, kTwo>(reinterpret_cast<const uint8_t*>(&x[0].d),
+                                               reinterpret_cast<const uint8_t*>(&x[kTwo].d)),
+                             act),
+             _mm512_sub_epi32(Fold(s0, s1), offset));
+  }
+};
+
 template <typename Kernel>
 void Rows(int64_t cols, const uint8_t* w, size_t row_bytes, int64_t nrows, const uint8_t* packed,
           float* y) {
@@ -351,5 +410,6 @@ const DecodeOps kDecodeQ2_K = Ops<Q2Q3<false>>();
 const DecodeOps kDecodeQ3_K = Ops<Q2Q3<true>>();
 const DecodeOps kDecodeQ4_K = Ops<K4<BlockQ4_K, false>>();
 const DecodeOps kDecodeQ5_K = Ops<K4<BlockQ5_K, true>>();
+const DecodeOps kDecodeQ6_K = Ops<Q6>();
 
 }  // namespace fqpack::runtime::quant

@@ -32,7 +32,10 @@ using quant::SimdLevel;
 // additions across blocks differs (and one rounding fewer per block, from
 // the FMA). The difference is bounded by that reordering, as the AVX-512
 // dots are bounded against the portable ones:
-//   kReorderUlps * 2^-24 * sum_k |w_k a_k|.
+//   kReorderUlps * 2^-24 * (sum_k |w_k a_k| + offsets),
+// offsets the size of the per-block offset terms (mins, group-int m) that
+// are summed apart from the codes and may cancel against them
+// (qt::OffsetMagnitude).
 // A wrong offset correction (K - 1 instead of K) moves every block by
 // d_w d_a sum(a), far above this.
 constexpr double kReorderUlps = 16;
@@ -101,7 +104,8 @@ std::vector<float> ExpectRowsMatchPortable(const quant::TypeTraits& t, int64_t c
     t.dot(cols, row, a.data(), a.size(), 1, &portable);
     t.dequantize(row, wd.data(), cols);
     const qt::RefDot ref = qt::DotInDouble(wd.data(), ad.data(), cols);
-    const double bound = kReorderUlps * 0x1p-24 * ref.abs_sum;
+    const double bound =
+        kReorderUlps * 0x1p-24 * (ref.abs_sum + qt::OffsetMagnitude(t.type, row, ad.data(), cols));
     if (!(std::fabs(y[r] - portable) <= bound)) {
       ADD_FAILURE() << "row " << r << ": decode " << y[r] << ", portable " << portable << ", bound "
                     << bound;
@@ -115,8 +119,8 @@ TEST(Decode, RandomRowsMatchThePortableDot) {
   if (!HasDecodeTier()) GTEST_SKIP() << "the CPU lacks AVX-512 F/BW/VL/DQ + VNNI";
   std::mt19937 rng(31);
   const std::vector<const quant::TypeTraits*> types = DecodeTypes();
-  // Q8_0, Q4_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K and the 18 group-int types.
-  ASSERT_EQ(types.size(), 25u);
+  // Q8_0, Q4_0, IQ4_NL, the five k-quants and the 18 group-int types.
+  ASSERT_EQ(types.size(), 26u);
   for (const quant::TypeTraits* t : types) {
     for (int64_t cols : ColsFor(*t)) {
       SCOPED_TRACE(std::string(t->name) + " cols=" + std::to_string(cols));
@@ -135,6 +139,7 @@ std::vector<uint32_t> HalfFields(uint32_t type) {
   if (type == ToId(QType::kQ4_K) || type == ToId(QType::kQ5_K)) return {0, 2};
   if (type == ToId(QType::kQ2_K)) return {80, 82};
   if (type == ToId(QType::kQ3_K)) return {108};
+  if (type == ToId(QType::kQ6_K)) return {208};
   return {0};  // Q8_0, Q4_0, IQ4_NL: d first
 }
 
@@ -265,7 +270,9 @@ TEST(Decode, MatMulOneTokenUsesItAndMatchesThePortableTier) {
     for (int64_t r = 0; r < rows && failures < 5; ++r) {
       t->dequantize(w.data() + r * row_bytes, wd.data(), cols);
       const double bound =
-          kReorderUlps * 0x1p-24 * qt::DotInDouble(wd.data(), ad.data(), cols).abs_sum;
+          kReorderUlps * 0x1p-24 *
+          (qt::DotInDouble(wd.data(), ad.data(), cols).abs_sum +
+           qt::OffsetMagnitude(t->type, w.data() + r * row_bytes, ad.data(), cols));
       if (!(std::fabs(direct[r] - portable[r]) <= bound)) {
         ADD_FAILURE() << "row " << r << ": decode " << direct[r] << ", portable " << portable[r];
         ++failures;

@@ -170,19 +170,7 @@ std::vector<KernelCase> Kernels(const TypeTraits& t) {
 // the other types), plus the same relative bound on the offset term m * s,
 // whose two parts can cancel.
 double Tolerance(uint32_t type, const uint8_t* w, const float* a, int64_t n, const RefDot& r) {
-  const int bits = static_cast<int>(GroupIntBits(type));
-  const int g = static_cast<int>(GroupIntGroup(type));
-  double offset_scale = 0;
-  for (int64_t start = 0; start < n; start += g) {
-    const int len = static_cast<int>(std::min<int64_t>(g, n - start));
-    const double m =
-        Fp16ToF32(DecodeU16(w + 2)) + (bits == 8 ? 128.0 * Fp16ToF32(DecodeU16(w)) : 0);
-    double sum_abs = 0;
-    for (int e = 0; e < len; ++e) sum_abs += std::fabs(a[start + e]);
-    offset_scale += std::fabs(m) * sum_abs;
-    w += GroupBytes(bits, len);
-  }
-  return testing::kFloatAccumulationBound * (r.abs_sum + offset_scale);
+  return testing::kFloatAccumulationBound * (r.abs_sum + testing::OffsetMagnitude(type, w, a, n));
 }
 
 TEST(GroupInt, EveryDotMatchesTheDequantizedReference) {

@@ -4,11 +4,14 @@
 #ifndef FQPACK_TESTS_RUNTIME_QUANT_TEST_UTIL_H_
 #define FQPACK_TESTS_RUNTIME_QUANT_TEST_UTIL_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
 
+#include "runtime/quant/blocks.h"
+#include "runtime/quant/group_int.h"
 #include "runtime/quant/quant.h"
 #include "schema/coding.h"
 #include "schema/half.h"
@@ -114,6 +117,50 @@ inline double DotTolerance(uint32_t type, const uint8_t* w, const float* a, int6
     }
   }
   return tol;
+}
+
+// For the types whose weights are a scaled code minus (or plus) a
+// per-(sub-)block offset that the kernels apply apart from the codes (Q2_K,
+// Q4_K and Q5_K's dmin * min; the group-int types' m): sum over (sub-)blocks
+// of |offset| * sum |a|. The two parts can cancel, so the fp32 rounding of
+// each is relative to its own size, not to sum |w * a|; 0 for other types.
+inline double OffsetMagnitude(uint32_t type, const uint8_t* w, const float* a, int64_t n) {
+  double total = 0;
+  const auto add = [&](double offset, int64_t start, int64_t len) {
+    double sum_abs = 0;
+    for (int64_t e = start; e < start + len; ++e) sum_abs += std::fabs(a[e]);
+    total += std::fabs(offset) * sum_abs;
+  };
+  if (IsGroupIntType(type)) {
+    const int bits = static_cast<int>(GroupIntBits(type));
+    const int g = static_cast<int>(GroupIntGroup(type));
+    for (int64_t start = 0; start < n; start += g) {
+      const int len = static_cast<int>(std::min<int64_t>(g, n - start));
+      // int8 codes are stored + 128, so their offset holds 128 d as well.
+      add(Fp16ToF32(DecodeU16(w + 2)) + (bits == 8 ? 128.0 * Fp16ToF32(DecodeU16(w)) : 0), start,
+          len);
+      w += GroupBytes(bits, len);
+    }
+  } else if (type == ToId(QType::kQ2_K)) {
+    const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
+    for (int64_t b = 0; b < n / kQKK; ++b) {
+      for (int s = 0; s < 16; ++s) {
+        add(Fp16ToF32(x[b].dmin) * (x[b].scales[s] >> 4), kQKK * b + 16 * s, 16);
+      }
+    }
+  } else if (type == ToId(QType::kQ4_K) || type == ToId(QType::kQ5_K)) {
+    const size_t block_bytes = FindGgmlType(type)->block_bytes;
+    for (int64_t b = 0; b < n / kQKK; ++b) {
+      // Both layouts: fp16 d, fp16 dmin, then the 12 scale bytes.
+      const uint8_t* block = w + b * block_bytes;
+      for (int j = 0; j < 8; ++j) {
+        uint8_t sc = 0, mn = 0;
+        K4ScaleMin(block + 4, j, &sc, &mn);
+        add(Fp16ToF32(DecodeU16(block + 2)) * mn, kQKK * b + 32 * j, 32);
+      }
+    }
+  }
+  return total;
 }
 
 }  // namespace fqpack::runtime::quant::testing
