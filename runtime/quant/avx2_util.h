@@ -103,28 +103,36 @@ inline void DispatchTokens(int nt, Fn&& fn) {
   }
 }
 
-// Sixteen packed 6-bit Q3_K scales (the 12 bytes at s) -> 16 signed bytes
-// (scale - 32). Scale j has its low four bits in the low (j < 8) or high
-// (j >= 8) nibble of byte j % 8, and its top two bits at bit 2 * (j / 4) of
-// byte 8 + j % 4. Reads exactly the 12 bytes.
+// Sixteen packed 6-bit Q3_K scales -> 16 signed bytes (scale - 32), for the
+// block whose 12 scale bytes are bytes 0..11 of each 128-bit lane of `v`
+// (bytes 12..15 ignored). Scale j has its low four bits in the low (j < 8)
+// or high (j >= 8) nibble of byte j % 8, and its top two bits at bit
+// 2 * (j / 4) of byte 8 + j % 4.
+inline __m256i Q3KScalesLanes(__m256i v) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  // A 16-bit shift by 4 brings into each byte's low nibble its own high one.
+  const __m256i low = _mm256_unpacklo_epi64(_mm256_and_si256(v, low4),
+                                            _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+  // Byte 8 + j % 4 into byte j, then each group of four bytes shifted by
+  // 0, 2, 4, 6: shifting a 32-bit lane by at most 6 keeps every byte's bits
+  // 0-1 its own.
+  const __m256i spread = _mm256_shuffle_epi8(
+      v, _mm256_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8,
+                          9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11));
+  const __m256i high = _mm256_and_si256(
+      _mm256_srlv_epi32(spread, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)), _mm256_set1_epi8(3));
+  // high <= 3, so its 16-bit shift by 4 stays within each byte.
+  return _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi8(32));
+}
+
+// Q3KScalesLanes of the one block whose 12 scale bytes are at s; reads
+// exactly those bytes.
 inline __m128i Q3KScales(const uint8_t* s) {
   uint32_t top;
   std::memcpy(&top, s + 8, 4);
   const __m128i v = _mm_insert_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s)),
                                      static_cast<int>(top), 2);
-  const __m128i low4 = _mm_set1_epi8(0x0F);
-  // A 16-bit shift by 4 brings into each byte's low nibble its own high one.
-  const __m128i low =
-      _mm_unpacklo_epi64(_mm_and_si128(v, low4), _mm_and_si128(_mm_srli_epi16(v, 4), low4));
-  // Byte 8 + j % 4 into byte j, then each group of four bytes shifted by
-  // 0, 2, 4, 6: shifting a 32-bit lane by at most 6 keeps every byte's bits
-  // 0-1 its own.
-  const __m128i spread =
-      _mm_shuffle_epi8(v, _mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11));
-  const __m128i high =
-      _mm_and_si128(_mm_srlv_epi32(spread, _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
-  // high <= 3, so its 16-bit shift by 4 stays within each byte.
-  return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32));
+  return _mm256_castsi256_si128(Q3KScalesLanes(_mm256_castsi128_si256(v)));
 }
 
 }  // namespace fqpack::runtime::quant::avx2

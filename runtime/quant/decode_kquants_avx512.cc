@@ -47,7 +47,7 @@ namespace fqpack::runtime::quant {
 namespace {
 
 using avx2::Load128;
-using avx2::Q3KScales;
+using avx2::Q3KScalesLanes;
 using avx512::Broadcast256;
 using avx512::Dot4;
 using avx512::K4ScalesMins;
@@ -296,9 +296,10 @@ struct Q2Q3 {
     const __m512i sums16 = _mm512_load_si512(act + kSumsOffset);
     __m512i scales;
     if constexpr (kQ3) {
-      __m256i sc8 = _mm256_zextsi128_si256(Q3KScales(x[0].scales));
-      if constexpr (kTwo) sc8 = _mm256_inserti128_si256(sc8, Q3KScales(x[1].scales), 1);
-      scales = _mm512_cvtepi8_epi16(sc8);
+      // The 16 bytes before each block's scales' end (the last 4 of qs,
+      // then the 12 scale bytes), moved down 4 bytes per lane.
+      const __m256i raw = _mm256_srli_si256(Pair128<kTwo>(x[0].scales - 4, x[kTwo].scales - 4), 4);
+      scales = _mm512_cvtepi8_epi16(Q3KScalesLanes(raw));
     } else {
       const __m256i raw = Pair128<kTwo>(x[0].scales, x[kTwo].scales);
       scales = _mm512_cvtepu8_epi16(_mm256_and_si256(raw, _mm256_set1_epi8(0x0F)));
