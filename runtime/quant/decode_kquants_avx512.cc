@@ -155,19 +155,20 @@ struct PairAcc {
   float Total() const { return _mm512_reduce_add_ps(_mm512_sub_ps(acc, acc_min)); }
 };
 
-// The fp16 fields (4 bytes from `field` of each block: d and dmin, or d
-// and whatever follows when kBytes is 2) of a pair as one word.
+// kBytes (2: d; 4: d and dmin) of fp16 fields from each block of a pair,
+// as [x0's, x1's] in one word (zero for a missing second block).
 template <int kBytes, bool kTwo>
-inline uint64_t Fp16Pair(const uint8_t* x0, const uint8_t* x1) {
+inline uint64_t Fp16Pair(const void* x0, const void* x1) {
   uint32_t f0 = 0, f1 = 0;
   std::memcpy(&f0, x0, kBytes);
   if constexpr (kTwo) std::memcpy(&f1, x1, kBytes);
   return f0 | uint64_t{f1} << 32;
 }
 
-// 32 bytes of each block of the pair (zero for a missing second block).
+// 16 bytes of each block of the pair, one per 128-bit lane (zero for a
+// missing second block).
 template <bool kTwo>
-inline __m256i Pair128(const uint8_t* x0, const uint8_t* x1) {
+inline __m256i Pair128(const void* x0, const void* x1) {
   __m256i v = _mm256_zextsi128_si256(Load128(x0));
   if constexpr (kTwo) v = _mm256_inserti128_si256(v, Load128(x1), 1);
   return v;
@@ -238,10 +239,7 @@ struct K4 {
     if constexpr (kTwo) s1 = BlockSum(x[1], act + kCodesBytes, _mm512_shuffle_i64x2(sm, sm, 0x55));
     // Lanes 0-1 from block 0's bytes, 2-3 from block 1's.
     const __m512i mins = _mm512_shuffle_epi8(_mm512_shuffle_i64x2(sm, sm, 0x50), mins_twice);
-    const __m128 scales =
-        PairAcc::Scales(Fp16Pair<4, kTwo>(reinterpret_cast<const uint8_t*>(&x[0].d),
-                                          reinterpret_cast<const uint8_t*>(&x[kTwo].d)),
-                        act);
+    const __m128 scales = PairAcc::Scales(Fp16Pair<4, kTwo>(&x[0].d, &x[kTwo].d), act);
     acc->Add(scales, Fold(s0, s1));
     acc->AddMins(scales, _mm512_madd_epi16(mins, _mm512_load_si512(act + kSumsOffset)));
   }
@@ -294,6 +292,9 @@ struct Q2Q3 {
   template <bool kTwo>
   void Pair(const Block* x, const uint8_t* act, PairAcc* acc) const {
     const __m512i sums16 = _mm512_load_si512(act + kSumsOffset);
+    // Q2_K: d and dmin; Q3_K: d alone.
+    constexpr int kFp16Bytes = kQ3 ? 2 : 4;
+    const __m128 d = PairAcc::Scales(Fp16Pair<kFp16Bytes, kTwo>(&x[0].d, &x[kTwo].d), act);
     __m512i scales;
     if constexpr (kQ3) {
       // The 16 bytes before each block's scales' end (the last 4 of qs,
@@ -305,10 +306,7 @@ struct Q2Q3 {
       scales = _mm512_cvtepu8_epi16(_mm256_and_si256(raw, _mm256_set1_epi8(0x0F)));
       const __m512i mins =
           _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F)));
-      acc->AddMins(PairAcc::Scales(Fp16Pair<4, kTwo>(reinterpret_cast<const uint8_t*>(&x[0].d),
-                                                     reinterpret_cast<const uint8_t*>(&x[kTwo].d)),
-                                   act),
-                   _mm512_madd_epi16(mins, sums16));
+      acc->AddMins(d, _mm512_madd_epi16(mins, sums16));
     }
     const __m512i s0 = BlockSum(x[0], act, scales, 0);
     __m512i s1 = _mm512_setzero_si512();
@@ -318,11 +316,7 @@ struct Q2Q3 {
       // Undo the +4 of the codes: sum_s sc_s * 4 * bsums_s.
       sums = _mm512_sub_epi32(sums, _mm512_slli_epi32(_mm512_madd_epi16(scales, sums16), 2));
     }
-    acc->Add(PairAcc::Scales(Fp16Pair < kQ3 ? 2 : 4,
-                             kTwo > (reinterpret_cast<const uint8_t*>(&x[0].d),
-                                     reinterpret_cast<const uint8_t*>(&x[kTwo].d)),
-                             act),
-             sums);
+    acc->Add(d, sums);
   }
 };
 
@@ -367,18 +361,14 @@ struct Q6 {
 
   template <bool kTwo>
   void Pair(const Block* x, const uint8_t* act, PairAcc* acc) const {
-    const __m512i scales =
-        _mm512_cvtepi8_epi16(Pair128<kTwo>(reinterpret_cast<const uint8_t*>(x[0].scales),
-                                           reinterpret_cast<const uint8_t*>(x[kTwo].scales)));
+    const __m512i scales = _mm512_cvtepi8_epi16(Pair128<kTwo>(x[0].scales, x[kTwo].scales));
     const __m512i s0 = BlockSum(x[0], act, scales, 0);
     __m512i s1 = _mm512_setzero_si512();
     if constexpr (kTwo) s1 = BlockSum(x[1], act + kCodesBytes, scales, 1);
     // Undo the +32 of the codes: sum_s sc_s * 32 * bsums_s.
     const __m512i offset =
         _mm512_slli_epi32(_mm512_madd_epi16(scales, _mm512_load_si512(act + kSumsOffset)), 5);
-    acc->Add(PairAcc::Scales(Fp16Pair<2, kTwo>(reinterpret_cast<const uint8_t*>(&x[0].d),
-                                               reinterpret_cast<const uint8_t*>(&x[kTwo].d)),
-                             act),
+    acc->Add(PairAcc::Scales(Fp16Pair<2, kTwo>(&x[0].d, &x[kTwo].d), act),
              _mm512_sub_epi32(Fold(s0, s1), offset));
   }
 };
