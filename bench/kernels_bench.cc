@@ -15,6 +15,12 @@
 //                                 second of each, "ratio" their quotient.
 //                                 Every type with a GEMM entry; the matrix
 //                                 is one copy.
+//   AttendGroup/heads:<h>/len:<n>  decode attention of h query heads that
+//                                 share one KV head (head size 64) over n
+//                                 cached F16 positions: the kAvx512 group
+//                                 kernel and, in the same iteration, the
+//                                 AVX2 kernel run head by head; "ratio" is
+//                                 the AVX2 time over the group kernel's.
 //   Memcpy/<type>_size/threads:<n>  copying buffers as large as a Q4_K and
 //                                 a Q8_0 matrix: the bandwidth baseline.
 //                                 "weights" = buffer bytes per second; the
@@ -35,8 +41,10 @@
 #include <vector>
 
 #include "bench/bench_matrix.h"
+#include "runtime/llama_kernels.h"
 #include "runtime/matmul.h"
 #include "runtime/quant/quant.h"
+#include "schema/half.h"
 #include "schema/quant_types.h"
 #include "schema/thread_pool.h"
 
@@ -86,6 +94,39 @@ void GemmVsAvx2(benchmark::State& state, uint32_t type, int64_t kTokens, int thr
   state.counters["ratio"] = avx2_s / gemm_s;
 }
 
+// One KV head's attention for a decoded token, group kernel against the
+// AVX2 per-head kernel, alternating within each iteration.
+void AttendGroup(benchmark::State& state, int64_t heads, int64_t len) {
+  if (quant::CpuSimdLevel() < quant::SimdLevel::kAvx512) {
+    state.SkipWithError("the CPU lacks the kAvx512 tier");
+    return;
+  }
+  constexpr int64_t kHd = 64;
+  const int64_t len8 = (len + 7) / 8 * 8;
+  const std::vector<float> q = Normal(heads * kHd, 4);
+  const std::vector<float> kv = Normal(2 * kHd * len8, 5);
+  std::vector<uint16_t> kt(kHd * len8), v(len8 * kHd);
+  for (size_t i = 0; i < kt.size(); ++i) kt[i] = F32ToFp16(kv[i]);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = F32ToFp16(kv[kt.size() + i]);
+  std::vector<float> s(heads * len8), out(heads * kHd);
+  const llama_kernels::Kernels* sets[2] = {&llama_kernels::Avx2(), &llama_kernels::Avx512()};
+  double seconds[2] = {0, 0};
+  using Clock = std::chrono::steady_clock;
+  for (auto _ : state) {
+    for (int k = 0; k < 2; ++k) {
+      const auto start = Clock::now();
+      sets[k]->attend_group(q.data(), heads, kt.data(), len8, v.data(), kHd, kHd, 0, len, 0.125f,
+                            0.0f, s.data(), out.data());
+      benchmark::DoNotOptimize(out.data());
+      benchmark::ClobberMemory();
+      seconds[k] += std::chrono::duration<double>(Clock::now() - start).count();
+    }
+  }
+  state.counters["group_us"] = seconds[1] / static_cast<double>(state.iterations()) * 1e6;
+  state.counters["avx2_us"] = seconds[0] / static_cast<double>(state.iterations()) * 1e6;
+  state.counters["ratio"] = seconds[0] / seconds[1];
+}
+
 void RegisterAll() {
   // Every GGUF weight type of the type table, most bits per weight first.
   std::vector<const quant::TypeTraits*> types;
@@ -115,6 +156,13 @@ void RegisterAll() {
           ->UseRealTime()
           ->MinTime(0.3)
           ->Unit(benchmark::kMillisecond);
+    }
+  }
+  for (int64_t heads : {4, 8}) {
+    for (int64_t len : {256, 1024, 4096}) {
+      const std::string name =
+          "AttendGroup/heads:" + std::to_string(heads) + "/len:" + std::to_string(len);
+      benchmark::RegisterBenchmark(name.c_str(), AttendGroup, heads, len)->MinTime(0.2);
     }
   }
   // One type at a time, so its ring of copies is built once.

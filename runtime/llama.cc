@@ -227,22 +227,32 @@ void ForwardScratch::Attention(int64_t n, int64_t pos0, int64_t window, const La
   const int64_t group = hp.n_head / hp.n_head_kv;
   const int64_t len8 = (pos0 + n + 7) & ~int64_t{7};
   const float softcap = hp.attn_softcap;
-  pool_->ParallelFor(hp.n_head * n, [&](int64_t begin, int64_t end) {
+  // One item is the query heads of one KV head for one token (they read the
+  // same K and V); when there are fewer items than threads (decode with few
+  // KV heads), the heads of a KV head are split into smaller items.
+  int64_t heads = group;
+  const int64_t threads = pool_->size();
+  while (heads > 1 && n * hp.n_head_kv * ((group + heads - 1) / heads) < threads) {
+    heads = (heads + 1) / 2;
+  }
+  const int64_t per_kv = (group + heads - 1) / heads;
+  pool_->ParallelFor(n * hp.n_head_kv * per_kv, [&](int64_t begin, int64_t end) {
     // A per-thread buffer that only grows: a decode step would otherwise
     // allocate it for every layer.
     static thread_local std::vector<float> s;
-    s.resize(std::max(s.size(), static_cast<size_t>(len8)));
+    s.resize(std::max(s.size(), static_cast<size_t>(heads * len8)));
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t h = item / n;
-      const int64_t t = item % n;
-      const int64_t g = h / group;
+      const int64_t t = item / (hp.n_head_kv * per_kv);
+      const int64_t g = item / per_kv % hp.n_head_kv;
+      const int64_t h = g * group + item % per_kv * heads;
+      const int64_t nq = std::min(heads, (g + 1) * group - h);
       // Causal: token t sees positions 0..pos0+t, the last `window` of
       // them in a sliding-window layer (llama.cpp masks p1 - p0 >= n_swa).
       const int64_t len = pos0 + t + 1;
       const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;
-      kernels_->attend(q_.data() + t * qd + h * hd, kv.k + g * hd * kv.k_stride, kv.k_stride,
-                       kv.v + g * hd, hp.n_embd_kv(), hd, first, len, kq_scale_, softcap, s.data(),
-                       att_.data() + t * qd + h * hd);
+      kernels_->attend_group(q_.data() + t * qd + h * hd, nq, kv.k + g * hd * kv.k_stride,
+                             kv.k_stride, kv.v + g * hd, hp.n_embd_kv(), hd, first, len, kq_scale_,
+                             softcap, s.data(), att_.data() + t * qd + h * hd);
     }
   });
 }

@@ -118,11 +118,22 @@ void GeGlu(float* gate, const float* up, int64_t n) {
 }
 
 const Kernels& Portable() {
-  static const Kernels k = {AttendPortable, ToHalfPortable, RoundToHalfPortable, SwiGluPortable};
+  static const Kernels k = {AttendPortable, AttendEachHead<AttendPortable>, ToHalfPortable,
+                            RoundToHalfPortable, SwiGluPortable};
+  return k;
+}
+
+const Kernels& Avx512() {
+  static const Kernels k = [] {
+    Kernels avx512 = Avx2();
+    avx512.attend_group = AttendGroupAvx512;
+    return avx512;
+  }();
   return k;
 }
 
 const Kernels& Best() {
+  if (quant::ActiveSimdLevel() >= quant::SimdLevel::kAvx512) return Avx512();
   if (quant::ActiveSimdLevel() >= quant::SimdLevel::kAvx2) return Avx2();
   return Portable();
 }

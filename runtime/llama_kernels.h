@@ -1,6 +1,8 @@
 // The inner loops of the forward pass outside the matmuls (attention, KV-cache
-// conversions, SwiGLU, GeGLU), in a portable version and an AVX2 + FMA + F16C one
-// (llama_kernels_avx2.cc, entered only after a CPU check). runtime/llama.cc
+// conversions, SwiGLU, GeGLU), in a portable version, an AVX2 + FMA + F16C one
+// (llama_kernels_avx2.cc) and, for the attention of a group of query heads,
+// an AVX-512 one (llama_kernels_avx512.cc); the SIMD ones are entered only
+// after a CPU check. runtime/llama.cc
 // is the only user; the functions are here so the SIMD file can be compiled
 // with its own flags.
 //
@@ -28,6 +30,26 @@ using AttendFn = void (*)(const float* q, const uint16_t* kt, int64_t kt_stride,
                           int64_t v_stride, int64_t hd, int64_t first, int64_t len, float scale,
                           float softcap, float* s, float* out);
 
+// `attend` for the nq query rows q + i * hd (i < nq) that share one KV head,
+// each result at out + i * hd exactly as `attend` gives it; `s` is scratch
+// of nq times len rounded up to 8 floats. Grouped-query attention has 2 to 8
+// query heads per KV head: converting each F16 K and V block once for all of
+// them is what a group kernel saves.
+using AttendGroupFn = void (*)(const float* q, int64_t nq, const uint16_t* kt, int64_t kt_stride,
+                               const uint16_t* v, int64_t v_stride, int64_t hd, int64_t first,
+                               int64_t len, float scale, float softcap, float* s, float* out);
+
+// The AttendGroupFn that runs kAttend on each query row in turn.
+template <AttendFn kAttend>
+void AttendEachHead(const float* q, int64_t nq, const uint16_t* kt, int64_t kt_stride,
+                    const uint16_t* v, int64_t v_stride, int64_t hd, int64_t first, int64_t len,
+                    float scale, float softcap, float* s, float* out) {
+  for (int64_t i = 0; i < nq; ++i) {
+    kAttend(q + i * hd, kt, kt_stride, v, v_stride, hd, first, len, scale, softcap, s,
+            out + i * hd);
+  }
+}
+
 // F32 -> F16 bits, rounding to nearest even (IEEE binary16).
 using ToHalfFn = void (*)(const float* src, uint16_t* dst, int64_t n);
 
@@ -46,6 +68,7 @@ void GeGlu(float* gate, const float* up, int64_t n);
 
 struct Kernels {
   AttendFn attend;
+  AttendGroupFn attend_group;
   ToHalfFn to_half;
   RoundToHalfFn round_to_half;
   SwiGluFn swiglu;
@@ -53,12 +76,27 @@ struct Kernels {
 
 // The plain C++ kernels.
 const Kernels& Portable();
-// The AVX2 kernels when the CPU has AVX2, FMA and F16C and SIMD is enabled
-// (runtime/quant/quant.h, ActiveSimdLevel), else the portable ones.
+// The widest kernels the active SIMD tier allows (runtime/quant/quant.h,
+// ActiveSimdLevel): AVX-512's, AVX2's or the portable ones.
 const Kernels& Best();
 
 // The AVX2 kernels (llama_kernels_avx2.cc). Only call after a CPU check.
 const Kernels& Avx2();
+// The AVX2 kernels with the AVX-512 group attention. Only call after a CPU
+// check for the kAvx512 tier.
+const Kernels& Avx512();
+
+// The softmax step of the AVX2 `attend`, in place over the raw scores s[j]
+// (q . k_j) of positions [first, len): scaled, capped, exponentiated and
+// normalised, the lanes of [first & ~7, len rounded up to 8) outside
+// [first, len) left 0. Shared by the AVX2 and AVX-512 kernels so that both
+// give the same bits. Only call after a CPU check for AVX2.
+void SoftmaxAvx2(float* s, int64_t first, int64_t len, float scale, float softcap);
+// The AVX-512 group attention (llama_kernels_avx512.cc). Only call after a
+// CPU check for the kAvx512 tier.
+void AttendGroupAvx512(const float* q, int64_t nq, const uint16_t* kt, int64_t kt_stride,
+                       const uint16_t* v, int64_t v_stride, int64_t hd, int64_t first, int64_t len,
+                       float scale, float softcap, float* s, float* out);
 
 }  // namespace fqpack::runtime::llama_kernels
 

@@ -81,51 +81,7 @@ void AttendAvx2(const float* q, const uint16_t* kt, int64_t kt_stride, const uin
     }
     _mm256_storeu_ps(s + j, a);
   }
-  // Lanes past len and before first (whatever the cache holds there) take
-  // no part.
-  for (j = len; j < len8; ++j) s[j] = -INFINITY;
-  for (j = first8; j < first; ++j) s[j] = -INFINITY;
-
-  const __m256 vscale = _mm256_set1_ps(scale);
-  __m256 vmax = _mm256_set1_ps(-INFINITY);
-  for (j = first8; j < len8; j += 8) {
-    __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + j), vscale);
-    if (softcap > 0) {
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, x);
-      for (float& l : lanes) l = softcap * std::tanh(l * (1.0f / softcap));
-      x = _mm256_load_ps(lanes);
-    }
-    vmax = _mm256_max_ps(vmax, x);
-    _mm256_storeu_ps(s + j, x);
-  }
-  const __m256 max = _mm256_set1_ps(HorizontalMax(vmax));
-
-  // Exponentials and their sum in double; lanes outside [first, len) are
-  // set to zero.
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  __m256d sum0 = _mm256_setzero_pd(), sum1 = sum0;
-  for (j = first8; j < len8; j += 8) {
-    __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), max));
-    if (j + 8 > len) {
-      const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(len - j)), lane);
-      e = _mm256_and_ps(e, _mm256_castsi256_ps(live));
-    }
-    if (j < first) {
-      const __m256i live =
-          _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(static_cast<int>(first - j) - 1));
-      e = _mm256_and_ps(e, _mm256_castsi256_ps(live));
-    }
-    _mm256_storeu_ps(s + j, e);
-    sum0 = _mm256_add_pd(sum0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-    sum1 = _mm256_add_pd(sum1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-  }
-  alignas(32) double lanes[4];
-  _mm256_store_pd(lanes, _mm256_add_pd(sum0, sum1));
-  const double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-  const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
-  for (j = first8; j < len8; j += 8)
-    _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+  SoftmaxAvx2(s, first, len, scale, softcap);
 
   // out = sum_j p[j] v_j, along the rows of V, 32 dimensions at a time.
   int64_t d = 0;
@@ -192,8 +148,60 @@ void RoundToHalfAvx2(float* x, int64_t n) {
 
 }  // namespace
 
+void SoftmaxAvx2(float* s, int64_t first, int64_t len, float scale, float softcap) {
+  const int64_t len8 = (len + 7) & ~int64_t{7};
+  const int64_t first8 = first & ~int64_t{7};
+  int64_t j;
+  // Lanes past len and before first (whatever the cache holds there) take
+  // no part.
+  for (j = len; j < len8; ++j) s[j] = -INFINITY;
+  for (j = first8; j < first; ++j) s[j] = -INFINITY;
+
+  const __m256 vscale = _mm256_set1_ps(scale);
+  __m256 vmax = _mm256_set1_ps(-INFINITY);
+  for (j = first8; j < len8; j += 8) {
+    __m256 x = _mm256_mul_ps(_mm256_loadu_ps(s + j), vscale);
+    if (softcap > 0) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, x);
+      for (float& l : lanes) l = softcap * std::tanh(l * (1.0f / softcap));
+      x = _mm256_load_ps(lanes);
+    }
+    vmax = _mm256_max_ps(vmax, x);
+    _mm256_storeu_ps(s + j, x);
+  }
+  const __m256 max = _mm256_set1_ps(HorizontalMax(vmax));
+
+  // Exponentials and their sum in double; lanes outside [first, len) are
+  // set to zero.
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256d sum0 = _mm256_setzero_pd(), sum1 = sum0;
+  for (j = first8; j < len8; j += 8) {
+    __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), max));
+    if (j + 8 > len) {
+      const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(len - j)), lane);
+      e = _mm256_and_ps(e, _mm256_castsi256_ps(live));
+    }
+    if (j < first) {
+      const __m256i live =
+          _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(static_cast<int>(first - j) - 1));
+      e = _mm256_and_ps(e, _mm256_castsi256_ps(live));
+    }
+    _mm256_storeu_ps(s + j, e);
+    sum0 = _mm256_add_pd(sum0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    sum1 = _mm256_add_pd(sum1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(sum0, sum1));
+  const double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
+  for (j = first8; j < len8; j += 8)
+    _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+}
+
 const Kernels& Avx2() {
-  static const Kernels k = {AttendAvx2, ToHalfAvx2, RoundToHalfAvx2, SwiGluAvx2};
+  static const Kernels k = {AttendAvx2, AttendEachHead<AttendAvx2>, ToHalfAvx2, RoundToHalfAvx2,
+                            SwiGluAvx2};
   return k;
 }
 

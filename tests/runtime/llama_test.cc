@@ -283,13 +283,60 @@ TEST(BatchEvaluator, MatchesSessionAndRecomputesFromAChangedLayer) {
   EXPECT_TRUE(eval.Run({}).status().IsInvalidArgument());
 }
 
-// The kernel sets to check: always the portable one, and AVX2 where the CPU
-// runs it.
+// The kernel sets to check: always the portable one, and AVX2 and AVX-512
+// where the CPU runs them.
 std::vector<std::pair<const char*, const llama_kernels::Kernels*>> KernelSets() {
   std::vector<std::pair<const char*, const llama_kernels::Kernels*>> k = {
       {"portable", &llama_kernels::Portable()}};
   if (quant::CpuHasAvx2()) k.push_back({"avx2", &llama_kernels::Avx2()});
+  if (quant::CpuSimdLevel() >= quant::SimdLevel::kAvx512) {
+    k.push_back({"avx512", &llama_kernels::Avx512()});
+  }
   return k;
+}
+
+// attend_group gives every head exactly what attend gives it alone: group
+// sizes across the AVX-512 kernel's passes of up to 8 heads, head sizes with
+// 8- and 1-element tails, lengths around its blocks of 16 and 64 positions,
+// sliding windows and softcapping. K and V lie in wider rows whose junk
+// (NaN) must not matter.
+TEST(LlamaKernels, AttendGroupGivesEachHeadWhatAttendGives) {
+  std::mt19937 rng(6);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  for (auto [name, k] : KernelSets()) {
+    for (int64_t nq : {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16}) {
+      for (int64_t hd : {8, 12, 64, 72, 80, 128}) {
+        for (int64_t len : {1, 7, 8, 9, 17, 33, 64, 100, 257}) {
+          const int64_t len8 = (len + 7) / 8 * 8, kt_stride = len8 + 8, v_stride = hd + 5;
+          std::vector<float> q(nq * hd);
+          std::vector<uint16_t> kt(hd * kt_stride, F32ToFp16(NAN)),
+              v(len * v_stride, F32ToFp16(NAN));
+          for (float& x : q) x = dist(rng);
+          for (int64_t d = 0; d < hd; ++d) {
+            for (int64_t j = 0; j < len; ++j) {
+              kt[d * kt_stride + j] = F32ToFp16(dist(rng));
+              v[j * v_stride + d] = F32ToFp16(dist(rng));
+            }
+          }
+          const int64_t first = len > 20 ? len - 19 : 0;  // a window of 19 on long rows
+          const float softcap = nq % 2 == 0 ? 0.0f : 1.5f;
+          std::vector<float> s(nq * len8), out(nq * hd, -1.0f);
+          k->attend_group(q.data(), nq, kt.data(), kt_stride, v.data(), v_stride, hd, first, len,
+                          0.3f, softcap, s.data(), out.data());
+          std::vector<float> one(hd);
+          for (int64_t i = 0; i < nq; ++i) {
+            k->attend(q.data() + i * hd, kt.data(), kt_stride, v.data(), v_stride, hd, first, len,
+                      0.3f, softcap, s.data(), one.data());
+            for (int64_t d = 0; d < hd; ++d) {
+              ASSERT_EQ(std::bit_cast<uint32_t>(out[i * hd + d]), std::bit_cast<uint32_t>(one[d]))
+                  << name << " nq " << nq << " hd " << hd << " len " << len << " head " << i
+                  << " d " << d << ": " << out[i * hd + d] << " vs " << one[d];
+            }
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(LlamaKernels, AttendMatchesDoublePrecision) {
