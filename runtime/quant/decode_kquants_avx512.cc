@@ -116,19 +116,43 @@ inline __m512i Fold(__m512i s0, __m512i s1) {
   return _mm512_add_epi32(_mm512_shuffle_i64x2(s0, s1, 0x44), _mm512_shuffle_i64x2(s0, s1, 0xEE));
 }
 
-// The two blocks' unpacked codes against their activation: p[k] the int32
-// sums of four products of code vector k.
-inline void Dots(const __m512i q[4], const uint8_t* act, __m512i p[4]) {
-  for (int k = 0; k < 4; ++k) p[k] = Dot4(q[k], _mm512_load_si512(act + ptrdiff_t{64} * k));
+// Adds `value` to the codes q[k] whose byte of `bits` has a bit of
+// which_bit[k] set (Q3_K's and Q5_K's high bits).
+inline void AddHighBits(__m512i bits, const __m512i which_bit[4], char value, __m512i q[4]) {
+  for (int k = 0; k < 4; ++k) {
+    q[k] = _mm512_mask_add_epi8(q[k], _mm512_test_epi8_mask(bits, which_bit[k]), q[k],
+                                _mm512_set1_epi8(value));
+  }
 }
 
-// sum_k scale * p[k] in 16 int32 lanes, the scales of vectors 0-1 and 2-3
-// placed per word in s01 and s23.
-inline __m512i Scaled(const __m512i p[4], __m512i s01, __m512i s23) {
+// A block's four code vectors q against its activation codes (act), each
+// vpdpbusd lane scaled by its sub-block's scale and summed: 16 int32 lanes.
+// s01 and s23 hold the scales of vectors 0-1 and 2-3, placed per word of
+// their vpackssdw.
+inline __m512i ScaledDot(const __m512i q[4], const uint8_t* act, __m512i s01, __m512i s23) {
+  __m512i p[4];
+  for (int k = 0; k < 4; ++k) p[k] = Dot4(q[k], _mm512_load_si512(act + ptrdiff_t{64} * k));
   const __m512i s =
       _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_packs_epi32(p[0], p[1]), s01);
   return _mm512_dpwssd_epi32(s, _mm512_packs_epi32(p[2], p[3]), s23);
 }
+
+// The vpermw controls placing a pair's 32 int16 sub-block scales (block
+// 0's 16, then block 1's) for ScaledDot: [block][vectors 0-1 or 2-3], with
+// sub(k, g) the sub-block of lane g of code vector k.
+struct Placement16 {
+  __m512i v[2][2];
+  template <typename Sub>
+  explicit Placement16(Sub sub) {
+    for (int b = 0; b < 2; ++b) {
+      for (int k = 0; k < 2; ++k) v[b][k] = Load(PlaceScales(2 * k, b, sub));
+    }
+  }
+  __m512i Dot(const __m512i q[4], const uint8_t* act, __m512i scales, int b) const {
+    return ScaledDot(q, act, _mm512_permutexvar_epi16(v[b][0], scales),
+                     _mm512_permutexvar_epi16(v[b][1], scales));
+  }
+};
 
 // The fp32 accumulation of a pair: acc += sums * d_i * d_a per block (sums
 // as Fold leaves them) and, with mins, acc_min += min_sums * dmin_i * d_a
@@ -218,16 +242,8 @@ struct K4 {
     const __m512i z1 = _mm512_loadu_si512(x.qs + 64);
     __m512i q[4] = {_mm512_and_si512(z0, low4), _mm512_and_si512(_mm512_srli_epi16(z0, 4), low4),
                     _mm512_and_si512(z1, low4), _mm512_and_si512(_mm512_srli_epi16(z1, 4), low4)};
-    if constexpr (kFiveBits) {
-      const __m512i qh = Broadcast256(x.qh);
-      for (int k = 0; k < 4; ++k) {
-        q[k] = _mm512_mask_add_epi8(q[k], _mm512_test_epi8_mask(qh, high_bit[k]), q[k],
-                                    _mm512_set1_epi8(16));
-      }
-    }
-    __m512i p[4];
-    Dots(q, act, p);
-    return Scaled(p, _mm512_shuffle_epi8(sm, scales01), _mm512_shuffle_epi8(sm, scales23));
+    if constexpr (kFiveBits) AddHighBits(Broadcast256(x.qh), high_bit, 16, q);
+    return ScaledDot(q, act, _mm512_shuffle_epi8(sm, scales01), _mm512_shuffle_epi8(sm, scales23));
   }
 
   template <bool kTwo>
@@ -255,13 +271,10 @@ struct Q2Q3 {
   using Block = std::conditional_t<kQ3, BlockQ3_K, BlockQ2_K>;
   static constexpr auto kPack = PackAct<Q2Start>;
 
-  __m512i place[2][2];  // [block][vectors 0-1 or 2-3]: vpermw controls
+  Placement16 place{Q2Sub};
   __m512i high_bit[4];  // Q3_K: the hmask bit of each code vector, per half
 
   Q2Q3() {
-    for (int b = 0; b < 2; ++b) {
-      for (int v = 0; v < 2; ++v) place[b][v] = Load(PlaceScales(2 * v, b, Q2Sub));
-    }
     for (int k = 0; k < 4; ++k) {
       // The high bit of element 128h + 32k + l is bit 4h + k of hmask[l].
       high_bit[k] = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << k)),
@@ -276,17 +289,8 @@ struct Q2Q3 {
     __m512i q[4] = {_mm512_and_si512(z, low2), _mm512_and_si512(_mm512_srli_epi16(z, 2), low2),
                     _mm512_and_si512(_mm512_srli_epi16(z, 4), low2),
                     _mm512_and_si512(_mm512_srli_epi16(z, 6), low2)};
-    if constexpr (kQ3) {
-      const __m512i hmask = Broadcast256(x.hmask);
-      for (int k = 0; k < 4; ++k) {
-        q[k] = _mm512_mask_add_epi8(q[k], _mm512_test_epi8_mask(hmask, high_bit[k]), q[k],
-                                    _mm512_set1_epi8(4));
-      }
-    }
-    __m512i p[4];
-    Dots(q, act, p);
-    return Scaled(p, _mm512_permutexvar_epi16(place[b][0], scales),
-                  _mm512_permutexvar_epi16(place[b][1], scales));
+    if constexpr (kQ3) AddHighBits(Broadcast256(x.hmask), high_bit, 4, q);
+    return place.Dot(q, act, scales, b);
   }
 
   template <bool kTwo>
@@ -328,19 +332,11 @@ struct Q6 {
   using Block = BlockQ6_K;
   static constexpr auto kPack = PackAct<Q6Start>;
 
-  __m512i place[2][2];  // [block][vectors 0-1 or 2-3]: vpermw controls
+  Placement16 place{[](int k, int g) { return 4 * k + g; }};
   // Per 16-bit word shifts bringing each half's two qh bits to bits 4..5:
   // left by 4 and 2 for n = 0, right by 0 and 2 for n = 1.
   __m512i shift_left = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
   __m512i shift_right = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
-
-  Q6() {
-    for (int b = 0; b < 2; ++b) {
-      for (int v = 0; v < 2; ++v) {
-        place[b][v] = Load(PlaceScales(2 * v, b, [](int k, int g) { return 4 * k + g; }));
-      }
-    }
-  }
 
   __m512i BlockSum(const Block& x, const uint8_t* act, __m512i scales, int b) const {
     const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
@@ -353,10 +349,7 @@ struct Q6 {
       q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
                                      _mm512_and_si512(_mm512_srlv_epi16(qh, shift_right), bits45));
     }
-    __m512i p[4];
-    Dots(q, act, p);
-    return Scaled(p, _mm512_permutexvar_epi16(place[b][0], scales),
-                  _mm512_permutexvar_epi16(place[b][1], scales));
+    return place.Dot(q, act, scales, b);
   }
 
   template <bool kTwo>
