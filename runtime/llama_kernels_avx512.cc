@@ -47,7 +47,8 @@ void Scores(const float* q, int64_t hd, const uint16_t* kt, int64_t kt_stride, i
             int64_t len8, float* s, int64_t s_stride) {
   constexpr int kB = kBlocks<kHeads>;
   int64_t j = first8;
-  for (; j + 16 * kB <= len8; j += 16 * kB) {
+  constexpr int64_t kStep = int64_t{16} * kB;
+  for (; j + kStep <= len8; j += kStep) {
     __m512 acc[kHeads][kB];
     for (auto& h : acc) {
       for (__m512& a : h) a = _mm512_setzero_ps();
@@ -62,7 +63,8 @@ void Scores(const float* q, int64_t hd, const uint16_t* kt, int64_t kt_stride, i
       }
     }
     for (int i = 0; i < kHeads; ++i) {
-      for (int b = 0; b < kB; ++b) _mm512_storeu_ps(s + i * s_stride + j + 16 * b, acc[i][b]);
+      for (int b = 0; b < kB; ++b)
+        _mm512_storeu_ps(s + i * s_stride + j + ptrdiff_t{16} * b, acc[i][b]);
     }
   }
   // What is left, 8 positions at a time (len8 is a multiple of 8, and no
@@ -87,7 +89,8 @@ void Weighted(const float* s, int64_t s_stride, const uint16_t* v, int64_t v_str
               int64_t first, int64_t len, float* out) {
   constexpr int kB = kBlocks<kHeads>;
   int64_t d = 0;
-  for (; d + 16 * kB <= hd; d += 16 * kB) {
+  constexpr int64_t kStep = int64_t{16} * kB;
+  for (; d + kStep <= hd; d += kStep) {
     __m512 acc[kHeads][kB];
     for (auto& h : acc) {
       for (__m512& a : h) a = _mm512_setzero_ps();
@@ -102,7 +105,8 @@ void Weighted(const float* s, int64_t s_stride, const uint16_t* v, int64_t v_str
       }
     }
     for (int i = 0; i < kHeads; ++i) {
-      for (int b = 0; b < kB; ++b) _mm512_storeu_ps(out + i * hd + d + 16 * b, acc[i][b]);
+      for (int b = 0; b < kB; ++b)
+        _mm512_storeu_ps(out + i * hd + d + ptrdiff_t{16} * b, acc[i][b]);
     }
   }
   for (; d + 16 <= hd; d += 16) {

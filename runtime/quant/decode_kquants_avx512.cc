@@ -216,11 +216,12 @@ struct K4 {
 
   K4() {
     // A 32-element sub-block fills two 128-bit lanes of a code vector.
-    const auto sub = [](int k, int g) { return 4 * (k / 2) + k % 2 + 2 * (g / 2); };
+    constexpr auto kSub = [](int k, int g) { return 4 * (k / 2) + k % 2 + 2 * (g / 2); };
+    constexpr Words kPlace01 = PlaceScales(0, 0, kSub), kPlace23 = PlaceScales(2, 0, kSub);
     alignas(64) uint8_t s01[64], s23[64], m[64];
-    for (int w = 0; w < 32; ++w) {
-      s01[2 * w] = static_cast<uint8_t>(PlaceScales(0, 0, sub).w[w]);
-      s23[2 * w] = static_cast<uint8_t>(PlaceScales(2, 0, sub).w[w]);
+    for (size_t w = 0; w < 32; ++w) {
+      s01[2 * w] = static_cast<uint8_t>(kPlace01.w[w]);
+      s23[2 * w] = static_cast<uint8_t>(kPlace23.w[w]);
       m[2 * w] = static_cast<uint8_t>(8 + 4 * (w / 8 % 2) + w % 8 / 2);
       s01[2 * w + 1] = s23[2 * w + 1] = m[2 * w + 1] = 0x80;
     }
@@ -341,9 +342,9 @@ struct Q6 {
   __m512i BlockSum(const Block& x, const uint8_t* act, __m512i scales, int b) const {
     const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30);
     __m512i q[4];
-    for (int h = 0; h < 2; ++h) {
-      const __m512i ql = _mm512_loadu_si512(x.ql + ptrdiff_t{64} * h);
-      const __m512i qh = Broadcast256(x.qh + ptrdiff_t{32} * h);
+    for (size_t h = 0; h < 2; ++h) {
+      const __m512i ql = _mm512_loadu_si512(x.ql + 64 * h);
+      const __m512i qh = Broadcast256(x.qh + 32 * h);
       q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, low4),
                                  _mm512_and_si512(_mm512_sllv_epi16(qh, shift_left), bits45));
       q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),

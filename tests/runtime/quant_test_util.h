@@ -145,7 +145,7 @@ inline double OffsetMagnitude(uint32_t type, const uint8_t* w, const float* a, i
     const auto* x = reinterpret_cast<const BlockQ2_K*>(w);
     for (int64_t b = 0; b < n / kQKK; ++b) {
       for (int s = 0; s < 16; ++s) {
-        add(Fp16ToF32(x[b].dmin) * (x[b].scales[s] >> 4), kQKK * b + 16 * s, 16);
+        add(Fp16ToF32(x[b].dmin) * (x[b].scales[s] >> 4), kQKK * b + int64_t{16} * s, 16);
       }
     }
   } else if (type == ToId(QType::kQ4_K) || type == ToId(QType::kQ5_K)) {
@@ -156,7 +156,7 @@ inline double OffsetMagnitude(uint32_t type, const uint8_t* w, const float* a, i
       for (int j = 0; j < 8; ++j) {
         uint8_t sc = 0, mn = 0;
         K4ScaleMin(block + 4, j, &sc, &mn);
-        add(Fp16ToF32(DecodeU16(block + 2)) * mn, kQKK * b + 32 * j, 32);
+        add(Fp16ToF32(DecodeU16(block + 2)) * mn, kQKK * b + int64_t{32} * j, 32);
       }
     }
   }
