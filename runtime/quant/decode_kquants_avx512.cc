@@ -63,6 +63,13 @@ constexpr int K4Start(int k, int half) { return 32 * (4 * (k / 2) + k % 2) + 64 
 constexpr int Q2Start(int k, int half) { return 32 * k + 128 * half; }
 constexpr int Q6Start(int k, int half) { return 64 * k + 32 * half; }
 
+// The sub-block (of kSubLen elements) that 128-bit lane g of code vector k
+// falls in: a lane holds 16 consecutive elements of one half.
+template <int (*kStart)(int, int), int kSubLen>
+constexpr int SubOfLane(int k, int g) {
+  return (kStart(k, g / 2) + 16 * (g % 2)) / kSubLen;
+}
+
 size_t PackedBytes(int64_t cols) { return static_cast<size_t>((cols / kQKK + 1) / 2) * kPairBytes; }
 
 template <int (*kStart)(int, int)>
@@ -215,8 +222,7 @@ struct K4 {
   __m512i high_bit[4];
 
   K4() {
-    // A 32-element sub-block fills two 128-bit lanes of a code vector.
-    constexpr auto kSub = [](int k, int g) { return 4 * (k / 2) + k % 2 + 2 * (g / 2); };
+    constexpr auto kSub = SubOfLane<K4Start, 32>;
     constexpr Words kPlace01 = PlaceScales(0, 0, kSub), kPlace23 = PlaceScales(2, 0, kSub);
     alignas(64) uint8_t s01[64], s23[64], m[64];
     for (size_t w = 0; w < 32; ++w) {
@@ -229,7 +235,7 @@ struct K4 {
     scales23 = _mm512_load_si512(s23);
     mins_twice = _mm512_load_si512(m);
     for (int k = 0; k < 4; ++k) {
-      const int first = 4 * (k / 2) + k % 2;
+      const int first = K4Start(k, 0) / 32;
       high_bit[k] = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << first)),
                                        _mm256_set1_epi8(static_cast<char>(1 << (first + 2))), 1);
     }
@@ -262,9 +268,6 @@ struct K4 {
   }
 };
 
-// The sub-block of lane g of code vector k for Q2_K and Q3_K.
-constexpr int Q2Sub(int k, int g) { return 2 * k + g % 2 + 8 * (g / 2); }
-
 // Q2_K (16 sub-blocks of 16 with 4-bit scales and mins) and Q3_K (signed
 // 6-bit scales, codes - 4 from two low bits and a high bit).
 template <bool kQ3>
@@ -272,7 +275,7 @@ struct Q2Q3 {
   using Block = std::conditional_t<kQ3, BlockQ3_K, BlockQ2_K>;
   static constexpr auto kPack = PackAct<Q2Start>;
 
-  Placement16 place{Q2Sub};
+  Placement16 place{SubOfLane<Q2Start, 16>};
   __m512i high_bit[4];  // Q3_K: the hmask bit of each code vector, per half
 
   Q2Q3() {
@@ -333,7 +336,7 @@ struct Q6 {
   using Block = BlockQ6_K;
   static constexpr auto kPack = PackAct<Q6Start>;
 
-  Placement16 place{[](int k, int g) { return 4 * k + g; }};
+  Placement16 place{SubOfLane<Q6Start, 16>};
   // Per 16-bit word shifts bringing each half's two qh bits to bits 4..5:
   // left by 4 and 2 for n = 0, right by 0 and 2 for n = 1.
   __m512i shift_left = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
