@@ -36,6 +36,7 @@
 // Result: per row, the sum over blocks of d*d_a*S - dmin*d_a*M, S and M the
 // exact integer scaled and min sums; only the order of the fp32 additions
 // differs from the per-row dots.
+#include <cstddef>
 #include <cstring>
 #include <type_traits>
 
@@ -305,9 +306,13 @@ struct Q2Q3 {
     const __m128 d = PairAcc::Scales(Fp16Pair<kFp16Bytes, kTwo>(&x[0].d, &x[kTwo].d), act);
     __m512i scales;
     if constexpr (kQ3) {
-      // The 16 bytes before each block's scales' end (the last 4 of qs,
-      // then the 12 scale bytes), moved down 4 bytes per lane.
-      const __m256i raw = _mm256_srli_si256(Pair128<kTwo>(x[0].scales - 4, x[kTwo].scales - 4), 4);
+      // The 16 bytes that end with each block's scales (the last 4 of qs,
+      // which the scales follow, then the 12 scale bytes; a 16-byte load
+      // from the scales would pass the block's end), moved down 4 bytes per
+      // lane.
+      static_assert(offsetof(BlockQ3_K, scales) == offsetof(BlockQ3_K, qs) + sizeof(x->qs));
+      const __m256i raw = _mm256_srli_si256(
+          Pair128<kTwo>(x[0].qs + sizeof(x->qs) - 4, x[kTwo].qs + sizeof(x->qs) - 4), 4);
       scales = _mm512_cvtepi8_epi16(Q3KScalesLanes(raw));
     } else {
       const __m256i raw = Pair128<kTwo>(x[0].scales, x[kTwo].scales);
