@@ -22,6 +22,9 @@ inline void CpuRelax() {
 // worker.
 constexpr int kCallerSpins = 4096;
 
+// The low half of a closed ticket: no loop has that many chunks.
+constexpr uint64_t kNoChunk = 0xFFFFFFFFu;
+
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads, int spin_micros) : spin_micros_(std::max(0, spin_micros)) {
@@ -40,12 +43,13 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::RunChunks(uint32_t gen) {
   uint64_t t = ticket_.load(std::memory_order_acquire);
   if (static_cast<uint32_t>(t >> 32) != gen) return;
-  // Seen under `gen`'s ticket: these are gen's fields or a later loop's,
-  // and a later loop's make every claim below fail.
-  const auto* fn = fn_.load(std::memory_order_relaxed);
-  const int64_t n = n_.load(std::memory_order_relaxed);
-  const int64_t chunk = chunk_.load(std::memory_order_relaxed);
-  const uint32_t n_chunks = n_chunks_.load(std::memory_order_relaxed);
+  // Seen under `gen`'s ticket: these are gen's fields or, in part, a later
+  // loop's; one of a later loop's values means its ParallelFor has closed
+  // gen's ticket, so every claim below fails.
+  const auto* fn = fn_.load(std::memory_order_acquire);
+  const int64_t n = n_.load(std::memory_order_acquire);
+  const int64_t chunk = chunk_.load(std::memory_order_acquire);
+  const uint32_t n_chunks = n_chunks_.load(std::memory_order_acquire);
   while (static_cast<uint32_t>(t >> 32) == gen) {
     const auto next = static_cast<uint32_t>(t);
     if (next >= n_chunks) break;
@@ -100,13 +104,19 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   // on the shared counter.
   const int64_t chunk = std::max(min_chunk, (n + threads * 4 - 1) / (threads * 4));
   const auto n_chunks = static_cast<uint32_t>((n + chunk - 1) / chunk);
-  // No loop is open, so no worker reads these until the ticket below.
-  fn_.store(&fn, std::memory_order_relaxed);
-  n_.store(n, std::memory_order_relaxed);
-  chunk_.store(chunk, std::memory_order_relaxed);
-  n_chunks_.store(n_chunks, std::memory_order_relaxed);
-  done_.store(0, std::memory_order_relaxed);
   const uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
+  // First close the last loop's ticket under the new generation, with no
+  // chunk to claim. A worker still in RunChunks of the last loop may read
+  // the fields below while they are written; whatever new value it reads
+  // was stored after this (release store, acquire load), so its claim then
+  // sees this ticket and fails, instead of taking a chunk of the last,
+  // finished loop with the new loop's count or function.
+  ticket_.store(uint64_t{gen} << 32 | kNoChunk, std::memory_order_relaxed);
+  fn_.store(&fn, std::memory_order_release);
+  n_.store(n, std::memory_order_release);
+  chunk_.store(chunk, std::memory_order_release);
+  n_chunks_.store(n_chunks, std::memory_order_release);
+  done_.store(0, std::memory_order_relaxed);
   ticket_.store(uint64_t{gen} << 32, std::memory_order_release);
   generation_.store(gen);
   if (sleepers_.load() > 0) generation_.notify_all();

@@ -51,16 +51,18 @@ class ThreadPool {
   void RunChunks(uint32_t gen);
 
   // The loop being run. Written by the caller only while no loop is open
-  // (every chunk of the last one done), read by workers that hold a
-  // generation; atomics so that a worker reading a loop that has already
-  // been replaced is not a data race (its claim then fails).
+  // (every chunk of the last one done) and after it has closed the ticket
+  // under the new generation, read by workers that hold a generation;
+  // atomics so that a worker reading a loop that has already been replaced
+  // is not a data race (its claim then fails).
   std::atomic<const std::function<void(int64_t, int64_t)>*> fn_{nullptr};
   std::atomic<int64_t> n_{0};
   std::atomic<int64_t> chunk_{1};
   std::atomic<uint32_t> n_chunks_{0};
-  // (generation << 32) | next chunk to claim. A claim is a compare-exchange
-  // that names the generation, so a worker can never take a chunk of a
-  // loop other than the one whose fields it read.
+  // (generation << 32) | next chunk to claim (all ones while a loop's
+  // fields are written). A claim is a compare-exchange that names the
+  // generation, so a worker can never take a chunk of a loop other than the
+  // one whose fields it read.
   std::atomic<uint64_t> ticket_{0};
   // Chunks of the open loop that have finished.
   std::atomic<uint32_t> done_{0};

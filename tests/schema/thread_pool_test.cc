@@ -77,17 +77,34 @@ TEST(ThreadPoolTest, EmptyAndSingleThreadRunInline) {
 // Thousands of short loops back to back: the workers are spinning when each
 // starts, and a worker that is late for one loop must never take a chunk of
 // the next with the old loop's function.
-TEST(ThreadPoolTest, BackToBackLoopsStayExact) {
-  ThreadPool pool(2);
-  for (int loop = 0; loop < 20000; ++loop) {
-    const int64_t n = 1 + loop % 64;
+// Loops of changing sizes back to back, each writing every item once into a
+// buffer that dies with the loop: a worker that ran a chunk late, twice, or
+// with another loop's fields would leave a wrong value or write freed memory.
+void BackToBackLoops(int threads, int loops) {
+  ThreadPool pool(threads);
+  for (int loop = 0; loop < loops; ++loop) {
+    const int64_t n = 1 + (loop * 7) % 64;
     std::vector<int64_t> out(static_cast<size_t>(n), 0);
+    std::vector<std::atomic<int>> runs(static_cast<size_t>(n));
     pool.ParallelFor(n, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) out[static_cast<size_t>(i)] = loop * 1000 + i;
+      for (int64_t i = begin; i < end; ++i) {
+        out[static_cast<size_t>(i)] = loop * 1000 + i;
+        runs[static_cast<size_t>(i)].fetch_add(1);
+      }
     });
-    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(out[static_cast<size_t>(i)], loop * 1000 + i);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(out[static_cast<size_t>(i)], loop * 1000 + i) << "loop " << loop;
+      ASSERT_EQ(runs[static_cast<size_t>(i)].load(), 1) << "loop " << loop << " item " << i;
+    }
   }
 }
+
+TEST(ThreadPoolTest, BackToBackLoopsStayExact) { BackToBackLoops(2, 20000); }
+
+// More threads than cores: workers are preempted anywhere, also between
+// reading a loop's ticket and its fields while the caller opens the next
+// loop, which must then not let them claim anything.
+TEST(ThreadPoolTest, BackToBackLoopsStayExactWithPreemptedWorkers) { BackToBackLoops(6, 20000); }
 
 // Loops after the workers have gone to sleep still reach them, and the
 // caller sees what they wrote.
