@@ -7,11 +7,15 @@
 BUILD     ?= build
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 FQPACK    := $(BUILD)/cli/fqpack
+# A new build folder is configured for Ninja, which starts a file as soon as
+# what it needs is there (Make's generator waits for every library below a
+# target to link first); a folder configured before keeps its generator.
+GENERATOR  = $(if $(wildcard $(1)/CMakeCache.txt),,-G Ninja)
 # Debian packages fqpack builds and tests with. clang-14 with
 # libclang-rt-14-dev (ASan, UBSan and libFuzzer runtimes) and llvm-14
 # (llvm-symbolizer, for readable sanitizer stacks) serve `make sanitize` and
 # `make fuzz`.
-DEBS      := cmake make g++ pkg-config libsqlite3-dev libzstd-dev libxxhash-dev zlib1g-dev libssl-dev libeigen3-dev \
+DEBS      := cmake make ninja-build g++ pkg-config libsqlite3-dev libzstd-dev libxxhash-dev zlib1g-dev libssl-dev libeigen3-dev \
              libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libcpp-httplib-dev curl zstd xxhash python3 \
              clang-14 libclang-rt-14-dev llvm-14 clang-format-14 clang-tidy-14
 
@@ -41,7 +45,7 @@ export UBSAN_SYMBOLIZER_PATH ?= /usr/lib/llvm-14/bin/llvm-symbolizer
 
 # The demo builds only the command it runs (no tests, no benchmarks).
 demo: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake $(call GENERATOR,$(BUILD)) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) --target fqpack
 	@bash .ci/demo.sh $(FQPACK)
 
@@ -51,13 +55,13 @@ test: build
 # The test build leaves the benchmark programs out (a minute of the build);
 # `make bench` turns them on in the same build folder.
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DFQPACK_BUILD_BENCH=OFF >/dev/null
+	@cmake $(call GENERATOR,$(BUILD)) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DFQPACK_BUILD_BENCH=OFF >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 # Builds the benchmark programs (README, "Benchmarks" says what each
 # measures and how to run it) and lists them.
 bench: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DFQPACK_BUILD_BENCH=ON >/dev/null
+	@cmake $(call GENERATOR,$(BUILD)) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DFQPACK_BUILD_BENCH=ON >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 	@echo "benchmark programs:"; ls $(BUILD)/bench | grep -E '_bench$$|_example$$|^pressure_run$$' | sed 's|^|  $(BUILD)/bench/|'
 
@@ -69,7 +73,7 @@ fuzz: asan-build
 	@bash .ci/fuzz.sh $(ASAN_BUILD) $(FUZZ_SECONDS) $(FUZZ_JOBS)
 
 asan-build: deps
-	@CC=clang-14 CXX=clang++-14 cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	@CC=clang-14 CXX=clang++-14 cmake $(call GENERATOR,$(ASAN_BUILD)) -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Release \
 	  -DFQPACK_FUZZ=ON -DFQPACK_SANITIZE=ON -DFQPACK_BUILD_BENCH=OFF >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 
