@@ -2,9 +2,8 @@
 // conversions, SwiGLU, GeGLU), in a portable version, an AVX2 + FMA + F16C one
 // (llama_kernels_avx2.cc) and, for the attention of a group of query heads,
 // an AVX-512 one (llama_kernels_avx512.cc); the SIMD ones are entered only
-// after a CPU check. runtime/llama.cc
-// is the only user; the functions are here so the SIMD file can be compiled
-// with its own flags.
+// after a CPU check. runtime/llama.cc is the only user; the functions are
+// here so the SIMD files can be compiled with their own flags.
 //
 // Thread-safety: every function is reentrant.
 #ifndef FQPACK_RUNTIME_LLAMA_KERNELS_H_

@@ -19,8 +19,9 @@
 // int8-act's per-block sums; their packed row puts the activation codes in
 // the order the weight planes unpack to (int4 and int6: quads of chunks
 // split by nibble; int2: octets of chunks split by crumb; the others element
-// order)
-// beside the blocks' da and s as float vectors.
+// order) beside the blocks' da and s as float vectors. The k-quants
+// (decode_kquants_avx512.cc) pack Q8_K rows in pairs of super-blocks, codes
+// in the order their bits unpack to.
 //
 // Thread-safety: the functions are reentrant; the buffers are the caller's.
 #ifndef FQPACK_RUNTIME_QUANT_DECODE_H_
