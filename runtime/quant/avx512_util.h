@@ -77,6 +77,13 @@ inline __m512i Broadcast256(const void* p) {
 
 inline __m512i Load512(const void* p) { return _mm512_loadu_si512(p); }
 
+// A word-index table built at compile time: a vpermw or vpermt2w control
+// (or a vpshufb control's low bytes).
+struct Words {
+  int16_t w[32];
+};
+inline __m512i LoadWords(const Words& t) { return _mm512_loadu_si512(t.w); }
+
 // The eight 6-bit scales and mins of a Q4_K/Q5_K block, one block per
 // 128-bit lane of `v` (each lane its block's 12 scale bytes and 4 ignored
 // ones): bytes 0..7 of a lane become the scales, 8..15 the mins. With u0,

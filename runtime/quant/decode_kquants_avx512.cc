@@ -52,6 +52,8 @@ using avx2::Q3KScalesLanes;
 using avx512::Broadcast256;
 using avx512::Dot4;
 using avx512::K4ScalesMins;
+using avx512::LoadWords;
+using avx512::Words;
 
 constexpr size_t kCodesBytes = kQKK;
 constexpr size_t kSumsOffset = 2 * kCodesBytes;
@@ -95,11 +97,6 @@ void PackAct(int64_t cols, const uint8_t* act, uint8_t* out) {
   }
 }
 
-// A word-index table (vpermw control, or vpshufb control's low bytes).
-struct Words {
-  int16_t w[32];
-};
-
 // Word w of vpackssdw(p_a, p_b) comes from 128-bit lane w / 8 of p_a (w % 8
 // < 4) or of p_b: the vector and lane whose sub-block scales it.
 constexpr int PackedVector(int w, int a) { return a + (w % 8 < 4 ? 0 : 1); }
@@ -116,8 +113,6 @@ constexpr Words PlaceScales(int a, int block, Sub sub) {
   }
   return t;
 }
-
-inline __m512i Load(const Words& t) { return _mm512_loadu_si512(t.w); }
 
 // Each block's 16 lanes summed to 8: block 0 in lanes 0..7, block 1 in 8..15.
 inline __m512i Fold(__m512i s0, __m512i s1) {
@@ -153,7 +148,7 @@ struct Placement16 {
   template <typename Sub>
   explicit Placement16(Sub sub) {
     for (int b = 0; b < 2; ++b) {
-      for (int k = 0; k < 2; ++k) v[b][k] = Load(PlaceScales(2 * k, b, sub));
+      for (int k = 0; k < 2; ++k) v[b][k] = LoadWords(PlaceScales(2 * k, b, sub));
     }
   }
   __m512i Dot(const __m512i q[4], const uint8_t* act, __m512i scales, int b) const {

@@ -16,6 +16,7 @@
 // unpacker (only partial groups and an odd count of 32-groups).
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "runtime/quant/avx512_util.h"
 #include "runtime/quant/decode.h"
@@ -29,6 +30,8 @@ namespace {
 using avx2::Load256;
 using avx512::DispatchTokens;
 using avx512::Half;
+using avx512::LoadWords;
+using avx512::Words;
 
 // The 64 codes of two whole chunks, the first at p, the second kOff1 bytes
 // after it, one per byte in element order. The planes of a chunk
@@ -264,7 +267,7 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
 // dot above.
 
 // The order of a tile's activation codes.
-//   kElement (int3, int5, int8): chunk by chunk in element order; codes of
+//   kElement (int5, int8): chunk by chunk in element order; codes of
 //     two chunks come from DecodePair. (int5 in quads, its P1 bits turned
 //     into two 64-bit masks, measured no faster.)
 //   kNibble4 (int4, int6): quads of 4 chunks; one zmm holds the four
@@ -275,14 +278,15 @@ void DotRow(int64_t n, const uint8_t* w, const uint8_t* a, size_t a_stride, floa
 //   kCrumb8 (int2): octets of 8 chunks; one zmm holds the eight chunks'
 //     8-byte P2 planes, and its bits 2k..2k+1 of byte j of chunk c are
 //     element j + 8k: the activation octet is four 64-byte vectors, vector k
-//     holding elements j + 8k (j = 0..7) of each chunk.
+//     holding elements j + 8k (j = 0..7) of each chunk. int3 adds its P1
+//     bits in the same order (Int3Octet).
 enum class Arrangement { kElement, kNibble4, kCrumb8 };
 
 template <int kBits>
 constexpr Arrangement ArrangementOf() {
   return kBits == 4 || kBits == 6 ? Arrangement::kNibble4
-         : kBits == 2             ? Arrangement::kCrumb8
-                                  : Arrangement::kElement;
+         : kBits == 2 || kBits == 3 ? Arrangement::kCrumb8
+                                    : Arrangement::kElement;
 }
 
 // Where the parts of a packed activation row of n elements lie.
@@ -419,6 +423,59 @@ inline void QuadCodes(const uint8_t* tile_w, int first, __m512i* lo, __m512i* hi
   }
 }
 
+// int3's codes of chunks first..first+7 of a tile in kCrumb8 order, as q[k]
+// (k = 0..3). The octet's whole groups span at most 128 bytes from the
+// first chunk's codes (g32: 8 groups of 16 bytes, g64: 4 of 28, g128: 2 of
+// 52), and every P2 and P1 plane starts at an even offset there, so two
+// 64-byte loads and a two-source word permute (vpermt2w) gather the eight
+// P2 planes into one zmm, and another the P1 planes, word L of each chunk's
+// P1 into 128-bit lane L; a byte shuffle then makes qword k of that vector
+// byte k of every chunk's P1, the mask of the elements j + 8k whose third
+// bit is set.
+template <int kGroup>
+struct Int3Octet {
+  static constexpr int kChunksPerGroup = kGroup / kGroupChunk;
+  static constexpr int kGroupBytes = static_cast<int>(GroupBytes(3, kGroup));
+  // Offset of chunk c's codes from chunk 0's (P2 first, then P1 at +8).
+  static constexpr int Offset(int c) {
+    return (c / kChunksPerGroup) * kGroupBytes + (c % kChunksPerGroup) * 12;
+  }
+  static constexpr int kSpan = Offset(7) + 12;
+  static_assert(kSpan > 64 && kSpan <= 128);
+  static constexpr Words P2Words() {
+    Words t{};
+    for (int w = 0; w < 32; ++w) t.w[w] = static_cast<int16_t>(Offset(w / 4) / 2 + w % 4);
+    return t;
+  }
+  static constexpr Words P1Words() {
+    Words t{};
+    for (int w = 0; w < 16; ++w) t.w[w] = static_cast<int16_t>((Offset(w % 8) + 8) / 2 + w / 8);
+    return t;
+  }
+  __m512i p2 = LoadWords(P2Words());
+  __m512i p1 = LoadWords(P1Words());
+  // Per 128-bit lane: the low bytes of the eight words, then the high.
+  __m256i bytes_first = _mm256_broadcastsi128_si256(
+      _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+
+  void Codes(const uint8_t* codes, __m512i q[4]) const {
+    const __m512i a = _mm512_loadu_si512(codes);
+    const __m512i b = _mm512_maskz_loadu_epi8(~uint64_t{0} >> (128 - kSpan), codes + 64);
+    const __m512i crumbs = _mm512_permutex2var_epi16(a, p2, b);
+    const __m256i planes = _mm256_shuffle_epi8(
+        _mm512_castsi512_si256(_mm512_permutex2var_epi16(a, p1, b)), bytes_first);
+    // Through memory: one store and four mask loads, fewer instructions
+    // than moving each qword to a mask register by way of a GPR.
+    alignas(32) __mmask64 high[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(high), planes);
+    const __m512i low2 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+    for (int k = 0; k < 4; ++k) {
+      const __m512i c = _mm512_and_si512(k == 0 ? crumbs : _mm512_srli_epi16(crumbs, 2 * k), low2);
+      q[k] = _mm512_mask_add_epi8(c, high[k], c, four);
+    }
+  }
+};
+
 template <int kBits, int kGroup>
 void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, const uint8_t* packed,
                 float* y) {
@@ -434,6 +491,7 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, co
   const int64_t tail_group = layout.tiles * kTileGroups;
   const int64_t tail_n = n - tail_group * kGroup;
   const __m512i low2 = _mm512_set1_epi8(3);
+  [[maybe_unused]] const std::conditional_t<kBits == 3, Int3Octet<kGroup>, Arrangement> int3_octet{};
   for (int64_t r = 0; r < nrows; ++r) {
     const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
     __m512 acc[kAccs];
@@ -456,6 +514,18 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, co
           const __m512 sc =
               _mm512_permutexvar_ps(_mm512_load_si512(avx512::kQuadScale[q]), scale16);
           acc[q] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[q]);
+        }
+      } else if constexpr (kA == Arrangement::kCrumb8 && kBits == 3) {
+        for (int o = 0; o < 2; ++o) {
+          __m512i q[4];
+          int3_octet.Codes(ChunkCodes<kBits, kGroup>(tw, 8 * o), q);
+          const uint8_t* oa = ta + ptrdiff_t{256} * o;
+          __m512i p = avx512::Dot4(q[0], _mm512_load_si512(oa));
+          for (int k = 1; k < 4; ++k) {
+            p = _mm512_dpbusd_epi32(p, q[k], _mm512_load_si512(oa + ptrdiff_t{64} * k));
+          }
+          const __m512 sc = _mm512_permutexvar_ps(_mm512_load_si512(kOctetScale[o]), scale16);
+          acc[o] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[o]);
         }
       } else if constexpr (kA == Arrangement::kCrumb8) {
         for (int o = 0; o < 2; ++o) {
@@ -481,9 +551,9 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, co
         }
       }
     }
-    float out = _mm512_reduce_add_ps(
-                    _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) +
-                _mm512_reduce_add_ps(moff);
+    // One horizontal sum per row: the scaled sums and the offsets together.
+    float out = _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])), moff));
     if (tail_n > 0) {
       float tail;
       DotRow<kBits, kGroup, 1>(
