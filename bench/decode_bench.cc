@@ -21,7 +21,10 @@
 // ("weight_GBps") and their fraction of the read bandwidth at its thread
 // count ("of_read"). MatVec/<type> is one 2048-wide matrix-vector product
 // over 256 MiB of weights: the matmul core alone, for every executable
-// weight type including fqpack's group-int types. DotInCache/<type>/<tier>
+// weight type including fqpack's group-int types, alternating with a plain
+// read of the same matrices in the same shares ("of_plain_read": the
+// kernel's speed over that read's, the part of the gap to the read
+// bandwidth that is the kernel's own). DotInCache/<type>/<tier>
 // is the kernel alone with the weights in L2; on the avx512 tier a type
 // with a decode kernel (runtime/quant/decode.h) is measured with it, and
 // with the per-row dot it replaces as DotInCache/<type>/avx512-dot.
@@ -138,7 +141,7 @@ __attribute__((target("avx512f"))) uint64_t SumBytes512(const uint8_t* p, size_t
                     _mm512_setzero_si512()};
   for (size_t i = 0; i < n; i += 256) {
     for (int k = 0; k < 4; ++k) {
-      acc[k] = _mm512_add_epi64(acc[k], _mm512_load_si512(p + i + 64 * k));
+      acc[k] = _mm512_add_epi64(acc[k], _mm512_loadu_si512(p + i + 64 * k));
     }
   }
   // Through memory rather than _mm512_reduce_add_epi64, whose GCC 12
@@ -545,25 +548,68 @@ const MatVecData& MatVecFor(uint32_t type) {
   return d;
 }
 
+// The plain read of one matrix as the decode path splits it: `shares`
+// equal row ranges taken by the pool's threads, each summed with 512-bit
+// loads (SumBytes512). Its speed is what the matmul core could reach if
+// computing cost nothing, on the same bytes in the same pattern.
+uint64_t PlainRead(const uint8_t* p, size_t bytes, int64_t shares, ThreadPool* pool) {
+  std::vector<uint64_t> sums(static_cast<size_t>(shares));
+  pool->ParallelFor(shares, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      // 256-byte multiples, as SumBytes512 reads them; the remainder is
+      // under 256 bytes per share.
+      const size_t b = bytes * static_cast<size_t>(s) / static_cast<size_t>(shares) & ~size_t{255};
+      const size_t e =
+          bytes * static_cast<size_t>(s + 1) / static_cast<size_t>(shares) & ~size_t{255};
+      sums[static_cast<size_t>(s)] = SumBytes512(p + b, e - b);
+    }
+  });
+  uint64_t total = 0;
+  for (uint64_t v : sums) total += v;
+  return total;
+}
+
+// Iterations alternate between the matmul on one matrix and a plain read
+// of the next (PlainRead), each timed on its own, so the two see the same
+// machine: "of_plain_read" is the matmul's weight bytes per second over the
+// plain read's, the share of the achievable stream the kernel reaches.
 void BM_MatVec(benchmark::State& state, uint32_t type, Setup setup) {
   TierScope tier(setup.tier);
   ThreadPool& pool = Pool(setup.threads);
   const MatVecData& d = MatVecFor(type);
   const int64_t n_mats = static_cast<int64_t>(d.weights.size() / d.row_bytes) / d.rows;
+  const size_t bytes = static_cast<size_t>(d.rows) * d.row_bytes;
+  // MatVecRows' split (runtime/matmul.cc): four shares per thread.
+  const int64_t shares = std::min<int64_t>(d.rows, int64_t{4} * pool.size());
+  const bool wide = quant::CpuSimdLevel() >= quant::SimdLevel::kAvx512;
   std::vector<float> y(static_cast<size_t>(d.rows));
-  int64_t next = 0;
+  int64_t next = 0, matmuls = 0, reads = 0;
+  double matmul_seconds = 0, read_seconds = 0;
+  uint64_t sink = 0;
   for (auto _ : state) {
-    const WeightView w{type, kMatVecCols, d.rows,
-                       d.weights.data() + static_cast<size_t>(next++ % n_mats) *
-                                              static_cast<size_t>(d.rows) * d.row_bytes,
-                       d.row_bytes};
-    MatMul(w, d.x.data(), 1, y.data(), &pool);
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
+    const uint8_t* m = d.weights.data() + static_cast<size_t>(next++ % n_mats) * bytes;
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!wide || next % 2 == 1) {
+      MatMul(WeightView{type, kMatVecCols, d.rows, m, d.row_bytes}, d.x.data(), 1, y.data(),
+             &pool);
+      benchmark::DoNotOptimize(y.data());
+      benchmark::ClobberMemory();
+      matmul_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ++matmuls;
+    } else {
+      sink += PlainRead(m, bytes, shares, &pool);
+      read_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ++reads;
+    }
   }
-  const double bytes = static_cast<double>(d.rows) * static_cast<double>(d.row_bytes);
-  state.counters["weight_GBps"] =
-      benchmark::Counter(bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  benchmark::DoNotOptimize(sink);
+  const double weight_bw = static_cast<double>(bytes) * matmuls / std::max(matmul_seconds, 1e-9);
+  state.counters["weight_GBps"] = weight_bw / 1e9;
+  if (reads > 0) {
+    const double plain_bw = static_cast<double>(bytes) * reads / std::max(read_seconds, 1e-9);
+    state.counters["plain_read_GBps"] = plain_bw / 1e9;
+    state.counters["of_plain_read"] = weight_bw / plain_bw;
+  }
   state.counters["read_GBps"] = ReadBandwidth(setup.threads, /*refresh=*/true) / 1e9;
 }
 
