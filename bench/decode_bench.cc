@@ -590,11 +590,11 @@ void BM_MatVec(benchmark::State& state, uint32_t type, Setup setup) {
     const uint8_t* m = d.weights.data() + static_cast<size_t>(next++ % n_mats) * bytes;
     const auto t0 = std::chrono::steady_clock::now();
     if (!wide || next % 2 == 1) {
-      MatMul(WeightView{type, kMatVecCols, d.rows, m, d.row_bytes}, d.x.data(), 1, y.data(),
-             &pool);
+      MatMul(WeightView{type, kMatVecCols, d.rows, m, d.row_bytes}, d.x.data(), 1, y.data(), &pool);
       benchmark::DoNotOptimize(y.data());
       benchmark::ClobberMemory();
-      matmul_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      matmul_seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       ++matmuls;
     } else {
       sink += PlainRead(m, bytes, shares, &pool);

@@ -6,7 +6,8 @@
 # same run, the ratio of the widest kernel tier to the AVX2 tier, and that of
 # a pool whose workers spin between matmuls to one whose workers sleep; then
 # the matmul core alone per type (MatVec: 256 MiB of weights streamed from
-# memory; DotInCache: one thread, weights in L2, per CPU second).
+# memory, against the read bandwidth and against a plain read of the same
+# matrices in the same shares, timed alternately; DotInCache: one thread, weights in L2, per CPU second).
 #
 # Usage: bench/speed_table.sh [build-dir] [extra decode_bench flags...]
 # FQ_SPEED_JSON=<file>: keep decode_bench's JSON there; when the file exists,
@@ -112,6 +113,7 @@ for n in by:
         mv.append(m.group(1))
 if mv:
     hdr = ["type"] + ["matvec GB/s %dt" % t for t in threads] + ["%% of read BW %dt" % t for t in threads]
+    hdr += ["%% of plain read %dt" % t for t in threads]
     hdr += ["%s/AVX2 %dt" % (top.upper(), t) for t in threads]
     hdr += ["in-cache kernel GB/s AVX2, %s" % top.upper()]
     print("| " + " | ".join(hdr) + " |")
@@ -123,6 +125,9 @@ if mv:
         base = [get("MatVec/%s/avx2/threads:%d" % (typ, t), "weight_GBps") for t in threads]
         row += [fmt(g) for g in gb]
         row += [fmt(None if g is None or r is None else 100 * g / r, "{:.0f}%") for g, r in zip(gb, rd)]
+        row += [fmt(None if get("MatVec/%s/%s/threads:%d" % (typ, top, t), "of_plain_read") is None
+                    else 100 * get("MatVec/%s/%s/threads:%d" % (typ, top, t), "of_plain_read"), "{:.0f}%")
+                for t in threads]
         row += [fmt(None if g is None or b is None else g / b, "{:.2f}x") for g, b in zip(gb, base)]
         row += [fmt(get("DotInCache/%s/avx2" % typ, "weight_GBps")) + ", " +
                 fmt(get("DotInCache/%s/%s" % (typ, top), "weight_GBps"))]

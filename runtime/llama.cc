@@ -283,9 +283,9 @@ void ForwardScratch::Block(int l, float* x, int64_t n, int64_t pos0, const Layer
       std::copy(src + qd + ekv, src + w, v_.data() + t * ekv);
     });
   } else {
-    MatMul(L.wq->view, xn_.data(), n, q_.data(), pool_);
-    MatMul(L.wk->view, xn_.data(), n, k_.data(), pool_);
-    MatMul(L.wv->view, xn_.data(), n, v_.data(), pool_);
+    const WeightView w[] = {L.wq->view, L.wk->view, L.wv->view};
+    float* const y[] = {q_.data(), k_.data(), v_.data()};
+    MatMulSameInput(w, xn_.data(), n, y, pool_);
   }
   AddBias(q_.data(), n, qd, L.bq);
   AddBias(k_.data(), n, ekv, L.bk);
@@ -334,8 +334,9 @@ void ForwardScratch::Block(int l, float* x, int64_t n, int64_t pos0, const Layer
       }
     });
   } else {
-    MatMul(L.ffn_gate->view, xn_.data(), n, gate_.data(), pool_);
-    MatMul(L.ffn_up->view, xn_.data(), n, up_.data(), pool_);
+    const WeightView w[] = {L.ffn_gate->view, L.ffn_up->view};
+    float* const y[] = {gate_.data(), up_.data()};
+    MatMulSameInput(w, xn_.data(), n, y, pool_);
     PerToken(n, [&](int64_t t) {
       if (a.act == Activation::kGelu) {
         llama_kernels::GeGlu(gate_.data() + t * ff, up_.data() + t * ff, ff);

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "schema/status.h"
@@ -53,6 +54,21 @@ Status CheckWeight(const WeightView& w, const std::string& tensor);
 // REQUIRES: CheckWeight(w) is OK; x holds n_tokens * cols floats and y
 // n_tokens * rows; x and y do not overlap.
 void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool);
+
+// Matrices MatMulSameInput takes at once (more go through MatMul one by one).
+inline constexpr size_t kMaxSameInput = 4;
+
+// ys[i] = MatMul(ws[i], x) for every i, with the same results, for matrices
+// that read the same input (Q, K and V; gate and up). For one token they
+// run as one decode step: x is converted once per activation type and the
+// rows of all of them are shared out in one parallel loop, so the small
+// ones (K and V under grouped-query attention) add no hand-off of their
+// own. For more tokens it is MatMul on each in turn.
+// REQUIRES: ws.size() == ys.size(); every ws[i] passed CheckWeight and has
+// the same cols; x holds n_tokens * cols floats, ys[i] n_tokens *
+// ws[i].rows; no output overlaps x or another output.
+void MatMulSameInput(std::span<const WeightView> ws, const float* x, int64_t n_tokens,
+                     std::span<float* const> ys, ThreadPool* pool);
 
 // dst[i * cols + k] = W[rows_idx[i]][k]: the embedding look-up (get_rows),
 // by the reference dequantizer of the type.

@@ -284,7 +284,7 @@ enum class Arrangement { kElement, kNibble4, kCrumb8 };
 
 template <int kBits>
 constexpr Arrangement ArrangementOf() {
-  return kBits == 4 || kBits == 6 ? Arrangement::kNibble4
+  return kBits == 4 || kBits == 6   ? Arrangement::kNibble4
          : kBits == 2 || kBits == 3 ? Arrangement::kCrumb8
                                     : Arrangement::kElement;
 }
@@ -491,7 +491,8 @@ void DecodeRows(int64_t n, const uint8_t* w, size_t row_bytes, int64_t nrows, co
   const int64_t tail_group = layout.tiles * kTileGroups;
   const int64_t tail_n = n - tail_group * kGroup;
   const __m512i low2 = _mm512_set1_epi8(3);
-  [[maybe_unused]] const std::conditional_t<kBits == 3, Int3Octet<kGroup>, Arrangement> int3_octet{};
+  [[maybe_unused]] const std::conditional_t<kBits == 3, Int3Octet<kGroup>, Arrangement>
+      int3_octet{};
   for (int64_t r = 0; r < nrows; ++r) {
     const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
     __m512 acc[kAccs];

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -83,6 +85,86 @@ TEST(MatMul, EveryTypeDecodeAndBatchedOnOneAndThreeThreads) {
     const Matrix m = RandomMatrix(type, 37, ColsFor(type), &rng);
     for (ThreadPool* pool : {&one, &three}) {
       for (int64_t n_tokens : {1, 2, 7, 9}) ExpectMatMulMatchesReference(m, n_tokens, pool, &rng);
+    }
+  }
+}
+
+// MatMulSameInput runs one token through several matrices in one parallel
+// loop whose shares cross from one matrix into the next; every output must
+// be what MatMul gives for that matrix alone on one thread, bit for bit
+// (each row is one kernel call on the same converted activation), and
+// every row must be written (the outputs start as NaN).
+TEST(MatMulSameInput, GivesWhatMatMulGivesForEachMatrix) {
+  std::mt19937 rng(49);
+  ThreadPool one(1), two(2), three(3), five(5);
+  const auto type = [](const char* name) { return ParseQTypeName(name).value(); };
+  const int64_t cols = 768;
+  // Sets as a layer has them: Q, K, V with K and V small (grouped-query
+  // attention) and in another type (Q4_K_M's V is Q6_K); gate and up; types
+  // whose activations differ (Q8_K, Q8_0, F16's F32, int8-act), so the
+  // activation is converted more than once; sizes on both sides of the
+  // threshold under which a step runs on one thread.
+  const std::vector<std::vector<std::pair<uint32_t, int64_t>>> sets = {
+      {{type("Q4_K"), 600}, {type("Q4_K"), 37}, {type("Q6_K"), 37}},
+      {{type("Q5_K"), 300}, {type("Q5_K"), 300}},
+      {{type("Q8_0"), 150}, {type("Q4_0"), 90}, {type("F16"), 40}, {type("int4-g64"), 200}},
+      {{type("Q3_K"), 5}, {type("Q2_K"), 3}},
+      {{type("IQ4_NL"), 1000}},
+  };
+  for (const auto& set : sets) {
+    std::vector<Matrix> ms;
+    std::vector<WeightView> views;
+    std::string names;
+    for (const auto& [t, rows] : set) {
+      ms.push_back(RandomMatrix(t, rows, cols, &rng));
+      names += QTypeName(t) + "x" + std::to_string(rows) + " ";
+    }
+    for (const Matrix& m : ms) views.push_back(m.view());
+    for (int64_t n_tokens : {1, 3}) {
+      const std::vector<float> x = qt::RandomValues(n_tokens * cols, &rng, 2.0f);
+      std::vector<std::vector<float>> want;
+      for (const Matrix& m : ms) {
+        want.emplace_back(static_cast<size_t>(n_tokens * m.rows));
+        MatMul(m.view(), x.data(), n_tokens, want.back().data(), &one);
+      }
+      for (ThreadPool* pool : {&one, &two, &three, &five}) {
+        SCOPED_TRACE(names + "tokens=" + std::to_string(n_tokens) +
+                     " threads=" + std::to_string(pool->size()));
+        std::vector<std::vector<float>> got;
+        std::vector<float*> ys;
+        for (const Matrix& m : ms) got.emplace_back(static_cast<size_t>(n_tokens * m.rows), NAN);
+        for (auto& g : got) ys.push_back(g.data());
+        MatMulSameInput(views, x.data(), n_tokens, ys, pool);
+        for (size_t i = 0; i < ms.size(); ++i) {
+          for (size_t j = 0; j < got[i].size(); ++j) {
+            // Bit for bit, NaN included (none is expected).
+            ASSERT_EQ(std::memcmp(&got[i][j], &want[i][j], sizeof(float)), 0)
+                << "matrix " << i << " output " << j << ": " << got[i][j] << " vs " << want[i][j];
+          }
+        }
+      }
+    }
+  }
+}
+
+// The decode step's shares shrink geometrically; on any thread count every
+// row of a large matrix is still computed once, as on one thread.
+TEST(MatMul, OneTokenOnManyThreadsWritesEveryRowAsOnOne) {
+  std::mt19937 rng(50);
+  ThreadPool one(1);
+  for (const char* name : {"Q4_K", "Q8_0", "int3-g64"}) {
+    const Matrix m = RandomMatrix(ParseQTypeName(name).value(), 4099, 512, &rng);
+    const std::vector<float> x = qt::RandomValues(512, &rng, 2.0f);
+    std::vector<float> want(4099);
+    MatMul(m.view(), x.data(), 1, want.data(), &one);
+    for (int threads : {2, 3, 4, 7, 16}) {
+      ThreadPool pool(threads);
+      std::vector<float> got(4099, NAN);
+      MatMul(m.view(), x.data(), 1, got.data(), &pool);
+      for (size_t r = 0; r < got.size(); ++r) {
+        ASSERT_EQ(std::memcmp(&got[r], &want[r], sizeof(float)), 0)
+            << name << " threads=" << threads << " row " << r;
+      }
     }
   }
 }
