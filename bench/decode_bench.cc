@@ -19,7 +19,11 @@
 //   Memcpy/256MiB        memcpy, which reads and writes each byte;
 // and each decode benchmark reports the weight bytes it read per second
 // ("weight_GBps") and their fraction of the read bandwidth at its thread
-// count ("of_read"). MatVec/<type> is one 2048-wide matrix-vector product
+// count: of the best pass of the run ("of_read"), and of passes over 128
+// MiB slices of the buffer made between its tokens ("of_read_now", the
+// same moments: on a host whose neighbours take a varying share of the
+// memory bandwidth, the best pass of a run can be from a quieter minute
+// than the tokens). MatVec/<type> is one 2048-wide matrix-vector product
 // over 256 MiB of weights: the matmul core alone, for every executable
 // weight type including fqpack's group-int types, alternating with a plain
 // read of the same matrices in the same shares ("of_plain_read": the
@@ -183,12 +187,13 @@ const uint8_t* ReadBuffer() {
   return buf;
 }
 
-// One pass over the buffer on `threads` threads, each summing a disjoint
-// slice; returns the seconds it took.
-double ReadPass(int threads) {
-  const uint8_t* buf = ReadBuffer();
+// One pass over bytes [offset, offset + bytes) of the buffer on `threads`
+// threads, each summing a disjoint slice (bytes a multiple of 256 *
+// threads); returns the seconds it took.
+double ReadPass(int threads, size_t offset = 0, size_t bytes = kReadBytes) {
+  const uint8_t* buf = ReadBuffer() + offset;
   const bool wide = quant::CpuSimdLevel() >= quant::SimdLevel::kAvx512;
-  const size_t slice = kReadBytes / static_cast<size_t>(threads);
+  const size_t slice = bytes / static_cast<size_t>(threads);
   std::vector<uint64_t> sums(static_cast<size_t>(threads));
   const auto t0 = std::chrono::steady_clock::now();
   Pool(threads).ParallelFor(threads, [&](int64_t i0, int64_t i1) {
@@ -438,6 +443,11 @@ void BM_Decode(benchmark::State& state, std::shared_ptr<Model> model, Setup setu
   prime();
   int32_t token = 1;
   double decode_seconds = 0;  // the decode calls alone, for the bandwidth figure
+  // Between tokens, a read pass over the next kSliceBytes of the read
+  // buffer: the read bandwidth of the same moments as the tokens.
+  constexpr size_t kSliceBytes = size_t{128} << 20;
+  size_t slice = 0;
+  double read_seconds = 0;
   for (auto _ : state) {
     if (session.n_past() >= session.n_ctx()) {
       state.PauseTiming();
@@ -451,6 +461,10 @@ void BM_Decode(benchmark::State& state, std::shared_ptr<Model> model, Setup setu
     }
     decode_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     token = static_cast<int32_t>((token * 31 + 7) % model->hparams().n_vocab);
+    state.PauseTiming();
+    read_seconds += ReadPass(setup.threads, slice * kSliceBytes, kSliceBytes);
+    slice = (slice + 1) % (kReadBytes / kSliceBytes);
+    state.ResumeTiming();
   }
   const double bytes = static_cast<double>(BytesPerToken(*model));
   const double weight_bw =
@@ -462,6 +476,10 @@ void BM_Decode(benchmark::State& state, std::shared_ptr<Model> model, Setup setu
   const double read_bw = ReadBandwidth(setup.threads, /*refresh=*/true);
   state.counters["read_GBps"] = read_bw / 1e9;
   state.counters["of_read"] = weight_bw / read_bw;
+  const double read_now = static_cast<double>(kSliceBytes) * static_cast<double>(state.iterations()) /
+                          std::max(read_seconds, 1e-9);
+  state.counters["read_now_GBps"] = read_now / 1e9;
+  state.counters["of_read_now"] = weight_bw / read_now;
   state.counters["of_memcpy"] = weight_bw / MemcpyBandwidth();
 }
 

@@ -3,7 +3,7 @@
 # its results as markdown tables: per model shape and weight type, prompt
 # (128-token batch) and decode tokens per second at 1 and all threads, decode's
 # weight bytes per second as a percentage of the read bandwidth measured in the
-# same run, the ratio of the widest kernel tier to the AVX2 tier, and that of
+# same run (its best pass, and passes made between the decode's tokens), the ratio of the widest kernel tier to the AVX2 tier, and that of
 # a pool whose workers spin between matmuls to one whose workers sleep; then
 # the matmul core alone per type (MatVec: 256 MiB of weights streamed from
 # memory, against the read bandwidth and against a plain read of the same
@@ -86,6 +86,7 @@ if models:
     hdr += ["prompt tok/s %dt" % t for t in threads]
     hdr += ["decode tok/s %dt" % t for t in threads]
     hdr += ["decode %% of read BW %dt" % t for t in threads]
+    hdr += ["decode %% of read BW between its tokens %dt" % t for t in threads]
     hdr += ["%s/AVX2 prompt %dt" % (top.upper(), tmax), "%s/AVX2 decode %dt" % (top.upper(), tmax)]
     if tmax > 1:
         hdr += ["decode spinning/sleeping pool %dt" % tmax]
@@ -97,6 +98,9 @@ if models:
         row += [fmt(get("Decode/%s/%s/%s/threads:%d" % (model, typ, top, t), "tokens_per_s")) for t in threads]
         row += [fmt(None if get("Decode/%s/%s/%s/threads:%d" % (model, typ, top, t), "of_read") is None
                     else 100 * get("Decode/%s/%s/%s/threads:%d" % (model, typ, top, t), "of_read"), "{:.0f}%")
+                for t in threads]
+        row += [fmt(None if get("Decode/%s/%s/%s/threads:%d" % (model, typ, top, t), "of_read_now") is None
+                    else 100 * get("Decode/%s/%s/%s/threads:%d" % (model, typ, top, t), "of_read_now"), "{:.0f}%")
                 for t in threads]
         row += [fmt(ratio("Prompt128", model, typ, tmax), "{:.2f}x"), fmt(ratio("Decode", model, typ, tmax), "{:.2f}x")]
         if tmax > 1:
