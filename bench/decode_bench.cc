@@ -476,8 +476,8 @@ void BM_Decode(benchmark::State& state, std::shared_ptr<Model> model, Setup setu
   const double read_bw = ReadBandwidth(setup.threads, /*refresh=*/true);
   state.counters["read_GBps"] = read_bw / 1e9;
   state.counters["of_read"] = weight_bw / read_bw;
-  const double read_now = static_cast<double>(kSliceBytes) * static_cast<double>(state.iterations()) /
-                          std::max(read_seconds, 1e-9);
+  const double read_now = static_cast<double>(kSliceBytes) *
+                          static_cast<double>(state.iterations()) / std::max(read_seconds, 1e-9);
   state.counters["read_now_GBps"] = read_now / 1e9;
   state.counters["of_read_now"] = weight_bw / read_now;
   state.counters["of_memcpy"] = weight_bw / MemcpyBandwidth();
