@@ -51,6 +51,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -566,20 +567,26 @@ const MatVecData& MatVecFor(uint32_t type) {
   return d;
 }
 
-// The plain read of one matrix as the decode path splits it: `shares`
-// equal row ranges taken by the pool's threads, each summed with 512-bit
-// loads (SumBytes512). Its speed is what the matmul core could reach if
-// computing cost nothing, on the same bytes in the same pattern.
-uint64_t PlainRead(const uint8_t* p, size_t bytes, int64_t shares, ThreadPool* pool) {
+// The plain read of one matrix as the decode path splits it
+// (runtime/matmul.cc, DecodeParts): 4 shares per thread of T threads, each
+// 1 - 1/(2T) of the one before, taken by the pool's threads, each summed
+// with 512-bit loads (SumBytes512). Its speed is what the matmul core could
+// reach if computing cost nothing, on the same bytes in the same pattern.
+uint64_t PlainRead(const uint8_t* p, size_t bytes, ThreadPool* pool) {
+  const int64_t threads = pool->size();
+  const int64_t shares = 4 * threads;
+  const double ratio = 1.0 - 1.0 / static_cast<double>(2 * threads);
+  const double scale = static_cast<double>(bytes) / (1.0 - std::pow(ratio, shares));
+  // Share boundaries in 256-byte multiples, as SumBytes512 reads them (the
+  // last few bytes of a matrix may go unread).
+  const auto bound = [&](int64_t s) {
+    const double b = s >= shares ? static_cast<double>(bytes) : scale * (1.0 - std::pow(ratio, s));
+    return static_cast<size_t>(b) & ~size_t{255};
+  };
   std::vector<uint64_t> sums(static_cast<size_t>(shares));
   pool->ParallelFor(shares, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
-      // 256-byte multiples, as SumBytes512 reads them; the remainder is
-      // under 256 bytes per share.
-      const size_t b = bytes * static_cast<size_t>(s) / static_cast<size_t>(shares) & ~size_t{255};
-      const size_t e =
-          bytes * static_cast<size_t>(s + 1) / static_cast<size_t>(shares) & ~size_t{255};
-      sums[static_cast<size_t>(s)] = SumBytes512(p + b, e - b);
+      sums[static_cast<size_t>(s)] = SumBytes512(p + bound(s), bound(s + 1) - bound(s));
     }
   });
   uint64_t total = 0;
@@ -597,8 +604,6 @@ void BM_MatVec(benchmark::State& state, uint32_t type, Setup setup) {
   const MatVecData& d = MatVecFor(type);
   const int64_t n_mats = static_cast<int64_t>(d.weights.size() / d.row_bytes) / d.rows;
   const size_t bytes = static_cast<size_t>(d.rows) * d.row_bytes;
-  // MatVecRows' split (runtime/matmul.cc): four shares per thread.
-  const int64_t shares = std::min<int64_t>(d.rows, int64_t{4} * pool.size());
   const bool wide = quant::CpuSimdLevel() >= quant::SimdLevel::kAvx512;
   std::vector<float> y(static_cast<size_t>(d.rows));
   int64_t next = 0, matmuls = 0, reads = 0;
@@ -615,7 +620,7 @@ void BM_MatVec(benchmark::State& state, uint32_t type, Setup setup) {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       ++matmuls;
     } else {
-      sink += PlainRead(m, bytes, shares, &pool);
+      sink += PlainRead(m, bytes, &pool);
       read_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       ++reads;
     }

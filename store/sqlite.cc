@@ -139,6 +139,7 @@ Result<std::unique_ptr<Db>> Db::OpenImage(ByteSpan image, const std::string& nam
   std::unique_ptr<Db> db(new Db(raw, name, nullptr));
   if (rc != SQLITE_OK) return db->Error(rc, "open");
   db->image_ = true;
+  db->image_bytes_ = image.size();
   rc = sqlite3_deserialize(raw, "main", const_cast<uint8_t*>(image.data()),
                            static_cast<sqlite3_int64>(image.size()),
                            static_cast<sqlite3_int64>(image.size()), SQLITE_DESERIALIZE_READONLY);
@@ -159,7 +160,15 @@ Status Db::Error(int rc, std::string_view context) const {
                     (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
   Status io = TakeVfsError();
   if (!io.ok()) msg += " (" + io.message() + ")";
-  if (image_ && (rc & 0xff) != SQLITE_NOMEM) return Status::Corruption(msg);
+  // On an image, out of memory is a data error too while the image is small:
+  // fqpack's statements need memory in proportion to the image, and what
+  // runs SQLite out of memory there is a corrupted size (SQLite refuses any
+  // single allocation of 2 GiB or more with SQLITE_NOMEM; a crafted index
+  // of 37 KB made PRAGMA integrity_check ask for one).
+  constexpr size_t kSmallImage = size_t{256} << 20;
+  if (image_ && ((rc & 0xff) != SQLITE_NOMEM || image_bytes_ <= kSmallImage)) {
+    return Status::Corruption(msg);
+  }
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:

@@ -14,6 +14,7 @@
 #ifndef FQPACK_STORE_SQLITE_H_
 #define FQPACK_STORE_SQLITE_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -113,9 +114,10 @@ class Db {
   Result<int64_t> QueryInt(std::string_view sql);
 
   // A Status for SQLite result code `rc`, naming the file and `context`. On
-  // an image (OpenImage: the index of a file from anywhere) every failure but
-  // running out of memory is Corruption: fqpack's own statements fail there
-  // only when the image's schema or rows are not what fqpack writes.
+  // an image (OpenImage: the index of a file from anywhere) every failure is
+  // Corruption (running out of memory only on an image under 256 MiB):
+  // fqpack's own statements fail there only when the image's schema or rows
+  // are not what fqpack writes.
   Status Error(int rc, std::string_view context) const;
 
   sqlite3* raw() const { return db_; }
@@ -128,6 +130,7 @@ class Db {
   std::string path_;
   std::shared_ptr<EnvVfs> vfs_;  // kept registered until the connection is closed
   bool image_ = false;
+  size_t image_bytes_ = 0;
 };
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted.
