@@ -51,7 +51,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -567,21 +566,19 @@ const MatVecData& MatVecFor(uint32_t type) {
   return d;
 }
 
-// The plain read of one matrix as the decode path splits it
-// (runtime/matmul.cc, DecodeParts): 4 shares per thread of T threads, each
-// 1 - 1/(2T) of the one before, taken by the pool's threads, each summed
-// with 512-bit loads (SumBytes512). Its speed is what the matmul core could
-// reach if computing cost nothing, on the same bytes in the same pattern.
+// The plain read of one matrix as the decode path splits it (the shares of
+// runtime/matmul.h, DecodeShareStart), taken by the pool's threads, each
+// summed with 512-bit loads (SumBytes512). Its speed is what the matmul
+// core could reach if computing cost nothing, on the same bytes in the same
+// pattern.
 uint64_t PlainRead(const uint8_t* p, size_t bytes, ThreadPool* pool) {
-  const int64_t threads = pool->size();
-  const int64_t shares = 4 * threads;
-  const double ratio = 1.0 - 1.0 / static_cast<double>(2 * threads);
-  const double scale = static_cast<double>(bytes) / (1.0 - std::pow(ratio, shares));
+  const int threads = pool->size();
+  const int64_t shares = DecodeShareCount(threads);
   // Share boundaries in 256-byte multiples, as SumBytes512 reads them (the
   // last few bytes of a matrix may go unread).
   const auto bound = [&](int64_t s) {
-    const double b = s >= shares ? static_cast<double>(bytes) : scale * (1.0 - std::pow(ratio, s));
-    return static_cast<size_t>(b) & ~size_t{255};
+    return static_cast<size_t>(static_cast<double>(bytes) * DecodeShareStart(s, threads)) &
+           ~size_t{255};
   };
   std::vector<uint64_t> sums(static_cast<size_t>(shares));
   pool->ParallelFor(shares, [&](int64_t s0, int64_t s1) {

@@ -135,6 +135,7 @@ struct DecodePart {
   const WeightView* w;
   const quant::DecodeOps* ops;  // null: the per-row dot
   quant::DotFn dot;
+  uint32_t act_type;  // the activation's type (vec_dot_type)
   const uint8_t* act = nullptr;
   size_t act_stride = 0;
   const uint8_t* packed = nullptr;
@@ -193,13 +194,11 @@ void DecodeParts(std::span<const DecodePart> parts, size_t total_bytes, ThreadPo
     RunSpan(parts, {0, 0}, end);
     return;
   }
-  const int64_t threads = pool->size();
-  const int64_t shares = threads * kDecodeSharesPerThread;
-  const double ratio = 1.0 - 1.0 / static_cast<double>(2 * threads);
-  const double scale = static_cast<double>(total_bytes) / (1.0 - std::pow(ratio, shares));
+  const int threads = pool->size();
+  const int64_t shares = DecodeShareCount(threads);
   const auto bound = [&](int64_t s) {
     if (s >= shares) return end;
-    return PosAt(parts, scale * (1.0 - std::pow(ratio, s)));
+    return PosAt(parts, static_cast<double>(total_bytes) * DecodeShareStart(s, threads));
   };
   pool->ParallelFor(shares, [&](int64_t s0, int64_t s1) { RunSpan(parts, bound(s0), bound(s1)); });
 }
@@ -224,13 +223,14 @@ void DecodeStep(std::span<const WeightView> ws, const float* x, std::span<float*
     p = DecodePart{.w = &w,
                    .ops = wide ? traits->decode : nullptr,
                    .dot = quant::BestDot(*traits),
+                   .act_type = traits->vec_dot_type,
                    .y = ys[i],
                    .first_byte = bytes};
     bytes += static_cast<size_t>(w.rows) * w.row_bytes;
-    const uint32_t act_type = traits->vec_dot_type;
+    const uint32_t act_type = p.act_type;
     p.act_stride = static_cast<size_t>(RowBytes(act_type, static_cast<uint64_t>(w.cols)).value());
     for (size_t j = 0; j < i && p.act == nullptr; ++j) {
-      if (quant::FindTraits(ws[j].type)->vec_dot_type == act_type) p.act = parts[j].act;
+      if (parts[j].act_type == act_type) p.act = parts[j].act;
     }
     if (p.act == nullptr && act_type == ToId(QType::kF32)) {
       p.act = reinterpret_cast<const uint8_t*>(x);
@@ -254,6 +254,15 @@ void DecodeStep(std::span<const WeightView> ws, const float* x, std::span<float*
 }
 
 }  // namespace
+
+int64_t DecodeShareCount(int threads) { return int64_t{threads} * kDecodeSharesPerThread; }
+
+double DecodeShareStart(int64_t share, int threads) {
+  const int64_t shares = DecodeShareCount(threads);
+  if (share >= shares) return 1.0;
+  const double ratio = 1.0 - 1.0 / static_cast<double>(2 * threads);
+  return (1.0 - std::pow(ratio, share)) / (1.0 - std::pow(ratio, shares));
+}
 
 bool CanExecute(uint32_t type) { return quant::IsExecutable(type); }
 

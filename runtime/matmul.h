@@ -55,6 +55,13 @@ Status CheckWeight(const WeightView& w, const std::string& tensor);
 // n_tokens * rows; x and y do not overlap.
 void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool);
 
+// The shares a one-token matmul on `threads` threads is cut into: 4 per
+// thread, each 1 - 1/(2T) the size of the one before (guided scheduling).
+// DecodeShareCount(T) of them; share s starts at DecodeShareStart(s, T) of
+// the step's bytes (0 for s = 0, 1 for s = the count).
+int64_t DecodeShareCount(int threads);
+double DecodeShareStart(int64_t share, int threads);
+
 // Matrices MatMulSameInput takes at once (more go through MatMul one by one).
 inline constexpr size_t kMaxSameInput = 4;
 

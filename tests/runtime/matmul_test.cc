@@ -169,6 +169,23 @@ TEST(MatMul, OneTokenOnManyThreadsWritesEveryRowAsOnOne) {
   }
 }
 
+// The decode shares start at 0, end at 1, and each is 1 - 1/(2T) the size
+// of the one before.
+TEST(DecodeShares, CoverTheStepAndShrinkGeometrically) {
+  for (int threads : {1, 2, 3, 8}) {
+    const int64_t n = DecodeShareCount(threads);
+    EXPECT_EQ(n, 4 * threads);
+    EXPECT_EQ(DecodeShareStart(0, threads), 0.0);
+    EXPECT_EQ(DecodeShareStart(n, threads), 1.0);
+    const double ratio = 1.0 - 1.0 / (2.0 * threads);
+    for (int64_t s = 1; s < n; ++s) {
+      const double size = DecodeShareStart(s + 1, threads) - DecodeShareStart(s, threads);
+      const double before = DecodeShareStart(s, threads) - DecodeShareStart(s - 1, threads);
+      EXPECT_NEAR(size / before, ratio, 1e-9) << "threads " << threads << " share " << s;
+    }
+  }
+}
+
 TEST(MatMul, PortableKernelsGiveTheSameResults) {
   std::mt19937 rng(43);
   ThreadPool pool(2);
