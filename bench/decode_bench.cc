@@ -29,9 +29,11 @@
 // read of the same matrices in the same shares ("of_plain_read": the
 // kernel's speed over that read's, the part of the gap to the read
 // bandwidth that is the kernel's own). DotInCache/<type>/<tier>
-// is the kernel alone with the weights in L2; on the avx512 tier a type
-// with a decode kernel (runtime/quant/decode.h) is measured with it, and
-// with the per-row dot it replaces as DotInCache/<type>/avx512-dot.
+// is the kernel alone with the weights in L2; on the avx512 tier (the
+// widest AVX-512 tier the CPU has) a type with a decode kernel
+// (runtime/quant/decode.h) is measured with it, with the per-row dot it
+// replaces as DotInCache/<type>/avx512-dot, and, where the tier's kernel is
+// the GFNI one, with the kAvx512 kernel as DotInCache/<type>/avx512-nogfni.
 //
 // Each benchmark runs at every kernel tier the CPU has from AVX2 up (the
 // AVX2 tier is the baseline the wider kernels are compared against in the
@@ -44,7 +46,8 @@
 // each shape's own), FQ_BENCH_TYPES (default
 // Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,Q3_K,Q2_K,IQ4_NL), FQ_BENCH_MATVEC_TYPES (default:
 // every executable quantized type; "none" skips), FQ_BENCH_THREADS (default
-// 1 and all cores), FQ_BENCH_TIERS (avx2, avx512; default both),
+// 1 and all cores), FQ_BENCH_TIERS (avx2, avx512, avx512-nogfni; default
+// avx2,avx512),
 // FQ_BENCH_SLEEPING_POOL (0 skips that baseline), FQ_BENCH_GGUF, FQ_TESTDATA.
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
@@ -112,11 +115,14 @@ ThreadPool& Pool(int threads, int spin_micros = ThreadPool::kSpinMicros) {
 class TierScope {
  public:
   explicit TierScope(quant::SimdLevel tier) { quant::SetSimdCap(tier); }
-  ~TierScope() { quant::SetSimdCap(quant::SimdLevel::kAvx512); }
+  ~TierScope() { quant::SetSimdCap(quant::kWidestSimd); }
 };
 
+// "avx512" names the widest AVX-512 tier the CPU has (kAvx512Gfni where it
+// has GFNI), "avx512-nogfni" kAvx512 on a CPU that has GFNI.
 const char* TierName(quant::SimdLevel tier) {
-  return tier == quant::SimdLevel::kAvx512 ? "avx512" : "avx2";
+  if (tier < quant::SimdLevel::kAvx512) return "avx2";
+  return tier < quant::CpuSimdLevel() ? "avx512-nogfni" : "avx512";
 }
 
 // Bytes per second memcpy moves between two 256 MiB buffers (each byte read
@@ -637,10 +643,11 @@ void BM_MatVec(benchmark::State& state, uint32_t type, Setup setup) {
 // 1024 rows (under 1 MiB) again and again, so "weight_GBps" is how fast the
 // kernel consumes weights when memory is not the limit. Decode runs at
 // memory speed only if this is well above the read bandwidth per thread.
-// With `decode` set, a type with DecodeOps runs its decode row kernel (the
-// activation packed once, outside the timed loop), as MatMul does for one
-// token on the kAvx512 tier; otherwise the per-row dot.
-void BM_DotInCache(benchmark::State& state, uint32_t type, quant::SimdLevel level, bool decode) {
+// With `decode` set, its row kernel runs (the activation packed once,
+// outside the timed loop), as MatMul does for one token from the kAvx512
+// tier up; otherwise the per-row dot.
+void BM_DotInCache(benchmark::State& state, uint32_t type, quant::SimdLevel level,
+                   const quant::DecodeOps* decode) {
   TierScope tier(level);
   const MatVecData& d = MatVecFor(type);
   const quant::TypeTraits* t = quant::FindTraits(type);
@@ -655,8 +662,8 @@ void BM_DotInCache(benchmark::State& state, uint32_t type, quant::SimdLevel leve
   const int64_t rows =
       std::min<int64_t>(1024, static_cast<int64_t>((size_t{1} << 20) / d.row_bytes));
   float sum = 0;
-  if (decode) {
-    const quant::DecodeOps& ops = *t->decode;
+  if (decode != nullptr) {
+    const quant::DecodeOps& ops = *decode;
     std::vector<uint8_t> buffer(ops.act_bytes(kMatVecCols) + 64);
     uint8_t* packed = buffer.data() + (64 - reinterpret_cast<uintptr_t>(buffer.data()) % 64) % 64;
     ops.pack_act(kMatVecCols, act.data(), packed);
@@ -695,9 +702,12 @@ std::vector<int> ThreadCounts() {
 std::vector<quant::SimdLevel> Tiers() {
   std::vector<quant::SimdLevel> out;
   for (const std::string& t : EnvList("FQ_BENCH_TIERS", "avx2,avx512")) {
-    const quant::SimdLevel level =
-        t == "avx512" ? quant::SimdLevel::kAvx512 : quant::SimdLevel::kAvx2;
-    if (quant::CpuSimdLevel() >= level) out.push_back(level);
+    quant::SimdLevel level = quant::SimdLevel::kAvx2;
+    if (t == "avx512") level = std::max(quant::CpuSimdLevel(), quant::SimdLevel::kAvx512);
+    if (t == "avx512-nogfni") level = quant::SimdLevel::kAvx512;
+    if (quant::CpuSimdLevel() >= level && std::find(out.begin(), out.end(), level) == out.end()) {
+      out.push_back(level);
+    }
   }
   return out;
 }
@@ -737,17 +747,24 @@ void RegisterAll() {
   }
   for (uint32_t type : matvec_types) {
     for (quant::SimdLevel tier : tiers) {
-      // On the kAvx512 tier a type with a decode kernel is measured with it
-      // (what MatMul runs for one token) and, as "avx512-dot", with the
-      // per-row dot it replaces.
-      const bool decode =
-          tier == quant::SimdLevel::kAvx512 && quant::FindTraits(type)->decode != nullptr;
-      for (bool use_decode : decode ? std::vector<bool>{true, false} : std::vector<bool>{false}) {
-        const std::string tag = std::string(TierName(tier)) + (decode && !use_decode ? "-dot" : "");
-        benchmark::RegisterBenchmark(("DotInCache/" + QTypeName(type) + "/" + tag).c_str(),
-                                     [type, tier, use_decode](benchmark::State& s) {
-                                       BM_DotInCache(s, type, tier, use_decode);
-                                     })
+      // On the AVX-512 tier a type with a decode kernel is measured with it
+      // (what MatMul runs for one token), as "avx512-nogfni" with the
+      // kAvx512 one where the GFNI kernel is the tier's, and as
+      // "avx512-dot" with the per-row dot it replaces.
+      const quant::TypeTraits& t = *quant::FindTraits(type);
+      std::vector<std::pair<std::string, const quant::DecodeOps*>> kernels = {
+          {TierName(tier), nullptr}};
+      if (tier == quant::CpuSimdLevel() && tier >= quant::SimdLevel::kAvx512 &&
+          t.decode != nullptr) {
+        const TierScope scope(tier);
+        kernels[0].second = quant::BestDecode(t);
+        if (kernels[0].second != t.decode) kernels.emplace_back("avx512-nogfni", t.decode);
+        kernels.emplace_back("avx512-dot", nullptr);
+      }
+      for (const auto& [tag, ops] : kernels) {
+        benchmark::RegisterBenchmark(
+            ("DotInCache/" + QTypeName(type) + "/" + tag).c_str(),
+            [type, tier, ops = ops](benchmark::State& s) { BM_DotInCache(s, type, tier, ops); })
             ->Unit(benchmark::kMicrosecond)
             ->MinTime(0.2);
       }

@@ -81,17 +81,20 @@ int Main(int argc, char** argv) {
   RegisterServeCommand(app, ctx);
 
   SetWarningHandler([&ctx](std::string_view msg) { ctx.Note("warning: " + std::string(msg)); });
-  // FQPACK_KERNELS=portable|avx2 caps the kernel tier (the default is the
-  // widest the CPU runs): to compare tiers' speed and results on one machine.
+  // FQPACK_KERNELS=portable|avx2|avx512 caps the kernel tier (the default,
+  // avx512-gfni, is the widest the CPU runs): to compare tiers' speed and
+  // results on one machine.
   if (const char* tier = std::getenv("FQPACK_KERNELS"); tier != nullptr && *tier != 0) {
     const std::string_view t(tier);
     if (t == "portable") {
       runtime::quant::SetSimdCap(runtime::quant::SimdLevel::kPortable);
     } else if (t == "avx2") {
       runtime::quant::SetSimdCap(runtime::quant::SimdLevel::kAvx2);
-    } else if (t != "avx512") {
+    } else if (t == "avx512") {
+      runtime::quant::SetSimdCap(runtime::quant::SimdLevel::kAvx512);
+    } else if (t != "avx512-gfni") {
       ctx.Note("warning: FQPACK_KERNELS=" + std::string(t) +
-               " is not one of portable, avx2, avx512; using the widest tier");
+               " is not one of portable, avx2, avx512, avx512-gfni; using the widest tier");
     }
   }
   std::signal(SIGINT, OnInterrupt);

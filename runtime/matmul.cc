@@ -213,7 +213,6 @@ void DecodeStep(std::span<const WeightView> ws, const float* x, std::span<float*
   // i, [1][i] its packed one (used only where no earlier part's serves).
   thread_local std::vector<uint8_t> buffers[2][kMaxSameInput];
   DecodePart parts[kMaxSameInput];
-  const bool wide = quant::ActiveSimdLevel() >= quant::SimdLevel::kAvx512;
   size_t bytes = 0;
   for (size_t i = 0; i < ws.size(); ++i) {
     const WeightView& w = ws[i];
@@ -221,7 +220,7 @@ void DecodeStep(std::span<const WeightView> ws, const float* x, std::span<float*
     assert(traits != nullptr && traits->dot != nullptr);
     DecodePart& p = parts[i];
     p = DecodePart{.w = &w,
-                   .ops = wide ? traits->decode : nullptr,
+                   .ops = quant::BestDecode(*traits),
                    .dot = quant::BestDot(*traits),
                    .act_type = traits->vec_dot_type,
                    .y = ys[i],

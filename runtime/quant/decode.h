@@ -60,13 +60,24 @@ extern const DecodeOps kDecodeQ3_K;
 extern const DecodeOps kDecodeQ4_K;
 extern const DecodeOps kDecodeQ5_K;
 extern const DecodeOps kDecodeQ6_K;
+// decode_kquants_gfni_avx512.cc: the same results, on the kAvx512Gfni tier
+// only.
+extern const DecodeOps kDecodeQ2_KGfni;
+extern const DecodeOps kDecodeQ3_KGfni;
 
 // The ops of group-int type int<kBits>-g<kGroup> (group_int_avx512.cc).
 template <int kBits, int kGroup>
 struct GroupIntDecode {
   static const DecodeOps ops;
 };
-#define FQ_DECODE_GROUP_INT_DECLARE(B, G) extern template struct GroupIntDecode<B, G>;
+// The same on the kAvx512Gfni tier (group_int_gfni_avx512.cc).
+template <int kBits, int kGroup>
+struct GroupIntDecodeGfni {
+  static const DecodeOps ops;
+};
+#define FQ_DECODE_GROUP_INT_DECLARE(B, G)         \
+  extern template struct GroupIntDecode<B, G>; \
+  extern template struct GroupIntDecodeGfni<B, G>;
 FQ_GROUP_INT_FOR_EACH(FQ_DECODE_GROUP_INT_DECLARE)
 #undef FQ_DECODE_GROUP_INT_DECLARE
 

@@ -11,6 +11,7 @@
 // *_avx2.cc:     AVX2 + FMA + F16C dots; call them only when CpuHasAvx2().
 // *_avx512.cc:   AVX-512 (F, BW, VL, DQ) + VNNI dots; call them only when
 //                ActiveSimdLevel() >= SimdLevel::kAvx512.
+// *_gfni_avx512.cc: the same with GFNI; only at SimdLevel::kAvx512Gfni.
 //
 // Thread-safety: all functions are reentrant.
 #ifndef FQPACK_RUNTIME_QUANT_KERNELS_H_

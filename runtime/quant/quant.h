@@ -140,6 +140,9 @@ struct TypeTraits {
   // activation packed once per matmul for a per-row kernel; or null, and
   // MatMul runs the per-row dots.
   const DecodeOps* decode = nullptr;
+  // The same on the kAvx512Gfni tier, where it is faster; or null, and
+  // that tier uses `decode`.
+  const DecodeOps* decode_gfni = nullptr;
 };
 
 // Every row of the table, in table order.
@@ -152,8 +155,12 @@ const TypeTraits* FindTraits(uint32_t type);
 bool IsExecutable(uint32_t type);
 
 // The kernel tiers, narrowest first. kAvx2 needs AVX2, FMA and F16C;
-// kAvx512 needs those and AVX-512 F, BW, VL, DQ and VNNI.
-enum class SimdLevel : uint8_t { kPortable, kAvx2, kAvx512 };
+// kAvx512 needs those and AVX-512 F, BW, VL, DQ and VNNI; kAvx512Gfni needs
+// GFNI as well (Ice Lake, Zen 4 and later), for decode kernels that unpack
+// bit fields with vgf2p8affineqb. Whatever the tier, the kernels of the
+// tiers from kAvx512 up give the same results bit for bit.
+enum class SimdLevel : uint8_t { kPortable, kAvx2, kAvx512, kAvx512Gfni };
+constexpr SimdLevel kWidestSimd = SimdLevel::kAvx512Gfni;
 
 // The widest tier this CPU runs.
 SimdLevel CpuSimdLevel();
@@ -161,7 +168,7 @@ SimdLevel CpuSimdLevel();
 // The tier kernels are chosen at: the CPU's, lowered to the cap.
 SimdLevel ActiveSimdLevel();
 
-// Caps the tier for the whole process (kAvx512, no cap, by default), so
+// Caps the tier for the whole process (kWidestSimd, no cap, by default), so
 // tests compare tiers and benchmarks measure the narrower tier as a baseline
 // in the same run.
 void SetSimdCap(SimdLevel cap);
@@ -173,10 +180,14 @@ DotFn BestDot(const TypeTraits& traits);
 // The quantizer to use on this CPU, chosen as BestDot chooses.
 QuantizeRowFn BestQuantize(const TypeTraits& traits);
 
+// The decode ops to use (decode_gfni or decode, the widest present and at
+// most ActiveSimdLevel()), or null below kAvx512.
+const DecodeOps* BestDecode(const TypeTraits& traits);
+
 // True when the CPU runs the *_avx2.cc kernels (AVX2, FMA and F16C).
 bool CpuHasAvx2();
 
-// SetSimdCap(kPortable) or SetSimdCap(kAvx512): the portable kernels only, or
+// SetSimdCap(kPortable) or SetSimdCap(kWidestSimd): the portable kernels only, or
 // every tier the CPU has. SimdEnabled: the cap is above kPortable.
 void SetSimdEnabled(bool enabled);
 bool SimdEnabled();

@@ -58,6 +58,7 @@ constexpr TypeTraits GroupInt(const char* name) {
   row.encode = EncodeBlockGroupInt<kBits>;
   row.gemm = &GemmGroupInt<kBits, kGroup>::ops;
   row.decode = &GroupIntDecode<kBits, kGroup>::ops;
+  if constexpr (kBits != 8) row.decode_gfni = &GroupIntDecodeGfni<kBits, kGroup>::ops;
   return row;
 }
 
@@ -152,7 +153,8 @@ constexpr TypeTraits kTypeTraits[] = {
          .fallback = Id(QType::kIQ4_NL),
          .embed_bits = 2,
          .gemm = &kGemmQ2_K,
-         .decode = &kDecodeQ2_K}),
+         .decode = &kDecodeQ2_K,
+         .decode_gfni = &kDecodeQ2_KGfni}),
     Gguf<QType::kQ3_K, BlockQ3_K>({.vec_dot_type = Id(QType::kQ8_K),
                                    .dequantize = DequantizeRowQ3_K,
                                    .quantize = QuantizeRowQ3_K,
@@ -169,7 +171,8 @@ constexpr TypeTraits kTypeTraits[] = {
                                    .fallback = Id(QType::kIQ4_NL),
                                    .embed_bits = 3,
                                    .gemm = &kGemmQ3_K,
-                                   .decode = &kDecodeQ3_K}),
+                                   .decode = &kDecodeQ3_K,
+                                   .decode_gfni = &kDecodeQ3_KGfni}),
     Gguf<QType::kQ4_K, BlockQ4_K>(
         {.vec_dot_type = Id(QType::kQ8_K),
          .dequantize = DequantizeRowQ4_K,
@@ -251,6 +254,7 @@ constexpr bool TableIsConsistent() {
     // The decode ops replace the AVX-512 dot for one token; below that tier
     // MatMul falls back to the dots.
     if (t.decode != nullptr && t.dot_avx512 == nullptr) return false;
+    if (t.decode_gfni != nullptr && t.decode == nullptr) return false;
     if (t.gguf != (GgmlBlockBytes(t.type) != 0)) return false;
     if (t.gguf) {
       if (t.block_bytes != GgmlBlockBytes(t.type) || t.block_elems != GgmlBlockElems(t.type)) {
@@ -278,7 +282,7 @@ constexpr bool TableIsConsistent() {
 }
 static_assert(TableIsConsistent());
 
-std::atomic<SimdLevel> g_simd_cap{SimdLevel::kAvx512};
+std::atomic<SimdLevel> g_simd_cap{kWidestSimd};
 
 }  // namespace
 
@@ -314,7 +318,8 @@ SimdLevel CpuSimdLevel() {
     const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                         __builtin_cpu_supports("avx512vnni");
-    return avx512 ? SimdLevel::kAvx512 : SimdLevel::kAvx2;
+    if (!avx512) return SimdLevel::kAvx2;
+    return __builtin_cpu_supports("gfni") ? SimdLevel::kAvx512Gfni : SimdLevel::kAvx512;
   }();
   return level;
 }
@@ -332,6 +337,12 @@ DotFn BestDot(const TypeTraits& traits) {
   return traits.dot;
 }
 
+const DecodeOps* BestDecode(const TypeTraits& traits) {
+  const SimdLevel level = ActiveSimdLevel();
+  if (traits.decode_gfni != nullptr && level >= SimdLevel::kAvx512Gfni) return traits.decode_gfni;
+  return level >= SimdLevel::kAvx512 ? traits.decode : nullptr;
+}
+
 QuantizeRowFn BestQuantize(const TypeTraits& traits) {
   return traits.quantize_avx2 != nullptr && ActiveSimdLevel() >= SimdLevel::kAvx2
              ? traits.quantize_avx2
@@ -339,7 +350,7 @@ QuantizeRowFn BestQuantize(const TypeTraits& traits) {
 }
 
 void SetSimdEnabled(bool enabled) {
-  SetSimdCap(enabled ? SimdLevel::kAvx512 : SimdLevel::kPortable);
+  SetSimdCap(enabled ? kWidestSimd : SimdLevel::kPortable);
 }
 bool SimdEnabled() { return g_simd_cap.load(std::memory_order_relaxed) != SimdLevel::kPortable; }
 

@@ -1,7 +1,9 @@
-// The kAvx512 decode path (runtime/quant/decode.h): the packed activation
-// and row kernel of every type that has one, against the portable dot of
-// the same bytes, and through MatMul with one token against the portable
-// tier, on no pool and on pools of one and two threads.
+// The decode path of the kAvx512 and kAvx512Gfni tiers
+// (runtime/quant/decode.h): the packed activation and row kernel of every
+// type that has one, against the portable dot of the same bytes (and the
+// GFNI kernels against the others, bit for bit), and through MatMul with
+// one token against the portable tier, on no pool and on pools of one and
+// two threads.
 #include "runtime/quant/decode.h"
 
 #include <gtest/gtest.h>
@@ -48,6 +50,35 @@ void PutHalf(uint8_t* p, uint16_t h) {
 
 bool HasDecodeTier() { return quant::CpuSimdLevel() >= SimdLevel::kAvx512; }
 
+// 64-byte aligned storage for a packed activation.
+struct AlignedBytes {
+  std::vector<uint8_t> storage;
+  uint8_t* data = nullptr;
+  explicit AlignedBytes(size_t n) : storage(n + 64) {
+    const auto address = reinterpret_cast<uintptr_t>(storage.data());
+    data = storage.data() + (64 - address % 64) % 64;
+  }
+};
+
+bool HasGfniTier() { return quant::CpuSimdLevel() >= SimdLevel::kAvx512Gfni; }
+
+// The decode ops of `t` this CPU runs: decode, then decode_gfni.
+std::vector<const quant::DecodeOps*> OpsOf(const quant::TypeTraits& t) {
+  std::vector<const quant::DecodeOps*> ops = {t.decode};
+  if (t.decode_gfni != nullptr && HasGfniTier()) ops.push_back(t.decode_gfni);
+  return ops;
+}
+
+// y = rows . a through `ops`, y starting as a value no kernel writes.
+std::vector<float> RunOps(const quant::DecodeOps& ops, int64_t cols, const uint8_t* w,
+                          size_t row_bytes, int64_t nrows, const Bytes& a) {
+  AlignedBytes packed(ops.act_bytes(cols));
+  ops.pack_act(cols, a.data(), packed.data);
+  std::vector<float> y(static_cast<size_t>(nrows), -12345.0f);
+  ops.rows(cols, w, row_bytes, nrows, packed.data, y.data());
+  return y;
+}
+
 // Every weight type with DecodeOps, in table order.
 std::vector<const quant::TypeTraits*> DecodeTypes() {
   std::vector<const quant::TypeTraits*> types;
@@ -75,25 +106,16 @@ std::vector<int64_t> ColsFor(const quant::TypeTraits& t) {
   return cols;
 }
 
-// 64-byte aligned storage for a packed activation.
-struct AlignedBytes {
-  std::vector<uint8_t> storage;
-  uint8_t* data = nullptr;
-  explicit AlignedBytes(size_t n) : storage(n + 64) {
-    const auto address = reinterpret_cast<uintptr_t>(storage.data());
-    data = storage.data() + (64 - address % 64) % 64;
-  }
-};
-
-// Checks ops.rows over `nrows` rows of `w` (stride row_bytes) against the
-// portable dot with activation row `a`, and returns the decode outputs.
+// Checks t.decode's rows over `nrows` rows of `w` (stride row_bytes)
+// against the portable dot with activation row `a`, and t.decode_gfni's
+// against t.decode's bit for bit; returns the decode outputs.
 std::vector<float> ExpectRowsMatchPortable(const quant::TypeTraits& t, int64_t cols, const Bytes& w,
                                            size_t row_bytes, int64_t nrows, const Bytes& a) {
-  const quant::DecodeOps& ops = *t.decode;
-  AlignedBytes packed(ops.act_bytes(cols));
-  ops.pack_act(cols, a.data(), packed.data);
-  std::vector<float> y(static_cast<size_t>(nrows), -12345.0f);
-  ops.rows(cols, w.data(), row_bytes, nrows, packed.data, y.data());
+  const std::vector<float> y = RunOps(*t.decode, cols, w.data(), row_bytes, nrows, a);
+  for (const quant::DecodeOps* ops : OpsOf(t)) {
+    EXPECT_EQ(RunOps(*ops, cols, w.data(), row_bytes, nrows, a), y)
+        << (ops == t.decode_gfni ? "the GFNI kernel" : "the kernel") << " differs from decode's";
+  }
 
   const std::vector<float> ad = qt::Dequantize(t.vec_dot_type, a, 1, cols);
   std::vector<float> wd(static_cast<size_t>(cols));
@@ -216,11 +238,9 @@ TEST(Decode, AllZeroActivationsGiveZero) {
     const int64_t cols = t->block_elems == quant::kQKK ? 768 : 544;
     const Bytes w = qt::Quantize(t->type, qt::RandomValues(cols, &rng), 1, cols);
     const Bytes a = qt::Quantize(t->vec_dot_type, std::vector<float>(cols, 0.0f), 1, cols);
-    AlignedBytes packed(t->decode->act_bytes(cols));
-    t->decode->pack_act(cols, a.data(), packed.data);
-    float y = 1;
-    t->decode->rows(cols, w.data(), w.size(), 1, packed.data, &y);
-    EXPECT_EQ(y, 0.0f) << t->name;
+    for (const quant::DecodeOps* ops : OpsOf(*t)) {
+      EXPECT_EQ(RunOps(*ops, cols, w.data(), w.size(), 1, a), std::vector<float>{0.0f}) << t->name;
+    }
   }
 }
 
@@ -243,10 +263,7 @@ TEST(Decode, MatMulOneTokenUsesItAndMatchesThePortableTier) {
 
     // What the kernel gives for these bytes, called directly.
     const Bytes a = qt::Quantize(t->vec_dot_type, x, 1, cols);
-    AlignedBytes packed(t->decode->act_bytes(cols));
-    t->decode->pack_act(cols, a.data(), packed.data);
-    std::vector<float> direct(static_cast<size_t>(rows));
-    t->decode->rows(cols, w.data(), row_bytes, rows, packed.data, direct.data());
+    const std::vector<float> direct = RunOps(*t->decode, cols, w.data(), row_bytes, rows, a);
 
     for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &one, &two}) {
       std::vector<float> y(static_cast<size_t>(rows), -12345.0f);
@@ -262,7 +279,13 @@ TEST(Decode, MatMulOneTokenUsesItAndMatchesThePortableTier) {
     std::vector<float> avx2(static_cast<size_t>(rows));
     quant::SetSimdCap(SimdLevel::kAvx2);
     MatMul(view, x.data(), 1, avx2.data(), &two);
+    // Capped below GFNI, MatMul runs decode (above, decode_gfni where the
+    // CPU has it): the same bits.
+    std::vector<float> no_gfni(static_cast<size_t>(rows));
     quant::SetSimdCap(SimdLevel::kAvx512);
+    MatMul(view, x.data(), 1, no_gfni.data(), &two);
+    EXPECT_EQ(no_gfni, direct);
+    quant::SetSimdCap(quant::kWidestSimd);
 
     const std::vector<float> ad = qt::Dequantize(t->vec_dot_type, a, 1, cols);
     std::vector<float> wd(static_cast<size_t>(cols));

@@ -201,7 +201,7 @@ TEST(QuantTraits, RowsAgreeWithSchemasTable) {
 }
 
 TEST(QuantTraits, SimdSwitchSelectsThePortableDot) {
-  const TypeTraits* t = FindTraits(ToId(QType::kQ4_K));
+  const TypeTraits* t = FindTraits(ToId(QType::kQ2_K));
   SetSimdEnabled(false);
   EXPECT_EQ(BestDot(*t), t->dot);
   SetSimdEnabled(true);
@@ -210,7 +210,14 @@ TEST(QuantTraits, SimdSwitchSelectsThePortableDot) {
                                                               : t->dot);
   SetSimdCap(SimdLevel::kAvx2);
   EXPECT_EQ(BestDot(*t), CpuHasAvx2() ? t->dot_avx2 : t->dot);
+  EXPECT_EQ(BestDecode(*t), nullptr);
   SetSimdCap(SimdLevel::kAvx512);
+  EXPECT_EQ(BestDecode(*t), CpuSimdLevel() >= SimdLevel::kAvx512 ? t->decode : nullptr);
+  SetSimdCap(kWidestSimd);
+  EXPECT_EQ(BestDecode(*t), CpuSimdLevel() >= SimdLevel::kAvx512Gfni ? t->decode_gfni
+                            : CpuSimdLevel() >= SimdLevel::kAvx512   ? t->decode
+                                                                     : nullptr);
+  ASSERT_NE(t->decode_gfni, nullptr);
 }
 
 // The decode types of users' ladders: each must have an AVX-512 dot.
