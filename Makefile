@@ -96,7 +96,7 @@ deps:
 	fi
 
 format: deps
-	@git ls-files '*.cc' '*.h' | xargs clang-format-14 -i
+	@git ls-files '*.cc' '*.h' 'runtime/*.inc' | xargs clang-format-14 -i
 
 # Every source as clang-format-14 leaves it (.clang-format); .ci/run runs it.
 lint: deps

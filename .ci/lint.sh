@@ -11,14 +11,14 @@ cd "$(dirname "$0")/.."
 what=${1:-format}
 case $what in
   format)
-    out=$(git ls-files '*.cc' '*.h' | xargs clang-format-14 --dry-run --Werror 2>&1)
+    out=$(git ls-files '*.cc' '*.h' 'runtime/*.inc' | xargs clang-format-14 --dry-run --Werror 2>&1)
     if [ -n "$out" ]; then
       echo "$out" | head -n 60
       echo "lint: files not clang-formatted (run: make format):"
       echo "$out" | sed -n 's/^\([^:]*\):[0-9]*:[0-9]*: error.*/  \1/p' | sort -u
       exit 1
     fi
-    echo "lint: $(git ls-files '*.cc' '*.h' | wc -l) files clang-formatted"
+    echo "lint: $(git ls-files '*.cc' '*.h' 'runtime/*.inc' | wc -l) files clang-formatted"
     ;;
   tidy)
     build=${2:-build}

@@ -75,7 +75,7 @@ template <int kBits, int kGroup>
 struct GroupIntDecodeGfni {
   static const DecodeOps ops;
 };
-#define FQ_DECODE_GROUP_INT_DECLARE(B, G)         \
+#define FQ_DECODE_GROUP_INT_DECLARE(B, G)      \
   extern template struct GroupIntDecode<B, G>; \
   extern template struct GroupIntDecodeGfni<B, G>;
 FQ_GROUP_INT_FOR_EACH(FQ_DECODE_GROUP_INT_DECLARE)

@@ -349,9 +349,7 @@ QuantizeRowFn BestQuantize(const TypeTraits& traits) {
              : traits.quantize;
 }
 
-void SetSimdEnabled(bool enabled) {
-  SetSimdCap(enabled ? kWidestSimd : SimdLevel::kPortable);
-}
+void SetSimdEnabled(bool enabled) { SetSimdCap(enabled ? kWidestSimd : SimdLevel::kPortable); }
 bool SimdEnabled() { return g_simd_cap.load(std::memory_order_relaxed) != SimdLevel::kPortable; }
 
 }  // namespace fqpack::runtime::quant
