@@ -9,8 +9,8 @@
 //              128256, output tied to the embedding;
 //   qwen25     Qwen2.5-1.5B: qwen2, 28 layers, 1536, n_ff 8960, 12/2 heads,
 //              vocab 151936, tied, q/k/v biases;
-// and on the GGUF files under $FQ_TESTDATA/models (stories260K,
-// tinystories-3M) when FQ_BENCH_GGUF=1.
+// and on GGUF files: those under $FQ_TESTDATA/models (stories260K,
+// tinystories-3M) with FQ_BENCH_GGUF=1, or the files FQ_BENCH_GGUF lists.
 //
 // Decode reads every weight once per token, so its speed is bounded by how
 // fast the cores can read memory. The run measures that ceiling itself:
@@ -851,39 +851,53 @@ void RegisterAll() {
     }
   }
 
-  const char* data = std::getenv("FQ_TESTDATA");
-  if (data == nullptr || EnvInt("FQ_BENCH_GGUF", 0) == 0) return;
-  for (const char* model : {"stories260K", "tinystories-3M"}) {
-    const std::string dir = JoinPath(JoinPath(data, "models"), model);
-    Result<std::vector<std::string>> files = Env::Default()->GetChildren(dir);
-    if (!files.ok()) continue;
-    std::sort(files->begin(), files->end());
-    for (const std::string& f : *files) {
-      if (f.size() < 5 || f.substr(f.size() - 5) != ".gguf") continue;
-      const std::string path = JoinPath(dir, f);
-      auto manifest = std::make_shared<store::ModelManifest>();
-      Result<std::unique_ptr<GgufSource>> src = GgufSource::Open(path, manifest.get());
-      if (!src.ok()) continue;
-      Result<std::unique_ptr<Model>> m = Model::Load(*manifest, src->get(), &Pool(2));
-      if (!m.ok()) {
-        std::fprintf(stderr, "decode_bench: %s: %s\n", f.c_str(), m.status().ToString().c_str());
-        continue;
+  // GGUF files: FQ_BENCH_GGUF=1 takes those of the test data, or it lists
+  // files (bench/side_by_side.sh runs the same files through llama.cpp).
+  std::vector<std::string> paths;
+  const std::vector<std::string> gguf = EnvList("FQ_BENCH_GGUF", "");
+  if (gguf.size() == 1 && gguf[0] == "1") {
+    const char* data = std::getenv("FQ_TESTDATA");
+    for (const char* model : {"stories260K", "tinystories-3M"}) {
+      if (data == nullptr) break;
+      const std::string dir = JoinPath(JoinPath(data, "models"), model);
+      Result<std::vector<std::string>> files = Env::Default()->GetChildren(dir);
+      if (!files.ok()) continue;
+      std::sort(files->begin(), files->end());
+      for (const std::string& f : *files) {
+        if (f.size() > 5 && f.substr(f.size() - 5) == ".gguf") paths.push_back(JoinPath(dir, f));
       }
-      std::shared_ptr<Model> shared = std::move(m).value();
-      for (int t : threads) {
-        for (quant::SimdLevel tier : tiers) {
-          const Setup setup{t, tier};
-          benchmark::RegisterBenchmark(
-              ("Decode/" + f + "/" + SetupTag(setup)).c_str(),
-              [shared, setup](benchmark::State& s) { BM_Decode(s, shared, setup); })
-              ->Unit(benchmark::kMicrosecond)
-              ->UseRealTime();
-          benchmark::RegisterBenchmark(
-              ("Prompt128/" + f + "/" + SetupTag(setup)).c_str(),
-              [shared, setup](benchmark::State& s) { BM_Prompt(s, shared, setup); })
-              ->Unit(benchmark::kMicrosecond)
-              ->UseRealTime();
-        }
+    }
+  } else if (!(gguf.size() == 1 && gguf[0] == "0")) {
+    paths = gguf;
+  }
+  for (const std::string& path : paths) {
+    const std::string f = path.substr(path.find_last_of('/') + 1);
+    auto manifest = std::make_shared<store::ModelManifest>();
+    Result<std::unique_ptr<GgufSource>> src = GgufSource::Open(path, manifest.get());
+    Result<std::unique_ptr<Model>> m = src.ok() ? Model::Load(*manifest, src->get(), &Pool(2))
+                                                : Result<std::unique_ptr<Model>>(src.status());
+    if (!m.ok()) {
+      std::fprintf(stderr, "decode_bench: %s: %s\n", path.c_str(), m.status().ToString().c_str());
+      continue;
+    }
+    // The source maps the file the model's weights point into: kept alive
+    // as long as the model.
+    std::shared_ptr<GgufSource> file = std::move(src).value();
+    std::shared_ptr<Model> shared(std::move(m).value().release(),
+                                  [file, manifest](Model* model) { delete model; });
+    for (int t : threads) {
+      for (quant::SimdLevel tier : tiers) {
+        const Setup setup{t, tier};
+        benchmark::RegisterBenchmark(
+            ("Decode/" + f + "/" + SetupTag(setup)).c_str(),
+            [shared, setup](benchmark::State& s) { BM_Decode(s, shared, setup); })
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
+        benchmark::RegisterBenchmark(
+            ("Prompt128/" + f + "/" + SetupTag(setup)).c_str(),
+            [shared, setup](benchmark::State& s) { BM_Prompt(s, shared, setup); })
+            ->Unit(benchmark::kMicrosecond)
+            ->UseRealTime();
       }
     }
   }

@@ -7,8 +7,10 @@
 #include "cli/output.h"
 #include "pack/reader.h"
 #include "runtime/arch.h"
+#include "runtime/quant/quant.h"
 #include "schema/json.h"
 #include "schema/quant_types.h"
+#include "schema/thread_pool.h"
 #include "schema/units.h"
 #include "search/report.h"
 #include "store/gguf_export.h"
@@ -534,11 +536,31 @@ Status WriteSyntheticArch(Context& ctx, const SynthArgs& args) {
     tensors.push_back(std::move(st));
   }
   return store::WriteSyntheticGguf(ctx.env, args.out, std::move(md), tensors, s.type, s.n_vocab,
-                                   s.seed);
+                                   s.seed, s.encode);
 }
 
 Status RunSynth(Context& ctx, SynthArgs args) {
   FQ_ASSIGN_OR_RETURN(args.spec.type, ParseQTypeName(args.type));
+  // A quantized type: each matrix through the type's reference quantizer
+  // (llama.cpp's for the GGUF types), its rows shared over the threads.
+  ThreadPool pool(ctx.Threads());
+  const uint32_t type = args.spec.type;
+  if (type != ToId(QType::kF32) && type != ToId(QType::kF16)) {
+    const runtime::quant::TypeTraits* t = runtime::quant::FindTraits(type);
+    if (t == nullptr || !t->gguf || t->quantize == nullptr) {
+      return Status::InvalidArgument("synth --type " + args.type +
+                                     ": F32, F16 or a GGUF type fqpack quantizes to");
+    }
+    args.spec.encode = [t, &pool](const float* values, int64_t rows, int64_t cols,
+                                  uint8_t* out) -> Status {
+      FQ_ASSIGN_OR_RETURN(uint64_t row_bytes, RowBytes(t->type, static_cast<uint64_t>(cols)));
+      pool.ParallelFor(rows, [&](int64_t begin, int64_t end) {
+        t->quantize(values + begin * cols, out + static_cast<uint64_t>(begin) * row_bytes,
+                    (end - begin) * cols);
+      });
+      return Status::OK();
+    };
+  }
   if (runtime::FindArch(args.arch) == nullptr) {
     std::string names;
     for (const runtime::ArchInfo& a : runtime::Architectures()) {
@@ -630,7 +652,10 @@ void RegisterStoreCommands(CLI::App& app, Context& ctx) {
   syn->add_option("--vocab", synth->spec.n_vocab, "Vocabulary size")->capture_default_str();
   syn->add_option("--ctx", synth->spec.n_ctx, "Context length in the metadata")
       ->capture_default_str();
-  syn->add_option("--type", synth->type, "F32 or F16")->capture_default_str();
+  syn->add_option("--type", synth->type,
+                  "F32, F16, or a GGUF type (Q8_0, Q6_K, Q5_K, Q4_K, Q4_0, Q3_K, Q2_K, IQ4_NL, "
+                  "...): every matrix of that type, made by the type's reference quantizer")
+      ->capture_default_str();
   syn->add_option("--seed", synth->spec.seed, "Random seed")->capture_default_str();
   syn->callback([&ctx, synth] { ctx.action = [&ctx, synth] { return RunSynth(ctx, *synth); }; });
 }

@@ -79,9 +79,6 @@ void AddTokenizer(gguf::Metadata* md, uint32_t n_vocab) {
 }  // namespace
 
 Status WriteSyntheticLlama(Env* env, const std::string& path, const SyntheticLlama& spec) {
-  if (spec.type != ToId(QType::kF32) && spec.type != ToId(QType::kF16)) {
-    return Status::InvalidArgument("synthetic checkpoints are F32 or F16");
-  }
   if (spec.n_heads == 0 || spec.n_kv_heads == 0 || spec.n_embd % spec.n_heads != 0 ||
       spec.n_heads % spec.n_kv_heads != 0 || spec.n_vocab < 260) {
     return Status::InvalidArgument(
@@ -92,7 +89,10 @@ Status WriteSyntheticLlama(Env* env, const std::string& path, const SyntheticLla
   gguf::Metadata md;
   md.Set("general.architecture", Value::String("llama"));
   md.Set("general.name", Value::String(spec.name));
-  md.Set("general.file_type", Value::Uint(ValueType::kU32, spec.type == ToId(QType::kF32) ? 0 : 1));
+  if (spec.type == ToId(QType::kF32) || spec.type == ToId(QType::kF16)) {
+    md.Set("general.file_type",
+           Value::Uint(ValueType::kU32, spec.type == ToId(QType::kF32) ? 0 : 1));
+  }
   md.Set("llama.context_length", Value::Uint(ValueType::kU32, spec.n_ctx));
   md.Set("llama.embedding_length", Value::Uint(ValueType::kU32, spec.n_embd));
   md.Set("llama.feed_forward_length", Value::Uint(ValueType::kU32, spec.n_ff));
@@ -123,19 +123,23 @@ Status WriteSyntheticLlama(Env* env, const std::string& path, const SyntheticLla
     add(p + "ffn_up.weight", {e, ff}, false);
     add(p + "ffn_down.weight", {ff, e}, false);
   }
-  return WriteSyntheticGguf(env, path, std::move(md), tensors, spec.type, spec.n_vocab, spec.seed);
+  return WriteSyntheticGguf(env, path, std::move(md), tensors, spec.type, spec.n_vocab, spec.seed,
+                            spec.encode);
 }
 
 Status WriteSyntheticGguf(Env* env, const std::string& path, gguf::Metadata md,
                           const std::vector<SyntheticTensor>& tensors, uint32_t type,
-                          uint32_t n_vocab, uint64_t seed) {
-  if (type != ToId(QType::kF32) && type != ToId(QType::kF16)) {
-    return Status::InvalidArgument("synthetic checkpoints are F32 or F16");
+                          uint32_t n_vocab, uint64_t seed, const MatrixEncoder& encode) {
+  const bool is_float = type == ToId(QType::kF32) || type == ToId(QType::kF16);
+  if (!is_float && (!encode || GgmlBlockBytes(type) == 0)) {
+    return Status::InvalidArgument(
+        "synthetic checkpoints are F32, F16 or a GGUF type with an "
+        "encoder");
   }
   if (n_vocab < 260) {
     return Status::InvalidArgument("synthetic model: the vocabulary needs at least 260 tokens");
   }
-  if (!md.Has("general.file_type")) {
+  if (is_float && !md.Has("general.file_type")) {
     md.Set("general.file_type", Value::Uint(ValueType::kU32, type == ToId(QType::kF32) ? 0 : 1));
   }
   AddTokenizer(&md, n_vocab);
@@ -168,6 +172,14 @@ Status WriteSyntheticGguf(Env* env, const std::string& path, gguf::Metadata md,
       const uint64_t n = t.n_elements();
       std::normal_distribution<float> normal(0.0f, scale[i]);
       buf.clear();
+      if (t.type != ToId(QType::kF32) && t.type != ToId(QType::kF16)) {
+        std::vector<float> values(n);
+        for (float& x : values) x = normal(rng);
+        buf.resize(t.nbytes);
+        FQ_RETURN_IF_ERROR(encode(values.data(), static_cast<int64_t>(t.ne[1]),
+                                  static_cast<int64_t>(t.ne[0]), buf.data()));
+        return ByteSpan(buf);
+      }
       buf.reserve(t.nbytes);
       for (uint64_t k = 0; k < n; ++k) {
         const float x = scale[i] == 0.0f ? 1.0f : normal(rng);

@@ -8,6 +8,7 @@
 #define FQPACK_STORE_SYNTHETIC_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,13 @@
 #include "schema/status.h"
 
 namespace fqpack::store {
+
+// Encodes a matrix of `rows` rows of `cols` floats as the checkpoint's
+// quantized type into `out` (the type's bytes of a row, rows times): the
+// caller's quantizer, for checkpoints whose matrices are not F32 or F16
+// (the store does not know the kernels).
+using MatrixEncoder =
+    std::function<Status(const float* values, int64_t rows, int64_t cols, uint8_t* out)>;
 
 struct SyntheticLlama {
   std::string name = "synthetic";
@@ -26,9 +34,12 @@ struct SyntheticLlama {
   uint32_t n_kv_heads = 4;
   uint32_t n_vocab = 512;
   uint32_t n_ctx = 256;
-  uint32_t type = 0;  // F32 (0) or F16 (1)
+  // The matrices' type: F32 (0), F16 (1), or a quantized GGUF type, which
+  // needs `encode`.
+  uint32_t type = 0;
   uint64_t seed = 1;
   bool tied_output = false;  // no output.weight: the embedding serves
+  MatrixEncoder encode;
 };
 
 // Writes the checkpoint crash-safely (temp file, fsync, rename); tensors are
@@ -44,13 +55,15 @@ struct SyntheticTensor {
   Fill fill = Fill::kMatrix;
 };
 
-// Writes `md` (the architecture's keys; general.file_type and the same
-// SentencePiece-style vocabulary of n_vocab tokens as WriteSyntheticLlama are
-// added) and `tensors` (matrices as `type`, F32 or F16; vectors F32), crash-
-// safely like WriteSyntheticLlama.
+// Writes `md` (the architecture's keys; general.file_type for F32 and F16,
+// and the same SentencePiece-style vocabulary of n_vocab tokens as
+// WriteSyntheticLlama are added) and `tensors` (matrices as `type`: F32,
+// F16, or a quantized type that `encode` writes; vectors F32), crash-safely
+// like WriteSyntheticLlama. The values are the same for every type of one
+// seed.
 Status WriteSyntheticGguf(Env* env, const std::string& path, gguf::Metadata md,
                           const std::vector<SyntheticTensor>& tensors, uint32_t type,
-                          uint32_t n_vocab, uint64_t seed);
+                          uint32_t n_vocab, uint64_t seed, const MatrixEncoder& encode = {});
 
 }  // namespace fqpack::store
 

@@ -1,6 +1,11 @@
 // The fqpack command as a user runs it: exit codes, messages, --json.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
+#include "runtime/quant/quant.h"
+#include "schema/env.h"
+#include "schema/gguf.h"
 #include "schema/quant_types.h"
 #include "store/store.h"
 #include "tests/support/test_util.h"
@@ -93,6 +98,74 @@ TEST_F(CliTest, BadInputGivesOneClearLineAndAMeaningfulExitCode) {
   EXPECT_NE(out.find("not an fqpack store"), std::string::npos) << out;
   cmd = testing::FqpackBinary() + " --store " + tmp_.Join("nowhere") + " ls 2>&1";
   EXPECT_EQ(RunCommand(cmd, &out), 4) << out;
+}
+
+}  // namespace
+}  // namespace fqpack::cli
+
+namespace fqpack::cli {
+namespace {
+
+// synth --type T writes every matrix as T, made by T's reference quantizer
+// from the very values the F32 file of the same seed holds: its bytes are
+// the reference quantizer's of those values, row for row, whatever the
+// threads did.
+TEST(SynthCli, QuantizedMatricesAreTheReferenceQuantizerOfTheF32Values) {
+  testing::TempDir tmp;
+  std::string out;
+  const std::string shape = " --embd 256 --ff 512 --layers 1 --heads 4 --kv-heads 2 --vocab 300";
+  const std::string f32 = tmp.Join("s-F32.gguf");
+  ASSERT_EQ(
+      RunCommand(testing::FqpackBinary() + " -t 3 synth --seed 9" + shape + " -o " + f32 + " 2>&1",
+                 &out),
+      0)
+      << out;
+  Result<Bytes> base = ReadFileBytes(Env::Default(), f32);
+  ASSERT_TRUE(base.ok());
+  Result<gguf::Header> hb = gguf::ParseFile(*base, f32);
+  ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+  for (const QType q : {QType::kQ8_0, QType::kQ4_K, QType::kQ2_K}) {
+    const runtime::quant::TypeTraits* traits = runtime::quant::FindTraits(ToId(q));
+    const std::string path = tmp.Join("s-" + std::string(traits->name) + ".gguf");
+    ASSERT_EQ(RunCommand(testing::FqpackBinary() + " -t 3 synth --seed 9 --type " +
+                             std::string(traits->name) + shape + " -o " + path + " 2>&1",
+                         &out),
+              0)
+        << out;
+    EXPECT_NE(out.find(std::string(traits->name)), std::string::npos) << out;
+    Result<Bytes> file = ReadFileBytes(Env::Default(), path);
+    ASSERT_TRUE(file.ok());
+    Result<gguf::Header> h = gguf::ParseFile(*file, path);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    ASSERT_EQ(h->tensors.size(), hb->tensors.size());
+    int matrices = 0;
+    for (size_t i = 0; i < h->tensors.size(); ++i) {
+      const gguf::TensorInfo& t = h->tensors[i];
+      SCOPED_TRACE(t.name);
+      ASSERT_EQ(t.name, hb->tensors[i].name);
+      if (t.n_dims == 1) {
+        EXPECT_EQ(t.type, ToId(QType::kF32));
+        continue;
+      }
+      ++matrices;
+      ASSERT_EQ(t.type, ToId(q));
+      const ByteSpan values = hb->TensorBytes(*base, i);
+      Bytes expected(t.nbytes);
+      traits->quantize(reinterpret_cast<const float*>(values.data()), expected.data(),
+                       static_cast<int64_t>(t.n_elements()));
+      const ByteSpan got = h->TensorBytes(*file, i);
+      EXPECT_TRUE(std::equal(got.begin(), got.end(), expected.begin(), expected.end()));
+    }
+    EXPECT_EQ(matrices, 2 + 7);  // token_embd, output, and a block's seven
+  }
+  // A type synth cannot write: one line, usage exit code, no file.
+  const std::string bad = tmp.Join("bad.gguf");
+  EXPECT_EQ(RunCommand(
+                testing::FqpackBinary() + " synth --type int4-g64" + shape + " -o " + bad + " 2>&1",
+                &out),
+            2);
+  EXPECT_NE(out.find("int4-g64"), std::string::npos) << out;
+  EXPECT_FALSE(Env::Default()->FileExists(bad));
 }
 
 }  // namespace
