@@ -77,6 +77,33 @@ inline __m512i Broadcast256(const void* p) {
 
 inline __m512i Load512(const void* p) { return _mm512_loadu_si512(p); }
 
+// The vgf2p8affineqb matrix (GFNI; the *_gfni_avx512.cc kernels) moving
+// bits [first, first + count) of a byte to bits [to, to + count), every
+// other bit zero: output bit i is the parity of the input under matrix byte
+// 7 - i, here the one input bit it names.
+constexpr int64_t BitMove(int first, int count, int to) {
+  uint64_t m = 0;
+  for (int j = 0; j < count; ++j) m |= (uint64_t{1} << (first + j)) << (8 * (7 - (to + j)));
+  return static_cast<int64_t>(m);
+}
+
+// Bits [kFirst, kFirst + kCount) of every byte of v, moved to bits [kTo,
+// kTo + kCount), the rest zero: with kGfni one vgf2p8affineqb (instantiate
+// it so only in the *_gfni_avx512.cc files), else a shift, a mask and a
+// shift (a field moved up by at most 8 - kCount stays within its byte).
+template <bool kGfni, int kFirst, int kCount, int kTo = 0>
+inline __m512i MoveBits(__m512i v) {
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << kCount) - 1));
+  if constexpr (kFirst == 0 && kTo == 0) {
+    return _mm512_and_si512(v, mask);
+  } else if constexpr (kGfni) {
+    return _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(BitMove(kFirst, kCount, kTo)), 0);
+  } else {
+    const __m512i f = _mm512_and_si512(kFirst == 0 ? v : _mm512_srli_epi16(v, kFirst), mask);
+    return kTo == 0 ? f : _mm512_slli_epi16(f, kTo);
+  }
+}
+
 // A word-index table built at compile time: a vpermw or vpermt2w control
 // (or a vpshufb control's low bytes).
 struct Words {
