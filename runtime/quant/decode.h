@@ -35,8 +35,10 @@
 namespace fqpack::runtime::quant {
 
 // How one weight type runs a decode matmul on the kAvx512 tier; a row of the
-// traits table points to its DecodeOps (TypeTraits::decode). Every function
-// must only be called when ActiveSimdLevel() >= kAvx512. `cols` is a whole
+// traits table points to its DecodeOps (TypeTraits::decode, and
+// TypeTraits::decode_gfni for the kAvx512Gfni tier; BestDecode picks). Every
+// function must only be called when ActiveSimdLevel() is at least its tier.
+// `cols` is a whole
 // number of the weight type's blocks (any length for the group-int types,
 // whose rows may end in a partial group).
 struct DecodeOps {
