@@ -38,15 +38,15 @@ let backendSaid = false;
 function logger(level, message) {
   const m = /(prompt eval|\beval) time\s*=\s*([\d.]+) ms\s*\/\s*(\d+)/.exec(message);
   if (m) timings[m[1] === "prompt eval" ? "prompt" : "eval"] = {ms: Number(m[2]), n: Number(m[3])};
-  else if (/loaded CPU backend|CPU : /.test(message) && !backendSaid) {
+  else if (/loaded CPU backend/.test(message) && !backendSaid) {
     console.error("llama.cpp: " + message.trim());
-    backendSaid = /CPU : /.test(message);
+    backendSaid = true;
   } else if (level === "error" || level === "fatal") console.error(message);
 }
 
 const args = parseArgs(process.argv.slice(2));
 const llama = await getLlama({
-  gpu: false, build: "never", maxThreads: args.threads, logLevel: LlamaLogLevel.info, logger});
+  gpu: false, build: "never", maxThreads: args.threads, logLevel: LlamaLogLevel.log, logger});
 
 for (const file of args.files) {
   const model = await llama.loadModel({modelPath: file, gpuLayers: 0});
