@@ -872,19 +872,16 @@ void RegisterAll() {
   }
   for (const std::string& path : paths) {
     const std::string f = path.substr(path.find_last_of('/') + 1);
-    auto manifest = std::make_shared<store::ModelManifest>();
-    Result<std::unique_ptr<GgufSource>> src = GgufSource::Open(path, manifest.get());
-    Result<std::unique_ptr<Model>> m = src.ok() ? Model::Load(*manifest, src->get(), &Pool(2))
+    store::ModelManifest manifest;
+    Result<std::unique_ptr<GgufSource>> src = GgufSource::Open(path, &manifest);
+    Result<std::unique_ptr<Model>> m = src.ok() ? Model::Load(manifest, src->get(), &Pool(2))
                                                 : Result<std::unique_ptr<Model>>(src.status());
     if (!m.ok()) {
       std::fprintf(stderr, "decode_bench: %s: %s\n", path.c_str(), m.status().ToString().c_str());
       continue;
     }
-    // The source maps the file the model's weights point into: kept alive
-    // as long as the model.
-    std::shared_ptr<GgufSource> file = std::move(src).value();
-    std::shared_ptr<Model> shared(std::move(m).value().release(),
-                                  [file, manifest](Model* model) { delete model; });
+    // Load keeps nothing of the source.
+    std::shared_ptr<Model> shared = std::move(m).value();
     for (int t : threads) {
       for (quant::SimdLevel tier : tiers) {
         const Setup setup{t, tier};

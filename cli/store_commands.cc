@@ -1,6 +1,7 @@
 // fqpack init | import | ls | verify | export: the store itself.
 
 #include <map>
+#include <memory>
 #include <set>
 
 #include "cli/app.h"
@@ -543,7 +544,7 @@ Status RunSynth(Context& ctx, SynthArgs args) {
   FQ_ASSIGN_OR_RETURN(args.spec.type, ParseQTypeName(args.type));
   // A quantized type: each matrix through the type's reference quantizer
   // (llama.cpp's for the GGUF types), its rows shared over the threads.
-  ThreadPool pool(ctx.Threads());
+  std::unique_ptr<ThreadPool> pool;
   const uint32_t type = args.spec.type;
   if (type != ToId(QType::kF32) && type != ToId(QType::kF16)) {
     const runtime::quant::TypeTraits* t = runtime::quant::FindTraits(type);
@@ -551,10 +552,11 @@ Status RunSynth(Context& ctx, SynthArgs args) {
       return Status::InvalidArgument("synth --type " + args.type +
                                      ": F32, F16 or a GGUF type fqpack quantizes to");
     }
-    args.spec.encode = [t, &pool](const float* values, int64_t rows, int64_t cols,
-                                  uint8_t* out) -> Status {
+    pool = std::make_unique<ThreadPool>(ctx.Threads());
+    args.spec.encode = [t, p = pool.get()](const float* values, int64_t rows, int64_t cols,
+                                           uint8_t* out) -> Status {
       FQ_ASSIGN_OR_RETURN(uint64_t row_bytes, RowBytes(t->type, static_cast<uint64_t>(cols)));
-      pool.ParallelFor(rows, [&](int64_t begin, int64_t end) {
+      p->ParallelFor(rows, [&](int64_t begin, int64_t end) {
         t->quantize(values + begin * cols, out + static_cast<uint64_t>(begin) * row_bytes,
                     (end - begin) * cols);
       });

@@ -89,10 +89,6 @@ Status WriteSyntheticLlama(Env* env, const std::string& path, const SyntheticLla
   gguf::Metadata md;
   md.Set("general.architecture", Value::String("llama"));
   md.Set("general.name", Value::String(spec.name));
-  if (spec.type == ToId(QType::kF32) || spec.type == ToId(QType::kF16)) {
-    md.Set("general.file_type",
-           Value::Uint(ValueType::kU32, spec.type == ToId(QType::kF32) ? 0 : 1));
-  }
   md.Set("llama.context_length", Value::Uint(ValueType::kU32, spec.n_ctx));
   md.Set("llama.embedding_length", Value::Uint(ValueType::kU32, spec.n_embd));
   md.Set("llama.feed_forward_length", Value::Uint(ValueType::kU32, spec.n_ff));
@@ -133,8 +129,7 @@ Status WriteSyntheticGguf(Env* env, const std::string& path, gguf::Metadata md,
   const bool is_float = type == ToId(QType::kF32) || type == ToId(QType::kF16);
   if (!is_float && (!encode || GgmlBlockBytes(type) == 0)) {
     return Status::InvalidArgument(
-        "synthetic checkpoints are F32, F16 or a GGUF type with an "
-        "encoder");
+        "synthetic checkpoints are F32, F16 or a GGUF type with an encoder");
   }
   if (n_vocab < 260) {
     return Status::InvalidArgument("synthetic model: the vocabulary needs at least 260 tokens");
