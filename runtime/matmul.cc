@@ -159,14 +159,16 @@ struct RowPos {
   int64_t row;
 };
 
-// The row boundary nearest to byte `byte` of the concatenation.
+// The row boundary nearest to byte `byte` of the concatenation, at a
+// multiple of the part's kernel's row group (or the part's end).
 RowPos PosAt(std::span<const DecodePart> parts, double byte) {
   size_t i = 0;
   while (i + 1 < parts.size() && byte >= static_cast<double>(parts[i + 1].first_byte)) ++i;
   const DecodePart& p = parts[i];
-  const double rows =
-      (byte - static_cast<double>(p.first_byte)) / static_cast<double>(p.w->row_bytes);
-  return {i, std::clamp<int64_t>(std::llround(rows), 0, p.w->rows)};
+  const int64_t group = p.ops != nullptr ? p.ops->row_group : 1;
+  const double groups = (byte - static_cast<double>(p.first_byte)) /
+                        static_cast<double>(p.w->row_bytes) / static_cast<double>(group);
+  return {i, std::clamp<int64_t>(std::llround(groups) * group, 0, p.w->rows)};
 }
 
 // Every row from `a` up to `b`.

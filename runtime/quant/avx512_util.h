@@ -117,15 +117,18 @@ inline __m512i LoadWords(const Words& t) { return _mm512_loadu_si512(t.w); }
 // u1, u2 a lane's three 32-bit words, scales 0..3 are u0 & 0x3f.., mins
 // 0..3 u1 & 0x3f.., scales 4..7 the low nibbles of u2 under the top two
 // bits of u0's bytes, mins 4..7 the high nibbles of u2 under u1's.
+inline __m512i K4ScalesMins(__m512i v) {
+  const __m512i low6 = _mm512_and_si512(v, _mm512_set1_epi8(0x3f));  // [sc_lo, mn_lo, ..]
+  const __m512i u2 = _mm512_shuffle_epi32(v, _MM_PERM_CCCC);
+  const __m512i nib = _mm512_and_si512(_mm512_srlv_epi32(u2, _mm512_set4_epi32(4, 0, 4, 0)),
+                                       _mm512_set1_epi8(0x0F));
+  const __m512i top2 =
+      _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 6), _mm512_set1_epi8(3)), 4);
+  const __m512i high = _mm512_or_si512(nib, top2);  // [sc_hi, mn_hi, ..]
+  return _mm512_unpacklo_epi32(low6, high);         // [sc_lo, sc_hi, mn_lo, mn_hi] per lane
+}
 inline __m256i K4ScalesMins(__m256i v) {
-  const __m256i low6 = _mm256_and_si256(v, _mm256_set1_epi8(0x3f));  // [sc_lo, mn_lo, ..]
-  const __m256i u2 = _mm256_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2));
-  const __m256i nib = _mm256_and_si256(
-      _mm256_srlv_epi32(u2, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)), _mm256_set1_epi8(0x0F));
-  const __m256i top2 =
-      _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(v, 6), _mm256_set1_epi8(3)), 4);
-  const __m256i high = _mm256_or_si256(nib, top2);  // [sc_hi, mn_hi, ..]
-  return _mm256_unpacklo_epi32(low6, high);         // [sc_lo, sc_hi, mn_lo, mn_hi] per lane
+  return _mm512_castsi512_si256(K4ScalesMins(_mm512_castsi256_si512(v)));
 }
 
 }  // namespace fqpack::runtime::quant::avx512

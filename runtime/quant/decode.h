@@ -48,9 +48,14 @@ struct DecodeOps {
   // cols) bytes) into `out`, act_bytes(cols) bytes at a 64-byte boundary.
   void (*pack_act)(int64_t cols, const uint8_t* act, uint8_t* out) = nullptr;
   // y[r] = row r . activation for r < nrows, row r at w + r * row_bytes;
-  // `packed` is what pack_act wrote. Reads no byte past a row's end.
+  // `packed` is what pack_act wrote. Reads no byte past a row's end
+  // (prefetches, which never fault, aside).
   void (*rows)(int64_t cols, const uint8_t* w, size_t row_bytes, int64_t nrows,
                const uint8_t* packed, float* y) = nullptr;
+  // `rows` runs rows in groups of this many (the k-quants: 8), so a caller
+  // splitting a matrix does best to start each run of rows at a multiple
+  // of it. Any split gives the same bits.
+  int64_t row_group = 1;
 };
 
 extern const DecodeOps kDecodeQ8_0;

@@ -146,7 +146,9 @@ TEST(Decode, RandomRowsMatchThePortableDot) {
   for (const quant::TypeTraits* t : types) {
     for (int64_t cols : ColsFor(*t)) {
       SCOPED_TRACE(std::string(t->name) + " cols=" + std::to_string(cols));
-      const int64_t nrows = 7;
+      // Two whole groups of eight rows (the k-quants' kernels run eight
+      // rows at a time) and a partial one.
+      const int64_t nrows = 19;
       const Bytes w =
           qt::Quantize(t->type, qt::RandomValues(nrows * cols, &rng, 0.05f), nrows, cols);
       const Bytes a = qt::Quantize(t->vec_dot_type, qt::RandomValues(cols, &rng, 3.0f), 1, cols);
@@ -209,7 +211,7 @@ TEST(Decode, ExtremeCodesAndScalesMatchThePortableDot) {
     for (int64_t cols : ColsFor(*t)) {
       SCOPED_TRACE(std::string(t->name) + " cols=" + std::to_string(cols));
       const int64_t nb = cols / t->block_elems;
-      const int64_t nrows = 6;
+      const int64_t nrows = 11;
       const size_t row_bytes = qt::RowBytesOf(t->type, cols) + 6;
       Bytes w(nrows * row_bytes);
       for (int64_t r = 0; r < nrows; ++r) {
@@ -227,6 +229,32 @@ TEST(Decode, ExtremeCodesAndScalesMatchThePortableDot) {
       }
       ExpectRowsMatchPortable(*t, cols, w, row_bytes, nrows,
                               RawActivation(act, cols, kScales, &rng));
+    }
+  }
+}
+
+// A kernel that runs rows in groups must give each row the same bits
+// whichever rows share its group: MatMul's threads start their runs of rows
+// anywhere, and a partial last group pads itself with repeated rows.
+TEST(Decode, ARowsBitsDoNotDependOnWhereItsRunStartsOrEnds) {
+  if (!HasDecodeTier()) GTEST_SKIP() << "the CPU lacks AVX-512 F/BW/VL/DQ + VNNI";
+  std::mt19937 rng(35);
+  for (const quant::TypeTraits* t : DecodeTypes()) {
+    SCOPED_TRACE(t->name);
+    const int64_t cols = t->block_elems == quant::kQKK ? 768 : 544, nrows = 21;
+    const size_t row_bytes = qt::RowBytesOf(t->type, cols);
+    const Bytes w = qt::Quantize(t->type, qt::RandomValues(nrows * cols, &rng, 0.05f), nrows, cols);
+    const Bytes a = qt::Quantize(t->vec_dot_type, qt::RandomValues(cols, &rng, 3.0f), 1, cols);
+    for (const quant::DecodeOps* ops : OpsOf(*t)) {
+      const std::vector<float> all = RunOps(*ops, cols, w.data(), row_bytes, nrows, a);
+      for (int64_t first = 0; first <= 9; ++first) {
+        for (int64_t count : {int64_t{1}, int64_t{3}, int64_t{8}, nrows - first}) {
+          const std::vector<float> part =
+              RunOps(*ops, cols, w.data() + first * row_bytes, row_bytes, count, a);
+          EXPECT_EQ(part, std::vector<float>(all.begin() + first, all.begin() + first + count))
+              << "rows " << first << ".." << first + count;
+        }
+      }
     }
   }
 }
