@@ -2,9 +2,12 @@
 // this only from files compiled with the AVX-512 tier's flags (named
 // *_avx512.cc), whose functions run only when ActiveSimdLevel() >= kAvx512.
 //
-// The kernels issue no software prefetch: the weight stream is sequential,
-// the hardware prefetchers follow it, and explicit prefetches 512 bytes
-// ahead made Q6_K and Q4_K matvecs from memory slower in decode_bench.
+// The kernels that read one row at a time issue no software prefetch: the
+// weight stream is sequential, the hardware prefetchers follow it, and
+// explicit prefetches 512 bytes ahead made Q6_K and Q4_K matvecs from
+// memory slower in decode_bench. The k-quant kernels that read eight rows
+// side by side (decode_kquants_avx512.inc) prefetch the next eight in
+// order, which the prefetchers do not foresee.
 //
 // The kernels multiply unsigned weight codes with signed activation codes by
 // vpdpbusd (four u8 x s8 products summed into each int32 lane, no

@@ -52,7 +52,7 @@ struct DecodeOps {
   // (prefetches, which never fault, aside).
   void (*rows)(int64_t cols, const uint8_t* w, size_t row_bytes, int64_t nrows,
                const uint8_t* packed, float* y) = nullptr;
-  // `rows` runs rows in groups of this many (the k-quants: 8), so a caller
+  // `rows` runs rows in groups of this many (Q4_K, Q5_K, Q6_K: 8), so a caller
   // splitting a matrix does best to start each run of rows at a multiple
   // of it. Any split gives the same bits.
   int64_t row_group = 1;
