@@ -38,9 +38,8 @@ namespace fqpack::runtime::quant {
 // traits table points to its DecodeOps (TypeTraits::decode, and
 // TypeTraits::decode_gfni for the kAvx512Gfni tier; BestDecode picks). Every
 // function must only be called when ActiveSimdLevel() is at least its tier.
-// `cols` is a whole
-// number of the weight type's blocks (any length for the group-int types,
-// whose rows may end in a partial group).
+// `cols` is a whole number of the weight type's blocks (any length for the
+// group-int types, whose rows may end in a partial group).
 struct DecodeOps {
   // Bytes of the packed activation of a `cols`-element row.
   size_t (*act_bytes)(int64_t cols) = nullptr;
