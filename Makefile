@@ -30,11 +30,16 @@ FUZZ_JOBS    ?= $(JOBS)
 # pipeline, the real-model searches and the k-quant comparison on
 # tinystories-3M (7-40 s each in Release, two minutes or more here;
 # tests/runtime/arch_test.cc runs every family's forward pass under the
-# sanitizers on small models, and the pipeline's code runs here on llama). The kill and power-loss loops run, on
+# sanitizers on small models, and the pipeline's code runs here on llama);
+# and four tests that are long computations over code other tests run here
+# (16-55 s each under ASan): the greedy search over a real library (the
+# greedy CLI test searches one), the tree search with and without its
+# speedups, and the quantize pipeline's GPTQ quality and ladder rules (Gptq.*
+# and the pipeline's other tests stay). The kill and power-loss loops run, on
 # every SANITIZE_CRASH_STRIDE-th crash point (and always the last ones):
 # ASan's start-up per crash makes every point cost ~0.5 s.
-SANITIZE_EXCLUDE ?= LlamaCppPerplexity|ZooParity\.(Llama3|Qwen|Gemma)|ZooPipeline|RealModels\.|KQuantsAreAsGoodAsLlamaCpp
-SANITIZE_CRASH_STRIDE ?= 8
+SANITIZE_EXCLUDE ?= LlamaCppPerplexity|ZooParity\.(Llama3|Qwen|Gemma)|ZooPipeline|RealModels\.|KQuantsAreAsGoodAsLlamaCpp|GreedySearch\.RealLibrary|TreeSearchSpeedups\.|QuantizePipelineTest\.(GptqBeatsRtn|LadderFollows)
+SANITIZE_CRASH_STRIDE ?= 12
 
 # Function names and lines in sanitizer reports: llvm-14 installs no
 # unversioned llvm-symbolizer on the PATH.
